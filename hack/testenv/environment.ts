@@ -1,0 +1,404 @@
+/**
+ * Starts a real Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager) and
+ * a real redis-server on free loopback ports, for tests and for `npm start` without a cluster.
+ * Everything lives in one temp dir that is removed on stop, on SIGINT/SIGTERM, and by the next
+ * run if this process was killed outright.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest, type RequestOptions } from 'node:https';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { ensureBinaries, TestEnvError, type TestEnvBinaries } from './binaries.js';
+import { generateTestPki, type TestPki } from './pki.js';
+import {
+  ManagedProcess,
+  TEMP_PREFIX,
+  claimDir,
+  reapAbandoned,
+  registerCleanup,
+  startWithPortRetry,
+  waitReady,
+} from './process.js';
+
+type Log = (line: string) => void;
+
+/** What to start. Everything defaults to on. */
+export interface TestEnvOptions {
+  /** Start etcd + kube-apiserver. Default true. */
+  readonly kube?: boolean;
+  /** Also start kube-controller-manager (garbage collection, Deployment → ReplicaSet). Default true. */
+  readonly controllerManager?: boolean;
+  /** Start redis-server. Default true. */
+  readonly redis?: boolean;
+  /** Progress lines; default writes to stderr. */
+  readonly log?: Log;
+  /** Seconds to wait for kube-apiserver /readyz. Default 90 (2 cores can be slow under load). */
+  readonly readyTimeoutSeconds?: number;
+}
+
+/** A running control plane. */
+export interface KubeControlPlane {
+  /** https://127.0.0.1:PORT */
+  readonly server: string;
+  /** Path of an admin kubeconfig (client certificate in group system:masters). */
+  readonly kubeconfigPath: string;
+  /** The same kubeconfig as YAML text. */
+  readonly kubeconfig: string;
+  readonly pki: TestPki;
+  readonly etcdUrl: string;
+  /** A kubectl built from the same Kubernetes version as the server. */
+  readonly kubectl: string;
+}
+
+/** A running redis-server. */
+export interface RedisServer {
+  readonly url: string;
+  readonly port: number;
+  /** Stops the server (to test outages); `start()` brings it back on the same port with no data. */
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}
+
+/** A running test environment. `stop()` is idempotent. */
+export interface TestEnv {
+  readonly dir: string;
+  readonly kube?: KubeControlPlane;
+  readonly redis?: RedisServer;
+  /** Milliseconds from call to everything ready, per component. */
+  readonly timings: Record<string, number>;
+  /** Resident memory (KiB) of each started process right now. */
+  memoryKiB(): Record<string, number>;
+  stop(): Promise<void>;
+}
+
+function defaultLog(line: string) {
+  console.error(`[testenv] ${line}`);
+}
+
+/** True when GET url answers 200. `tls` options apply to https URLs. */
+function probeHttp(url: string, tls: RequestOptions = {}): Promise<boolean> {
+  return new Promise((resolve) => {
+    const send = url.startsWith('https:') ? httpsRequest : httpRequest;
+    const req = send(url, { ...tls, timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+function probeRedis(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect(port, '127.0.0.1');
+    sock.setTimeout(1000);
+    sock.once('connect', () => sock.write('PING\r\n'));
+    sock.once('data', (d) => {
+      resolve(d.toString().startsWith('+PONG'));
+      sock.destroy();
+    });
+    sock.once('error', () => resolve(false));
+    sock.once('timeout', () => {
+      resolve(false);
+      sock.destroy();
+    });
+  });
+}
+
+function which(cmd: string): string | null {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+/** Builds an admin kubeconfig that embeds the CA and client certificate. */
+export function buildKubeconfig(server: string, pki: TestPki, name = 'crema-testenv'): string {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return stringify({
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name, cluster: { server, 'certificate-authority-data': b64(pki.caCert) } }],
+    users: [
+      {
+        name: 'admin',
+        user: { 'client-certificate-data': b64(pki.adminCert), 'client-key-data': b64(pki.adminKey) },
+      },
+    ],
+    contexts: [{ name, context: { cluster: name, user: 'admin', namespace: 'default' } }],
+    'current-context': name,
+  });
+}
+
+async function startEtcd(bin: TestEnvBinaries, dir: string): Promise<{ proc: ManagedProcess; url: string }> {
+  return startWithPortRetry(2, async ([client, peer]) => {
+    const url = `http://127.0.0.1:${client}`;
+    const dataDir = join(dir, `etcd-data-${client}`);
+    const proc = new ManagedProcess(
+      'etcd',
+      bin.etcd,
+      [
+        `--data-dir=${dataDir}`,
+        `--listen-client-urls=${url}`,
+        `--advertise-client-urls=${url}`,
+        `--listen-peer-urls=http://127.0.0.1:${peer}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${peer}`,
+        `--initial-cluster=default=http://127.0.0.1:${peer}`,
+        '--unsafe-no-fsync',
+        '--quota-backend-bytes=4294967296',
+        '--log-level=warn',
+      ],
+      dir,
+    );
+    await waitReady(proc, () => probeHttp(`${url}/health`), 30_000, 'healthy');
+    return { proc, url };
+  });
+}
+
+async function startApiserver(
+  bin: TestEnvBinaries,
+  dir: string,
+  etcdUrl: string,
+  pki: TestPki,
+  readyTimeoutMs: number,
+): Promise<{ proc: ManagedProcess; server: string }> {
+  const f = (n: string) => join(dir, n);
+  return startWithPortRetry(1, async ([port]) => {
+    const server = `https://127.0.0.1:${port}`;
+    const proc = new ManagedProcess(
+      'kube-apiserver',
+      bin.kubeApiserver,
+      [
+        `--etcd-servers=${etcdUrl}`,
+        `--etcd-prefix=/crema-${port}`,
+        `--cert-dir=${f('apiserver-certs')}`,
+        `--tls-cert-file=${f('serving.crt')}`,
+        `--tls-private-key-file=${f('serving.key')}`,
+        `--client-ca-file=${f('ca.crt')}`,
+        `--secure-port=${port}`,
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        '--service-cluster-ip-range=10.0.0.0/24',
+        '--authorization-mode=RBAC',
+        '--allow-privileged=true',
+        '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+        `--service-account-key-file=${f('sa.pub')}`,
+        `--service-account-signing-key-file=${f('sa.key')}`,
+        '--enable-priority-and-fairness=false',
+        '--v=1',
+      ],
+      dir,
+    );
+    const tls = { ca: pki.caCert, cert: pki.adminCert, key: pki.adminKey };
+    await waitReady(proc, () => probeHttp(`${server}/readyz`, tls), readyTimeoutMs, 'ready (/readyz)');
+    return { proc, server };
+  });
+}
+
+async function startControllerManager(bin: TestEnvBinaries, dir: string): Promise<ManagedProcess> {
+  const f = (n: string) => join(dir, n);
+  return startWithPortRetry(1, async ([port]) => {
+    const proc = new ManagedProcess(
+      'kube-controller-manager',
+      bin.kubeControllerManager,
+      [
+        `--kubeconfig=${f('kubeconfig')}`,
+        `--authentication-kubeconfig=${f('kubeconfig')}`,
+        `--authorization-kubeconfig=${f('kubeconfig')}`,
+        '--leader-elect=false',
+        `--secure-port=${port}`,
+        '--bind-address=127.0.0.1',
+        `--cert-dir=${f('kcm-certs')}`,
+        `--service-account-private-key-file=${f('sa.key')}`,
+        `--root-ca-file=${f('ca.crt')}`,
+        '--use-service-account-credentials=false',
+        '--controllers=*',
+        '--concurrent-gc-syncs=5',
+        '--v=1',
+      ],
+      dir,
+    );
+    // Its serving certificate is self-signed on the fly; /healthz is readable without credentials.
+    const healthz = `https://127.0.0.1:${port}/healthz`;
+    await waitReady(proc, () => probeHttp(healthz, { rejectUnauthorized: false }), 60_000, 'healthy');
+    return proc;
+  });
+}
+
+/** Starts a redis-server with persistence off; it can be stopped and restarted on the same port. */
+export async function startRedis(
+  dir: string,
+  log: Log = defaultLog,
+): Promise<{ redis: RedisServer; procs: () => ManagedProcess[] }> {
+  const bin = which('redis-server');
+  if (!bin) {
+    throw new TestEnvError(
+      'redis-server not found on PATH. Install the Debian package: `apt-get update && apt-get install -y redis-server`.',
+    );
+  }
+  let proc: ManagedProcess | undefined;
+  const launch = async (port: number) => {
+    const p = new ManagedProcess(
+      'redis-server',
+      bin,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+        '--daemonize',
+        'no',
+        '--loglevel',
+        'warning',
+      ],
+      dir,
+    );
+    await waitReady(p, () => probeRedis(port), 15_000, 'answering PING');
+    return p;
+  };
+  const port = await startWithPortRetry(1, async ([p]) => {
+    proc = await launch(p!);
+    return p!;
+  });
+  log(`redis-server on 127.0.0.1:${port}`);
+  const redis: RedisServer = {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    async stop() {
+      await proc?.stop();
+    },
+    async start() {
+      if (proc?.running) return;
+      proc = await launch(port);
+    },
+  };
+  return { redis, procs: () => (proc ? [proc] : []) };
+}
+
+async function writePki(dir: string, pki: TestPki): Promise<void> {
+  const files: Record<string, string> = {
+    'ca.crt': pki.caCert,
+    'serving.crt': pki.servingCert,
+    'serving.key': pki.servingKey,
+    'sa.pub': pki.serviceAccountPublicKey,
+    'sa.key': pki.serviceAccountPrivateKey,
+  };
+  await Promise.all(Object.entries(files).map(([n, c]) => writeFile(join(dir, n), c, { mode: 0o600 })));
+}
+
+function rssKiB(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Starts the requested parts and resolves when all are ready. On any failure everything that
+ * was started is stopped again before the error propagates.
+ */
+export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> {
+  const log = opts.log ?? defaultLog;
+  const wantKube = opts.kube ?? true;
+  const wantKcm = wantKube && (opts.controllerManager ?? true);
+  const wantRedis = opts.redis ?? true;
+  reapAbandoned(log);
+
+  const t0 = Date.now();
+  const timings: Record<string, number> = {};
+  const binaries = wantKube ? await ensureBinaries({ log }) : undefined;
+  timings['binaries'] = Date.now() - t0;
+
+  const dir = await mkdtemp(join(tmpdir(), TEMP_PREFIX));
+  claimDir(dir);
+  const procs: ManagedProcess[] = [];
+  let redisProcs: () => ManagedProcess[] = () => [];
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    unregister();
+    // Clients of etcd first, all at once (a sequential stop takes long enough for a parent
+    // like npm to give up and SIGKILL us); etcd last so the API server can shut down cleanly.
+    const etcd = procs.filter((p) => p.name === 'etcd');
+    await Promise.all([...redisProcs(), ...procs].filter((p) => p.name !== 'etcd').map((p) => p.stop(5000)));
+    await Promise.all(etcd.map((p) => p.stop(5000)));
+    await rm(dir, { recursive: true, force: true });
+  };
+  const unregister = registerCleanup({
+    stop,
+    stopNow() {
+      for (const p of [...redisProcs(), ...procs]) p.killNow();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  });
+
+  try {
+    let kube: KubeControlPlane | undefined;
+    let redis: RedisServer | undefined;
+    const startRedisPart = async () => {
+      const r = await startRedis(dir, log);
+      redisProcs = r.procs;
+      redis = r.redis;
+      timings['redis'] = Date.now() - t0;
+    };
+    const startKubePart = async (bin: TestEnvBinaries) => {
+      const pki = await generateTestPki();
+      await writePki(dir, pki);
+      const tEtcd = Date.now();
+      const etcd = await startEtcd(bin, dir);
+      procs.push(etcd.proc);
+      timings['etcd'] = Date.now() - tEtcd;
+      const tApi = Date.now();
+      const api = await startApiserver(bin, dir, etcd.url, pki, (opts.readyTimeoutSeconds ?? 90) * 1000);
+      procs.push(api.proc);
+      timings['kubeApiserver'] = Date.now() - tApi;
+      const kubeconfig = buildKubeconfig(api.server, pki);
+      const kubeconfigPath = join(dir, 'kubeconfig');
+      await writeFile(kubeconfigPath, kubeconfig, { mode: 0o600 });
+      if (wantKcm) {
+        const tKcm = Date.now();
+        procs.push(await startControllerManager(bin, dir));
+        timings['kubeControllerManager'] = Date.now() - tKcm;
+      }
+      kube = { server: api.server, kubeconfigPath, kubeconfig, pki, etcdUrl: etcd.url, kubectl: bin.kubectl };
+      log(`kube-apiserver ready at ${api.server} (kubeconfig ${kubeconfigPath})`);
+    };
+    // Both parts start concurrently; wait for both to settle so nothing is left half-started.
+    const results = await Promise.allSettled([
+      wantRedis ? startRedisPart() : Promise.resolve(),
+      binaries ? startKubePart(binaries) : Promise.resolve(),
+    ]);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    timings['total'] = Date.now() - t0;
+    return {
+      dir,
+      kube,
+      redis,
+      timings,
+      memoryKiB: () =>
+        Object.fromEntries([...procs, ...redisProcs()].map((p) => [p.name, rssKiB(p.child.pid)])),
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

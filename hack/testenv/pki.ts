@@ -1,0 +1,104 @@
+/**
+ * Throwaway PKI for one test control plane: a CA, the API server's serving certificate, an
+ * admin client certificate (O=system:masters) and the service-account signing key pair.
+ * ECDSA P-256 through WebCrypto keeps generation in the low milliseconds.
+ */
+// @peculiar/x509 resolves its ASN.1 parsers through tsyringe, which needs the Reflect polyfill first.
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+import { webcrypto } from 'node:crypto';
+
+type CryptoKey = webcrypto.CryptoKey;
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
+const crypto = webcrypto;
+// @peculiar/x509 is typed against the DOM's Crypto; Node's webcrypto is the same API.
+x509.cryptoProvider.set(crypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+
+const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+
+/** PEM-encoded material for one test cluster. */
+export interface TestPki {
+  readonly caCert: string;
+  readonly servingCert: string;
+  readonly servingKey: string;
+  readonly adminCert: string;
+  readonly adminKey: string;
+  readonly serviceAccountPublicKey: string;
+  readonly serviceAccountPrivateKey: string;
+}
+
+async function keyPair(): Promise<CryptoKeyPair> {
+  return (await crypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
+}
+
+async function privatePem(key: CryptoKey): Promise<string> {
+  return x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY');
+}
+
+async function publicPem(key: CryptoKey): Promise<string> {
+  return x509.PemConverter.encode(await crypto.subtle.exportKey('spki', key), 'PUBLIC KEY');
+}
+
+/** Generates fresh PKI valid for `days` days; serving SANs cover loopback and the in-cluster service names. */
+export async function generateTestPki(days = 7): Promise<TestPki> {
+  const notBefore = new Date(Date.now() - 60_000);
+  const notAfter = new Date(Date.now() + days * 86_400_000);
+  const caKeys = await keyPair();
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    name: 'CN=crema-testenv-ca',
+    keys: caKeys,
+    signingAlgorithm: alg,
+    notBefore,
+    notAfter,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
+    ],
+  });
+
+  const leaf = async (subject: string, usage: x509.ExtendedKeyUsage, sans?: x509.JsonGeneralNames) => {
+    const keys = await keyPair();
+    const cert = await x509.X509CertificateGenerator.create({
+      subject,
+      issuer: ca.subject,
+      publicKey: keys.publicKey,
+      signingKey: caKeys.privateKey,
+      signingAlgorithm: alg,
+      notBefore,
+      notAfter,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(
+          x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment,
+          true,
+        ),
+        new x509.ExtendedKeyUsageExtension([usage]),
+        await x509.AuthorityKeyIdentifierExtension.create(ca, false),
+        ...(sans ? [new x509.SubjectAlternativeNameExtension(sans)] : []),
+      ],
+    });
+    return { cert: cert.toString('pem'), key: await privatePem(keys.privateKey) };
+  };
+
+  const serving = await leaf('CN=kube-apiserver', x509.ExtendedKeyUsage.serverAuth, [
+    { type: 'ip', value: '127.0.0.1' },
+    { type: 'ip', value: '10.0.0.1' },
+    { type: 'dns', value: 'localhost' },
+    { type: 'dns', value: 'kubernetes' },
+    { type: 'dns', value: 'kubernetes.default' },
+    { type: 'dns', value: 'kubernetes.default.svc' },
+    { type: 'dns', value: 'kubernetes.default.svc.cluster.local' },
+  ]);
+  const admin = await leaf('CN=admin, O=system:masters', x509.ExtendedKeyUsage.clientAuth);
+  const sa = await keyPair();
+  return {
+    caCert: ca.toString('pem'),
+    servingCert: serving.cert,
+    servingKey: serving.key,
+    adminCert: admin.cert,
+    adminKey: admin.key,
+    serviceAccountPublicKey: await publicPem(sa.publicKey),
+    serviceAccountPrivateKey: await privatePem(sa.privateKey),
+  };
+}

@@ -1,0 +1,31 @@
+import { defineConfig } from 'vitest/config';
+
+// Two projects: `unit` runs fast tests with no external processes; `integration` gets a real
+// kube-apiserver + etcd + kube-controller-manager and a real redis-server from the global setup.
+export default defineConfig({
+  test: {
+    reporters: ['default', './hack/summary-reporter.ts'],
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['{operator,serving,feature-jobs,manifests,hack}/**/*.test.ts'],
+          exclude: ['**/*.int.test.ts', '**/node_modules/**'],
+        },
+      },
+      {
+        test: {
+          name: 'integration',
+          include: ['{operator,serving,feature-jobs,manifests,hack}/**/*.int.test.ts'],
+          exclude: ['**/node_modules/**'],
+          globalSetup: ['hack/testenv/global-setup.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 180_000,
+          // The integration suites share one control plane and one Redis; running files in
+          // parallel on 2 cores makes timing-sensitive watch tests flaky.
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
