@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import { USER_FEATURES, decodeUserFeatures, encodeUserFeatures } from './features.js';
+import { validateModelMetadata } from './model-metadata.js';
+import { assignVariant, bucketOf } from './variant-hash.js';
+
+describe('user feature blob', () => {
+  it('round-trips a vector and rejects a wrong length', () => {
+    const v = USER_FEATURES.map((_, i) => i * 0.5 - 1);
+    expect([...decodeUserFeatures(encodeUserFeatures(v))]).toEqual(v);
+    expect(() => encodeUserFeatures([1, 2])).toThrow(/expected 21 values/);
+    expect(() => decodeUserFeatures(Buffer.alloc(8))).toThrow(/blob of 8 bytes/);
+  });
+});
+
+describe('variant assignment', () => {
+  const split = [
+    { name: 'stable', weight: 75 },
+    { name: 'canary', weight: 25 },
+  ];
+
+  it('is sticky and depends on the salt', () => {
+    expect(assignVariant('user-1', 's1', split)).toBe(assignVariant('user-1', 's1', split));
+    const differs = Array.from({ length: 200 }, (_, i) => `u${i}`).some(
+      (u) => bucketOf(u, 'a') !== bucketOf(u, 'b'),
+    );
+    expect(differs).toBe(true);
+  });
+
+  it('splits 10k users close to the weights', () => {
+    let canary = 0;
+    for (let i = 0; i < 10_000; i++) if (assignVariant(`user-${i}`, 'exp', split) === 'canary') canary++;
+    expect(canary / 10_000).toBeGreaterThan(0.23);
+    expect(canary / 10_000).toBeLessThan(0.27);
+  });
+
+  it('moves only the users it must when a weight grows', () => {
+    const wider = [
+      { name: 'stable', weight: 50 },
+      { name: 'canary', weight: 50 },
+    ];
+    for (let i = 0; i < 5_000; i++) {
+      const before = assignVariant(`user-${i}`, 'exp', split);
+      const after = assignVariant(`user-${i}`, 'exp', wider);
+      if (before === 'canary') expect(after).toBe('canary');
+    }
+  });
+
+  it('rejects weights that do not sum to 100', () => {
+    expect(() => assignVariant('u', 's', [{ name: 'a', weight: 60 }])).toThrow(/sum to 100, got 60/);
+  });
+});
+
+describe('model metadata validation', () => {
+  it('names every missing field', () => {
+    expect(validateModelMetadata({ metadataVersion: 1 })).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^name/), expect.stringMatching(/^sha256/)]),
+    );
+    expect(validateModelMetadata(null)).toEqual(['metadata: not an object']);
+  });
+});

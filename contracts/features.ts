@@ -1,0 +1,163 @@
+/**
+ * The Redis feature layout shared by feature-jobs (writer) and serving (reader). Change it
+ * only together with FEATURE_SCHEMA_VERSION; models record the version they were trained on.
+ *
+ * Batch features are written under a fresh version prefix and published by one atomic SET of
+ * `KEYS.current`; readers resolve the current version once and read only under it, so they
+ * never see a half-written version. Old versions expire by TTL.
+ */
+
+/** Bumped whenever USER_FEATURES, ITEM_FEATURES or the encodings below change. */
+export const FEATURE_SCHEMA_VERSION = 1;
+
+/** Every key Crema writes starts with this prefix. */
+export const PREFIX = 'crema';
+
+/** Ordered user feature vector; the binary blob stores them as little-endian float32 in this order. */
+export const USER_FEATURES = [
+  'recency_days', // days since last order (capped at 90)
+  'frequency_30d', // orders in the last 30 days
+  'monetary_30d', // dollars spent in the last 30 days
+  'avg_order_value', // dollars
+  'cat_hot', // share of drinks by category (sums to 1 over the four)
+  'cat_iced',
+  'cat_blended',
+  'cat_energy',
+  'tod_early', // share of orders by local time of day: 05-09, 09-12, 12-14, 14-17, 17-22
+  'tod_morning',
+  'tod_midday',
+  'tod_afternoon',
+  'tod_evening',
+  'weekday_share', // share of orders Monday-Friday
+  'addon_attach_rate', // add-ons per drink
+  'segment', // integer segment id (0 = cold start), see SEGMENTS
+  'recent_1', // item index of the most recent drinks, -1 when none
+  'recent_2',
+  'recent_3',
+  'recent_4',
+  'recent_5',
+] as const;
+export type UserFeatureName = (typeof USER_FEATURES)[number];
+
+/** Segments for cold-start users and coarse personalization. */
+export const SEGMENTS = ['cold_start', 'morning_commuter', 'afternoon_treat', 'weekend', 'lapsing'] as const;
+
+/** Ordered per-item feature vector (float32), one row per catalog item in catalog order. */
+export const ITEM_FEATURES = [
+  'popularity', // share of all drinks ordered (0..1)
+  'price', // dollars, base size
+  'prep_complexity', // 1 (drip) .. 5 (layered blended)
+  'is_hot',
+  'is_iced',
+  'is_blended',
+  'is_energy',
+  'is_seasonal',
+] as const;
+
+/** Redis keys. `v` is a batch version id (e.g. `20261124T2100-3f2a`). */
+export const KEYS = {
+  /** String: the version id readers must use. Switched atomically after a complete write. */
+  current: `${PREFIX}:features:current`,
+  /** String (JSON Catalog) for version v. */
+  catalog: (v: string) => `${PREFIX}:features:${v}:catalog`,
+  /** Hash storeId -> JSON StoreInfo for version v. */
+  stores: (v: string) => `${PREFIX}:features:${v}:stores`,
+  /** String: binary user feature blob (encodeUserFeatures). */
+  user: (v: string, userId: string) => `${PREFIX}:features:${v}:user:${userId}`,
+  /** String: float32 matrix [items x ITEM_FEATURES]. */
+  items: (v: string) => `${PREFIX}:features:${v}:items`,
+  /** String: float32 matrix [24 hours x items], share of a store's drinks per local hour. */
+  storePopularity: (v: string, storeId: string) => `${PREFIX}:features:${v}:pop:${storeId}`,
+  /** String: float32 [SEGMENTS x USER_FEATURES], mean features per segment for cold start. */
+  segments: (v: string) => `${PREFIX}:features:${v}:segments`,
+  /** Hash: online features from the stream job (last_order_at, last_item, channel, ...). */
+  onlineUser: (userId: string) => `${PREFIX}:online:user:${userId}`,
+  /** Hash: per-store live counters: queue (drinks waiting), prep_load (sum of complexity). */
+  storeQueue: (storeId: string) => `${PREFIX}:online:store:${storeId}`,
+  /** Stream of app events (impression, click, add_to_cart, order). Fields: see AppEvent. */
+  events: `${PREFIX}:events`,
+  /** String with TTL: marks an event id as accepted (dedup at ingest). */
+  eventSeen: (eventId: string) => `${PREFIX}:events:seen:${eventId}`,
+  /** String with TTL: marks an event id as applied by the stream job (exactly-once effect). */
+  eventApplied: (eventId: string) => `${PREFIX}:events:applied:${eventId}`,
+} as const;
+
+/** TTL of a batch version's keys, seconds. Long enough to survive a missed nightly run. */
+export const BATCH_TTL_SECONDS = 3 * 86_400;
+
+/** A drink or add-on on the menu. */
+export interface CatalogItem {
+  readonly id: string;
+  readonly index: number;
+  readonly name: string;
+  readonly kind: 'drink' | 'addon';
+  readonly category: 'hot' | 'iced' | 'blended' | 'energy' | 'addon';
+  readonly price: number;
+  readonly prepComplexity: number;
+  /** Month-day window (inclusive, "MM-DD") when the item is sold; absent = all year. */
+  readonly season?: { readonly start: string; readonly end: string };
+}
+
+/** The whole menu of a feature version; item index = position in `items`. */
+export interface Catalog {
+  readonly items: readonly CatalogItem[];
+}
+
+/** One store as serving needs it. */
+export interface StoreInfo {
+  readonly id: string;
+  readonly region: string;
+  readonly timezone: string;
+  /** Drinks per hour the store can make. */
+  readonly capacityPerHour: number;
+  /** Catalog item ids the store does not sell. */
+  readonly unavailable: readonly string[];
+}
+
+/** An app event as stored on the events stream (all values are strings on the wire). */
+export interface AppEvent {
+  readonly eventId: string;
+  readonly type: 'impression' | 'click' | 'add_to_cart' | 'order';
+  readonly userId: string;
+  readonly storeId: string;
+  readonly at: string; // ISO timestamp
+  readonly itemIds?: readonly string[];
+  readonly value?: number; // order value in dollars
+  readonly variant?: string;
+  readonly modelRevision?: string;
+}
+
+/** Encodes a user feature vector (length USER_FEATURES.length) as a little-endian float32 blob. */
+export function encodeUserFeatures(values: ArrayLike<number>): Buffer {
+  if (values.length !== USER_FEATURES.length) {
+    throw new RangeError(`user features: expected ${USER_FEATURES.length} values, got ${values.length}`);
+  }
+  const buf = Buffer.alloc(values.length * 4);
+  for (let i = 0; i < values.length; i++) buf.writeFloatLE(values[i]!, i * 4);
+  return buf;
+}
+
+/** Decodes a blob written by encodeUserFeatures; throws on a wrong length. */
+export function decodeUserFeatures(blob: Buffer): Float32Array {
+  if (blob.length !== USER_FEATURES.length * 4) {
+    throw new RangeError(`user features: blob of ${blob.length} bytes, expected ${USER_FEATURES.length * 4}`);
+  }
+  const out = new Float32Array(USER_FEATURES.length);
+  for (let i = 0; i < out.length; i++) out[i] = blob.readFloatLE(i * 4);
+  return out;
+}
+
+/** Encodes a float32 matrix (row-major) as a little-endian blob. */
+export function encodeMatrix(values: Float32Array): Buffer {
+  const buf = Buffer.alloc(values.length * 4);
+  for (let i = 0; i < values.length; i++) buf.writeFloatLE(values[i]!, i * 4);
+  return buf;
+}
+
+/** Decodes a blob written by encodeMatrix. */
+export function decodeMatrix(blob: Buffer): Float32Array {
+  if (blob.length % 4 !== 0) throw new RangeError(`matrix blob of ${blob.length} bytes is not float32`);
+  const out = new Float32Array(blob.length / 4);
+  for (let i = 0; i < out.length; i++) out[i] = blob.readFloatLE(i * 4);
+  return out;
+}
