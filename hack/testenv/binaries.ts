@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile, open } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,10 +42,11 @@ export class TestEnvError extends Error {
 
 type Log = (line: string) => void;
 
-const BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kubectl', 'etcd'] as const;
-type BinaryName = (typeof BINARIES)[number];
+export const BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kubectl', 'etcd'] as const;
+export type BinaryName = (typeof BINARIES)[number];
 
-interface Manifest {
+/** manifest.json of a cache entry, written only after every binary is in place. */
+export interface Manifest {
   key: string;
   versions: TestEnvVersions;
   goVersion: string;
@@ -125,7 +126,7 @@ async function goVersion(): Promise<string> {
 }
 
 /** Hashes the inputs that decide what gets built: pinned versions, Go version and the wrapper go.mod/go.sum. */
-async function cacheKey(versions: TestEnvVersions, goV: string): Promise<string> {
+export async function cacheKey(versions: TestEnvVersions, goV: string): Promise<string> {
   const h = createHash('sha256');
   h.update(`${versions.kube}\n${versions.etcd}\n${goV}\n`);
   for (const f of ['kube/go.mod', 'kube/go.sum', 'etcd/go.mod', 'etcd/go.sum']) {
@@ -134,7 +135,7 @@ async function cacheKey(versions: TestEnvVersions, goV: string): Promise<string>
   return h.digest('hex').slice(0, 16);
 }
 
-function sha256File(path: string): Promise<string> {
+export function sha256File(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash('sha256');
     createReadStream(path)
@@ -145,7 +146,7 @@ function sha256File(path: string): Promise<string> {
 }
 
 /** Returns why the cache entry in dir cannot be trusted, or null when it can. */
-async function verifyCacheEntry(dir: string, key: string): Promise<string | null> {
+export async function verifyCacheEntry(dir: string, key: string): Promise<string | null> {
   const manifestPath = join(dir, 'manifest.json');
   if (!existsSync(manifestPath)) return 'no cached build';
   let manifest: Manifest;
@@ -228,6 +229,17 @@ function isAlive(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes cache entries of other versions (each is ~300 MB); a different checkout rebuilds its own. */
+async function pruneOtherEntries(root: string, keep: string, log: Log): Promise<void> {
+  for (const name of await readdir(root)) {
+    const path = join(root, name);
+    if (path === keep || !name.startsWith('k8s-') || name.endsWith('.lock') || name.includes('.building-'))
+      continue;
+    await rm(path, { recursive: true, force: true });
+    log(`removed stale cache entry ${name}`);
   }
 }
 
@@ -318,6 +330,7 @@ export async function ensureBinaries(
       await writeFile(join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2));
       await rm(dir, { recursive: true, force: true });
       await rename(staging, dir);
+      await pruneOtherEntries(root, dir, log);
       log(`test control plane binaries cached in ${dir} (${manifest.buildSeconds} s)`);
       return { ...paths, built: true };
     } finally {

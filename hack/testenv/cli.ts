@@ -35,9 +35,9 @@ Local Crema test environment is up (ready in ${(env.timings['total']! / 1000).to
   Redis:       ${env.redis?.url ?? '(not started)'}
   logs:        ${env.dir}/*.log
 
-Try:
-  kubectl --kubeconfig ${kc} get ns
-  export KUBECONFIG=${kc}
+Try (kubectl of the same version as the server):
+  ${env.kube!.kubectl} --kubeconfig ${kc} get ns
+  export KUBECONFIG=${kc}; kubectl get ns
 
 Press Ctrl-C to stop everything.`);
   // Signal handlers in process.ts stop the environment and exit.

@@ -113,7 +113,7 @@ function probeRedis(port: number): Promise<boolean> {
 
 function which(cmd: string): string | null {
   try {
-    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim() || null;
+    return execFileSync('/bin/sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim() || null;
   } catch {
     return null;
   }
@@ -236,6 +236,7 @@ async function startControllerManager(bin: TestEnvBinaries, dir: string): Promis
 export async function startRedis(
   dir: string,
   log: Log = defaultLog,
+  pickPort?: () => Promise<number>,
 ): Promise<{ redis: RedisServer; procs: () => ManagedProcess[] }> {
   const bin = which('redis-server');
   if (!bin) {
@@ -269,10 +270,14 @@ export async function startRedis(
     await waitReady(p, () => probeRedis(port), 15_000, 'answering PING');
     return p;
   };
-  const port = await startWithPortRetry(1, async ([p]) => {
-    proc = await launch(p!);
-    return p!;
-  });
+  const port = await startWithPortRetry(
+    1,
+    async ([p]) => {
+      proc = await launch(p!);
+      return p!;
+    },
+    pickPort ? { pickPort } : {},
+  );
   log(`redis-server on 127.0.0.1:${port}`);
   const redis: RedisServer = {
     url: `redis://127.0.0.1:${port}`,

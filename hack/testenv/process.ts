@@ -143,12 +143,14 @@ export async function waitReady(
 export async function startWithPortRetry<T>(
   ports: number,
   attempt: (ports: number[]) => Promise<T>,
-  tries = 5,
+  opts: { tries?: number; pickPort?: () => Promise<number> } = {},
 ): Promise<T> {
+  const tries = opts.tries ?? 5;
+  const pick = opts.pickPort ?? freePort;
   for (let i = 1; ; i++) {
     const picked: number[] = [];
     while (picked.length < ports) {
-      const p = await freePort();
+      const p = await pick();
       if (!picked.includes(p)) picked.push(p);
     }
     try {
