@@ -9,14 +9,14 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['{operator,serving,feature-jobs,manifests,hack,contracts}/**/*.test.ts'],
+          include: ['{operator,serving,feature-jobs,manifests,hack,contracts,crds}/**/*.test.ts'],
           exclude: ['**/*.int.test.ts', '**/node_modules/**'],
         },
       },
       {
         test: {
           name: 'integration',
-          include: ['{operator,serving,feature-jobs,manifests,hack,contracts}/**/*.int.test.ts'],
+          include: ['{operator,serving,feature-jobs,manifests,hack,contracts,crds}/**/*.int.test.ts'],
           exclude: ['**/node_modules/**'],
           globalSetup: ['hack/testenv/global-setup.ts'],
           testTimeout: 60_000,
