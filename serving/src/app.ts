@@ -1,0 +1,211 @@
+/**
+ * `build(opts)` assembles the serving app from the dependencies it is given (Redis client,
+ * model store, clock, logger); it never listens. `server.ts` listens.
+ */
+import swagger from '@fastify/swagger';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyServerOptions,
+} from 'fastify';
+import type { Redis } from 'ioredis';
+import { USER_FEATURES } from '../../contracts/features.js';
+import { systemClock, type Clock } from './clock.js';
+import type { RankingState, ServingContext } from './context.js';
+import { DriftMonitor } from './drift/monitor.js';
+import { ERRORS, ServingError, type ErrorBody } from './errors.js';
+import { FeatureStore } from './features/store.js';
+import { ServingMetrics } from './metrics.js';
+import type { LoadedModel } from './model/loader.js';
+import { ModelStore, type ModelStoreOptions } from './model/store.js';
+import { checkPickupFeatures } from './pickup/estimate.js';
+import { protectionPlugin, type ProtectionOptions } from './plugins/protection.js';
+import { LocalTimeResolver } from './ranking/context.js';
+import { compileRankingPlan } from './ranking/plan.js';
+import { eventRoutes } from './routes/events.js';
+import { opsRoutes } from './routes/ops.js';
+import { pickupRoutes } from './routes/pickup.js';
+import { recommendationRoutes } from './routes/recommendations.js';
+import { userRoutes } from './routes/users.js';
+
+/** Options of build(); every default is documented in docs/serving.md. */
+export interface BuildOptions {
+  readonly redis: Redis;
+  /** Models; create with createModelStore() so loads are checked against what serving computes. */
+  readonly models: ModelStore;
+  readonly clock?: Clock;
+  /** A logger instance, or fastify logger options (default: no logging). */
+  readonly logger?: FastifyBaseLogger | FastifyServerOptions['logger'];
+  /** Variant name of this process. Default 'stable'. */
+  readonly variant?: string;
+  /** Bearer token for erase and admin routes; without it they always answer 401. */
+  readonly adminToken?: string;
+  /** Per-request feature deadline, ms. Default 25. */
+  readonly featureDeadlineMs?: number;
+  /** How often to look for a new feature version, ms. Default 1000. */
+  readonly refreshIntervalMs?: number;
+  /** Overload and rate limit settings. */
+  readonly protection?: Omit<ProtectionOptions, 'clock' | 'metrics'>;
+  /** Approximate cap of the events stream. Default 1,000,000. */
+  readonly eventsMaxLen?: number;
+  /** Event-id dedup window, seconds. Default 172800 (2 days). */
+  readonly eventDedupTtlSeconds?: number;
+  /** Observations per feature in the drift window. Default 5000. */
+  readonly driftWindow?: number;
+}
+
+/** A model store whose loads are refused unless serving can compute every feature the model names. */
+export function createModelStore(opts: Omit<ModelStoreOptions, 'checks'> = {}): ModelStore {
+  return new ModelStore({
+    ...opts,
+    checks: {
+      'drink-ranking': (meta) => void compileRankingPlan(meta.inputs[0]!.features),
+      'pickup-time': (meta) => checkPickupFeatures(meta.inputs[0]!.features),
+      churn: (meta) => {
+        for (const f of meta.inputs[0]!.features) {
+          if (!(USER_FEATURES as readonly string[]).includes(f))
+            throw new RangeError(`feature ${f} is not a user feature`);
+        }
+      },
+    },
+  });
+}
+
+/** Turns fastify/ajv validation details into the dotted name of the offending field. */
+function fieldOf(err: FastifyError): string | undefined {
+  const v = err.validation?.[0];
+  if (!v) return undefined;
+  const path = v.instancePath
+    .split('/')
+    .filter(Boolean)
+    .map((p) => (/^\d+$/.test(p) ? `[${p}]` : `.${p}`))
+    .join('')
+    .replace(/^\./, '');
+  const missing = (v.params as { missingProperty?: string } | undefined)?.missingProperty;
+  if (missing) return path ? `${path}.${missing}` : missing;
+  return path || undefined;
+}
+
+/** Builds the serving app. Resources it starts (feature refresh) stop in onClose. */
+export async function build(opts: BuildOptions): Promise<FastifyInstance> {
+  const clock = opts.clock ?? systemClock;
+  const logger = opts.logger;
+  const isInstance =
+    typeof logger === 'object' && logger !== null && 'child' in logger && typeof logger.child === 'function';
+  const app = Fastify({
+    ...(isInstance
+      ? { loggerInstance: logger as FastifyBaseLogger }
+      : { logger: (logger as FastifyServerOptions['logger']) ?? false }),
+    // Request logs would carry URLs with user ids; the app logs route templates instead.
+    disableRequestLogging: true,
+    ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  const metrics = new ServingMetrics();
+  const features = new FeatureStore({
+    redis: opts.redis,
+    clock,
+    log: app.log,
+    refreshIntervalMs: opts.refreshIntervalMs,
+  });
+  const ranking = new WeakMap<LoadedModel, RankingState>();
+  const ctx: ServingContext = {
+    redis: opts.redis,
+    clock,
+    features,
+    models: opts.models,
+    metrics,
+    localTime: new LocalTimeResolver(),
+    variant: opts.variant ?? 'stable',
+    featureDeadlineMs: opts.featureDeadlineMs ?? 25,
+    adminToken: opts.adminToken,
+    eventsMaxLen: opts.eventsMaxLen ?? 1_000_000,
+    eventDedupTtlSeconds: opts.eventDedupTtlSeconds ?? 172_800,
+    ranking,
+  };
+
+  const track = (m: LoadedModel) => {
+    const plan = compileRankingPlan(m.meta.inputs[0]!.features);
+    const names = m.meta.inputs[0]!.features;
+    const monitored = plan.columns.flatMap((c, column) =>
+      c.kind === 'user' || c.kind === 'context' ? [{ feature: names[column]!, column }] : [],
+    );
+    const drift = new DriftMonitor(
+      m.meta,
+      monitored.map((x) => x.feature),
+      opts.driftWindow ?? 5000,
+    );
+    ranking.set(m, { plan, drift, monitored });
+    metrics.setDriftMonitor(drift);
+  };
+  for (const m of opts.models.all()) {
+    metrics.modelSwapped(m.meta.task, m.meta);
+    if (m.meta.task === 'drink-ranking') track(m);
+  }
+  opts.models.onSwap((task, next, prev) => {
+    metrics.modelSwapped(task, next.meta, prev?.meta);
+    if (task === 'drink-ranking') track(next);
+  });
+
+  app.setErrorHandler((err: FastifyError | ServingError, req, reply) => {
+    let body: ErrorBody;
+    let status: number;
+    if (err instanceof ServingError) {
+      status = err.status;
+      body = { code: err.code, message: err.message, ...(err.extra.field ? { field: err.extra.field } : {}) };
+      if (err.extra.retryAfterSeconds) void reply.header('retry-after', String(err.extra.retryAfterSeconds));
+    } else if (err.validation) {
+      status = 400;
+      const field = fieldOf(err);
+      body = { code: 'VALIDATION', message: err.message, ...(field ? { field } : {}) };
+    } else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+      status = err.statusCode;
+      body = { code: status === 404 ? 'NOT_FOUND' : 'VALIDATION', message: err.message };
+    } else {
+      status = 500;
+      body = { code: 'INTERNAL', message: ERRORS.INTERNAL.message };
+    }
+    if (status >= 500) {
+      req.log.error({ route: req.routeOptions.url, code: body.code, err: err.message }, 'request failed');
+    }
+    return reply.code(status).send(body);
+  });
+  app.setNotFoundHandler((_req, reply) =>
+    reply.code(404).send({ code: 'NOT_FOUND', message: ERRORS.NOT_FOUND.message }),
+  );
+
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.httpDuration.observe(
+      {
+        route: req.routeOptions.url ?? 'unmatched',
+        method: req.method,
+        status_code: String(reply.statusCode),
+        variant: ctx.variant,
+      },
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Crema serving API', version: '1.0.0' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+    },
+  });
+  await app.register(protectionPlugin, { ...opts.protection, clock, metrics });
+  await app.register(opsRoutes, { ctx });
+  await app.register(recommendationRoutes, { ctx });
+  await app.register(pickupRoutes, { ctx });
+  await app.register(eventRoutes, { ctx });
+  await app.register(userRoutes, { ctx });
+
+  app.addHook('onReady', async () => {
+    await features.start();
+  });
+  app.addHook('onClose', async () => {
+    features.stop();
+  });
+  return app;
+}

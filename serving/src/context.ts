@@ -1,0 +1,39 @@
+import type { Redis } from 'ioredis';
+import type { Clock } from './clock.js';
+import type { FeatureStore } from './features/store.js';
+import type { ModelStore } from './model/store.js';
+import type { LoadedModel } from './model/loader.js';
+import type { ServingMetrics } from './metrics.js';
+import type { LocalTimeResolver } from './ranking/context.js';
+import type { DriftMonitor } from './drift/monitor.js';
+import type { RankingPlan } from './ranking/plan.js';
+
+/** What every route of one app instance shares; built by `build()`, never a module singleton. */
+export interface ServingContext {
+  readonly redis: Redis;
+  readonly clock: Clock;
+  readonly features: FeatureStore;
+  readonly models: ModelStore;
+  readonly metrics: ServingMetrics;
+  readonly localTime: LocalTimeResolver;
+  /** The variant this process serves (labels metrics, echoed in answers). */
+  readonly variant: string;
+  /** Budget for reading a request's features from Redis. */
+  readonly featureDeadlineMs: number;
+  /** Bearer token for erase and admin routes; undefined refuses them all. */
+  readonly adminToken: string | undefined;
+  /** Approximate cap of the events stream. */
+  readonly eventsMaxLen: number;
+  /** How long an event id is remembered for dedup, seconds. */
+  readonly eventDedupTtlSeconds: number;
+  /** The compiled input plan and drift monitor of each loaded ranking model. */
+  readonly ranking: WeakMap<LoadedModel, RankingState>;
+}
+
+/** Per ranking model: how to build its input and where its drift is tracked. */
+export interface RankingState {
+  readonly plan: RankingPlan;
+  readonly drift: DriftMonitor;
+  /** Monitored features and their input column. */
+  readonly monitored: readonly { readonly feature: string; readonly column: number }[];
+}

@@ -1,0 +1,80 @@
+/**
+ * Population stability index of an observed histogram against a baseline:
+ * PSI = Σ (a_i − e_i) · ln(a_i / e_i), with shares floored at `epsilon` so empty bins stay finite.
+ * Rule of thumb: < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 significant shift.
+ */
+export function computePsi(
+  baselineProbs: readonly number[],
+  observedCounts: ArrayLike<number>,
+  epsilon = 1e-4,
+): number {
+  if (baselineProbs.length !== observedCounts.length) {
+    throw new RangeError(`psi: baseline has ${baselineProbs.length} bins, observed ${observedCounts.length}`);
+  }
+  let total = 0;
+  for (let i = 0; i < observedCounts.length; i++) total += observedCounts[i]!;
+  if (total === 0) return 0;
+  let psi = 0;
+  for (let i = 0; i < baselineProbs.length; i++) {
+    const e = Math.max(baselineProbs[i]!, epsilon);
+    const a = Math.max(observedCounts[i]! / total, epsilon);
+    psi += (a - e) * Math.log(a / e);
+  }
+  return psi;
+}
+
+/**
+ * Bin of `value` over histogram `edges` (length bins+1): values below the first edge go to bin 0,
+ * at or above the last edge to the last bin, so every observation is counted.
+ */
+export function binOf(edges: readonly number[], value: number): number {
+  const bins = edges.length - 1;
+  if (bins <= 0) return 0;
+  let lo = 0;
+  let hi = bins - 1;
+  // last bin whose left edge <= value
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (value >= edges[mid]!) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** A rolling window of the last `capacity` bin observations with running per-bin counts. */
+export class RollingHistogram {
+  private readonly ring: Uint16Array;
+  private readonly counts: Float64Array;
+  private next = 0;
+  private filled = 0;
+
+  constructor(
+    readonly edges: readonly number[],
+    readonly capacity: number,
+  ) {
+    if (edges.length < 2) throw new RangeError('RollingHistogram: edges needs at least 2 entries');
+    this.ring = new Uint16Array(capacity);
+    this.counts = new Float64Array(edges.length - 1);
+  }
+
+  /** Records one value, evicting the oldest once the window is full. */
+  observe(value: number): void {
+    if (!Number.isFinite(value)) return;
+    const bin = binOf(this.edges, value);
+    if (this.filled === this.capacity) this.counts[this.ring[this.next]!]!--;
+    else this.filled++;
+    this.ring[this.next] = bin;
+    this.counts[bin]!++;
+    this.next = (this.next + 1) % this.capacity;
+  }
+
+  /** Observations currently in the window. */
+  get size(): number {
+    return this.filled;
+  }
+
+  /** Per-bin counts of the window. */
+  binCounts(): Float64Array {
+    return this.counts;
+  }
+}

@@ -1,0 +1,213 @@
+/**
+ * Reads the feature layout of contracts/features.ts. The per-version data (catalog, item
+ * matrix, stores, segments, popularity by store and hour) is loaded once per published version
+ * into an in-memory snapshot; a request then costs one GET of the user's binary blob. The last
+ * snapshot is kept when Redis goes away, which is what the popularity fallback answers from.
+ */
+import type { Redis } from 'ioredis';
+import type { FastifyBaseLogger } from 'fastify';
+import {
+  decodeMatrix,
+  decodeUserFeatures,
+  ITEM_FEATURES,
+  KEYS,
+  SEGMENTS,
+  USER_FEATURES,
+  type Catalog,
+  type StoreInfo,
+} from '../../../contracts/features.js';
+import type { Clock } from '../clock.js';
+import { withDeadline } from './deadline.js';
+
+/** Everything serving keeps from one published feature version. */
+export interface FeatureSnapshot {
+  readonly version: string;
+  readonly catalog: Catalog;
+  readonly indexById: ReadonlyMap<string, number>;
+  /** [items x ITEM_FEATURES] row-major. */
+  readonly items: Float32Array;
+  readonly stores: ReadonlyMap<string, StoreInfo>;
+  /** [SEGMENTS x USER_FEATURES] row-major. */
+  readonly segments: Float32Array;
+  /** Per store [24 x items]: share of the store's drinks per local hour. */
+  readonly popularity: ReadonlyMap<string, Float32Array>;
+  /** [24 x items] mean over stores, for stores without their own row. */
+  readonly globalPopularity: Float32Array;
+  readonly loadedAt: number;
+}
+
+/** Redis could not answer (down, erroring); the request should fall back. */
+export class FeaturesUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'FeaturesUnavailableError';
+  }
+}
+
+/** The user features a request ranks with, and where they came from. */
+export interface UserFeatures {
+  readonly values: Float32Array;
+  /** 'user' = the user's own batch features; 'segment' = cold-start segment means. */
+  readonly source: 'user' | 'segment';
+}
+
+/** Options of FeatureStore. */
+export interface FeatureStoreOptions {
+  readonly redis: Redis;
+  readonly clock: Clock;
+  readonly log: FastifyBaseLogger;
+  /** How often to look for a newly published version. Default 1000 ms. */
+  readonly refreshIntervalMs?: number;
+}
+
+export class FeatureStore {
+  private snap: FeatureSnapshot | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> | undefined;
+  private lastError: string | undefined;
+
+  constructor(private readonly opts: FeatureStoreOptions) {}
+
+  /** The current snapshot (undefined until a version was loaded once). */
+  get snapshot(): FeatureSnapshot | undefined {
+    return this.snap;
+  }
+
+  /** Starts looking for new versions periodically; the first look happens before this resolves. */
+  async start(): Promise<void> {
+    await this.refresh();
+    this.timer = setInterval(() => void this.refresh(), this.opts.refreshIntervalMs ?? 1000);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Loads the published version if it differs from the snapshot's; never throws. */
+  refresh(): Promise<void> {
+    this.refreshing ??= this.doRefresh().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  private async doRefresh(): Promise<void> {
+    try {
+      const version = await this.opts.redis.get(KEYS.current);
+      if (version === null) {
+        this.noteError(`${KEYS.current} is not set; no feature version published yet`);
+        return;
+      }
+      if (version === this.snap?.version) {
+        this.lastError = undefined;
+        return;
+      }
+      this.snap = await this.loadVersion(version);
+      this.lastError = undefined;
+      this.opts.log.info(
+        { featureVersion: version, items: this.snap.catalog.items.length, stores: this.snap.stores.size },
+        'feature version loaded',
+      );
+    } catch (err) {
+      this.noteError((err as Error).message);
+    }
+  }
+
+  private noteError(message: string): void {
+    if (message !== this.lastError) this.opts.log.warn({ err: message }, 'feature refresh failed');
+    this.lastError = message;
+  }
+
+  private async loadVersion(v: string): Promise<FeatureSnapshot> {
+    const r = this.opts.redis;
+    const [catalogJson, itemsBlob, storesHash, segmentsBlob] = await Promise.all([
+      r.get(KEYS.catalog(v)),
+      r.getBuffer(KEYS.items(v)),
+      r.hgetall(KEYS.stores(v)),
+      r.getBuffer(KEYS.segments(v)),
+    ]);
+    if (catalogJson === null) throw new Error(`version ${v}: ${KEYS.catalog(v)} missing`);
+    if (itemsBlob === null) throw new Error(`version ${v}: ${KEYS.items(v)} missing`);
+    const catalog = JSON.parse(catalogJson) as Catalog;
+    const n = catalog.items.length;
+    const items = decodeMatrix(itemsBlob);
+    if (items.length !== n * ITEM_FEATURES.length) {
+      throw new Error(
+        `version ${v}: item matrix has ${items.length} values, expected ${n}x${ITEM_FEATURES.length}`,
+      );
+    }
+    const indexById = new Map<string, number>();
+    catalog.items.forEach((it, i) => indexById.set(it.id, i));
+    const stores = new Map<string, StoreInfo>();
+    for (const [id, json] of Object.entries(storesHash)) stores.set(id, JSON.parse(json) as StoreInfo);
+    let segments = segmentsBlob ? decodeMatrix(segmentsBlob) : new Float32Array(0);
+    if (segments.length !== SEGMENTS.length * USER_FEATURES.length) {
+      segments = new Float32Array(SEGMENTS.length * USER_FEATURES.length);
+    }
+    const ids = [...stores.keys()];
+    const pipeline = r.pipeline();
+    for (const id of ids) pipeline.getBuffer(KEYS.storePopularity(v, id));
+    const results = (await pipeline.exec()) ?? [];
+    const popularity = new Map<string, Float32Array>();
+    const globalPopularity = new Float32Array(24 * n);
+    let counted = 0;
+    results.forEach(([err, blob], i) => {
+      if (err || !(blob instanceof Buffer)) return;
+      const m = decodeMatrix(blob);
+      if (m.length !== 24 * n) return;
+      popularity.set(ids[i]!, m);
+      for (let j = 0; j < m.length; j++) globalPopularity[j]! += m[j]!;
+      counted++;
+    });
+    if (counted > 0) for (let j = 0; j < globalPopularity.length; j++) globalPopularity[j]! /= counted;
+    else
+      for (let h = 0; h < 24; h++)
+        for (let i = 0; i < n; i++) globalPopularity[h * n + i] = items[i * ITEM_FEATURES.length]!;
+    return {
+      version: v,
+      catalog,
+      indexById,
+      items,
+      stores,
+      segments,
+      popularity,
+      globalPopularity,
+      loadedAt: this.opts.clock.now(),
+    };
+  }
+
+  /**
+   * The user's feature vector under the snapshot's version, or the cold-start segment's when
+   * the user has none. Rejects with FeaturesUnavailableError when Redis fails and with
+   * DeadlineExceededError after `deadlineMs`.
+   */
+  async userFeatures(snap: FeatureSnapshot, userId: string, deadlineMs: number): Promise<UserFeatures> {
+    let blob: Buffer | null;
+    try {
+      blob = await withDeadline(this.opts.redis.getBuffer(KEYS.user(snap.version, userId)), deadlineMs);
+    } catch (err) {
+      if ((err as Error).name === 'DeadlineExceededError') throw err;
+      throw new FeaturesUnavailableError(`user features: ${(err as Error).message}`, { cause: err });
+    }
+    if (blob !== null) {
+      try {
+        return { values: decodeUserFeatures(blob), source: 'user' };
+      } catch {
+        // A malformed blob is treated like a missing one: the user still gets an answer.
+      }
+    }
+    return { values: coldStartFeatures(snap), source: 'segment' };
+  }
+}
+
+/** The cold-start segment's mean features (segment 0), with no recent items. */
+export function coldStartFeatures(snap: FeatureSnapshot): Float32Array {
+  const f = USER_FEATURES.length;
+  const out = snap.segments.slice(0, f);
+  for (let i = 1; i <= 5; i++)
+    out[USER_FEATURES.indexOf(`recent_${i}` as (typeof USER_FEATURES)[number])] = -1;
+  out[USER_FEATURES.indexOf('segment')] = 0;
+  return out;
+}

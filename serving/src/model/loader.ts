@@ -1,0 +1,211 @@
+/**
+ * Fetches an ONNX model and its metadata from a `file://` or `http(s)://` URI, checks the
+ * sha256 against the metadata, opens an onnxruntime session and warms it. The serving code
+ * never cares who produced the model, only that the bytes match their metadata.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { FEATURE_SCHEMA_VERSION } from '../../../contracts/features.js';
+import {
+  validateModelMetadata,
+  type ModelMetadata,
+  type ModelTask,
+} from '../../../contracts/model-metadata.js';
+
+/** Why a model could not be loaded; the message names the problem. */
+export class ModelLoadError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ModelLoadError';
+  }
+}
+
+/** Reads the bytes behind a `file://`, `http://` or `https://` URI. */
+export async function fetchUri(uri: string, fetchImpl: typeof fetch = fetch): Promise<Buffer> {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch (err) {
+    throw new ModelLoadError(`model uri ${uri}: not a URL`, { cause: err });
+  }
+  if (url.protocol === 'file:') {
+    try {
+      return await readFile(fileURLToPath(url));
+    } catch (err) {
+      throw new ModelLoadError(`model uri ${uri}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  if (url.protocol === 'http:' || url.protocol === 'https:') {
+    let res: Response;
+    try {
+      res = await fetchImpl(url, { signal: AbortSignal.timeout(30_000) });
+    } catch (err) {
+      throw new ModelLoadError(`model uri ${uri}: ${(err as Error).message}`, { cause: err });
+    }
+    if (!res.ok) throw new ModelLoadError(`model uri ${uri}: HTTP ${res.status}`);
+    return Buffer.from(await res.arrayBuffer());
+  }
+  throw new ModelLoadError(`model uri ${uri}: scheme ${url.protocol} is not supported (file, http, https)`);
+}
+
+/** `<x>.onnx` → `<x>.meta.json` (any other name gets `.meta.json` appended). */
+export function metadataUriOf(modelUri: string): string {
+  const u = new URL(modelUri);
+  u.pathname = u.pathname.endsWith('.onnx')
+    ? u.pathname.slice(0, -5) + '.meta.json'
+    : u.pathname + '.meta.json';
+  return u.toString();
+}
+
+/** sha256 hex of bytes. */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/**
+ * An open model. Requests `acquire()` it for the duration of one inference and `release()`
+ * afterwards; a retired model releases its native session only once no request holds it.
+ */
+export class LoadedModel {
+  private refs = 0;
+  private retired = false;
+  private closed = false;
+  /** Number of feature columns of the first input. */
+  readonly columns: number;
+
+  constructor(
+    readonly uri: string,
+    readonly meta: ModelMetadata,
+    private readonly session: ort.InferenceSession,
+  ) {
+    this.columns = meta.inputs[0]!.features.length;
+  }
+
+  /** The model revision: its sha256. */
+  get revision(): string {
+    return this.meta.sha256;
+  }
+
+  acquire(): this {
+    this.refs++;
+    return this;
+  }
+
+  release(): void {
+    this.refs--;
+    if (this.retired && this.refs === 0) void this.close();
+  }
+
+  /** Marks the model replaced; its session closes when the last in-flight request releases it. */
+  retire(): void {
+    this.retired = true;
+    if (this.refs === 0) void this.close();
+  }
+
+  /** Requests currently holding the model. */
+  get inFlight(): number {
+    return this.refs;
+  }
+
+  /** Runs the first input over `rows` rows of `columns` features; returns the first output's data. */
+  async run(input: Float32Array, rows: number): Promise<Float32Array> {
+    if (this.closed) throw new Error(`model ${this.meta.name}@${this.revision.slice(0, 12)} is closed`);
+    const inputMeta = this.meta.inputs[0]!;
+    const out = await this.session.run({
+      [inputMeta.name]: new ort.Tensor('float32', input, [rows, this.columns]),
+    });
+    const outName = this.meta.outputs[0]?.name ?? this.session.outputNames[0]!;
+    const t = out[outName];
+    if (!t || !(t.data instanceof Float32Array)) throw new Error(`model output ${outName}: not float32`);
+    return t.data;
+  }
+
+  private async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.session.release();
+  }
+}
+
+/** Options of loadModel. */
+export interface LoadModelOptions {
+  /** The task the model must declare. */
+  readonly task: ModelTask;
+  /** Extra checks of the metadata (e.g. every feature is one serving can compute); throw to refuse. */
+  readonly check?: (meta: ModelMetadata) => void;
+  /** Rows of the zero batch used to warm the session. Default 200. */
+  readonly warmRows?: number;
+  readonly fetchImpl?: typeof fetch;
+}
+
+/**
+ * Loads, verifies and warms a model: metadata valid, same feature schema version, sha256 of
+ * the bytes equals the metadata's, input/output names exist in the graph, and a warm-up batch
+ * runs. Throws ModelLoadError naming the first problem.
+ */
+export async function loadModel(uri: string, opts: LoadModelOptions): Promise<LoadedModel> {
+  const [bytes, metaBytes] = await Promise.all([
+    fetchUri(uri, opts.fetchImpl),
+    fetchUri(metadataUriOf(uri), opts.fetchImpl),
+  ]);
+  let meta: ModelMetadata;
+  try {
+    meta = JSON.parse(metaBytes.toString('utf8')) as ModelMetadata;
+  } catch (err) {
+    throw new ModelLoadError(`model ${uri}: metadata is not JSON`, { cause: err });
+  }
+  const problems = validateModelMetadata(meta);
+  if (problems.length > 0) throw new ModelLoadError(`model ${uri}: metadata: ${problems.join('; ')}`);
+  if (meta.task !== opts.task)
+    throw new ModelLoadError(`model ${uri}: task is ${meta.task}, expected ${opts.task}`);
+  if (meta.featureSchemaVersion !== FEATURE_SCHEMA_VERSION) {
+    throw new ModelLoadError(
+      `model ${uri}: featureSchemaVersion ${meta.featureSchemaVersion}, serving reads ${FEATURE_SCHEMA_VERSION}`,
+    );
+  }
+  const digest = sha256Hex(bytes);
+  if (digest !== meta.sha256) {
+    throw new ModelLoadError(`model ${uri}: sha256 ${digest} does not match metadata ${meta.sha256}`);
+  }
+  const input = meta.inputs[0]!;
+  if (!Array.isArray(input.features) || input.features.length === 0) {
+    throw new ModelLoadError(`model ${uri}: inputs[0].features is empty`);
+  }
+  try {
+    opts.check?.(meta);
+  } catch (err) {
+    throw new ModelLoadError(`model ${uri}: ${(err as Error).message}`, { cause: err });
+  }
+  let session: ort.InferenceSession;
+  try {
+    // One thread each: a serving process shares few cores and handles many small requests.
+    session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  } catch (err) {
+    throw new ModelLoadError(`model ${uri}: onnxruntime cannot open it: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (!session.inputNames.includes(input.name)) {
+    await session.release();
+    throw new ModelLoadError(`model ${uri}: graph has no input ${input.name}`);
+  }
+  const outName = meta.outputs[0]?.name;
+  if (outName !== undefined && !session.outputNames.includes(outName)) {
+    await session.release();
+    throw new ModelLoadError(`model ${uri}: graph has no output ${outName}`);
+  }
+  const model = new LoadedModel(uri, meta, session);
+  const rows = opts.warmRows ?? 200;
+  const zeros = new Float32Array(rows * model.columns);
+  try {
+    for (let i = 0; i < 5; i++) await model.run(zeros, rows);
+  } catch (err) {
+    await session.release();
+    throw new ModelLoadError(`model ${uri}: warm-up inference failed: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  return model;
+}

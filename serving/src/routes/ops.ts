@@ -1,0 +1,83 @@
+/** Probes, metrics, the OpenAPI document and the admin route that hot-swaps a model. */
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { ModelTask } from '../../../contracts/model-metadata.js';
+import type { ServingContext } from '../context.js';
+import { ServingError } from '../errors.js';
+import { withDeadline } from '../features/deadline.js';
+import { ModelLoadError } from '../model/loader.js';
+import { bearerMatches, errorResponses, stringEnum } from './schemas.js';
+
+const TASKS: readonly ModelTask[] = ['drink-ranking', 'addon-attach', 'pickup-time', 'churn'];
+
+export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = async (app, { ctx }) => {
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+
+  app.get(
+    '/readyz',
+    {
+      schema: {
+        summary: 'Ready when the ranking model is loaded and Redis answers or fallback data is loaded',
+        response: {
+          200: ReadyResponse,
+          503: ReadyResponse,
+        },
+      },
+    },
+    async (_req, reply) => {
+      const model = ctx.models.peek('drink-ranking') !== undefined;
+      let redis = false;
+      try {
+        redis = (await withDeadline(ctx.redis.ping(), 250)) === 'PONG';
+      } catch {
+        redis = false;
+      }
+      const fallback = ctx.features.snapshot !== undefined;
+      const ready = model && (redis || fallback);
+      return reply.code(ready ? 200 : 503).send({ ready, checks: { model, redis, fallback } });
+    },
+  );
+
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    const body = await ctx.metrics.registry.metrics();
+    return reply.type(ctx.metrics.registry.contentType).send(body);
+  });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  app.put(
+    '/v1/admin/models/:task',
+    {
+      schema: {
+        summary: 'Load, verify, warm and swap in a model revision (bearer token required)',
+        params: Type.Object({ task: stringEnum(TASKS) }),
+        body: Type.Object(
+          { uri: Type.String({ minLength: 1, maxLength: 2048 }) },
+          { additionalProperties: false },
+        ),
+        security: [{ bearer: [] }],
+        response: {
+          200: Type.Object({ task: Type.String(), model: Type.String(), revision: Type.String() }),
+          422: errorResponses[400],
+          ...errorResponses,
+        },
+      },
+    },
+    async (req) => {
+      if (!bearerMatches(req.headers.authorization, ctx.adminToken)) throw new ServingError('UNAUTHORIZED');
+      try {
+        const m = await ctx.models.load(req.params.task, req.body.uri);
+        return { task: req.params.task, model: m.meta.name, revision: m.revision };
+      } catch (err) {
+        ctx.metrics.modelLoads.inc({ task: req.params.task, outcome: 'failed' });
+        if (err instanceof ModelLoadError)
+          throw new ServingError('MODEL_LOAD_FAILED', err.message, { field: 'uri' });
+        throw err;
+      }
+    },
+  );
+};
+
+const ReadyResponse = Type.Object({
+  ready: Type.Boolean(),
+  checks: Type.Object({ model: Type.Boolean(), redis: Type.Boolean(), fallback: Type.Boolean() }),
+});

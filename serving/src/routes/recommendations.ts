@@ -1,0 +1,244 @@
+/**
+ * POST /v1/recommendations: the store's available, in-season drinks ranked for the user by
+ * the ranking model, each with a reason and add-on suggestions. Any failure on the way (Redis,
+ * deadline, model, inference) answers from store-and-hour popularity with `fallback: true`.
+ */
+import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
+import type { StoreInfo } from '../../../contracts/features.js';
+import type { ServingContext } from '../context.js';
+import { ServingError } from '../errors.js';
+import { DeadlineExceededError } from '../features/deadline.js';
+import type { FeatureSnapshot, UserFeatures } from '../features/store.js';
+import { FALLBACK_REASONS, rankByPopularity, type FallbackReason } from '../fallback/popularity.js';
+import { inSeason } from '../ranking/context.js';
+import { buildRankingInput, computeContextValues } from '../ranking/plan.js';
+import { explainRecommendation } from '../ranking/reasons.js';
+import { topK } from '../ranking/topk.js';
+import { errorResponses, StoreId, Timestamp, UserId, stringEnum } from './schemas.js';
+
+export const RecommendationRequest = Type.Object(
+  {
+    userId: UserId,
+    storeId: StoreId,
+    context: Type.Object(
+      {
+        time: Timestamp,
+        weather: Type.Optional(
+          Type.Object({
+            condition: stringEnum(['clear', 'clouds', 'rain', 'snow']),
+            temperatureC: Type.Optional(Type.Number({ minimum: -60, maximum: 60 })),
+          }),
+        ),
+        channel: Type.Optional(stringEnum(['app', 'web', 'kiosk', 'drive_thru'])),
+      },
+      { additionalProperties: false },
+    ),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 20, default: 5 })),
+  },
+  { additionalProperties: false },
+);
+
+const Addon = Type.Object({ itemId: Type.String(), name: Type.String(), price: Type.Number() });
+export const RecommendationResponse = Type.Object({
+  items: Type.Array(
+    Type.Object({
+      itemId: Type.String(),
+      name: Type.String(),
+      category: Type.String(),
+      price: Type.Number(),
+      score: Type.Number(),
+      reason: Type.String(),
+      addons: Type.Array(Addon),
+    }),
+  ),
+  modelRevision: Type.Union([Type.String(), Type.Null()]),
+  variant: Type.String(),
+  fallback: Type.Boolean(),
+  fallbackReason: Type.Optional(stringEnum(FALLBACK_REASONS)),
+  personalization: Type.Union([Type.Literal('user'), Type.Literal('segment'), Type.Literal('popularity')]),
+  featureVersion: Type.String(),
+});
+export type RecommendationAnswer = Static<typeof RecommendationResponse>;
+
+/** Add-ons suggested per drink. */
+const ADDONS_PER_DRINK = 2;
+
+/** Candidate drinks and add-ons of a store on a month-day, cached per snapshot. */
+interface Candidates {
+  readonly drinks: number[];
+  readonly addons: number[];
+  /** drinks then addons: the rows of one ranking batch. */
+  readonly all: number[];
+}
+const candidateCache = new WeakMap<FeatureSnapshot, Map<string, Candidates>>();
+
+/** The store's menu filtered by availability and season. */
+export function candidatesFor(snap: FeatureSnapshot, store: StoreInfo, monthDay: string): Candidates {
+  let perSnap = candidateCache.get(snap);
+  if (!perSnap) {
+    perSnap = new Map();
+    candidateCache.set(snap, perSnap);
+  }
+  const key = `${store.id}|${monthDay}`;
+  const hit = perSnap.get(key);
+  if (hit) return hit;
+  const unavailable = new Set(store.unavailable);
+  const drinks: number[] = [];
+  const addons: number[] = [];
+  snap.catalog.items.forEach((it, i) => {
+    if (unavailable.has(it.id) || !inSeason(monthDay, it.season)) return;
+    (it.kind === 'drink' ? drinks : addons).push(i);
+  });
+  const c = { drinks, addons, all: [...drinks, ...addons] };
+  perSnap.set(key, c);
+  return c;
+}
+
+export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = async (
+  app,
+  { ctx },
+) => {
+  app.post(
+    '/v1/recommendations',
+    {
+      schema: {
+        summary: 'Ranked drinks with reasons and add-on suggestions for a user at a store',
+        body: RecommendationRequest,
+        response: { 200: RecommendationResponse, ...errorResponses },
+      },
+    },
+    async (req): Promise<RecommendationAnswer> => {
+      const body = req.body;
+      const limit = body.limit ?? 5;
+      const snap = ctx.features.snapshot;
+      if (!snap) throw new ServingError('NOT_READY', undefined, { retryAfterSeconds: 1 });
+      const store = snap.stores.get(body.storeId);
+      if (!store)
+        throw new ServingError('UNKNOWN_STORE', `unknown store ${body.storeId}`, { field: 'storeId' });
+      const local = ctx.localTime.resolve(Date.parse(body.context.time), store.timezone);
+      const cand = candidatesFor(snap, store, local.monthDay);
+      const popularity = snap.popularity.get(store.id) ?? snap.globalPopularity;
+      const nItems = snap.catalog.items.length;
+
+      let reason: FallbackReason | undefined;
+      let user: UserFeatures | undefined;
+      let scores: Float32Array | undefined;
+      let revision: string | null = null;
+      const model = ctx.models.acquire('drink-ranking');
+      try {
+        const state = model && ctx.ranking.get(model);
+        if (!model || !state) {
+          reason = 'model_unavailable';
+        } else {
+          try {
+            user = await ctx.features.userFeatures(snap, body.userId, ctx.featureDeadlineMs);
+          } catch (err) {
+            reason = err instanceof DeadlineExceededError ? 'deadline_exceeded' : 'redis_unavailable';
+          }
+          if (user) {
+            const contextValues = computeContextValues({
+              hour: local.hour,
+              weekday: local.weekday,
+              temperatureC: body.context.weather?.temperatureC,
+              condition: body.context.weather?.condition,
+              channel: body.context.channel,
+            });
+            const input = buildRankingInput({
+              plan: state.plan,
+              catalog: snap.catalog.items,
+              items: snap.items,
+              user: user.values,
+              context: contextValues,
+              popularity,
+              hour: local.hour,
+              candidates: cand.all,
+            });
+            try {
+              const out = await model.run(input, cand.all.length);
+              if (out.length !== cand.all.length) throw new Error(`model returned ${out.length} scores`);
+              // Scores indexed by catalog index, so top-k can work on catalog indices.
+              scores = new Float32Array(nItems).fill(Number.NaN);
+              for (let r = 0; r < cand.all.length; r++) scores[cand.all[r]!] = out[r]!;
+              revision = model.revision;
+              // Every row carries the same user and context values, so row 0 is the request's.
+              for (const m of state.monitored) state.drift.observe(m.feature, input[m.column]!);
+              state.drift.observeScores(out);
+              ctx.metrics.scores.observe({ model: model.meta.name }, out[0] ?? 0);
+            } catch (err) {
+              req.log.warn({ err: (err as Error).message }, 'ranking inference failed');
+              reason = 'inference_error';
+            }
+          }
+        }
+      } finally {
+        model?.release();
+      }
+
+      const catalog = snap.catalog.items;
+      const meanPop =
+        cand.drinks.reduce((s, i) => s + (popularity[local.hour * nItems + i] ?? 0), 0) /
+        (cand.drinks.length || 1);
+      const toAddon = (i: number) => ({
+        itemId: catalog[i]!.id,
+        name: catalog[i]!.name,
+        price: catalog[i]!.price,
+      });
+
+      if (!scores || reason) {
+        const why = reason ?? 'inference_error';
+        ctx.metrics.fallbacks.inc({ route: '/v1/recommendations', reason: why });
+        const drinks = rankByPopularity(popularity, local.hour, nItems, cand.drinks, limit);
+        const addons = rankByPopularity(popularity, local.hour, nItems, cand.addons, ADDONS_PER_DRINK).map(
+          toAddon,
+        );
+        return {
+          items: drinks.map((i) => ({
+            itemId: catalog[i]!.id,
+            name: catalog[i]!.name,
+            category: catalog[i]!.category,
+            price: catalog[i]!.price,
+            score: popularity[local.hour * nItems + i] ?? 0,
+            reason: catalog[i]!.season
+              ? 'Seasonal special, available for a limited time'
+              : 'Popular at this store at this time of day',
+            addons,
+          })),
+          modelRevision: null,
+          variant: ctx.variant,
+          fallback: true,
+          fallbackReason: why,
+          personalization: 'popularity',
+          featureVersion: snap.version,
+        };
+      }
+
+      if (user!.source === 'segment') ctx.metrics.coldStarts.inc();
+      const personalized = user!.source === 'user';
+      const drinks = topK(scores, cand.drinks, limit);
+      const addons = topK(scores, cand.addons, ADDONS_PER_DRINK).map(toAddon);
+      return {
+        items: drinks.map((i) => ({
+          itemId: catalog[i]!.id,
+          name: catalog[i]!.name,
+          category: catalog[i]!.category,
+          price: catalog[i]!.price,
+          score: scores[i]!,
+          reason: explainRecommendation({
+            item: catalog[i]!,
+            itemIndex: i,
+            user: user!.values,
+            personalized,
+            hourPopularity: popularity[local.hour * nItems + i] ?? 0,
+            meanHourPopularity: meanPop,
+          }),
+          addons,
+        })),
+        modelRevision: revision,
+        variant: ctx.variant,
+        fallback: false,
+        personalization: user!.source,
+        featureVersion: snap.version,
+      };
+    },
+  );
+};

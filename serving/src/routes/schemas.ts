@@ -1,0 +1,42 @@
+/** TypeBox schemas shared by several routes. */
+import { timingSafeEqual } from 'node:crypto';
+import { Type } from '@fastify/type-provider-typebox';
+
+export const ErrorSchema = Type.Object(
+  {
+    code: Type.String(),
+    message: Type.String(),
+    field: Type.Optional(Type.String()),
+  },
+  { $id: 'Error' },
+);
+
+/** User ids: no glob or whitespace characters, so they are safe inside Redis key patterns. */
+export const UserId = Type.String({ pattern: '^[A-Za-z0-9_.:@-]{1,128}$', description: 'User id' });
+export const StoreId = Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: 'Store id' });
+export const ItemId = Type.String({ minLength: 1, maxLength: 64 });
+export const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339 timestamp' });
+
+export const errorResponses = {
+  400: ErrorSchema,
+  401: ErrorSchema,
+  404: ErrorSchema,
+  429: ErrorSchema,
+  503: ErrorSchema,
+} as const;
+
+/** The bearer token check of erase and admin routes. */
+export function bearerMatches(header: string | undefined, token: string | undefined): boolean {
+  if (!token || !header) return false;
+  const m = /^Bearer\s+(.+)$/i.exec(header);
+  if (!m) return false;
+  const given = Buffer.from(m[1]!);
+  const want = Buffer.from(token);
+  // Constant-time compare so the token cannot be guessed byte by byte.
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
+/** A string schema limited to `values`, typed as their union. */
+export function stringEnum<const T extends string>(values: readonly T[], description?: string) {
+  return Type.Unsafe<T>({ type: 'string', enum: [...values], ...(description ? { description } : {}) });
+}

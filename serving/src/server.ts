@@ -1,0 +1,99 @@
+/**
+ * Starts a serving process (default) or a router (`--mode router` or CREMA_MODE=router) and
+ * listens; SIGTERM/SIGINT close the server gracefully (in-flight requests finish). Every
+ * setting comes from the environment, see docs/serving.md.
+ */
+import { build, createModelStore } from './app.js';
+import { createServingRedis } from './features/redis.js';
+import { buildRouter } from './router/app.js';
+
+function modeOf(argv: readonly string[], env: NodeJS.ProcessEnv): 'serving' | 'router' {
+  const i = argv.indexOf('--mode');
+  const m = (i >= 0 ? argv[i + 1] : undefined) ?? env['CREMA_MODE'] ?? 'serving';
+  if (m !== 'serving' && m !== 'router') throw new Error(`--mode must be serving or router, got ${m}`);
+  return m;
+}
+
+function num(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const v = env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`${name} must be a number, got ${v}`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const env = process.env;
+  const mode = modeOf(process.argv, env);
+  const logger = { level: env['LOG_LEVEL'] ?? 'info' };
+  const port = num(env, 'PORT') ?? (mode === 'router' ? 8081 : 8080);
+  const host = env['HOST'] ?? '0.0.0.0';
+  let close: () => Promise<void>;
+  if (mode === 'router') {
+    const configPath = env['CREMA_ROUTER_CONFIG'];
+    if (!configPath)
+      throw new Error('CREMA_ROUTER_CONFIG (path of the router config file) is required in router mode');
+    const app = await buildRouter({ configPath, logger });
+    await app.listen({ port, host });
+    close = () => app.close();
+  } else {
+    const redis = createServingRedis(env['REDIS_URL'] ?? 'redis://127.0.0.1:6379');
+    const models = createModelStore();
+    const rateLimit = num(env, 'CREMA_RATE_LIMIT_PER_SECOND');
+    const app = await build({
+      redis,
+      models,
+      logger,
+      variant: env['CREMA_VARIANT'] ?? 'stable',
+      adminToken: env['CREMA_ADMIN_TOKEN'] || undefined,
+      featureDeadlineMs: num(env, 'CREMA_FEATURE_DEADLINE_MS'),
+      protection: {
+        maxInFlight: num(env, 'CREMA_MAX_IN_FLIGHT'),
+        maxEventLoopDelayMs: num(env, 'CREMA_MAX_EVENT_LOOP_DELAY_MS'),
+        rateLimit: rateLimit
+          ? { perSecond: rateLimit, burst: num(env, 'CREMA_RATE_LIMIT_BURST') ?? rateLimit * 2 }
+          : false,
+      },
+    });
+    // Models are loaded and warmed before the port opens, so no request meets a cold session.
+    const uris: [Parameters<typeof models.load>[0], string | undefined][] = [
+      ['drink-ranking', env['CREMA_RANKING_MODEL_URI']],
+      ['pickup-time', env['CREMA_PICKUP_MODEL_URI']],
+      ['churn', env['CREMA_CHURN_MODEL_URI']],
+    ];
+    for (const [task, uri] of uris) {
+      if (!uri) continue;
+      try {
+        await models.load(task, uri);
+      } catch (err) {
+        // A broken model must not keep the fallback from answering; readyz reports it.
+        app.log.error({ task, err: (err as Error).message }, 'model load failed');
+      }
+    }
+    await app.listen({ port, host });
+    close = async () => {
+      await app.close();
+      models.close();
+      redis.disconnect();
+    };
+  }
+  let closing = false;
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(sig, () => {
+      if (closing) return;
+      closing = true;
+      close().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          console.error(err);
+          process.exit(1);
+        },
+      );
+    });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
