@@ -112,13 +112,22 @@ describe('installed CRDs', () => {
     expect(list.resources.map((r) => r.name)).toContain('recommendermodels/status');
   });
 
-  it('document every field for `kubectl explain`', () => {
+  it('document every field and its default for `kubectl explain`', () => {
     const undocumented: string[] = [];
     const walk = (schema: k8s.V1JSONSchemaProps, at: string): void => {
       for (const [name, child] of Object.entries(schema.properties ?? {})) {
         if (at === '' && name === 'metadata') continue;
         const here = at ? `${at}.${name}` : name;
         if (!child.description?.trim()) undocumented.push(here);
+        // kubectl explain shows no defaults, so the description has to say it.
+        const dflt: unknown = child._default;
+        if (
+          dflt !== undefined &&
+          typeof dflt !== 'object' &&
+          !child.description?.includes(`Defaults to ${dflt}.`)
+        ) {
+          undocumented.push(`${here} (default ${String(dflt)} not mentioned)`);
+        }
         walk(child, here);
       }
       if (schema.items) walk(schema.items as k8s.V1JSONSchemaProps, `${at}[]`);

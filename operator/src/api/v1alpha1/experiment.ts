@@ -62,13 +62,14 @@ export interface ExperimentSpec {
    */
   guardrails?: ExperimentSpecGuardrails;
   /**
-   * Exposures each variant needs before a decision can be made.
+   * Exposures each variant needs before a decision can be made. Defaults to 1000.
    * Constraints: ≥ 1; ≤ 100000000.
    * @default 1000
    */
   minSamplesPerVariant?: number;
   /**
-   * Longest the experiment runs before it concludes without a winner, e.g. 72h or 14d.
+   * Longest the experiment runs before it concludes without a winner, e.g. 72h or 14d. Defaults to
+   * 14d.
    * Constraints: length ≤ 16; pattern `^[0-9]+(m|h|d)$`.
    * @default "14d"
    */
@@ -106,7 +107,7 @@ export interface ExperimentSpecVariant {
  */
 export interface ExperimentSpecAssignment {
   /**
-   * The identity hashed for assignment.
+   * The identity hashed for assignment. Defaults to userId.
    * @default "userId"
    */
   unit?: 'userId';
@@ -138,13 +139,13 @@ export interface ExperimentSpecGuardrails {
  */
 export interface ExperimentSpecDecision {
   /**
-   * Significance level of the test, greater than 0 and at most 0.5.
+   * Significance level of the test, greater than 0 and at most 0.5. Defaults to 0.05.
    * Constraints: > 0; ≤ 0.5.
    * @default 0.05
    */
   alpha?: number;
   /**
-   * When true the winning variant's model is promoted without a human.
+   * When true the winning variant's model is promoted without a human. Defaults to false.
    * @default false
    */
   autoPromote?: boolean;

@@ -69,7 +69,7 @@ export interface RecommenderModelSpec {
    */
   fallback?: RecommenderModelSpecFallback;
   /**
-   * When true the operator stops advancing rollouts; serving keeps running.
+   * When true the operator stops advancing rollouts; serving keeps running. Defaults to false.
    * @default false
    */
   paused?: boolean;
@@ -96,7 +96,7 @@ export interface RecommenderModelSpecModel {
    */
   task: 'drink-ranking' | 'addon-attach' | 'pickup-time' | 'churn';
   /**
-   * Version of the feature layout the model was trained on; serving rejects a mismatch.
+   * Version of the feature layout the model was trained on; serving rejects a mismatch. Defaults to 1.
    * Constraints: ≥ 1; ≤ 1000000.
    * @default 1
    */
@@ -113,37 +113,37 @@ export interface RecommenderModelSpecModel {
  */
 export interface RecommenderModelSpecServing {
   /**
-   * Container image of the serving process.
+   * Container image of the serving process. Defaults to crema/serving:0.1.0.
    * Constraints: length ≥ 1; length ≤ 512.
    * @default "crema/serving:0.1.0"
    */
   image?: string;
   /**
-   * Fewest serving pods the autoscaler may run (a StoreRegion can raise this floor).
+   * Fewest serving pods the autoscaler may run (a StoreRegion can raise this floor). Defaults to 2.
    * Constraints: ≥ 1; ≤ 1000.
    * @default 2
    */
   minReplicas?: number;
   /**
-   * Most serving pods the autoscaler may run.
+   * Most serving pods the autoscaler may run. Defaults to 10.
    * Constraints: ≥ 1; ≤ 1000.
    * @default 10
    */
   maxReplicas?: number;
   /**
-   * Average CPU utilisation (percent of requests) the autoscaler aims for.
+   * Average CPU utilisation (percent of requests) the autoscaler aims for. Defaults to 70.
    * Constraints: ≥ 1; ≤ 100.
    * @default 70
    */
   targetCPUUtilization?: number;
   /**
-   * Requests per second one pod should handle before the autoscaler adds another.
+   * Requests per second one pod should handle before the autoscaler adds another. Defaults to 200.
    * Constraints: ≥ 1; ≤ 100000.
    * @default 200
    */
   targetRpsPerPod?: number;
   /**
-   * Container port the serving process listens on.
+   * Container port the serving process listens on. Defaults to 8080.
    * Constraints: ≥ 1024; ≤ 65535.
    * @default 8080
    */
@@ -176,13 +176,13 @@ export interface RecommenderModelSpecServingResources {
  */
 export interface RecommenderModelSpecServingResourcesRequests {
   /**
-   * CPU request as a Kubernetes quantity, e.g. 250m or 1.
+   * CPU request as a Kubernetes quantity, e.g. 250m or 1. Defaults to 250m.
    * Constraints: length ≤ 32; pattern `^[0-9]+(\.[0-9]+)?m?$`.
    * @default "250m"
    */
   cpu?: string;
   /**
-   * Memory request as a Kubernetes quantity, e.g. 256Mi.
+   * Memory request as a Kubernetes quantity, e.g. 256Mi. Defaults to 256Mi.
    * Constraints: length ≤ 32; pattern `^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$`.
    * @default "256Mi"
    */
@@ -199,7 +199,7 @@ export interface RecommenderModelSpecServingResourcesLimits {
    */
   cpu?: string;
   /**
-   * Memory limit as a Kubernetes quantity, e.g. 512Mi.
+   * Memory limit as a Kubernetes quantity, e.g. 512Mi. Defaults to 512Mi.
    * Constraints: length ≤ 32; pattern `^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$`.
    * @default "512Mi"
    */
@@ -239,7 +239,7 @@ export interface RecommenderModelSpecRolloutStep {
    */
   pause?: string;
   /**
-   * Whether the analysis metrics must pass before leaving this step.
+   * Whether the analysis metrics must pass before leaving this step. Defaults to true.
    * @default true
    */
   analysis?: boolean;
@@ -250,19 +250,19 @@ export interface RecommenderModelSpecRolloutStep {
  */
 export interface RecommenderModelSpecRolloutAnalysis {
   /**
-   * How often the metrics are checked, e.g. 1m.
+   * How often the metrics are checked, e.g. 1m. Defaults to 1m.
    * Constraints: length ≤ 16; pattern `^[0-9]+(s|m|h)$`.
    * @default "1m"
    */
   interval?: string;
   /**
-   * Failed checks tolerated before the rollout is rolled back.
+   * Failed checks tolerated before the rollout is rolled back. Defaults to 2.
    * Constraints: ≥ 0; ≤ 100.
    * @default 2
    */
   failureLimit?: number;
   /**
-   * Canary requests needed before a check counts.
+   * Canary requests needed before a check counts. Defaults to 500.
    * Constraints: ≥ 1; ≤ 10000000.
    * @default 500
    */
@@ -349,19 +349,20 @@ export interface RecommenderModelSpecDrift {
    */
   features?: string[];
   /**
-   * Population stability index above which a feature counts as drifted.
+   * Population stability index above which a feature counts as drifted. Defaults to 0.2.
    * Constraints: ≥ 0; ≤ 10.
    * @default 0.2
    */
   psiThreshold?: number;
   /**
-   * Span of live traffic compared, e.g. 1h.
+   * Span of live traffic compared, e.g. 1h. Defaults to 1h.
    * Constraints: length ≤ 16; pattern `^[0-9]+(s|m|h)$`.
    * @default "1h"
    */
   window?: string;
   /**
    * What to do on drift - Alert (condition and event only) or Rollback to the previous revision.
+   * Defaults to Alert.
    * @default "Alert"
    */
   action?: 'Rollback' | 'Alert';
@@ -372,7 +373,7 @@ export interface RecommenderModelSpecDrift {
  */
 export interface RecommenderModelSpecFallback {
   /**
-   * Fallback answer; popularity returns the most popular items.
+   * Fallback answer; popularity returns the most popular items. Defaults to popularity.
    * @default "popularity"
    */
   strategy?: 'popularity';

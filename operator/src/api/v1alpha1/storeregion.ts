@@ -103,7 +103,7 @@ export interface StoreRegionSpecPeakWindow {
    */
   end: string;
   /**
-   * Factor applied to the replica floor during the window, 1 to 100.
+   * Factor applied to the replica floor during the window, 1 to 100. Defaults to 1.
    * Constraints: ≥ 1; ≤ 100.
    * @default 1
    */
@@ -130,7 +130,7 @@ export interface StoreRegionSpecPromotion {
    */
   end: string;
   /**
-   * Factor applied to the replica floor during the promotion, 1 to 100.
+   * Factor applied to the replica floor during the promotion, 1 to 100. Defaults to 1.
    * Constraints: ≥ 1; ≤ 100.
    * @default 1
    */
