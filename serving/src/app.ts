@@ -5,6 +5,7 @@
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, {
+  LogController,
   type FastifyBaseLogger,
   type FastifyError,
   type FastifyInstance,
@@ -99,7 +100,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
       ? { loggerInstance: logger as FastifyBaseLogger }
       : { logger: (logger as FastifyServerOptions['logger']) ?? false }),
     // Request logs would carry URLs with user ids; the app logs route templates instead.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 

@@ -6,7 +6,12 @@
  */
 import { unwatchFile, watchFile } from 'node:fs';
 import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyServerOptions,
+} from 'fastify';
 import { Counter, Histogram, Registry } from 'prom-client';
 import { readRouterConfig, routeFor, type RouterConfig } from './config.js';
 
@@ -64,7 +69,7 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
     ...(isInstance
       ? { loggerInstance: logger as FastifyBaseLogger }
       : { logger: (logger as FastifyServerOptions['logger']) ?? false }),
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
   });
   let config: RouterConfig = opts.config ?? (await readRouterConfig(opts.configPath!));
   const timeoutMs = opts.upstreamTimeoutMs ?? 2000;

@@ -1,0 +1,230 @@
+/**
+ * Inject tests of everything that is decided before Redis is consulted: validation (400 naming
+ * the field), auth, not-ready answers, probes, OpenAPI, rate limiting and load shedding. The
+ * Redis client points at a closed port; answers that need Redis are in app.int.test.ts.
+ */
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
+import { build, createModelStore, type BuildOptions } from './app.js';
+
+const apps: FastifyInstance[] = [];
+const clients: Redis[] = [];
+
+async function app(extra: Partial<BuildOptions> = {}, before?: (a: FastifyInstance) => void) {
+  const redis = new Redis({
+    port: 1,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  redis.on('error', () => undefined);
+  clients.push(redis);
+  const a = await build({ redis, models: createModelStore(), adminToken: 'secret', ...extra });
+  before?.(a);
+  await a.ready();
+  apps.push(a);
+  return a;
+}
+
+afterEach(async () => {
+  for (const a of apps.splice(0)) await a.close();
+  for (const c of clients.splice(0)) c.disconnect();
+});
+
+const rec = {
+  userId: 'u1',
+  storeId: 'store-0',
+  context: { time: '2026-11-24T08:00:00Z', weather: { condition: 'rain', temperatureC: 8 }, channel: 'app' },
+  limit: 5,
+};
+
+describe('request validation names the offending field', () => {
+  const cases: { name: string; url: string; method?: 'POST' | 'GET'; body?: unknown; field: string }[] = [
+    {
+      name: 'missing userId',
+      url: '/v1/recommendations',
+      body: { ...rec, userId: undefined },
+      field: 'userId',
+    },
+    {
+      name: 'missing context.time',
+      url: '/v1/recommendations',
+      body: { ...rec, context: {} },
+      field: 'context.time',
+    },
+    {
+      name: 'malformed context.time',
+      url: '/v1/recommendations',
+      body: { ...rec, context: { time: 'yesterday' } },
+      field: 'context.time',
+    },
+    {
+      name: 'unknown channel',
+      url: '/v1/recommendations',
+      body: { ...rec, context: { ...rec.context, channel: 'fax' } },
+      field: 'context.channel',
+    },
+    { name: 'limit out of range', url: '/v1/recommendations', body: { ...rec, limit: 0 }, field: 'limit' },
+    {
+      name: 'limit not an integer',
+      url: '/v1/recommendations',
+      body: { ...rec, limit: 'five' },
+      field: 'limit',
+    },
+    {
+      name: 'pickup without items',
+      url: '/v1/pickup-estimate',
+      body: { storeId: 's', items: [] },
+      field: 'items',
+    },
+    {
+      name: 'pickup with a malformed wantedAt',
+      url: '/v1/pickup-estimate',
+      body: { storeId: 's', items: ['drink-1'], wantedAt: 'soon' },
+      field: 'wantedAt',
+    },
+    {
+      name: 'event of unknown type',
+      url: '/v1/events',
+      body: { eventId: 'e1', type: 'purchase', userId: 'u', storeId: 's', at: '2026-11-24T08:00:00Z' },
+      field: 'type',
+    },
+    {
+      name: 'order event without value',
+      url: '/v1/events',
+      body: { eventId: 'e1', type: 'order', userId: 'u', storeId: 's', at: '2026-11-24T08:00:00Z' },
+      field: 'value',
+    },
+    { name: 'user id with glob characters', url: '/v1/users/a*b/offers', method: 'GET', field: 'id' },
+  ];
+  for (const c of cases) {
+    it(c.name, async () => {
+      const a = await app();
+      const res = await a.inject({ method: c.method ?? 'POST', url: c.url, payload: c.body as object });
+      expect(res.statusCode).toBe(400);
+      expect(res.json()).toMatchObject({ code: 'VALIDATION', field: c.field });
+      expect(res.json().message).toContain(c.field.split('.').pop());
+    });
+  }
+
+  it('malformed JSON is a 400, not a 500', async () => {
+    const a = await app();
+    const res = await a.inject({
+      method: 'POST',
+      url: '/v1/recommendations',
+      headers: { 'content-type': 'application/json' },
+      payload: '{"userId": ',
+    });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().code).toBe('VALIDATION');
+  });
+});
+
+describe('auth, readiness and ops routes', () => {
+  it('erase needs the bearer token', async () => {
+    const a = await app();
+    expect((await a.inject({ method: 'DELETE', url: '/v1/users/u1' })).statusCode).toBe(401);
+    const wrong = await a.inject({
+      method: 'DELETE',
+      url: '/v1/users/u1',
+      headers: { authorization: 'Bearer nope' },
+    });
+    expect(wrong.statusCode).toBe(401);
+    expect(wrong.json().code).toBe('UNAUTHORIZED');
+  });
+
+  it('erase is refused entirely when no token is configured', async () => {
+    const a = await app({ adminToken: undefined });
+    const res = await a.inject({
+      method: 'DELETE',
+      url: '/v1/users/u1',
+      headers: { authorization: 'Bearer ' },
+    });
+    expect(res.statusCode).toBe(401);
+  });
+
+  it('without features or a model: not ready, recommendations 503 with Retry-After', async () => {
+    const a = await app();
+    const ready = await a.inject({ url: '/readyz' });
+    expect(ready.statusCode).toBe(503);
+    expect(ready.json()).toEqual({ ready: false, checks: { model: false, redis: false, fallback: false } });
+    const res = await a.inject({ method: 'POST', url: '/v1/recommendations', payload: rec });
+    expect(res.statusCode).toBe(503);
+    expect(res.headers['retry-after']).toBe('1');
+    expect(res.json().code).toBe('NOT_READY');
+    expect((await a.inject({ url: '/healthz' })).json()).toEqual({ status: 'ok' });
+  });
+
+  it('unknown routes are a coded 404', async () => {
+    const a = await app();
+    const res = await a.inject({ url: '/v2/nothing' });
+    expect(res.statusCode).toBe(404);
+    expect(res.json().code).toBe('NOT_FOUND');
+  });
+
+  it('publishes OpenAPI with every versioned route and its schemas', async () => {
+    const a = await app();
+    const doc = (await a.inject({ url: '/openapi.json' })).json();
+    expect(doc.openapi).toMatch(/^3\./);
+    for (const p of [
+      '/v1/recommendations',
+      '/v1/pickup-estimate',
+      '/v1/events',
+      '/v1/users/{id}/offers',
+      '/v1/users/{id}',
+    ]) {
+      expect(Object.keys(doc.paths)).toContain(p);
+    }
+    const body = doc.paths['/v1/recommendations'].post.requestBody.content['application/json'].schema;
+    expect(body.required).toEqual(expect.arrayContaining(['userId', 'storeId', 'context']));
+    expect(doc.paths['/v1/recommendations'].post.responses['200']).toBeDefined();
+  });
+
+  it('serves Prometheus metrics with route templates, never raw paths', async () => {
+    const a = await app();
+    await a.inject({ url: '/v1/users/alice-123/offers' });
+    const text = (await a.inject({ url: '/metrics' })).body;
+    expect(text).toContain('crema_http_request_duration_seconds_bucket');
+    expect(text).toContain('route="/v1/users/:id/offers"');
+    expect(text).not.toContain('alice-123');
+    expect(text).toContain('process_resident_memory_bytes');
+  });
+});
+
+describe('protection', () => {
+  it('rate limits per client with 429 and Retry-After', async () => {
+    const a = await app({ protection: { rateLimit: { perSecond: 1, burst: 2 } } });
+    const hit = (client: string) =>
+      a.inject({ url: '/v1/users/u1/offers', headers: { 'x-client-id': client } });
+    expect((await hit('a')).statusCode).not.toBe(429);
+    expect((await hit('a')).statusCode).not.toBe(429);
+    const third = await hit('a');
+    expect(third.statusCode).toBe(429);
+    expect(third.json().code).toBe('RATE_LIMITED');
+    expect(Number(third.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect((await hit('b')).statusCode).not.toBe(429);
+    expect((await a.inject({ url: '/healthz', headers: { 'x-client-id': 'a' } })).statusCode).toBe(200);
+  });
+
+  it('sheds load beyond maxInFlight with 503 and Retry-After', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const a = await app({ protection: { maxInFlight: 2 } }, (x) => {
+      x.get('/v1/test-slow', async () => {
+        await gate;
+        return { ok: true };
+      });
+    });
+    const slow = [a.inject({ url: '/v1/test-slow' }), a.inject({ url: '/v1/test-slow' })];
+    await new Promise((r) => setTimeout(r, 20));
+    const shed = await a.inject({ url: '/v1/test-slow' });
+    expect(shed.statusCode).toBe(503);
+    expect(shed.headers['retry-after']).toBe('1');
+    expect(shed.json().code).toBe('OVERLOADED');
+    release();
+    expect((await Promise.all(slow)).map((r) => r.statusCode)).toEqual([200, 200]);
+    expect((await a.inject({ url: '/v1/test-slow' })).statusCode).toBe(200);
+  });
+});

@@ -1,0 +1,178 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildRouter, userIdOf } from './app.js';
+import { parseRouterConfig, routeFor, validateRouterConfig, type RouterConfig } from './config.js';
+
+const cfg = (
+  weights: [number, number],
+  canaryUpstream: string | null = 'http://127.0.0.1:2',
+): RouterConfig => ({
+  salt: 'exp-1',
+  stable: 'stable',
+  variants: [
+    { name: 'stable', weight: weights[0], upstream: 'http://127.0.0.1:1' },
+    { name: 'canary', weight: weights[1], ...(canaryUpstream ? { upstream: canaryUpstream } : {}) },
+  ],
+});
+
+describe('router config', () => {
+  const cases: [string, unknown, RegExp][] = [
+    ['weights not summing to 100', { ...cfg([90, 20]) }, /sum to 110/],
+    ['stable not a variant', { ...cfg([90, 10]), stable: 'prod' }, /stable: must name a variant/],
+    ['no salt', { ...cfg([90, 10]), salt: '' }, /salt/],
+    [
+      'duplicate names',
+      {
+        ...cfg([50, 50]),
+        variants: [cfg([50, 50]).variants[0], { ...cfg([50, 50]).variants[0], weight: 50 }],
+      },
+      /duplicate/,
+    ],
+    ['https upstream', cfg([90, 10], 'https://x'), /only http/],
+  ];
+  for (const [name, c, re] of cases)
+    it(`rejects ${name}`, () => expect(validateRouterConfig(c).join('; ')).toMatch(re));
+
+  it('reads YAML and JSON', () => {
+    const y = parseRouterConfig(
+      'salt: s\nstable: a\nvariants:\n  - {name: a, weight: 100, upstream: "http://127.0.0.1:1"}\n',
+    );
+    expect(y.variants[0]!.name).toBe('a');
+    expect(parseRouterConfig(JSON.stringify(cfg([90, 10]))).salt).toBe('exp-1');
+  });
+});
+
+describe('sticky assignment over 100k users', () => {
+  const users = Array.from({ length: 100_000 }, (_, i) => `user-${i}`);
+
+  it('splits within 0.5 percentage points of the weights', () => {
+    const c = cfg([80, 20]);
+    const canary = users.filter((u) => routeFor(c, u).variant === 'canary').length;
+    expect(Math.abs(canary / users.length - 0.2)).toBeLessThan(0.005);
+  });
+
+  it('the same user gets the same variant from a fresh config object (another replica or a restart)', () => {
+    const a = cfg([50, 50]);
+    const b = parseRouterConfig(JSON.stringify(cfg([50, 50])));
+    for (const u of users.slice(0, 20_000)) expect(routeFor(b, u).variant).toBe(routeFor(a, u).variant);
+  });
+
+  it('raising the canary from 10% to 20% moves only stable users to canary, about 10% of all', () => {
+    const before = cfg([90, 10]);
+    const after = cfg([80, 20]);
+    let moved = 0;
+    for (const u of users) {
+      const x = routeFor(before, u).variant;
+      const y = routeFor(after, u).variant;
+      if (x !== y) {
+        expect([x, y]).toEqual(['stable', 'canary']);
+        moved++;
+      }
+    }
+    expect(Math.abs(moved / users.length - 0.1)).toBeLessThan(0.005);
+  });
+
+  it('a variant without an upstream is served by stable', () => {
+    const c = cfg([0, 100], null);
+    expect(routeFor(c, 'u1')).toEqual({ variant: 'stable', rerouted: true, upstream: 'http://127.0.0.1:1' });
+  });
+});
+
+describe('userIdOf', () => {
+  it('reads the path for user routes and the JSON body otherwise', () => {
+    expect(userIdOf('/v1/users/ab%40c/offers', undefined)).toBe('ab@c');
+    expect(userIdOf('/v1/recommendations', Buffer.from('{"userId":"u7"}'))).toBe('u7');
+    expect(userIdOf('/v1/recommendations', Buffer.from('not json'))).toBeUndefined();
+  });
+});
+
+describe('router forwarding (loopback upstreams)', () => {
+  const upstreams: FastifyInstance[] = [];
+  const urls: Record<string, string> = {};
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'crema-router-'));
+    for (const name of ['stable', 'canary']) {
+      const u = Fastify();
+      u.post('/v1/recommendations', async (req) => ({
+        servedBy: name,
+        variantHeader: req.headers['x-crema-variant'],
+        body: req.body,
+      }));
+      u.get('/v1/users/:id/offers', async () => ({ servedBy: name }));
+      urls[name] = await u.listen({ host: '127.0.0.1', port: 0 });
+      upstreams.push(u);
+    }
+  });
+  afterAll(async () => {
+    for (const u of upstreams) await u.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const config = (canaryWeight: number, canaryUpstream?: string): RouterConfig => ({
+    salt: 'exp-2',
+    stable: 'stable',
+    variants: [
+      { name: 'stable', weight: 100 - canaryWeight, upstream: urls['stable']! },
+      { name: 'canary', weight: canaryWeight, upstream: canaryUpstream ?? urls['canary']! },
+    ],
+  });
+
+  it('forwards to the assigned variant, body intact, same answer from two router replicas', async () => {
+    const r1 = await buildRouter({ config: config(50) });
+    const r2 = await buildRouter({ config: config(50) });
+    try {
+      const seen = new Set<string>();
+      for (let i = 0; i < 40; i++) {
+        const payload = { userId: `u-${i}`, storeId: 's', context: { time: '2026-11-24T08:00:00Z' } };
+        const a = await r1.inject({ method: 'POST', url: '/v1/recommendations', payload });
+        const b = await r2.inject({ method: 'POST', url: '/v1/recommendations', payload });
+        expect(a.statusCode).toBe(200);
+        expect(a.json().servedBy).toBe(b.json().servedBy);
+        expect(a.json().variantHeader).toBe(a.json().servedBy);
+        expect(a.json().body).toEqual(payload);
+        expect(a.headers['x-crema-variant']).toBe(a.json().servedBy);
+        seen.add(a.json().servedBy);
+      }
+      expect(seen).toEqual(new Set(['stable', 'canary']));
+    } finally {
+      await r1.close();
+      await r2.close();
+    }
+  });
+
+  it('a down upstream falls back to stable, and the fallback is counted', async () => {
+    const r = await buildRouter({ config: config(100, 'http://127.0.0.1:1') });
+    try {
+      const res = await r.inject({ url: '/v1/users/u1/offers' });
+      expect(res.statusCode).toBe(200);
+      expect(res.json().servedBy).toBe('stable');
+      expect((await r.inject({ url: '/metrics' })).body).toMatch(
+        /crema_router_fallbacks_total\{variant="canary",reason="upstream_down"\} 1/,
+      );
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('applies a changed config file without a restart and keeps the old one when the new is invalid', async () => {
+    const path = join(dir, 'router.json');
+    await writeFile(path, JSON.stringify(config(0)));
+    const r = await buildRouter({ configPath: path, watchIntervalMs: 50 });
+    try {
+      const served = async () => (await r.inject({ url: '/v1/users/someone/offers' })).json().servedBy;
+      expect(await served()).toBe('stable');
+      await writeFile(path, JSON.stringify(config(100)));
+      await expect.poll(served, { timeout: 3000, interval: 50 }).toBe('canary');
+      await writeFile(path, '{"salt": ');
+      await new Promise((res) => setTimeout(res, 300));
+      expect(await served()).toBe('canary');
+    } finally {
+      await r.close();
+    }
+  });
+});
