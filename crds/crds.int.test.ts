@@ -4,6 +4,7 @@
  * offending field - the error a user sees from `kubectl apply`.
  */
 import { readdir, readFile } from 'node:fs/promises';
+import https from 'node:https';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
@@ -14,6 +15,7 @@ import type { Experiment, RecommenderModel, StoreRegion } from '../operator/src/
 const rootDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const namespace = `crds-test-${Date.now().toString(36)}`;
 
+let kc: k8s.KubeConfig;
 let crdApi: k8s.ApiextensionsV1Api;
 let objects: k8s.KubernetesObjectApi;
 let crds: k8s.V1CustomResourceDefinition[] = [];
@@ -55,8 +57,32 @@ function statusOf(err: unknown): { code: number; status: k8s.V1Status } {
   return { code: err.code, status };
 }
 
+/** GETs `apiPath` as a server-side Table, the way `kubectl get` asks for its printer columns. */
+async function getTable(apiPath: string): Promise<{ columns: string[]; rows: unknown[][] }> {
+  const url = new URL(kc.getCurrentCluster()!.server + apiPath);
+  const opts: https.RequestOptions = {
+    method: 'GET',
+    headers: { Accept: 'application/json;as=Table;v=v1;g=meta.k8s.io' },
+  };
+  await kc.applyToHTTPSOptions(opts);
+  const body = await new Promise<string>((resolve, reject) => {
+    https
+      .get(url, opts, (res) => {
+        let data = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (data += chunk));
+        res.on('end', () =>
+          res.statusCode === 200 ? resolve(data) : reject(new Error(`${res.statusCode} ${data}`)),
+        );
+      })
+      .on('error', reject);
+  });
+  const table = JSON.parse(body) as { columnDefinitions: { name: string }[]; rows: { cells: unknown[] }[] };
+  return { columns: table.columnDefinitions.map((c) => c.name), rows: table.rows.map((r) => r.cells) };
+}
+
 beforeAll(async () => {
-  const kc = new k8s.KubeConfig();
+  kc = new k8s.KubeConfig();
   kc.loadFromFile(inject('kubeconfigPath'));
   crdApi = kc.makeApiClient(k8s.ApiextensionsV1Api);
   objects = k8s.KubernetesObjectApi.makeApiClient(kc);
@@ -94,8 +120,6 @@ afterAll(async () => {
 
 describe('installed CRDs', () => {
   it('are discoverable by short name and by the `crema` category (kubectl get crema)', async () => {
-    const kc = new k8s.KubeConfig();
-    kc.loadFromFile(inject('kubeconfigPath'));
     const list = await kc.makeApiClient(k8s.CustomObjectsApi).getAPIResources({
       group: 'crema.dev',
       version: 'v1alpha1',
@@ -476,6 +500,56 @@ const table = [
   ...expCases.map((c) => ({ kind: 'Experiment' as Kind, ...c })),
   ...srCases.map((c) => ({ kind: 'StoreRegion' as Kind, ...c })),
 ] as (InvalidCase<unknown> & { kind: Kind })[];
+
+describe('status', () => {
+  it('is written through the status subresource and shown by `kubectl get rm`', async () => {
+    const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+    const rm = structuredClone(examples.get('drinks-recommender.yaml')!) as RecommenderModel;
+    rm.metadata = { name: 'columns', namespace };
+    const created = await objects.create(rm);
+    created.status = {
+      observedGeneration: 1,
+      phase: 'Progressing',
+      stable: { modelSha: rm.spec.model.sha256, revision: 3, since: '2026-11-24T21:00:00Z' },
+      canary: { modelSha: 'b'.repeat(64), weight: 10, step: 0 },
+      readyReplicas: 2,
+      replicas: 3,
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Serving',
+          message: 'stable serves',
+          lastTransitionTime: '2026-11-24T21:00:00Z',
+        },
+      ],
+    };
+    const target = {
+      group: 'crema.dev',
+      version: 'v1alpha1',
+      namespace,
+      plural: 'recommendermodels',
+      name: 'columns',
+    };
+    const updated = (await custom.replaceNamespacedCustomObjectStatus({
+      ...target,
+      body: created,
+    })) as RecommenderModel;
+
+    const table = await getTable(`/apis/crema.dev/v1alpha1/namespaces/${namespace}/recommendermodels`);
+    expect(table.columns).toEqual(['Name', 'Phase', 'Revision', 'Canary%', 'Ready', 'Age']);
+    const row = table.rows.find((r) => r[0] === 'columns');
+    expect(row?.slice(0, 5)).toEqual(['columns', 'Progressing', 3, 10, 2]);
+
+    // A status the schema does not allow is refused too (the operator cannot write nonsense).
+    const bad = { ...updated, status: { phase: 'Exploded' } };
+    const err = await custom.replaceNamespacedCustomObjectStatus({ ...target, body: bad }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(statusOf(err).status.message).toContain('status.phase: Unsupported value: "Exploded"');
+  });
+});
 
 describe('invalid resources are rejected naming the field', () => {
   it('covers at least 15 distinct cases across all three kinds', () => {
