@@ -53,6 +53,8 @@ export interface KubeControlPlane {
   readonly etcdUrl: string;
   /** A kubectl built from the same Kubernetes version as the server. */
   readonly kubectl: string;
+  /** JSON-lines audit log of every write request (metadata level). */
+  readonly auditLogPath: string;
 }
 
 /** A running redis-server. */
@@ -192,6 +194,12 @@ async function startApiserver(
         `--service-account-key-file=${f('sa.pub')}`,
         `--service-account-signing-key-file=${f('sa.key')}`,
         '--enable-priority-and-fairness=false',
+        // Every write is audited (metadata only), so tests can count who wrote what from the
+        // server's side rather than trusting a client's own report.
+        `--audit-policy-file=${f('audit-policy.yaml')}`,
+        `--audit-log-path=${f('audit.log')}`,
+        '--audit-log-format=json',
+        '--audit-log-mode=blocking',
         '--v=1',
       ],
       dir,
@@ -293,6 +301,15 @@ export async function startRedis(
   return { redis, procs: () => (proc ? [proc] : []) };
 }
 
+const AUDIT_POLICY = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+`;
+
 async function writePki(dir: string, pki: TestPki): Promise<void> {
   const files: Record<string, string> = {
     'ca.crt': pki.caCert,
@@ -300,6 +317,7 @@ async function writePki(dir: string, pki: TestPki): Promise<void> {
     'serving.key': pki.servingKey,
     'sa.pub': pki.serviceAccountPublicKey,
     'sa.key': pki.serviceAccountPrivateKey,
+    'audit-policy.yaml': AUDIT_POLICY,
   };
   await Promise.all(Object.entries(files).map(([n, c]) => writeFile(join(dir, n), c, { mode: 0o600 })));
 }
@@ -382,7 +400,15 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
         procs.push(await startControllerManager(bin, dir));
         timings['kubeControllerManager'] = Date.now() - tKcm;
       }
-      kube = { server: api.server, kubeconfigPath, kubeconfig, pki, etcdUrl: etcd.url, kubectl: bin.kubectl };
+      kube = {
+        server: api.server,
+        kubeconfigPath,
+        kubeconfig,
+        pki,
+        etcdUrl: etcd.url,
+        kubectl: bin.kubectl,
+        auditLogPath: join(dir, 'audit.log'),
+      };
       log(`kube-apiserver ready at ${api.server} (kubeconfig ${kubeconfigPath})`);
     };
     // Both parts start concurrently; wait for both to settle so nothing is left half-started.

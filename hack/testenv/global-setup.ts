@@ -14,6 +14,8 @@ declare module 'vitest' {
     kubeServer: string;
     /** redis://127.0.0.1:PORT of the shared redis-server. */
     redisUrl: string;
+    /** kube-apiserver's audit log (JSON lines, one per write request). */
+    auditLogPath: string;
   }
 }
 
@@ -24,6 +26,7 @@ export async function setup(project: TestProject): Promise<void> {
   project.provide('kubeconfigPath', env.kube!.kubeconfigPath);
   project.provide('kubeServer', env.kube!.server);
   project.provide('redisUrl', env.redis!.url);
+  project.provide('auditLogPath', env.kube!.auditLogPath);
   console.error(`[testenv] ready in ${env.timings['total']} ms: ${JSON.stringify(env.timings)}`);
 }
 

@@ -1,0 +1,192 @@
+/**
+ * Pure builders for what a RecommenderModel should run: the model ConfigMap, the stable serving
+ * Deployment (no replicas: the HPA owns them), its Service, HorizontalPodAutoscaler and
+ * PodDisruptionBudget. Built with cdk8s-plus-28 constructs and synthesized in-process; every
+ * default the library would add is set deliberately so server-side apply owns exactly these.
+ */
+import { ApiObject, App, Chart, Duration, Size } from 'cdk8s';
+import * as kplus from 'cdk8s-plus-28';
+import type { KubeObject } from '../../runtime/kube.js';
+import type { RecommenderModel } from './types.js';
+
+/** Labels on every child; the operator's informers select on `managed-by`. */
+export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'crema-operator' } as const;
+export const MODEL_LABEL = 'crema.dev/model';
+export const TRACK_LABEL = 'crema.dev/track';
+/** Pod template annotation: a new model digest rolls the Deployment. */
+export const MODEL_SHA_ANNOTATION = 'crema.dev/model-sha256';
+
+/** Names of the children of model `name`. */
+export function childNames(name: string) {
+  return {
+    configMap: `${name}-model`,
+    deployment: `${name}-stable`,
+    service: name,
+    hpa: name,
+    pdb: name,
+  };
+}
+
+function ownerReference(rm: RecommenderModel) {
+  return {
+    apiVersion: 'crema.dev/v1alpha1',
+    kind: 'RecommenderModel',
+    name: rm.metadata!.name!,
+    uid: rm.metadata!.uid!,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+/** Builds the serving children of `rm`, each with an owner reference to it. */
+export function buildServingObjects(rm: RecommenderModel): KubeObject[] {
+  const name = rm.metadata?.name;
+  const namespace = rm.metadata?.namespace;
+  if (!name || !namespace || !rm.metadata?.uid)
+    throw new Error('buildServingObjects: model needs name, namespace and uid');
+  const { model } = rm.spec;
+  const serving = rm.spec.serving ?? {};
+  const port = serving.port ?? 8080;
+  const minReplicas = serving.minReplicas ?? 2;
+  const maxReplicas = serving.maxReplicas ?? 10;
+  const names = childNames(name);
+  const selector = { [MODEL_LABEL]: name, [TRACK_LABEL]: 'stable' };
+  const common = {
+    'app.kubernetes.io/name': 'crema-serving',
+    'app.kubernetes.io/instance': name,
+    ...MANAGED_BY,
+  };
+
+  const app = new App();
+  const chart = new Chart(app, 'rm', { namespace, labels: common, disableResourceNameHashes: true });
+
+  const modelConfig = {
+    name,
+    uri: model.uri,
+    sha256: model.sha256,
+    task: model.task,
+    featureSchemaVersion: model.featureSchemaVersion ?? 1,
+    ...(model.metadataUri ? { metadataUri: model.metadataUri } : {}),
+    fallback: rm.spec.fallback?.strategy ?? 'popularity',
+    drift: rm.spec.drift ?? null,
+  };
+  new kplus.ConfigMap(chart, 'config', {
+    metadata: { name: names.configMap },
+    data: { 'model.json': JSON.stringify(modelConfig) },
+  });
+
+  const deployment = new kplus.Deployment(chart, 'stable', {
+    metadata: { name: names.deployment, labels: { [TRACK_LABEL]: 'stable', [MODEL_LABEL]: name } },
+    select: false,
+    podMetadata: { labels: selector, annotations: { [MODEL_SHA_ANNOTATION]: model.sha256 } },
+    strategy: kplus.DeploymentStrategy.rollingUpdate({
+      maxSurge: kplus.PercentOrAbsolute.absolute(1),
+      maxUnavailable: kplus.PercentOrAbsolute.absolute(0),
+    }),
+    automountServiceAccountToken: false,
+    securityContext: { ensureNonRoot: true, user: 1000, group: 1000 },
+    containers: [
+      {
+        name: 'serving',
+        image: serving.image ?? 'crema/serving:0.1.0',
+        imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
+        portNumber: port,
+        envVariables: {
+          CREMA_MODEL_NAME: kplus.EnvValue.fromValue(name),
+          CREMA_MODEL_URI: kplus.EnvValue.fromValue(model.uri),
+          CREMA_MODEL_SHA256: kplus.EnvValue.fromValue(model.sha256),
+          CREMA_VARIANT: kplus.EnvValue.fromValue('stable'),
+          PORT: kplus.EnvValue.fromValue(String(port)),
+        },
+        readiness: kplus.Probe.fromHttpGet('/readyz', { port, periodSeconds: Duration.seconds(5) }),
+        liveness: kplus.Probe.fromHttpGet('/healthz', { port, periodSeconds: Duration.seconds(10) }),
+        startup: kplus.Probe.fromHttpGet('/healthz', {
+          port,
+          failureThreshold: 30,
+          periodSeconds: Duration.seconds(2),
+        }),
+        resources: {
+          cpu: {
+            request: kplus.Cpu.millis(cpuMillis(serving.resources?.requests?.cpu ?? '250m')),
+            ...(serving.resources?.limits?.cpu
+              ? { limit: kplus.Cpu.millis(cpuMillis(serving.resources.limits.cpu)) }
+              : {}),
+          },
+          memory: {
+            request: memSize(serving.resources?.requests?.memory ?? '256Mi'),
+            limit: memSize(serving.resources?.limits?.memory ?? '512Mi'),
+          },
+        },
+        securityContext: {
+          ensureNonRoot: true,
+          readOnlyRootFilesystem: true,
+          allowPrivilegeEscalation: false,
+        },
+      },
+    ],
+  });
+  deployment.select(kplus.LabelSelector.of({ labels: selector }));
+
+  new kplus.Service(chart, 'service', {
+    metadata: { name: names.service },
+    selector: kplus.Pods.select(chart, 'stable-pods', { labels: selector }),
+    ports: [{ name: 'http', port: 80, targetPort: port }],
+  });
+
+  new kplus.HorizontalPodAutoscaler(chart, 'hpa', {
+    metadata: { name: names.hpa },
+    target: deployment,
+    minReplicas,
+    maxReplicas,
+    metrics: [
+      kplus.Metric.resourceCpu(kplus.MetricTarget.averageUtilization(serving.targetCPUUtilization ?? 70)),
+    ],
+  });
+
+  new ApiObject(chart, 'pdb', {
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: { name: names.pdb },
+    spec: { maxUnavailable: 1, selector: { matchLabels: selector } },
+  });
+
+  const owner = ownerReference(rm);
+  return chart
+    .toJson()
+    .map((o: KubeObject) => normalize({ ...o, metadata: { ...o.metadata, ownerReferences: [owner] } }));
+}
+
+/**
+ * Drops what cdk8s adds that we do not want to own: its `cdk8s.io/metadata.addr` bookkeeping
+ * label and empty lists (the API server does not store them, so comparing would never settle).
+ */
+function normalize<T>(value: T): T {
+  if (Array.isArray(value)) return value.map(normalize) as T;
+  if (value === null || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (k === 'cdk8s.io/metadata.addr') continue;
+    if (Array.isArray(v) && v.length === 0) continue;
+    if (v === undefined) continue;
+    out[k] = normalize(v);
+  }
+  return out as T;
+}
+
+/** Parses a CPU quantity ("250m", "1", "0.5") into millicores. */
+export function cpuMillis(q: string): number {
+  const m = /^(\d+(?:\.\d+)?)(m?)$/.exec(q);
+  if (!m) throw new Error(`invalid CPU quantity ${JSON.stringify(q)}`);
+  return m[2] ? Math.round(Number(m[1])) : Math.round(Number(m[1]) * 1000);
+}
+
+/** Parses a binary memory quantity ("256Mi", "1Gi") into a cdk8s Size. */
+export function memSize(q: string): Size {
+  const m = /^(\d+)(Ki|Mi|Gi|Ti)$/.exec(q);
+  if (!m) throw new Error(`invalid memory quantity ${JSON.stringify(q)} (use Ki, Mi, Gi or Ti)`);
+  const n = Number(m[1]);
+  const unit = { Ki: Size.kibibytes, Mi: Size.mebibytes, Gi: Size.gibibytes, Ti: Size.tebibytes }[
+    m[2] as 'Ki'
+  ];
+  return unit(n);
+}

@@ -1,0 +1,42 @@
+/**
+ * crema-operator entry point: configuration from the environment, then `startOperator`.
+ * SIGTERM/SIGINT: finish in-flight reconciles, release the lease, exit 0.
+ *
+ *   KUBECONFIG                 kubeconfig path (default ~/.kube/config, else in-cluster)
+ *   CREMA_NAMESPACE            watch one namespace (default: all)
+ *   CREMA_HEALTH_PORT          /healthz /readyz /metrics port (default 8081)
+ *   CREMA_LEADER_ELECTION      "false" to disable (single replica only)
+ *   CREMA_LEASE_NAMESPACE      namespace of the Lease (default: POD_NAMESPACE or "default")
+ *   CREMA_LEASE_DURATION_MS    lease duration (default 15000)
+ *   CREMA_CONCURRENCY          reconcile workers (default 4)
+ */
+import { startOperator } from './operator.js';
+
+const env = process.env;
+const num = (v: string | undefined) => (v ? Number(v) : undefined);
+
+const op = await startOperator({
+  ...(env['KUBECONFIG'] ? { kubeconfigPath: env['KUBECONFIG'] } : {}),
+  ...(env['CREMA_NAMESPACE'] ? { namespace: env['CREMA_NAMESPACE'] } : {}),
+  healthPort: num(env['CREMA_HEALTH_PORT']) ?? 8081,
+  leaderElection: env['CREMA_LEADER_ELECTION'] !== 'false',
+  leaseNamespace: env['CREMA_LEASE_NAMESPACE'] ?? env['POD_NAMESPACE'] ?? 'default',
+  ...(num(env['CREMA_LEASE_DURATION_MS']) ? { leaseDurationMs: num(env['CREMA_LEASE_DURATION_MS'])! } : {}),
+  concurrency: num(env['CREMA_CONCURRENCY']) ?? 4,
+});
+
+let exiting = false;
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(sig, () => {
+    if (exiting) return;
+    exiting = true;
+    console.log(`${sig}: finishing in-flight reconciles and releasing the lease`);
+    op.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        console.error(err);
+        process.exit(1);
+      },
+    );
+  });
+}

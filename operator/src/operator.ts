@@ -1,0 +1,114 @@
+/**
+ * Assembles the operator from its parts: Kubernetes client, metrics, manager with the
+ * controllers, health server and leader election. `main.ts` only reads configuration and
+ * calls `startOperator`; tests and `npm start` call it the same way.
+ */
+import * as k8s from '@kubernetes/client-node';
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import { hostname } from 'node:os';
+import { recommenderModelController } from './controllers/recommendermodel/reconcile.js';
+import { createEventRecorder } from './runtime/events.js';
+import { startHealthServer } from './runtime/health.js';
+import { createKubeClient, type KubeClient } from './runtime/kube.js';
+import { Manager } from './runtime/manager.js';
+import { OperatorMetrics } from './runtime/metrics.js';
+
+export interface OperatorConfig {
+  /** Path to a kubeconfig; default: KUBECONFIG, ~/.kube/config or in-cluster. */
+  readonly kubeconfigPath?: string;
+  /** Watch only this namespace; default all. */
+  readonly namespace?: string;
+  /** Health/metrics port; 0 picks a free one. Default 8081. */
+  readonly healthPort?: number;
+  readonly healthHost?: string;
+  /** Leader election; default on, lease `crema-operator` in `leaseNamespace`. */
+  readonly leaderElection?: boolean;
+  readonly leaseNamespace?: string;
+  readonly leaseDurationMs?: number;
+  readonly identity?: string;
+  readonly concurrency?: number;
+  /** Re-check every object this often, ms (default 10 minutes). */
+  readonly resyncMs?: number;
+  readonly log?: (msg: string) => void;
+  readonly onLostLeadership?: (reason: string) => void;
+}
+
+export interface RunningOperator {
+  readonly manager: Manager;
+  readonly client: KubeClient;
+  readonly metrics: OperatorMetrics;
+  readonly health: Server;
+  readonly healthPort: number;
+  readonly identity: string;
+  stop(): Promise<void>;
+}
+
+/** Starts the operator; resolves once caches are synced (and, if elected, workers run). */
+export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOperator> {
+  const log = cfg.log ?? ((m: string) => console.log(`${new Date().toISOString()} ${m}`));
+  const kc = new k8s.KubeConfig();
+  if (cfg.kubeconfigPath) kc.loadFromFile(cfg.kubeconfigPath);
+  else kc.loadFromDefault();
+  const identity = cfg.identity ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  const client = await createKubeClient(kc, { userAgent: `crema-operator/${identity}` });
+  const metrics = new OperatorMetrics();
+  const events = createEventRecorder(client, { instance: identity, log });
+  const manager = new Manager({
+    client,
+    metrics,
+    ...(cfg.namespace ? { namespace: cfg.namespace } : {}),
+    ...(cfg.leaderElection === false
+      ? {}
+      : {
+          leaderElection: {
+            namespace: cfg.leaseNamespace ?? 'default',
+            name: 'crema-operator',
+            identity,
+            ...(cfg.leaseDurationMs
+              ? {
+                  leaseDurationMs: cfg.leaseDurationMs,
+                  renewDeadlineMs: Math.round(cfg.leaseDurationMs * 0.66),
+                  retryPeriodMs: Math.max(200, Math.round(cfg.leaseDurationMs / 7)),
+                }
+              : {}),
+          },
+        }),
+    concurrency: cfg.concurrency ?? 4,
+    resyncMs: cfg.resyncMs ?? 600_000,
+    log,
+    ...(cfg.onLostLeadership ? { onLostLeadership: cfg.onLostLeadership } : {}),
+  });
+  manager.add(recommenderModelController({ client, events, metrics, now: () => new Date(), log }));
+  const health = await startHealthServer({
+    port: cfg.healthPort ?? 8081,
+    ...(cfg.healthHost ? { host: cfg.healthHost } : {}),
+    registry: metrics.registry,
+    live: () => true,
+    ready: () =>
+      manager.synced
+        ? { ok: true, reason: manager.isLeader ? 'leader' : 'standby' }
+        : { ok: false, reason: 'caches not synced' },
+  });
+  const addr = health.address();
+  const healthPort = typeof addr === 'object' && addr ? addr.port : 0;
+  await manager.start();
+  log(`crema-operator ${identity} running (health and metrics on :${healthPort})`);
+  let stopping: Promise<void> | undefined;
+  return {
+    manager,
+    client,
+    metrics,
+    health,
+    healthPort,
+    identity,
+    stop() {
+      stopping ??= (async () => {
+        await manager.stop();
+        await new Promise<void>((r) => health.close(() => r()));
+        client.close();
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,101 @@
+/**
+ * Helpers for integration tests against the real control plane: polling, counting writes from
+ * the API server's audit log, and a stand-in for the kubelet (there is none) that marks pods
+ * Ready so ReplicaSets and Deployments report ready replicas.
+ */
+import * as k8s from '@kubernetes/client-node';
+import { readFile } from 'node:fs/promises';
+import { createKubeClient, type KubeClient, type KubeList, type KubeObject } from '../runtime/kube.js';
+
+/** Polls `fn` until it returns a truthy value; fails with the last value/error after `timeoutMs`. */
+export async function eventually<T>(
+  fn: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  timeoutMs = 30_000,
+  what = 'condition',
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`${what} not met within ${timeoutMs} ms; last: ${String(last)}`);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+/** A KubeClient for the test cluster, identified as `userAgent` in the audit log. */
+export async function testClient(kubeconfigPath: string, userAgent = 'crema-tests'): Promise<KubeClient> {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(kubeconfigPath);
+  return createKubeClient(kc, { userAgent });
+}
+
+interface AuditEvent {
+  stage: string;
+  verb: string;
+  userAgent?: string;
+  requestURI: string;
+  objectRef?: { resource?: string; namespace?: string; name?: string; subresource?: string };
+  responseStatus?: { code?: number };
+}
+
+/** Write requests (create/update/patch/delete) recorded by the API server whose user agent starts with `agentPrefix`. */
+export async function auditedWrites(
+  auditLogPath: string,
+  agentPrefix: string,
+  namespace?: string,
+): Promise<AuditEvent[]> {
+  const text = await readFile(auditLogPath, 'utf8');
+  const out: AuditEvent[] = [];
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const e = JSON.parse(line) as AuditEvent;
+    if (e.stage !== 'ResponseComplete') continue;
+    if (!e.userAgent?.startsWith(agentPrefix)) continue;
+    if (namespace && e.objectRef?.namespace !== namespace) continue;
+    out.push(e);
+  }
+  return out;
+}
+
+/**
+ * Stands in for the kubelet: marks every pod matching `labelSelector` in `namespace` Running
+ * and Ready through the status subresource. Returns how many pods it marked.
+ */
+export async function markPodsReady(
+  client: KubeClient,
+  namespace: string,
+  labelSelector: string,
+): Promise<number> {
+  const pods = await client.request<KubeList<KubeObject & { status?: { phase?: string } }>>(
+    'GET',
+    `/api/v1/namespaces/${namespace}/pods`,
+    { query: { labelSelector } },
+  );
+  const now = new Date().toISOString();
+  let marked = 0;
+  for (const pod of pods.items) {
+    if (pod.status?.phase === 'Running') continue;
+    await client.request('PATCH', `/api/v1/namespaces/${namespace}/pods/${pod.metadata!.name}/status`, {
+      contentType: 'application/merge-patch+json',
+      body: {
+        status: {
+          phase: 'Running',
+          conditions: ['PodScheduled', 'Initialized', 'ContainersReady', 'Ready'].map((type) => ({
+            type,
+            status: 'True',
+            lastTransitionTime: now,
+          })),
+        },
+      },
+    });
+    marked++;
+  }
+  return marked;
+}
