@@ -1,0 +1,140 @@
+import { describe, expect, it } from 'vitest';
+import { computeStatus, derivePhase, setCondition, type ObservedDeployment } from './status.js';
+import type { Condition, RecommenderModel } from './types.js';
+
+const T0 = new Date('2026-11-24T06:00:00Z');
+const T1 = new Date('2026-11-24T06:05:00Z');
+const SHA1 = '1'.repeat(64);
+const SHA2 = '2'.repeat(64);
+
+function model(sha = SHA1, status?: RecommenderModel['status']): RecommenderModel {
+  return {
+    apiVersion: 'crema.dev/v1alpha1',
+    kind: 'RecommenderModel',
+    metadata: { name: 'drinks', namespace: 'ns', generation: 3 },
+    spec: { model: { uri: 'file:///m.onnx', sha256: sha, task: 'drink-ranking' } },
+    ...(status ? { status } : {}),
+  } as RecommenderModel;
+}
+
+const deploy = (over: Partial<ObservedDeployment> = {}): ObservedDeployment => ({
+  generation: 2,
+  observedGeneration: 2,
+  replicas: 2,
+  updatedReplicas: 2,
+  readyReplicas: 2,
+  availableReplicas: 2,
+  modelSha: SHA1,
+  ...over,
+});
+
+const cond = (s: { conditions?: Condition[] }, t: string) => s.conditions?.find((c) => c.type === t);
+
+describe('computeStatus', () => {
+  it.each([
+    ['no Deployment yet', undefined, undefined, 'Progressing', 'False', 'DeploymentMissing'],
+    ['rolling out', deploy({ updatedReplicas: 1 }), undefined, 'Progressing', 'False', 'RollingOut'],
+    [
+      'old digest still on the pods',
+      deploy({ modelSha: SHA2 }),
+      undefined,
+      'Progressing',
+      'False',
+      'RollingOut',
+    ],
+    ['no ready pods', deploy({ readyReplicas: 0 }), undefined, 'Progressing', 'False', 'WaitingForReplicas'],
+    ['serving', deploy(), undefined, 'Ready', 'True', 'Serving'],
+    [
+      'deadline exceeded',
+      deploy({
+        readyReplicas: 0,
+        conditions: [
+          { type: 'Progressing', status: 'False', reason: 'ProgressDeadlineExceeded', message: 'slow' },
+        ],
+      }),
+      undefined,
+      'Degraded',
+      'False',
+      'ProgressDeadlineExceeded',
+    ],
+    ['apply failed', deploy(), 'applying Service: 422 Invalid', 'Degraded', 'False', 'ApplyFailed'],
+  ] as const)('%s → phase %s, Ready=%s (%s)', (_n, d, applyError, phase, ready, reason) => {
+    const s = computeStatus({
+      model: model(),
+      deployment: d,
+      ...(applyError ? { applyError } : {}),
+      now: T0,
+    });
+    expect(s.phase).toBe(phase);
+    expect(cond(s, 'Ready')).toMatchObject({ status: ready, reason, observedGeneration: 3 });
+    expect(s.observedGeneration).toBe(3);
+  });
+
+  it('computes the same status twice from the same world (so nothing is written)', () => {
+    const first = computeStatus({ model: model(), deployment: deploy(), now: T0 });
+    const again = computeStatus({ model: model(SHA1, first), deployment: deploy(), now: T1 });
+    expect(again).toEqual(first);
+  });
+
+  it('starts revision 2 on a new digest and moves revision 1 into history', () => {
+    const first = computeStatus({ model: model(), deployment: deploy(), now: T0 });
+    const next = computeStatus({ model: model(SHA2, first), deployment: deploy(), now: T1 });
+    expect(next.stable).toEqual({ modelSha: SHA2, revision: 2, since: T1.toISOString() });
+    expect(next.history).toEqual([
+      expect.objectContaining({
+        revision: 1,
+        modelSha: SHA1,
+        endedAt: T1.toISOString(),
+        reason: expect.stringMatching(/Superseded/),
+      }),
+    ]);
+    expect(next.phase).toBe('Progressing'); // the pods still carry SHA1
+  });
+
+  it('copies lineage from the annotations training writes', () => {
+    const m = model();
+    m.metadata!.annotations = { 'crema.dev/dataset-hash': 'abc', 'crema.dev/code-version': 'deadbeef' };
+    expect(computeStatus({ model: m, deployment: deploy(), now: T0 }).lineage).toEqual({
+      datasetHash: 'abc',
+      codeVersion: 'deadbeef',
+    });
+  });
+});
+
+describe('conditions', () => {
+  it('keeps lastTransitionTime while the status stays, moves it on a change', () => {
+    const a = setCondition([], { type: 'Ready', status: 'False', reason: 'X' }, T0);
+    const b = setCondition(a, { type: 'Ready', status: 'False', reason: 'Y' }, T1);
+    const c = setCondition(b, { type: 'Ready', status: 'True', reason: 'Z' }, T1);
+    expect(b[0]!.lastTransitionTime).toBe(T0.toISOString());
+    expect(c[0]!.lastTransitionTime).toBe(T1.toISOString());
+  });
+
+  it.each([
+    [[], 'Pending'],
+    [[{ type: 'Progressing', status: 'True' }], 'Progressing'],
+    [
+      [
+        { type: 'Ready', status: 'True' },
+        { type: 'Progressing', status: 'True' },
+      ],
+      'Ready',
+    ],
+    [
+      [
+        { type: 'Ready', status: 'True' },
+        { type: 'Degraded', status: 'True' },
+      ],
+      'Degraded',
+    ],
+    [
+      [
+        { type: 'Degraded', status: 'True' },
+        { type: 'RolledBack', status: 'True' },
+      ],
+      'RolledBack',
+    ],
+  ] as const)('phase of %j is %s', (conds, phase) => {
+    expect(derivePhase(conds as unknown as Condition[])).toBe(phase);
+  });
+});
