@@ -65,7 +65,7 @@ describe('buildServingObjects', () => {
       ),
       'Deployment',
     );
-    const c = d.spec.template.spec.containers[0];
+    const c = d.spec.template.spec.containers[0]!;
     expect(c.image).toBe('crema/serving:9');
     expect(c.ports).toEqual([{ containerPort: 9000 }]);
     expect(c.resources.requests).toEqual({ cpu: '1000m', memory: '1024Mi' });
