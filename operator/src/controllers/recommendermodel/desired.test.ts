@@ -14,8 +14,15 @@ const rm = (serving: Record<string, unknown> = {}): RecommenderModel =>
     },
   }) as RecommenderModel;
 
+interface DeploymentLike {
+  replicas?: number;
+  template: {
+    metadata: { annotations: Record<string, string> };
+    spec: { containers: Array<{ image: string; ports: unknown; resources: { requests: unknown } }> };
+  };
+}
 const byKind = (objs: KubeObject[], kind: string) =>
-  objs.find((o) => o.kind === kind) as KubeObject & { spec: any };
+  objs.find((o) => o.kind === kind) as KubeObject & { spec: DeploymentLike };
 
 describe('buildServingObjects', () => {
   it('builds the five children, all owned by the model and labelled as managed by crema', () => {
