@@ -58,6 +58,22 @@ export interface FeatureStoreOptions {
   readonly log: FastifyBaseLogger;
   /** How often to look for a newly published version. Default 1000 ms. */
   readonly refreshIntervalMs?: number;
+  /** How long start() waits for the first connection. Default 2000 ms. */
+  readonly startTimeoutMs?: number;
+}
+
+/** Resolves once the client is ready, or after `ms` (Redis down is not an error here). */
+function waitForConnection(redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    redis.once('ready', done);
+  });
 }
 
 export class FeatureStore {
@@ -75,6 +91,8 @@ export class FeatureStore {
 
   /** Starts looking for new versions periodically; the first look happens before this resolves. */
   async start(): Promise<void> {
+    // Without an offline queue, commands fail until the connection is up: give it a moment.
+    await waitForConnection(this.opts.redis, this.opts.startTimeoutMs ?? 2000);
     await this.refresh();
     this.timer = setInterval(() => void this.refresh(), this.opts.refreshIntervalMs ?? 1000);
     this.timer.unref();

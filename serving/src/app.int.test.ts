@@ -1,0 +1,487 @@
+/**
+ * The serving app against a real redis-server (its own, so it can be stopped) and real ONNX
+ * models: model answers, fallbacks (Redis down, deadline, model missing or corrupt), hot swap
+ * under load, events, offers, pickup estimates and erasure.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { encodeUserFeatures, KEYS, USER_FEATURES } from '../../contracts/features.js';
+import { startRedis } from '../../hack/testenv/environment.js';
+import { build, createModelStore, type BuildOptions } from './app.js';
+import { createServingRedis } from './features/redis.js';
+import type { ModelStore } from './model/store.js';
+import {
+  buildCatalog,
+  buildPopularity,
+  rng,
+  seedFeatures,
+  syntheticUser,
+  writeModel,
+} from './testing/fixtures.js';
+
+type RedisServer = Awaited<ReturnType<typeof startRedis>>['redis'];
+
+let dir: string;
+let server: RedisServer;
+let admin: Redis;
+let modelA: { uri: string; meta: { sha256: string } };
+let modelB: { uri: string; meta: { sha256: string } };
+const catalog = buildCatalog(150, 40);
+const TOKEN = 'test-token';
+
+const userVec = (seed: number, patch: Partial<Record<(typeof USER_FEATURES)[number], number>> = {}) => {
+  const v = syntheticUser(rng(seed), 150);
+  for (const [k, x] of Object.entries(patch)) v[USER_FEATURES.indexOf(k as 'segment')] = x;
+  return v;
+};
+
+async function seed(): Promise<void> {
+  await seedFeatures(admin, {
+    version: 'v1',
+    catalog,
+    users: [
+      {
+        id: 'alice',
+        features: userVec(1, { cat_iced: 0.9, cat_hot: 0.05, cat_blended: 0.03, cat_energy: 0.02 }),
+      },
+      {
+        id: 'bob',
+        features: userVec(2, { cat_hot: 0.9, cat_iced: 0.05, cat_blended: 0.03, cat_energy: 0.02 }),
+      },
+      { id: 'lapsed', features: userVec(3, { recency_days: 60, frequency_30d: 0, recent_1: 12 }) },
+    ],
+  });
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'crema-serving-'));
+  server = (await startRedis(dir, () => undefined)).redis;
+  // A plain client (with an offline queue) for seeding and checking, unlike the app's.
+  admin = new Redis(server.url);
+  admin.on('error', () => undefined);
+  await seed();
+  modelA = await writeModel({ dir, file: 'ranker-a', name: 'ranker', seed: 1 });
+  modelB = await writeModel({ dir, file: 'ranker-b', name: 'ranker', seed: 2 });
+});
+
+afterAll(async () => {
+  admin?.disconnect();
+  await server?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const open: { app: FastifyInstance; redis: Redis; models: ModelStore }[] = [];
+afterEach(async () => {
+  for (const o of open.splice(0)) {
+    await o.app.close();
+    o.models.close();
+    o.redis.disconnect();
+  }
+});
+
+async function serve(opts: { model?: string | null } & Partial<BuildOptions> = {}) {
+  const redis = createServingRedis(server.url);
+  redis.on('error', () => undefined);
+  const models = createModelStore();
+  if (opts.model !== null) await models.load('drink-ranking', opts.model ?? modelA.uri);
+  const app = await build({ redis, models, adminToken: TOKEN, refreshIntervalMs: 100, ...opts });
+  await app.ready();
+  open.push({ app, redis, models });
+  return { app, models };
+}
+
+const recBody = (userId: string, extra: Record<string, unknown> = {}) => ({
+  userId,
+  storeId: 'store-1',
+  context: {
+    time: '2026-07-15T12:00:00Z',
+    weather: { condition: 'clear', temperatureC: 28 },
+    channel: 'app',
+  },
+  limit: 20,
+  ...extra,
+});
+
+const recommend = (app: FastifyInstance, userId: string, extra: Record<string, unknown> = {}) =>
+  app.inject({ method: 'POST', url: '/v1/recommendations', payload: recBody(userId, extra) });
+
+/** The store's drinks at a local hour by popularity, computed from the fixture independently of serving. */
+function expectedPopular(
+  storeIndex: number,
+  hour: number,
+  exclude: string[],
+  inSeason: (i: number) => boolean,
+  k: number,
+) {
+  const pop = buildPopularity(catalog, 100 + storeIndex);
+  const n = catalog.items.length;
+  return catalog.items
+    .filter((it, i) => it.kind === 'drink' && !exclude.includes(it.id) && inSeason(i))
+    .sort((a, b) => pop[hour * n + b.index]! - pop[hour * n + a.index]!)
+    .slice(0, k)
+    .map((it) => it.id);
+}
+
+describe('recommendations', () => {
+  it('ranks the available, in-season drinks with the model, with reasons and add-ons', async () => {
+    const { app } = await serve({ variant: 'canary' });
+    const res = await recommend(app, 'alice');
+    expect(res.statusCode).toBe(200);
+    const body = res.json();
+    expect(body).toMatchObject({
+      fallback: false,
+      modelRevision: modelA.meta.sha256,
+      variant: 'canary',
+      personalization: 'user',
+    });
+    expect(body.items).toHaveLength(20);
+    const scores = body.items.map((x: { score: number }) => x.score);
+    expect([...scores].sort((a, b) => b - a)).toEqual(scores);
+    for (const it of body.items) {
+      // store-1 does not sell drink-0/drink-1; seasonal drinks (index % 10 == 9) are Nov–Jan only.
+      expect(['drink-0', 'drink-1']).not.toContain(it.itemId);
+      expect(Number(it.itemId.split('-')[1]) % 10).not.toBe(9);
+      expect(it.itemId).toMatch(/^drink-/);
+      expect(it.reason.length).toBeGreaterThan(5);
+      expect(it.addons.length).toBe(2);
+      for (const a of it.addons) expect(a.itemId).toMatch(/^addon-/);
+    }
+    const winter = (
+      await recommend(app, 'alice', { context: { time: '2026-12-15T12:00:00Z' }, limit: 20 })
+    ).json();
+    expect(winter.items.some((x: { itemId: string }) => Number(x.itemId.split('-')[1]) % 10 === 9)).toBe(
+      true,
+    );
+  });
+
+  it('personalizes: users with opposite tastes get different rankings; unknown users get segment features', async () => {
+    const { app } = await serve();
+    const a = (await recommend(app, 'alice', { limit: 5 })).json();
+    const b = (await recommend(app, 'bob', { limit: 5 })).json();
+    expect(a.items.map((x: { itemId: string }) => x.itemId)).not.toEqual(
+      b.items.map((x: { itemId: string }) => x.itemId),
+    );
+    const cold = (await recommend(app, 'never-seen', { limit: 5 })).json();
+    expect(cold).toMatchObject({ fallback: false, personalization: 'segment' });
+    expect((await app.inject({ url: '/metrics' })).body).toMatch(/crema_cold_start_requests_total 1/);
+  });
+
+  it('unknown store is a 404 naming storeId', async () => {
+    const { app } = await serve();
+    const res = await recommend(app, 'alice', { storeId: 'store-404' });
+    expect(res.statusCode).toBe(404);
+    expect(res.json()).toMatchObject({ code: 'UNKNOWN_STORE', field: 'storeId' });
+  });
+
+  it('without a model answers by store-and-hour popularity, flagged and counted', async () => {
+    const { app } = await serve({ model: null });
+    const res = await recommend(app, 'alice', { limit: 5 });
+    expect(res.statusCode).toBe(200);
+    const body = res.json();
+    expect(body).toMatchObject({ fallback: true, fallbackReason: 'model_unavailable', modelRevision: null });
+    // store-1 is in Los Angeles: 12:00Z in July is 05:00 local.
+    const want = expectedPopular(1, 5, ['drink-0', 'drink-1'], (i) => i % 10 !== 9, 5);
+    expect(body.items.map((x: { itemId: string }) => x.itemId)).toEqual(want);
+    expect((await app.inject({ url: '/metrics' })).body).toMatch(
+      /crema_fallbacks_total\{route="\/v1\/recommendations",reason="model_unavailable"\} 1/,
+    );
+  });
+
+  it('past the feature deadline answers by popularity with reason deadline_exceeded', async () => {
+    const { app } = await serve({ featureDeadlineMs: 20 });
+    const pauser = new Redis(server.url);
+    await pauser.client('PAUSE', 300, 'ALL');
+    try {
+      const res = await recommend(app, 'alice', { limit: 3 });
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toMatchObject({ fallback: true, fallbackReason: 'deadline_exceeded' });
+    } finally {
+      await pauser.client('UNPAUSE').catch(() => undefined);
+      pauser.disconnect();
+    }
+  });
+
+  it('Redis stopped mid-test → popularity fallback (never a 5xx); started again → the model answers', async () => {
+    const { app } = await serve();
+    expect((await recommend(app, 'alice')).json().fallback).toBe(false);
+    await server.stop();
+    try {
+      const res = await recommend(app, 'alice', { limit: 5 });
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toMatchObject({ fallback: true, fallbackReason: 'redis_unavailable' });
+      expect(res.json().items.map((x: { itemId: string }) => x.itemId)).toEqual(
+        expectedPopular(1, 5, ['drink-0', 'drink-1'], (i) => i % 10 !== 9, 5),
+      );
+      const ready = await app.inject({ url: '/readyz' });
+      expect(ready.statusCode).toBe(200);
+      expect(ready.json().checks).toEqual({ model: true, redis: false, fallback: true });
+      const pickup = await app.inject({
+        method: 'POST',
+        url: '/v1/pickup-estimate',
+        payload: { storeId: 'store-0', items: ['drink-3'] },
+      });
+      expect(pickup.statusCode).toBe(200);
+      expect(pickup.json()).toMatchObject({
+        fallback: true,
+        fallbackReason: 'redis_unavailable',
+        queue: null,
+      });
+    } finally {
+      await server.start();
+      await seed();
+    }
+    await expect
+      .poll(async () => (await recommend(app, 'alice')).json().fallback, { timeout: 10_000, interval: 100 })
+      .toBe(false);
+    expect((await app.inject({ url: '/metrics' })).body).toMatch(
+      /crema_fallbacks_total\{route="\/v1\/recommendations",reason="redis_unavailable"\} [1-9]/,
+    );
+  });
+});
+
+describe('models', () => {
+  it('refuses a corrupt model (sha256 mismatch) and keeps serving the current one', async () => {
+    const bad = await writeModel({ dir, file: 'ranker-bad', seed: 3, corrupt: true });
+    const { app } = await serve();
+    const res = await app.inject({
+      method: 'PUT',
+      url: '/v1/admin/models/drink-ranking',
+      headers: { authorization: `Bearer ${TOKEN}` },
+      payload: { uri: bad.uri },
+    });
+    expect(res.statusCode).toBe(422);
+    expect(res.json()).toMatchObject({ code: 'MODEL_LOAD_FAILED', field: 'uri' });
+    expect(res.json().message).toMatch(/sha256/);
+    expect((await recommend(app, 'alice')).json()).toMatchObject({
+      fallback: false,
+      modelRevision: modelA.meta.sha256,
+    });
+  });
+
+  it('refuses a model naming features serving cannot compute', async () => {
+    const odd = await writeModel({ dir, file: 'ranker-odd', features: ['price', 'moon_phase'] });
+    const { models } = await serve();
+    await expect(models.load('drink-ranking', odd.uri)).rejects.toThrow(/moon_phase/);
+  });
+
+  it('hot-swaps under concurrent load without one failed or fallback answer', async () => {
+    const { app, models } = await serve();
+    const old = models.peek('drink-ranking')!;
+    const revisions = new Map<string, number>();
+    const failures: string[] = [];
+    let stop = false;
+    const worker = async (w: number) => {
+      for (let i = 0; !stop || i < 5; i++) {
+        const res = await recommend(app, i % 2 ? 'alice' : `user-${w}-${i}`, { limit: 5 });
+        const b = res.json();
+        if (res.statusCode !== 200 || b.fallback)
+          failures.push(`${res.statusCode} ${b.fallbackReason ?? b.code}`);
+        else revisions.set(b.modelRevision, (revisions.get(b.modelRevision) ?? 0) + 1);
+      }
+    };
+    const load = Array.from({ length: 16 }, (_, w) => worker(w));
+    await new Promise((r) => setTimeout(r, 150));
+    const swap = await app.inject({
+      method: 'PUT',
+      url: '/v1/admin/models/drink-ranking',
+      headers: { authorization: `Bearer ${TOKEN}` },
+      payload: { uri: modelB.uri },
+    });
+    expect(swap.statusCode).toBe(200);
+    expect(swap.json().revision).toBe(modelB.meta.sha256);
+    await new Promise((r) => setTimeout(r, 150));
+    stop = true;
+    await Promise.all(load);
+    expect(failures).toEqual([]);
+    expect(revisions.get(modelA.meta.sha256)).toBeGreaterThan(0);
+    expect(revisions.get(modelB.meta.sha256)).toBeGreaterThan(0);
+    expect(old.inFlight).toBe(0);
+    expect((await recommend(app, 'alice')).json().modelRevision).toBe(modelB.meta.sha256);
+    const metrics = (await app.inject({ url: '/metrics' })).body;
+    expect(metrics).toContain(
+      `crema_model_info{task="drink-ranking",model="ranker",revision="${modelB.meta.sha256}"} 1`,
+    );
+    expect(metrics).not.toContain(`revision="${modelA.meta.sha256}"} 1`);
+  });
+
+  it('publishes drift PSI per monitored feature, without user ids', async () => {
+    const { app } = await serve();
+    for (let i = 0; i < 30; i++) await recommend(app, i % 2 ? 'alice' : 'bob', { limit: 3 });
+    const metrics = (await app.inject({ url: '/metrics' })).body;
+    const line = new RegExp(
+      `crema_feature_drift_psi\\{model="ranker",revision="${modelA.meta.sha256}",feature="recency_days"\\} ([0-9.e+-]+)`,
+    );
+    const m = line.exec(metrics);
+    expect(m).not.toBeNull();
+    // Two users only: the window is far from the uniform baseline.
+    expect(Number(m![1])).toBeGreaterThan(0.5);
+    expect(metrics).toMatch(/crema_score_drift_psi\{model="ranker"/);
+    expect(metrics).not.toMatch(/alice|bob/);
+  });
+});
+
+describe('pickup estimate', () => {
+  it('grows with the live queue, gives a band and the time to order', async () => {
+    const { app } = await serve();
+    const ask = () =>
+      app.inject({
+        method: 'POST',
+        url: '/v1/pickup-estimate',
+        payload: {
+          storeId: 'store-0',
+          items: ['drink-3', 'drink-4'],
+          placedAt: '2026-11-24T13:00:00Z',
+          wantedAt: '2026-11-24T13:45:00Z',
+        },
+      });
+    await admin.hset(KEYS.storeQueue('store-0'), { queue: 0, prep_load: 0 });
+    const idle = (await ask()).json();
+    await admin.hset(KEYS.storeQueue('store-0'), { queue: 12, prep_load: 36 });
+    const busy = (await ask()).json();
+    expect(idle).toMatchObject({ fallback: false, source: 'heuristic', queue: 0, onTime: true });
+    expect(busy.queue).toBe(12);
+    expect(busy.minutes).toBeGreaterThan(idle.minutes + 5);
+    expect(Date.parse(busy.readyEarliest)).toBeLessThan(Date.parse(busy.readyAt));
+    expect(Date.parse(busy.readyLatest)).toBeGreaterThan(Date.parse(busy.readyAt));
+    // Ordering at bestOrderAt leaves the late edge of the band before the wanted time.
+    expect(Date.parse(busy.bestOrderAt)).toBeLessThan(Date.parse(idle.bestOrderAt));
+    expect(
+      Date.parse(busy.bestOrderAt) + (Date.parse(busy.readyLatest) - Date.parse(busy.placedAt)),
+    ).toBeLessThanOrEqual(Date.parse('2026-11-24T13:45:00Z') + 1000);
+  });
+
+  it('uses the pickup model when one is loaded, and rejects unknown items naming them', async () => {
+    const { app, models } = await serve();
+    const pm = await writeModel({
+      dir,
+      file: 'pickup',
+      task: 'pickup-time',
+      name: 'pickup',
+      features: ['queue', 'prep_load', 'order_complexity', 'capacity_per_hour'],
+      zeroWeights: true,
+      outputBias: 7,
+      sigmoid: false,
+    });
+    await models.load('pickup-time', pm.uri);
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/pickup-estimate',
+      payload: { storeId: 'store-0', items: ['drink-3'] },
+    });
+    expect(res.json()).toMatchObject({
+      source: 'model',
+      minutes: 7,
+      modelRevision: pm.meta.sha256,
+      fallback: false,
+    });
+    const bad = await app.inject({
+      method: 'POST',
+      url: '/v1/pickup-estimate',
+      payload: { storeId: 'store-0', items: ['drink-3', 'latte-of-doom'] },
+    });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json()).toMatchObject({ code: 'UNKNOWN_ITEM', field: 'items[1]' });
+    const noStore = await app.inject({
+      method: 'POST',
+      url: '/v1/pickup-estimate',
+      payload: { storeId: 'x', items: ['drink-3'] },
+    });
+    expect(noStore.statusCode).toBe(404);
+  });
+});
+
+describe('events, offers and erasure', () => {
+  const event = (id: string, type: string, userId: string, extra: Record<string, unknown> = {}) => ({
+    eventId: id,
+    type,
+    userId,
+    storeId: 'store-0',
+    at: '2026-11-24T08:00:00Z',
+    ...extra,
+  });
+
+  it('appends events once per id, fast, and counts exposures and conversions per variant', async () => {
+    const { app } = await serve();
+    const before = await admin.xlen(KEYS.events);
+    const e = event('ev-1', 'impression', 'alice', { variant: 'canary', itemIds: ['drink-3', 'drink-4'] });
+    const t0 = performance.now();
+    const first = await app.inject({ method: 'POST', url: '/v1/events', payload: e });
+    expect(performance.now() - t0).toBeLessThan(100);
+    const again = await app.inject({ method: 'POST', url: '/v1/events', payload: e });
+    expect(first.statusCode).toBe(202);
+    expect(again.statusCode).toBe(200);
+    expect(again.json()).toMatchObject({ duplicate: true, streamId: first.json().streamId });
+    await app.inject({
+      method: 'POST',
+      url: '/v1/events',
+      payload: event('ev-2', 'order', 'alice', { variant: 'canary', value: 6.5 }),
+    });
+    expect(await admin.xlen(KEYS.events)).toBe(before + 2);
+    const [[, fields]] = (await admin.xrange(KEYS.events, first.json().streamId, first.json().streamId)) as [
+      [string, string[]],
+    ];
+    expect(fields).toEqual(
+      expect.arrayContaining(['userId', 'alice', 'itemIds', 'drink-3,drink-4', 'type', 'impression']),
+    );
+    const metrics = (await app.inject({ url: '/metrics' })).body;
+    expect(metrics).toMatch(/crema_experiment_exposures_total\{variant="canary"\} 1/);
+    expect(metrics).toMatch(/crema_experiment_conversions_total\{variant="canary"\} 1/);
+    expect(metrics).toMatch(/crema_experiment_conversion_value_dollars_total\{variant="canary"\} 6.5/);
+  });
+
+  it('offers a win-back on a favorite to a lapsing user, redemptions by points, a welcome to newcomers', async () => {
+    const { app } = await serve();
+    await admin.hset(KEYS.onlineUser('lapsed'), 'points', '400');
+    const lapsed = (await app.inject({ url: '/v1/users/lapsed/offers?storeId=store-0' })).json();
+    expect(lapsed).toMatchObject({ riskBand: 'high', points: 400, fallback: false });
+    expect(lapsed.offers[0]).toMatchObject({ kind: 'win_back', itemId: 'drink-12' });
+    expect(lapsed.offers.filter((o: { kind: string }) => o.kind === 'redeem').length).toBeGreaterThan(0);
+    const newcomer = (await app.inject({ url: '/v1/users/nobody/offers' })).json();
+    expect(newcomer).toMatchObject({ riskBand: 'unknown', churnRisk: null });
+    expect(newcomer.offers[0].kind).toBe('welcome');
+    expect((await app.inject({ url: '/v1/users/nobody/offers?storeId=nope' })).statusCode).toBe(404);
+  });
+
+  it("erases every key and stream entry of the user, and nobody else's", async () => {
+    const { app } = await serve();
+    const victim = 'erase-me';
+    await admin.set(KEYS.user('v1', victim), encodeUserFeatures(userVec(9)));
+    await admin.set(KEYS.user('v0-old', victim), encodeUserFeatures(userVec(9)));
+    await admin.hset(KEYS.onlineUser(victim), { points: '10', last_item: 'drink-3' });
+    for (let i = 0; i < 3; i++) {
+      await app.inject({ method: 'POST', url: '/v1/events', payload: event(`gone-${i}`, 'click', victim) });
+    }
+    await app.inject({ method: 'POST', url: '/v1/events', payload: event('kept-1', 'click', 'bob') });
+    const others = await admin.dbsize();
+    const res = await app.inject({
+      method: 'DELETE',
+      url: `/v1/users/${victim}`,
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().erased).toEqual({
+      featureKeys: 2,
+      onlineKeys: 1,
+      streamEntries: 3,
+      eventMarkers: 3,
+      memoryEntries: 0,
+    });
+    const keys = await admin.keys('*');
+    expect(keys.filter((k) => k.includes(victim))).toEqual([]);
+    expect(keys.filter((k) => k.includes('gone-'))).toEqual([]);
+    expect(keys.length).toBe(others - 2 - 1 - 3);
+    const stream = await admin.xrange(KEYS.events, '-', '+');
+    expect(stream.filter(([, f]) => f.includes(victim))).toEqual([]);
+    expect(stream.some(([, f]) => f.includes('bob'))).toBe(true);
+    const again = await app.inject({
+      method: 'DELETE',
+      url: `/v1/users/${victim}`,
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    expect(again.json().erased).toMatchObject({ featureKeys: 0, onlineKeys: 0, streamEntries: 0 });
+  });
+});
