@@ -1,0 +1,218 @@
+/**
+ * The operator as separate processes against the real API server: killed mid-reconcile and
+ * restarted it converges with no duplicates or orphans; with two replicas exactly one acts,
+ * and the other takes over when the leader dies (SIGKILL) or steps down (SIGTERM).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { installCrds } from './install.js';
+import { RESOURCES, resourcePath, type KubeClient, type KubeList, type KubeObject } from './runtime/kube.js';
+import { auditedWrites, eventually, testClient } from './testing/helpers.js';
+import type { RecommenderModel } from './api/v1alpha1/index.js';
+
+let client: KubeClient;
+const procs: ChildProcess[] = [];
+const suffix = Date.now().toString(36);
+
+/** Starts `operator/src/main.ts` as a process; resolves once it logged that it runs. */
+async function startOperatorProcess(
+  ns: string,
+  identity: string,
+  leaseMs = 3000,
+): Promise<ChildProcess & { output: () => string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'operator/src/main.ts'], {
+    env: {
+      ...process.env,
+      KUBECONFIG: inject('kubeconfigPath'),
+      CREMA_NAMESPACE: ns,
+      CREMA_LEASE_NAMESPACE: ns,
+      CREMA_LEASE_DURATION_MS: String(leaseMs),
+      CREMA_HEALTH_PORT: '0',
+      CREMA_IDENTITY: identity,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  procs.push(child);
+  await eventually(
+    () => out.includes('running (health') || child.exitCode !== null,
+    30_000,
+    `${identity} started`,
+  );
+  if (child.exitCode !== null) throw new Error(`operator exited: ${out}`);
+  return Object.assign(child, { output: () => out });
+}
+
+async function exited(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  await new Promise((r) => p.once('exit', r));
+}
+
+const model = (ns: string, name: string): RecommenderModel =>
+  ({
+    apiVersion: 'crema.dev/v1alpha1',
+    kind: 'RecommenderModel',
+    metadata: { name, namespace: ns },
+    spec: { model: { uri: `file:///models/${name}.onnx`, sha256: 'c'.repeat(64), task: 'churn' } },
+  }) as RecommenderModel;
+
+const CHILD_KINDS = [
+  RESOURCES.configMap,
+  RESOURCES.deployment,
+  RESOURCES.service,
+  RESOURCES.hpa,
+  RESOURCES.pdb,
+];
+
+async function managedChildren(ns: string): Promise<KubeObject[]> {
+  const lists = await Promise.all(
+    CHILD_KINDS.map((r) =>
+      client.request<KubeList<KubeObject>>('GET', resourcePath(r, ns), {
+        query: { labelSelector: 'app.kubernetes.io/managed-by=crema-operator' },
+      }),
+    ),
+  );
+  return lists.flatMap((l, i) => l.items.map((o) => ({ ...o, kind: CHILD_KINDS[i]!.kind })));
+}
+
+async function leaseHolder(ns: string): Promise<string | undefined> {
+  const lease = await client
+    .request<{ spec: { holderIdentity?: string } }>(
+      'GET',
+      resourcePath(RESOURCES.lease, ns, 'crema-operator'),
+    )
+    .catch(() => undefined);
+  return lease?.spec.holderIdentity || undefined;
+}
+
+beforeAll(async () => {
+  client = await testClient(inject('kubeconfigPath'));
+  await installCrds(client);
+});
+
+afterAll(async () => {
+  for (const p of procs) p.kill('SIGKILL');
+  client?.close();
+});
+
+describe('operator processes', () => {
+  it(
+    'killed mid-reconcile and restarted, converges with no duplicate or orphaned objects',
+    { timeout: 120_000 },
+    async () => {
+      const ns = `crash-${suffix}`;
+      await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
+      const first = await startOperatorProcess(ns, 'crash-first');
+      const uids = new Map<string, string>();
+      for (let i = 0; i < 20; i++) {
+        const created = await client.request<RecommenderModel>(
+          'POST',
+          resourcePath(RESOURCES.recommenderModel, ns),
+          {
+            body: model(ns, `m${i}`),
+          },
+        );
+        uids.set(created.metadata!.uid!, `m${i}`);
+      }
+      // Kill as soon as the first children exist: the batch is half done.
+      await eventually(async () => (await managedChildren(ns)).length > 0, 30_000, 'first child');
+      first.kill('SIGKILL');
+      await exited(first);
+      const partial = (await managedChildren(ns)).length;
+      expect(partial).toBeLessThan(100);
+
+      await startOperatorProcess(ns, 'crash-second');
+      const children = await eventually(
+        async () => {
+          const c = await managedChildren(ns);
+          return c.length >= 100 ? c : undefined;
+        },
+        60_000,
+        'all 100 children',
+      );
+      expect(children).toHaveLength(100); // 20 models x 5 kinds, no duplicates
+      const perKind = new Map<string, number>();
+      for (const c of children) {
+        perKind.set(c.kind!, (perKind.get(c.kind!) ?? 0) + 1);
+        const owners = c.metadata?.ownerReferences ?? [];
+        expect(owners).toHaveLength(1);
+        expect(uids.get(owners[0]!.uid)).toBe(owners[0]!.name); // owned by a live model of that name
+      }
+      expect([...perKind.values()]).toEqual([20, 20, 20, 20, 20]);
+      await eventually(
+        async () => {
+          const list = await client.request<KubeList<RecommenderModel>>(
+            'GET',
+            resourcePath(RESOURCES.recommenderModel, ns),
+          );
+          return list.items.every((m) => m.status?.observedGeneration === m.metadata?.generation);
+        },
+        30_000,
+        'all statuses current',
+      );
+    },
+  );
+
+  it(
+    'with two replicas exactly one reconciles; the other takes over when the leader dies',
+    { timeout: 120_000 },
+    async () => {
+      const ns = `ha-${suffix}`;
+      await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
+      const a = await startOperatorProcess(ns, 'replica-a');
+      const b = await startOperatorProcess(ns, 'replica-b');
+      const leader = await eventually(() => leaseHolder(ns), 15_000, 'a leader');
+      const [lead, standby] = leader === 'replica-a' ? [a, b] : [b, a];
+      const standbyId = leader === 'replica-a' ? 'replica-b' : 'replica-a';
+
+      await client.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
+        body: model(ns, 'before'),
+      });
+      await eventually(() =>
+        client.request('GET', resourcePath(RESOURCES.deployment, ns, 'before-stable')).catch(() => undefined),
+      );
+      const writers = new Set(
+        (await auditedWrites(inject('auditLogPath'), 'crema-operator/', ns)).map((e) => e.userAgent),
+      );
+      expect([...writers]).toEqual([`crema-operator/${leader}`]); // the standby never wrote (it does not even renew)
+
+      const killedAt = Date.now();
+      lead.kill('SIGKILL');
+      await exited(lead);
+      await eventually(async () => (await leaseHolder(ns)) === standbyId, 15_000, 'standby takes the lease');
+      const takeoverMs = Date.now() - killedAt;
+      expect(takeoverMs).toBeLessThan(3000 * 2 + 1000); // lease duration (3 s) plus one retry period, with slack
+      await client.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
+        body: model(ns, 'after'),
+      });
+      await eventually(() =>
+        client.request('GET', resourcePath(RESOURCES.deployment, ns, 'after-stable')).catch(() => undefined),
+      );
+      expect(standby.output()).toContain(`became leader as ${standbyId}`);
+    },
+  );
+
+  it(
+    'on SIGTERM the leader finishes, releases the lease and the standby takes over at once',
+    { timeout: 60_000 },
+    async () => {
+      const ns = `term-${suffix}`;
+      await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
+      // A long lease: without the release the standby would wait 20 s.
+      const a = await startOperatorProcess(ns, 'term-a', 20_000);
+      await eventually(async () => (await leaseHolder(ns)) === 'term-a', 15_000, 'term-a leads');
+      const b = await startOperatorProcess(ns, 'term-b', 20_000);
+      const t0 = Date.now();
+      a.kill('SIGTERM');
+      await exited(a);
+      expect(a.exitCode).toBe(0);
+      expect(a.output()).toContain('releasing the lease');
+      await eventually(async () => (await leaseHolder(ns)) === 'term-b', 10_000, 'term-b leads');
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      b.kill('SIGTERM');
+      await exited(b);
+    },
+  );
+});
