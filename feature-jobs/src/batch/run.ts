@@ -1,13 +1,13 @@
 /** The `features` command: dataset → snapshot → Redis, with progress and a JSON summary. */
 import type { Redis } from 'ioredis';
 import { createProgress } from '../common/progress.js';
-import { Dataset } from '../generate/dataset.js';
+import type { Dataset } from '../generate/dataset.js';
 import { computeVersionId, publishFeatures, type PublishResult } from './publish.js';
 import { computeSnapshot } from './snapshot.js';
 import type { Shard } from './shard.js';
 
 export interface FeaturesCommandOptions {
-  readonly dataDir: string;
+  readonly dataset: Dataset;
   /** YYYY-MM-DD; features describe history before 00:00 UTC of this date. Default: day after the last day. */
   readonly asOf?: string;
   readonly windowDays: number;
@@ -27,7 +27,7 @@ export interface FeaturesSummary extends PublishResult {
 
 /** Runs the batch feature job for one shard. */
 export async function runFeatures(o: FeaturesCommandOptions): Promise<FeaturesSummary> {
-  const ds = Dataset.open(o.dataDir);
+  const ds = o.dataset;
   const last = ds.days[ds.days.length - 1]!;
   const asOf = o.asOf ?? new Date(Date.parse(`${last}T00:00:00Z`) + 86_400_000).toISOString().slice(0, 10);
   const t0 = Date.now();
