@@ -128,6 +128,8 @@ export class KubeApiError extends Error {
 export interface RequestOpts {
   body?: unknown;
   contentType?: string;
+  /** Abort after this many ms (default 30 000): a shutting-down server must not hang us. */
+  timeoutMs?: number;
   query?: Record<string, string | number | boolean | undefined>;
 }
 
@@ -216,7 +218,13 @@ export async function createKubeClient(
       requestCounts[method] = (requestCounts[method] ?? 0) + 1;
       const url = buildUrl(cluster.server, path, opts.query);
       const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
-      const res = await send(method, url, body, opts.contentType);
+      const res = await send(
+        method,
+        url,
+        body,
+        opts.contentType,
+        AbortSignal.timeout(opts.timeoutMs ?? 30_000),
+      );
       const text = await readBody(res);
       const status = res.statusCode ?? 0;
       if (status < 200 || status >= 300) {

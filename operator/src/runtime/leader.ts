@@ -179,9 +179,11 @@ export class LeaderElector {
     if (!this.leading) return;
     this.leading = false;
     try {
-      const lease = await this.client.request<Lease>('GET', this.path(this.opts.name));
+      // Short timeouts: on shutdown the API server may be going away too.
+      const lease = await this.client.request<Lease>('GET', this.path(this.opts.name), { timeoutMs: 3000 });
       if (lease.spec.holderIdentity !== this.opts.identity) return;
       await this.client.request('PUT', this.path(this.opts.name), {
+        timeoutMs: 3000,
         body: {
           ...lease,
           spec: {
