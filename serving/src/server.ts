@@ -37,7 +37,9 @@ async function main(): Promise<void> {
     await app.listen({ port, host });
     close = () => app.close();
   } else {
-    const redis = createServingRedis(env['REDIS_URL'] ?? 'redis://127.0.0.1:6379');
+    const redis = createServingRedis(env['REDIS_URL'] ?? 'redis://127.0.0.1:6379', {
+      autoPipelining: env['CREMA_REDIS_AUTOPIPELINE'] !== '0',
+    });
     const models = createModelStore();
     const rateLimit = num(env, 'CREMA_RATE_LIMIT_PER_SECOND');
     const app = await build({
@@ -54,6 +56,17 @@ async function main(): Promise<void> {
           ? { perSecond: rateLimit, burst: num(env, 'CREMA_RATE_LIMIT_BURST') ?? rateLimit * 2 }
           : false,
       },
+    });
+    // Log each distinct Redis error once per outage, not once per reconnect attempt.
+    let lastRedisError = '';
+    redis.on('error', (err: Error) => {
+      if (err.message !== lastRedisError)
+        app.log.warn({ err: err.message }, 'redis error; answering from fallback');
+      lastRedisError = err.message;
+    });
+    redis.on('ready', () => {
+      if (lastRedisError) app.log.info('redis reachable again');
+      lastRedisError = '';
     });
     // Models are loaded and warmed before the port opens, so no request meets a cold session.
     const uris: [Parameters<typeof models.load>[0], string | undefined][] = [

@@ -18,9 +18,24 @@ const WEEKDAYS: Record<string, number> = { Sun: 0, Mon: 1, Tue: 2, Wed: 3, Thu: 
 /** Caches one Intl formatter per timezone (creating one costs ~50 µs, using one ~2 µs). */
 export class LocalTimeResolver {
   private readonly formatters = new Map<string, Intl.DateTimeFormat>();
+  private readonly cache = new Map<string, LocalTime>();
 
-  /** Local calendar facts of `epochMs` in `timezone` (IANA name; invalid names fall back to UTC). */
+  /**
+   * Local calendar facts of `epochMs` in `timezone` (IANA name; invalid names fall back to UTC).
+   * Every UTC offset is a multiple of 15 minutes, so the answer is constant within a UTC
+   * quarter hour and is cached per (timezone, quarter hour).
+   */
   resolve(epochMs: number, timezone: string): LocalTime {
+    const key = `${timezone}|${Math.floor(epochMs / 900_000)}`;
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    if (this.cache.size >= 10_000) this.cache.clear();
+    const t = this.format(epochMs, timezone);
+    this.cache.set(key, t);
+    return t;
+  }
+
+  private format(epochMs: number, timezone: string): LocalTime {
     let f = this.formatters.get(timezone);
     if (!f) {
       const opts: Intl.DateTimeFormatOptions = {

@@ -126,36 +126,112 @@ export interface RankingBatch {
   readonly candidates: readonly number[];
 }
 
-/** The row-major float32 input [candidates x columns] of a ranking batch. */
-export function buildRankingInput(b: RankingBatch): Float32Array {
+/** Per catalog: the user column holding each item's category share. */
+const categoryColumns = new WeakMap<readonly CatalogItem[], Int32Array>();
+
+function categoryColumnsOf(catalog: readonly CatalogItem[]): Int32Array {
+  let c = categoryColumns.get(catalog);
+  if (!c) {
+    c = Int32Array.from(catalog, (it) => CATEGORY_COLUMN[it.category]);
+    categoryColumns.set(catalog, c);
+  }
+  return c;
+}
+
+/** Column positions by source, as typed arrays, so the per-row loop does no lookups by name. */
+interface CompiledColumns {
+  readonly itemCols: Int32Array;
+  readonly itemIdx: Int32Array;
+  readonly sharedCols: Int32Array;
+  readonly affinityCol: number;
+  readonly recentCol: number;
+  readonly popularityCol: number;
+}
+const compiled = new WeakMap<RankingPlan, CompiledColumns>();
+
+function compiledOf(plan: RankingPlan): CompiledColumns {
+  let c = compiled.get(plan);
+  if (c) return c;
+  const itemCols: number[] = [];
+  const itemIdx: number[] = [];
+  const sharedCols: number[] = [];
+  let affinityCol = -1;
+  let recentCol = -1;
+  let popularityCol = -1;
+  plan.columns.forEach((col, j) => {
+    if (col.kind === 'item') {
+      itemCols.push(j);
+      itemIdx.push(col.index);
+    } else if (col.kind === 'user' || col.kind === 'context') sharedCols.push(j);
+    else if (col.name === 'category_affinity') affinityCol = j;
+    else if (col.name === 'recently_ordered') recentCol = j;
+    else popularityCol = j;
+  });
+  c = {
+    itemCols: Int32Array.from(itemCols),
+    itemIdx: Int32Array.from(itemIdx),
+    sharedCols: Int32Array.from(sharedCols),
+    affinityCol,
+    recentCol,
+    popularityCol,
+  };
+  compiled.set(plan, c);
+  return c;
+}
+
+/**
+ * The row-major float32 input [candidates x columns] of a ranking batch, written into `into`
+ * when given (it must hold at least candidates x columns values).
+ */
+export function buildRankingInput(b: RankingBatch, into?: Float32Array): Float32Array {
   const cols = b.plan.columns.length;
   const nItems = b.catalog.length;
-  const nItemFeatures = ITEM_FEATURES.length;
-  const out = new Float32Array(b.candidates.length * cols);
-  // Values equal on every row are computed once.
-  const shared = new Float32Array(cols);
-  b.plan.columns.forEach((c, j) => {
-    if (c.kind === 'user') shared[j] = b.user[c.index]!;
-    else if (c.kind === 'context') shared[j] = b.context[c.name];
-  });
+  const nf = ITEM_FEATURES.length;
+  const c = compiledOf(b.plan);
+  const catCol = categoryColumnsOf(b.catalog);
+  const size = b.candidates.length * cols;
+  const out = into ? into.subarray(0, size) : new Float32Array(size);
+  // Values equal on every row (user and context features) are computed once.
+  const shared = new Float32Array(c.sharedCols.length);
+  for (let k = 0; k < c.sharedCols.length; k++) {
+    const col = b.plan.columns[c.sharedCols[k]!]!;
+    shared[k] = col.kind === 'user' ? b.user[col.index]! : col.kind === 'context' ? b.context[col.name] : 0;
+  }
+  const r1 = b.user[RECENT_COLUMNS[0]!];
+  const r2 = b.user[RECENT_COLUMNS[1]!];
+  const r3 = b.user[RECENT_COLUMNS[2]!];
+  const r4 = b.user[RECENT_COLUMNS[3]!];
+  const r5 = b.user[RECENT_COLUMNS[4]!];
+  const popBase = b.hour * nItems;
   for (let r = 0; r < b.candidates.length; r++) {
     const i = b.candidates[r]!;
     const base = r * cols;
-    for (let j = 0; j < cols; j++) {
-      const c = b.plan.columns[j]!;
-      switch (c.kind) {
-        case 'item':
-          out[base + j] = b.items[i * nItemFeatures + c.index]!;
-          break;
-        case 'cross':
-          if (c.name === 'category_affinity') out[base + j] = categoryAffinity(b.user, b.catalog[i]!);
-          else if (c.name === 'recently_ordered') out[base + j] = recentlyOrdered(b.user, i) ? 1 : 0;
-          else out[base + j] = b.popularity[b.hour * nItems + i] ?? 0;
-          break;
-        default:
-          out[base + j] = shared[j]!;
-      }
-    }
+    for (let k = 0; k < c.itemCols.length; k++) out[base + c.itemCols[k]!] = b.items[i * nf + c.itemIdx[k]!]!;
+    for (let k = 0; k < c.sharedCols.length; k++) out[base + c.sharedCols[k]!] = shared[k]!;
+    if (c.affinityCol >= 0) out[base + c.affinityCol] = b.user[catCol[i]!]!;
+    if (c.recentCol >= 0)
+      out[base + c.recentCol] = i === r1 || i === r2 || i === r3 || i === r4 || i === r5 ? 1 : 0;
+    if (c.popularityCol >= 0) out[base + c.popularityCol] = b.popularity[popBase + i] ?? 0;
   }
   return out;
+}
+
+/**
+ * Reusable float32 buffers: a ranking input is ~15 KB and lives only until inference returns,
+ * and allocating one per request makes the GC run on external-memory pressure (measured ~14%
+ * of CPU at load in bench/serving/micro.ts).
+ */
+export class Float32Pool {
+  private readonly free: Float32Array[] = [];
+  constructor(private readonly max = 256) {}
+
+  /** A buffer of at least `size` values (contents undefined). */
+  acquire(size: number): Float32Array {
+    const b = this.free.pop();
+    return b && b.length >= size ? b : new Float32Array(Math.max(size, 4096));
+  }
+
+  release(b: Float32Array): void {
+    if (this.free.length < this.max) this.free.push(b);
+  }
 }

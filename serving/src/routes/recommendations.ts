@@ -11,7 +11,7 @@ import { DeadlineExceededError } from '../features/deadline.js';
 import type { FeatureSnapshot, UserFeatures } from '../features/store.js';
 import { FALLBACK_REASONS, rankByPopularity, type FallbackReason } from '../fallback/popularity.js';
 import { inSeason } from '../ranking/context.js';
-import { buildRankingInput, computeContextValues } from '../ranking/plan.js';
+import { buildRankingInput, computeContextValues, Float32Pool } from '../ranking/plan.js';
 import { explainRecommendation } from '../ranking/reasons.js';
 import { topK } from '../ranking/topk.js';
 import { errorResponses, StoreId, Timestamp, UserId, stringEnum } from './schemas.js';
@@ -98,6 +98,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
   app,
   { ctx },
 ) => {
+  const buffers = new Float32Pool();
   app.post(
     '/v1/recommendations',
     {
@@ -143,16 +144,20 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
               condition: body.context.weather?.condition,
               channel: body.context.channel,
             });
-            const input = buildRankingInput({
-              plan: state.plan,
-              catalog: snap.catalog.items,
-              items: snap.items,
-              user: user.values,
-              context: contextValues,
-              popularity,
-              hour: local.hour,
-              candidates: cand.all,
-            });
+            const buffer = buffers.acquire(cand.all.length * state.plan.columns.length);
+            const input = buildRankingInput(
+              {
+                plan: state.plan,
+                catalog: snap.catalog.items,
+                items: snap.items,
+                user: user.values,
+                context: contextValues,
+                popularity,
+                hour: local.hour,
+                candidates: cand.all,
+              },
+              buffer,
+            );
             try {
               const out = await model.run(input, cand.all.length);
               if (out.length !== cand.all.length) throw new Error(`model returned ${out.length} scores`);
@@ -167,6 +172,8 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
             } catch (err) {
               req.log.warn({ err: (err as Error).message }, 'ranking inference failed');
               reason = 'inference_error';
+            } finally {
+              buffers.release(buffer);
             }
           }
         }

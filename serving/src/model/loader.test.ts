@@ -1,0 +1,91 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeModel } from '../testing/fixtures.js';
+import { loadModel, metadataUriOf } from './loader.js';
+import { ModelStore } from './store.js';
+
+let dir: string;
+let http: Server;
+let base: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'crema-loader-'));
+  await writeModel({ dir, file: 'good', seed: 1 });
+  await writeModel({ dir, file: 'corrupt', seed: 2, corrupt: true });
+  await writeModel({ dir, file: 'pickup', task: 'pickup-time', features: ['queue'] });
+  // A loopback model registry: serves files from dir, 404 otherwise.
+  http = createServer((req, res) => {
+    readFile(join(dir, req.url!.slice(1))).then(
+      (b) => res.end(b),
+      () => res.writeHead(404).end(),
+    );
+  });
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(http.address() as { port: number }).port}`;
+});
+
+afterAll(async () => {
+  await new Promise((r) => http.close(r));
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('model loading', () => {
+  it('derives the metadata file next to the model', () => {
+    expect(metadataUriOf('http://h/m/ranker.onnx')).toBe('http://h/m/ranker.meta.json');
+    expect(metadataUriOf('file:///m/ranker')).toBe('file:///m/ranker.meta.json');
+  });
+
+  it('loads over http and over file, verified and warmed, with the sha256 as revision', async () => {
+    const overHttp = await loadModel(`${base}/good.onnx`, { task: 'drink-ranking' });
+    const meta = JSON.parse(await readFile(join(dir, 'good.meta.json'), 'utf8'));
+    expect(overHttp.revision).toBe(meta.sha256);
+    const scores = await overHttp.run(new Float32Array(3 * overHttp.columns), 3);
+    expect(scores).toHaveLength(3);
+    const overFile = await loadModel(`file://${join(dir, 'good.onnx')}`, { task: 'drink-ranking' });
+    expect(overFile.revision).toBe(meta.sha256);
+  });
+
+  const failures: [string, () => string, object, RegExp][] = [
+    [
+      'a sha256 mismatch',
+      () => `${base}/corrupt.onnx`,
+      { task: 'drink-ranking' },
+      /sha256 .* does not match/,
+    ],
+    ['a missing file (HTTP 404)', () => `${base}/absent.onnx`, { task: 'drink-ranking' }, /HTTP 404/],
+    [
+      'a missing file (file://)',
+      () => `file://${join(dir, 'absent.onnx')}`,
+      { task: 'drink-ranking' },
+      /ENOENT/,
+    ],
+    [
+      'a model for another task',
+      () => `${base}/pickup.onnx`,
+      { task: 'drink-ranking' },
+      /task is pickup-time/,
+    ],
+    ['an unsupported scheme', () => 's3://bucket/m.onnx', { task: 'drink-ranking' }, /not supported/],
+  ];
+  for (const [name, uri, opts, re] of failures) {
+    it(`refuses ${name}`, async () => {
+      await expect(loadModel(uri(), opts as { task: 'drink-ranking' })).rejects.toThrow(re);
+    });
+  }
+
+  it('a retired model closes only after its last in-flight request', async () => {
+    const store = new ModelStore();
+    const first = await store.load('drink-ranking', `${base}/good.onnx`);
+    const held = store.acquire('drink-ranking')!;
+    await store.load('drink-ranking', `file://${join(dir, 'good.onnx')}`);
+    // Still usable by the request that acquired it before the swap.
+    await expect(held.run(new Float32Array(first.columns), 1)).resolves.toHaveLength(1);
+    held.release();
+    await new Promise((r) => setTimeout(r, 10));
+    await expect(first.run(new Float32Array(first.columns), 1)).rejects.toThrow(/closed/);
+    store.close();
+  });
+});
