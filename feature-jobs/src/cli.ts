@@ -3,13 +3,16 @@
  * Wiring only: parse flags, build clients, call the command, print a one-line JSON summary.
  */
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Redis } from 'ioredis';
 import { runFeatures } from './batch/run.js';
 import { parseShard } from './batch/shard.js';
 import { InputFileError } from './common/files.js';
 import { Dataset, generateDataset } from './generate/dataset.js';
+import { runEvaluation } from './evaluate/evaluate.js';
 import { runStreamJob } from './stream/consumer.js';
+import { runTraining } from './train/train.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -180,6 +183,77 @@ Stops cleanly on SIGTERM/SIGINT.`,
           log,
         }),
       );
+    },
+  },
+  train: {
+    summary:
+      'train ranking, add-on attach, pickup-time and churn models -> ONNX + metadata + RecommenderModel YAML',
+    usage: `crema-jobs train --data DIR --out DIR [--manifests manifests/models] [--uri-base URL]
+                   [--eval-days 7] [--window-days 30] [--seed 1] [--lists 40000] [--rows 100000] [--epochs 4]
+  --out            where <model>.onnx and <model>.meta.json are written
+  --manifests      where RecommenderModel YAML is written ("" to skip)
+  --uri-base       model URI prefix in the YAML (default: file://<absolute --out>)
+  --eval-days      length of the training label window and of the held-out window after it
+  --lists          ranking lists sampled for training; --rows: rows for the other models`,
+    options: {
+      data: { type: 'string' },
+      out: { type: 'string' },
+      manifests: { type: 'string' },
+      'uri-base': { type: 'string' },
+      'eval-days': { type: 'string' },
+      'window-days': { type: 'string' },
+      seed: { type: 'string' },
+      lists: { type: 'string' },
+      rows: { type: 'string' },
+      epochs: { type: 'string' },
+    },
+    async run(v) {
+      const dataset = Dataset.open(need(v, 'data'));
+      const manifests = str(v, 'manifests') ?? 'manifests/models';
+      const uriBase = str(v, 'uri-base');
+      const t0 = Date.now();
+      const r = await runTraining({
+        dataset,
+        outDir: need(v, 'out'),
+        ...(manifests ? { manifestsDir: manifests } : {}),
+        ...(uriBase ? { uriBase } : {}),
+        evalDays: int(v, 'eval-days', 7),
+        windowDays: int(v, 'window-days', 30),
+        seed: int(v, 'seed', 1),
+        rankingLists: int(v, 'lists', 40_000),
+        rows: int(v, 'rows', 100_000),
+        epochs: int(v, 'epochs', 4),
+        log,
+      });
+      return {
+        models: r.models.map((m) => ({ name: m.name, sha256: m.meta.sha256, ...m.paths })),
+        metrics: r.metrics,
+        timingsMs: r.timingsMs,
+        ms: Date.now() - t0,
+      };
+    },
+  },
+  evaluate: {
+    summary:
+      'run the ONNX models on the held-out window vs popularity baselines; write report.md + report.json',
+    usage: `crema-jobs evaluate --models DIR [--data DIR] [--out DIR]
+  --models         directory written by \`crema-jobs train --out\`
+  --data           dataset (default: the one recorded in the models' metadata)
+  --out            where report.md and report.json go (default: --models)`,
+    options: {
+      models: { type: 'string' },
+      data: { type: 'string' },
+      out: { type: 'string' },
+    },
+    async run(v) {
+      const data = str(v, 'data');
+      const r = await runEvaluation({
+        modelsDir: need(v, 'models'),
+        outDir: str(v, 'out') ?? need(v, 'models'),
+        ...(data ? { dataDir: data } : {}),
+        log,
+      });
+      return { report: join(str(v, 'out') ?? need(v, 'models'), 'report.md'), goals: r.goals };
     },
   },
 };

@@ -1,0 +1,117 @@
+/**
+ * Training end to end on a tiny dataset: four ONNX models whose onnxruntime outputs equal the
+ * TypeScript models' predictions, valid metadata, GitOps YAML, and an evaluation report.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { validateModelMetadata } from '../../../contracts/model-metadata.js';
+import { runEvaluation } from '../evaluate/evaluate.js';
+import { Dataset, generateDataset } from '../generate/dataset.js';
+import { sha256Hex } from './artifacts.js';
+import { predictMlp } from './mlp.js';
+import { runTraining, type TrainResult } from './train.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'crema-train-'));
+let result: TrainResult;
+let ds: Dataset;
+
+beforeAll(async () => {
+  generateDataset({ seed: 11, users: 3000, stores: 20, start: '2026-10-01', days: 9 }, join(dir, 'ds'));
+  ds = Dataset.open(join(dir, 'ds'));
+  result = await runTraining({
+    dataset: ds,
+    outDir: join(dir, 'models'),
+    manifestsDir: join(dir, 'manifests'),
+    uriBase: 'https://models.example.com/crema/',
+    evalDays: 3,
+    windowDays: 30,
+    seed: 1,
+    rankingLists: 1500,
+    rows: 3000,
+    epochs: 3,
+    now: () => new Date('2026-11-24T12:00:00Z'),
+  });
+}, 60_000);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('training', () => {
+  it('writes four models whose ONNX outputs equal the TypeScript model predictions', async () => {
+    expect(result.models.map((m) => m.task).sort()).toEqual([
+      'addon-attach',
+      'churn',
+      'drink-ranking',
+      'pickup-time',
+    ]);
+    for (const m of result.models) {
+      const bytes = readFileSync(m.paths.onnxPath);
+      const cols = m.meta.inputs[0]!.features.length;
+      // Realistic-range inputs: take them from the baseline histogram edges of each feature.
+      const rows = 25;
+      const x = new Float32Array(rows * cols);
+      m.meta.inputs[0]!.features.forEach((f, c) => {
+        const edges = m.meta.baseline.features[f]!.edges;
+        for (let r = 0; r < rows; r++) x[r * cols + c] = edges[r % edges.length]!;
+      });
+      const session = await ort.InferenceSession.create(bytes);
+      const out = await session.run({ features: new ort.Tensor('float32', x, [rows, cols]) });
+      const got = out['score']!.data as Float32Array;
+      const want = predictMlp(m.mlp, x, rows);
+      for (let r = 0; r < rows; r++) expect(got[r]!, `${m.name} row ${r}`).toBeCloseTo(want[r]!, 3);
+      await session.release();
+    }
+  });
+
+  it('writes valid metadata with lineage, baselines and offline metrics, and sha256 of the file', () => {
+    for (const m of result.models) {
+      const meta = JSON.parse(readFileSync(m.paths.metaPath, 'utf8'));
+      expect(validateModelMetadata(meta)).toEqual([]);
+      expect(meta.sha256).toBe(sha256Hex(readFileSync(m.paths.onnxPath)));
+      expect(meta.lineage).toMatchObject({
+        datasetHash: ds.manifest.hash,
+        trainedAt: '2026-11-24T12:00:00.000Z',
+      });
+      expect(meta.lineage.gitCommit).toMatch(/^([0-9a-f]{40}(-dirty)?|unknown)$/);
+      for (const f of meta.inputs[0].features) {
+        const h = meta.baseline.features[f];
+        expect(h.edges.length, f).toBe(h.probs.length + 1);
+        expect(h.probs.reduce((a: number, b: number) => a + b, 0)).toBeCloseTo(1, 4);
+      }
+      expect(Object.keys(meta.metrics).length).toBeGreaterThan(2);
+    }
+    const ranking = result.metrics['drink-ranking']!;
+    // Even on a 3-day history, knowing the user beats ranking by popularity.
+    expect(ranking['recall_at_5']!).toBeGreaterThan(ranking['popularity_recall_at_5']!);
+  });
+
+  it('writes a RecommenderModel per model pointing at the artifact with lineage annotations', () => {
+    for (const m of result.models) {
+      const doc = parse(readFileSync(m.paths.manifestPath!, 'utf8'));
+      expect(doc.apiVersion).toBe('crema.dev/v1alpha1');
+      expect(doc.kind).toBe('RecommenderModel');
+      expect(doc.spec.model).toEqual({
+        uri: `https://models.example.com/crema/${m.name}.onnx`,
+        sha256: m.meta.sha256,
+        task: m.task,
+        featureSchemaVersion: 1,
+        metadataUri: `https://models.example.com/crema/${m.name}.meta.json`,
+      });
+      expect(doc.metadata.annotations['crema.dev/dataset-hash']).toBe(ds.manifest.hash);
+    }
+  });
+
+  it('evaluate scores the ONNX graphs to the same metrics, and refuses a tampered model naming the file', async () => {
+    const report = await runEvaluation({ modelsDir: join(dir, 'models'), outDir: join(dir, 'report') });
+    for (const m of Object.values(report.models)) expect(m.maxDiffToTraining).toBeLessThan(0.01);
+    expect(readFileSync(join(dir, 'report', 'report.md'), 'utf8')).toContain('recall_at_5');
+    expect(JSON.parse(readFileSync(join(dir, 'report', 'report.json'), 'utf8')).goals).toBeDefined();
+    const churn = join(dir, 'models', 'churn.onnx');
+    writeFileSync(churn, Buffer.concat([readFileSync(churn), Buffer.from([0])]));
+    await expect(
+      runEvaluation({ modelsDir: join(dir, 'models'), outDir: join(dir, 'report') }),
+    ).rejects.toThrow(/churn\.onnx: sha256 [0-9a-f]+ does not match/);
+  });
+});
