@@ -122,7 +122,10 @@ export interface RankingBatch {
   /** This store's [24 x items] popularity. */
   readonly popularity: Float32Array;
   readonly hour: number;
-  /** Catalog indices to score, one row each. */
+  /**
+   * Catalog indices to score, one row each. The item columns are cached per candidates array,
+   * so an array must belong to one snapshot (route code gets it from candidatesFor()).
+   */
   readonly candidates: readonly number[];
 }
 
@@ -179,6 +182,28 @@ function compiledOf(plan: RankingPlan): CompiledColumns {
   return c;
 }
 
+/** Per candidate list and plan: the input with only the item columns filled. */
+const templates = new WeakMap<readonly number[], Map<RankingPlan, Float32Array>>();
+
+function templateOf(b: RankingBatch, c: CompiledColumns, cols: number): Float32Array {
+  let perPlan = templates.get(b.candidates);
+  if (!perPlan) {
+    perPlan = new Map();
+    templates.set(b.candidates, perPlan);
+  }
+  let t = perPlan.get(b.plan);
+  if (t) return t;
+  const nf = ITEM_FEATURES.length;
+  t = new Float32Array(b.candidates.length * cols);
+  for (let r = 0; r < b.candidates.length; r++) {
+    const i = b.candidates[r]!;
+    for (let k = 0; k < c.itemCols.length; k++)
+      t[r * cols + c.itemCols[k]!] = b.items[i * nf + c.itemIdx[k]!]!;
+  }
+  perPlan.set(b.plan, t);
+  return t;
+}
+
 /**
  * The row-major float32 input [candidates x columns] of a ranking batch, written into `into`
  * when given (it must hold at least candidates x columns values).
@@ -186,11 +211,12 @@ function compiledOf(plan: RankingPlan): CompiledColumns {
 export function buildRankingInput(b: RankingBatch, into?: Float32Array): Float32Array {
   const cols = b.plan.columns.length;
   const nItems = b.catalog.length;
-  const nf = ITEM_FEATURES.length;
   const c = compiledOf(b.plan);
   const catCol = categoryColumnsOf(b.catalog);
   const size = b.candidates.length * cols;
   const out = into ? into.subarray(0, size) : new Float32Array(size);
+  // Item columns never change for a candidate list, so they are copied from a cached template.
+  out.set(templateOf(b, c, cols));
   // Values equal on every row (user and context features) are computed once.
   const shared = new Float32Array(c.sharedCols.length);
   for (let k = 0; k < c.sharedCols.length; k++) {
@@ -203,15 +229,19 @@ export function buildRankingInput(b: RankingBatch, into?: Float32Array): Float32
   const r4 = b.user[RECENT_COLUMNS[3]!];
   const r5 = b.user[RECENT_COLUMNS[4]!];
   const popBase = b.hour * nItems;
-  for (let r = 0; r < b.candidates.length; r++) {
-    const i = b.candidates[r]!;
+  const { sharedCols, affinityCol, recentCol, popularityCol } = c;
+  const nShared = sharedCols.length;
+  const cand = b.candidates;
+  const user = b.user;
+  const pop = b.popularity;
+  for (let r = 0; r < cand.length; r++) {
+    const i = cand[r]!;
     const base = r * cols;
-    for (let k = 0; k < c.itemCols.length; k++) out[base + c.itemCols[k]!] = b.items[i * nf + c.itemIdx[k]!]!;
-    for (let k = 0; k < c.sharedCols.length; k++) out[base + c.sharedCols[k]!] = shared[k]!;
-    if (c.affinityCol >= 0) out[base + c.affinityCol] = b.user[catCol[i]!]!;
-    if (c.recentCol >= 0)
-      out[base + c.recentCol] = i === r1 || i === r2 || i === r3 || i === r4 || i === r5 ? 1 : 0;
-    if (c.popularityCol >= 0) out[base + c.popularityCol] = b.popularity[popBase + i] ?? 0;
+    for (let k = 0; k < nShared; k++) out[base + sharedCols[k]!] = shared[k]!;
+    if (affinityCol >= 0) out[base + affinityCol] = user[catCol[i]!]!;
+    if (recentCol >= 0)
+      out[base + recentCol] = i === r1 || i === r2 || i === r3 || i === r4 || i === r5 ? 1 : 0;
+    if (popularityCol >= 0) out[base + popularityCol] = pop[popBase + i] ?? 0;
   }
   return out;
 }
