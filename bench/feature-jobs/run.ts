@@ -64,10 +64,12 @@ async function timed(
   });
 }
 
-function redisBenchmarkSet(port: number): number {
+/** redis-benchmark -P 16 -t set; `shape` adds random keys over 5M and 84-byte values (our write's shape). */
+function redisBenchmarkSet(port: number, shape = false): number {
+  const extra = shape ? ['-r', '5000000', '-d', '84'] : [];
   const out = execFileSync(
     'redis-benchmark',
-    ['-h', '127.0.0.1', '-p', String(port), '-P', '16', '-t', 'set', '-n', '2000000', '-q'],
+    ['-h', '127.0.0.1', '-p', String(port), '-P', '16', '-t', 'set', '-n', '2000000', '-q', ...extra],
     {
       encoding: 'utf8',
     },
@@ -105,6 +107,10 @@ try {
   const keysPerSec = Math.round(usersWritten / (writeMs / 1000));
   const setRpsAfter = redisBenchmarkSet(redis.port);
   const setRps = (setRpsBefore + setRpsAfter) / 2;
+  execFileSync('redis-cli', ['-p', String(redis.port), 'FLUSHALL']);
+  // Same command, but inserting new keys with our value size: how much of the gap is the shape.
+  const shapedRps = redisBenchmarkSet(redis.port, true);
+  execFileSync('redis-cli', ['-p', String(redis.port), 'FLUSHALL']);
 
   log(`generating ${trainDays} days at ${trainUsers} users for training`);
   const trainGen = await timed([
@@ -147,6 +153,8 @@ try {
       writeKeysPerSec: keysPerSec,
       redisBenchmarkSetPerSec: Math.round(setRps),
       writeThroughputRatio: Math.round((keysPerSec / setRps) * 1000) / 1000,
+      redisBenchmarkSetNewKeys84BPerSec: Math.round(shapedRps),
+      writeThroughputRatioSameShape: Math.round((keysPerSec / shapedRps) * 1000) / 1000,
       peakRssMiB: feat.peakRssMiB,
     },
     training: {

@@ -14,12 +14,14 @@ import {
   USER_FEATURES,
   decodeMatrix,
   decodeUserFeatures,
+  encodeUserFeatures,
 } from '../../../contracts/features.js';
 import { startRedis } from '../../../hack/testenv/environment.js';
 import type { RedisServer } from '../../../hack/testenv/environment.js';
 import { Dataset, generateDataset } from '../generate/dataset.js';
 import { computeUserFeatures } from './features.js';
 import { computeVersionId, publishFeatures } from './publish.js';
+import { RespBulkWriter, SetBatch } from './resp.js';
 import { shardOfUser } from './shard.js';
 import { computeSnapshot } from './snapshot.js';
 
@@ -54,9 +56,21 @@ function versionFor(asOf: string, shards = 1) {
   return { snapshot, version };
 }
 
-const base = () => ({ redis, catalog: ds.catalog, stores: ds.stores, batchSize: 100 });
+describe.each(['ioredis pipelines', 'raw RESP writer'])('batch feature publish (%s)', (writer) => {
+  let bulk: RespBulkWriter | undefined;
+  beforeAll(async () => {
+    if (writer === 'raw RESP writer')
+      bulk = await RespBulkWriter.connect({ host: '127.0.0.1', port: server.port });
+  });
+  afterAll(() => bulk?.close());
+  const base = () => ({
+    redis,
+    catalog: ds.catalog,
+    stores: ds.stores,
+    batchSize: 100,
+    ...(bulk ? { bulk } : {}),
+  });
 
-describe('batch feature publish', () => {
   it('resumes a killed run from its checkpoint and only then switches; values match the pure features', async () => {
     const { snapshot, version } = versionFor('2026-10-05');
     const killed = await publishFeatures({
@@ -183,5 +197,26 @@ describe('batch feature publish', () => {
     expect(problems).toEqual([]);
     expect(reads).toBeGreaterThan(50);
     expect([...seen]).toEqual([v1.version, v2.version]);
+  });
+});
+
+describe('raw RESP writer', () => {
+  it('surfaces an error reply instead of hanging (AUTH against a server without a password)', async () => {
+    await expect(
+      RespBulkWriter.connect({ host: '127.0.0.1', port: server.port, password: 'nope' }),
+    ).rejects.toThrow(/redis: .*AUTH/i);
+  });
+
+  it('writes byte-identical blobs to encodeUserFeatures, with the TTL', async () => {
+    const w = await RespBulkWriter.connect({ host: '127.0.0.1', port: server.port });
+    const b = new SetBatch(120);
+    const v = Float32Array.from({ length: USER_FEATURES.length }, (_, i) => i / 3 - 2);
+    b.setFloat32('t:blob', v);
+    b.setString('t:str', 'hello');
+    await w.send(b.bytes(), b.count);
+    w.close();
+    expect(await redis.getBuffer('t:blob')).toEqual(encodeUserFeatures(v));
+    expect(await redis.get('t:str')).toBe('hello');
+    expect(await redis.ttl('t:blob')).toBeGreaterThan(100);
   });
 });

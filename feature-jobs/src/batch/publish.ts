@@ -23,6 +23,7 @@ import {
   newSegmentSums,
   type SegmentSums,
 } from './features.js';
+import { SetBatch, type RespBulkWriter } from './resp.js';
 import type { FeatureSnapshot } from './snapshot.js';
 import type { Shard } from './shard.js';
 
@@ -62,6 +63,8 @@ export interface PublishOptions {
   readonly batchSize?: number;
   /** Called after each checkpoint with (users done, users total in shard range). */
   readonly onProgress?: (done: number, total: number) => void;
+  /** Raw-protocol writer for the user blobs (much faster than ioredis pipelines); ioredis when absent. */
+  readonly bulk?: RespBulkWriter;
   /** Test hook: stop (as if killed) after this many batches. */
   readonly stopAfterBatches?: number;
 }
@@ -128,15 +131,30 @@ export async function publishFeatures(o: PublishOptions): Promise<PublishResult>
     const inflight: Promise<void>[] = [];
     for (let start = resumedFrom; start < agg.n; start += batchSize) {
       const end = Math.min(agg.n, start + batchSize);
-      const p = redis.pipeline();
-      for (let u = start; u < end; u++) {
-        if (!computeUserFeatures(agg, u, vec)) continue;
-        addToSegments(sums, vec);
-        p.set(KEYS.user(v, `u${u}`), encodeUserFeatures(vec), 'EX', ttl);
-        usersWritten++;
+      let sent: Promise<void>;
+      if (o.bulk) {
+        const b = new SetBatch(ttl);
+        for (let u = start; u < end; u++) {
+          if (!computeUserFeatures(agg, u, vec)) continue;
+          addToSegments(sums, vec);
+          // Same bytes as encodeUserFeatures (a test compares them), without a Buffer per user.
+          b.setFloat32(KEYS.user(v, `u${u}`), vec);
+          usersWritten++;
+        }
+        b.setString(BATCH_KEYS.checkpoint(v, shard.index), String(end));
+        sent = o.bulk.send(b.bytes(), b.count);
+      } else {
+        const p = redis.pipeline();
+        for (let u = start; u < end; u++) {
+          if (!computeUserFeatures(agg, u, vec)) continue;
+          addToSegments(sums, vec);
+          p.set(KEYS.user(v, `u${u}`), encodeUserFeatures(vec), 'EX', ttl);
+          usersWritten++;
+        }
+        p.set(BATCH_KEYS.checkpoint(v, shard.index), String(end), 'EX', ttl);
+        sent = execOrThrow(p);
       }
-      p.set(BATCH_KEYS.checkpoint(v, shard.index), String(end), 'EX', ttl);
-      inflight.push(execOrThrow(p).then(() => o.onProgress?.(end, agg.n)));
+      inflight.push(sent.then(() => o.onProgress?.(end, agg.n)));
       // A few pipelines in flight keep Redis busy while the next batch is encoded.
       if (inflight.length >= 4) await inflight.shift();
       if (o.stopAfterBatches !== undefined && ++batches >= o.stopAfterBatches) {

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { createProgress } from '../common/progress.js';
 import type { Dataset } from '../generate/dataset.js';
 import { computeVersionId, publishFeatures, type PublishResult } from './publish.js';
+import { RespBulkWriter } from './resp.js';
 import { computeSnapshot } from './snapshot.js';
 import type { Shard } from './shard.js';
 
@@ -42,7 +43,19 @@ export async function runFeatures(o: FeaturesCommandOptions): Promise<FeaturesSu
   o.log(`features: version ${version}, shard ${o.shard.index}/${o.shard.count}, computed in ${computeMs} ms`);
   const bar = createProgress('users', o.tty);
   const t1 = Date.now();
+  // The raw-protocol writer needs a plain TCP connection; with TLS the ioredis path is used.
+  const ro = o.redis.options;
+  const bulk = ro.tls
+    ? undefined
+    : await RespBulkWriter.connect({
+        host: ro.host ?? '127.0.0.1',
+        port: ro.port ?? 6379,
+        ...(ro.username ? { username: ro.username } : {}),
+        ...(ro.password ? { password: ro.password } : {}),
+        ...(ro.db ? { db: ro.db } : {}),
+      });
   const res = await publishFeatures({
+    ...(bulk ? { bulk } : {}),
     redis: o.redis,
     version,
     shard: o.shard,
@@ -53,5 +66,6 @@ export async function runFeatures(o: FeaturesCommandOptions): Promise<FeaturesSu
     onProgress: (d, t) => bar.update(d, t),
   });
   bar.done();
+  bulk?.close();
   return { ...res, asOf, shard: `${o.shard.index}/${o.shard.count}`, computeMs, writeMs: Date.now() - t1 };
 }
