@@ -88,7 +88,16 @@ async function serve(opts: { model?: string | null } & Partial<BuildOptions> = {
   redis.on('error', () => undefined);
   const models = createModelStore();
   if (opts.model !== null) await models.load('drink-ranking', opts.model ?? modelA.uri);
-  const app = await build({ redis, models, adminToken: TOKEN, refreshIntervalMs: 100, ...opts });
+  // A generous deadline: these tests assert behaviour, and the shared 2-core box can stall for
+  // tens of ms; the deadline test sets its own.
+  const app = await build({
+    redis,
+    models,
+    adminToken: TOKEN,
+    refreshIntervalMs: 100,
+    featureDeadlineMs: 1000,
+    ...opts,
+  });
   await app.ready();
   open.push({ app, redis, models });
   return { app, models };

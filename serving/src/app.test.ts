@@ -41,7 +41,13 @@ const rec = {
 };
 
 describe('request validation names the offending field', () => {
-  const cases: { name: string; url: string; method?: 'POST' | 'GET'; body?: unknown; field: string }[] = [
+  const cases: {
+    name: string;
+    url: string;
+    method?: 'POST' | 'GET' | 'PUT' | 'DELETE';
+    body?: unknown;
+    field: string;
+  }[] = [
     {
       name: 'missing userId',
       url: '/v1/recommendations',
@@ -98,11 +104,25 @@ describe('request validation names the offending field', () => {
       field: 'value',
     },
     { name: 'user id with glob characters', url: '/v1/users/a*b/offers', method: 'GET', field: 'id' },
+    { name: 'erase of a malformed user id', url: '/v1/users/a%20b', method: 'DELETE', field: 'id' },
+    {
+      name: 'model load for an unknown task',
+      url: '/v1/admin/models/horoscope',
+      method: 'PUT',
+      body: { uri: 'file:///x' },
+      field: 'task',
+    },
+    { name: 'model load without uri', url: '/v1/admin/models/churn', method: 'PUT', body: {}, field: 'uri' },
   ];
   for (const c of cases) {
     it(c.name, async () => {
       const a = await app();
-      const res = await a.inject({ method: c.method ?? 'POST', url: c.url, payload: c.body as object });
+      const res = await a.inject({
+        method: c.method ?? 'POST',
+        url: c.url,
+        payload: c.body as object,
+        headers: { authorization: 'Bearer secret' },
+      });
       expect(res.statusCode).toBe(400);
       expect(res.json()).toMatchObject({ code: 'VALIDATION', field: c.field });
       expect(res.json().message).toContain(c.field.split('.').pop());
@@ -133,6 +153,14 @@ describe('auth, readiness and ops routes', () => {
     });
     expect(wrong.statusCode).toBe(401);
     expect(wrong.json().code).toBe('UNAUTHORIZED');
+    // Auth is checked before input, so an anonymous caller learns nothing from validation.
+    expect((await a.inject({ method: 'DELETE', url: '/v1/users/a%20b' })).statusCode).toBe(401);
+    const load = await a.inject({
+      method: 'PUT',
+      url: '/v1/admin/models/churn',
+      payload: { uri: 'file:///x' },
+    });
+    expect(load.statusCode).toBe(401);
   });
 
   it('erase is refused entirely when no token is configured', async () => {

@@ -65,7 +65,7 @@ export class ServingMetrics {
     });
     this.scores = new Histogram({
       name: `${prefix}recommendation_score`,
-      help: 'Distribution of ranking model scores over scored candidates.',
+      help: 'Ranking model scores of the drinks returned to users.',
       labelNames: ['model'],
       buckets: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1],
       registers: r,

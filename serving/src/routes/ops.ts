@@ -5,7 +5,7 @@ import type { ServingContext } from '../context.js';
 import { ServingError } from '../errors.js';
 import { withDeadline } from '../features/deadline.js';
 import { ModelLoadError } from '../model/loader.js';
-import { bearerMatches, errorResponses, stringEnum } from './schemas.js';
+import { errorResponses, stringEnum, requireBearer } from './schemas.js';
 
 const TASKS: readonly ModelTask[] = ['drink-ranking', 'addon-attach', 'pickup-time', 'churn'];
 
@@ -47,6 +47,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = asy
   app.put(
     '/v1/admin/models/:task',
     {
+      preValidation: requireBearer(ctx.adminToken),
       schema: {
         summary: 'Load, verify, warm and swap in a model revision (bearer token required)',
         params: Type.Object({ task: stringEnum(TASKS) }),
@@ -63,7 +64,6 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = asy
       },
     },
     async (req) => {
-      if (!bearerMatches(req.headers.authorization, ctx.adminToken)) throw new ServingError('UNAUTHORIZED');
       try {
         const m = await ctx.models.load(req.params.task, req.body.uri);
         return { task: req.params.task, model: m.meta.name, revision: m.revision };

@@ -168,7 +168,6 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
               // Every row carries the same user and context values, so row 0 is the request's.
               for (const m of state.monitored) state.drift.observe(m.feature, input[m.column]!);
               state.drift.observeScores(out);
-              ctx.metrics.scores.observe({ model: model.meta.name }, out[0] ?? 0);
             } catch (err) {
               req.log.warn({ err: (err as Error).message }, 'ranking inference failed');
               reason = 'inference_error';
@@ -220,8 +219,10 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
       }
 
       if (user!.source === 'segment') ctx.metrics.coldStarts.inc();
+      const scoreLabels = { model: ctx.models.peek('drink-ranking')?.meta.name ?? 'unknown' };
       const personalized = user!.source === 'user';
       const drinks = topK(scores, cand.drinks, limit);
+      for (const i of drinks) ctx.metrics.scores.observe(scoreLabels, scores[i]!);
       const addons = topK(scores, cand.addons, ADDONS_PER_DRINK).map(toAddon);
       return {
         items: drinks.map((i) => ({

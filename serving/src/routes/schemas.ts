@@ -1,6 +1,7 @@
 /** TypeBox schemas shared by several routes. */
 import { timingSafeEqual } from 'node:crypto';
 import { Type } from '@fastify/type-provider-typebox';
+import { ServingError } from '../errors.js';
 
 export const ErrorSchema = Type.Object(
   {
@@ -39,4 +40,11 @@ export function bearerMatches(header: string | undefined, token: string | undefi
 /** A string schema limited to `values`, typed as their union. */
 export function stringEnum<const T extends string>(values: readonly T[], description?: string) {
   return Type.Unsafe<T>({ type: 'string', enum: [...values], ...(description ? { description } : {}) });
+}
+
+/** A preValidation hook refusing requests without the admin bearer token (before any parsing of input). */
+export function requireBearer(token: string | undefined) {
+  return async (req: { headers: { authorization?: string } }) => {
+    if (!bearerMatches(req.headers.authorization, token)) throw new ServingError('UNAUTHORIZED');
+  };
 }

@@ -10,7 +10,7 @@ import { DeadlineExceededError, withDeadline } from '../features/deadline.js';
 import { eraseUser } from '../features/erase.js';
 import { FALLBACK_REASONS, rankByPopularity, type FallbackReason } from '../fallback/popularity.js';
 import { buildOffers, heuristicChurnRisk, riskBand } from '../offers/offers.js';
-import { bearerMatches, errorResponses, StoreId, UserId, stringEnum } from './schemas.js';
+import { errorResponses, StoreId, UserId, stringEnum, requireBearer } from './schemas.js';
 
 const OfferSchema = Type.Object({
   kind: stringEnum(['win_back', 'bonus_points', 'redeem', 'welcome']),
@@ -71,7 +71,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = as
       const catalog = snap.catalog.items;
       const n = catalog.length;
       const popularity = (storeId && snap.popularity.get(storeId)) || snap.globalPopularity;
-      const hour = new Date(ctx.clock.now()).getUTCHours();
+      const store = storeId ? snap.stores.get(storeId) : undefined;
+      const hour = ctx.localTime.resolve(ctx.clock.now(), store?.timezone ?? 'UTC').hour;
       const drinks = catalog.flatMap((it, i) => (it.kind === 'drink' ? [i] : []));
       const popular = rankByPopularity(popularity, hour, n, drinks, 5).map((i) => catalog[i]!);
 
@@ -144,6 +145,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = as
   app.delete(
     '/v1/users/:id',
     {
+      preValidation: requireBearer(ctx.adminToken),
       schema: {
         summary: "Erase every piece of the user's data this service keeps (bearer token required)",
         params: Type.Object({ id: UserId }),
@@ -152,7 +154,6 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = as
       },
     },
     async (req) => {
-      if (!bearerMatches(req.headers.authorization, ctx.adminToken)) throw new ServingError('UNAUTHORIZED');
       let report;
       try {
         report = await eraseUser(ctx.redis, req.params.id);
