@@ -179,6 +179,31 @@ describe('recommendations', () => {
     expect((await app.inject({ url: '/metrics' })).body).toMatch(/crema_cold_start_requests_total 1/);
   });
 
+  it('with an add-on model, each drink gets the add-ons that pair best with it', async () => {
+    const { app, models } = await serve();
+    // score = relu(price - 10·iced) + relu(10·iced - price): hot drinks pair with the dearest
+    // add-ons, iced drinks with the cheapest.
+    const addonModel = await writeModel({
+      dir,
+      file: 'addons',
+      task: 'addon-attach',
+      name: 'addons',
+      features: ['drink_is_iced', 'addon_price'],
+      sigmoid: false,
+      weights: { w0: [-10, 10, 1, -1], b0: [0, 0], w1: [1, 1], b1: [0] },
+    });
+    await models.load('addon-attach', addonModel.uri);
+    const body = (await recommend(app, 'alice')).json();
+    const prices = (c: string) =>
+      body.items
+        .filter((x: { category: string }) => x.category === c)
+        .flatMap((x: { addons: { price: number }[] }) => x.addons.map((a) => a.price));
+    expect(prices('hot').length).toBeGreaterThan(0);
+    expect(prices('iced').length).toBeGreaterThan(0);
+    expect(new Set(prices('hot'))).toEqual(new Set([1.25]));
+    expect(new Set(prices('iced'))).toEqual(new Set([0.5]));
+  });
+
   it('unknown store is a 404 naming storeId', async () => {
     const { app } = await serve();
     const res = await recommend(app, 'alice', { storeId: 'store-404' });

@@ -24,6 +24,7 @@ import { ModelStore, type ModelStoreOptions } from './model/store.js';
 import { checkPickupFeatures } from './pickup/estimate.js';
 import { protectionPlugin, type ProtectionOptions } from './plugins/protection.js';
 import { LocalTimeResolver } from './ranking/context.js';
+import { compileAddonPlan } from './ranking/addons.js';
 import { compileRankingPlan } from './ranking/plan.js';
 import { eventRoutes } from './routes/events.js';
 import { opsRoutes } from './routes/ops.js';
@@ -64,6 +65,7 @@ export function createModelStore(opts: Omit<ModelStoreOptions, 'checks'> = {}): 
     checks: {
       'drink-ranking': (meta) => void compileRankingPlan(meta.inputs[0]!.features),
       'pickup-time': (meta) => checkPickupFeatures(meta.inputs[0]!.features),
+      'addon-attach': (meta) => void compileAddonPlan(meta.inputs[0]!.features),
       churn: (meta) => {
         for (const f of meta.inputs[0]!.features) {
           if (!(USER_FEATURES as readonly string[]).includes(f))

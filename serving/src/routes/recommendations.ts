@@ -14,6 +14,8 @@ import { inSeason } from '../ranking/context.js';
 import { buildRankingInput, computeContextValues, Float32Pool } from '../ranking/plan.js';
 import { explainRecommendation } from '../ranking/reasons.js';
 import { topK } from '../ranking/topk.js';
+import { buildAddonInput, compileAddonPlan, pickAddonsPerDrink } from '../ranking/addons.js';
+import type { FastifyBaseLogger } from 'fastify';
 import { errorResponses, StoreId, Timestamp, UserId, stringEnum } from './schemas.js';
 
 export const RecommendationRequest = Type.Object(
@@ -99,6 +101,32 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
   { ctx },
 ) => {
   const buffers = new Float32Pool();
+
+  /** Per-drink add-ons from the add-on model, or undefined (no model, or it failed: shared list). */
+  const addonsPerDrink = async (
+    drinks: number[],
+    addonCandidates: readonly number[],
+    user: Float32Array,
+    items: Float32Array,
+    log: FastifyBaseLogger,
+  ): Promise<number[][] | undefined> => {
+    const m = ctx.models.acquire('addon-attach');
+    if (!m || drinks.length === 0 || addonCandidates.length === 0) {
+      m?.release();
+      return undefined;
+    }
+    try {
+      const plan = compileAddonPlan(m.meta.inputs[0]!.features);
+      const input = buildAddonInput(plan, items, user, drinks, addonCandidates);
+      const out = await m.run(input, drinks.length * addonCandidates.length);
+      return pickAddonsPerDrink(out, drinks, addonCandidates, ADDONS_PER_DRINK);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'add-on inference failed; shared add-ons used');
+      return undefined;
+    } finally {
+      m.release();
+    }
+  };
   app.post(
     '/v1/recommendations',
     {
@@ -224,8 +252,9 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
       const drinks = topK(scores, cand.drinks, limit);
       for (const i of drinks) ctx.metrics.scores.observe(scoreLabels, scores[i]!);
       const addons = topK(scores, cand.addons, ADDONS_PER_DRINK).map(toAddon);
+      const perDrink = await addonsPerDrink(drinks, cand.addons, user!.values, snap.items, req.log);
       return {
-        items: drinks.map((i) => ({
+        items: drinks.map((i, k) => ({
           itemId: catalog[i]!.id,
           name: catalog[i]!.name,
           category: catalog[i]!.category,
@@ -239,7 +268,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
             hourPopularity: popularity[local.hour * nItems + i] ?? 0,
             meanHourPopularity: meanPop,
           }),
-          addons,
+          addons: perDrink?.[k]?.map(toAddon) ?? addons,
         })),
         modelRevision: revision,
         variant: ctx.variant,

@@ -219,6 +219,8 @@ export interface WriteModelOptions {
   /** Fixed bias of the output (e.g. minutes for a pickup model with zero weights). */
   readonly outputBias?: number;
   readonly zeroWeights?: boolean;
+  /** Exact weights (row-major [in, out]) instead of random ones; hidden size = b0.length. */
+  readonly weights?: { w0: number[]; b0: number[]; w1: number[]; b1: number[] };
 }
 
 /** Writes `<file>.onnx` + `<file>.meta.json` into dir; returns the model's file:// URI and metadata. */
@@ -227,11 +229,13 @@ export async function writeModel(o: WriteModelOptions): Promise<{ uri: string; m
   const r = rng(o.seed ?? 42);
   const hidden = o.hidden ?? 32;
   const w = (n: number) => Array.from({ length: n }, () => (o.zeroWeights ? 0 : (r() - 0.5) * 0.6));
+  const x = o.weights;
+  const h = x ? x.b0.length : hidden;
   const bytes = buildMlp({
     name: o.name ?? 'test-model',
     layers: [
-      { weights: w(features.length * hidden), bias: w(hidden), inSize: features.length, outSize: hidden },
-      { weights: w(hidden), bias: [o.outputBias ?? 0], inSize: hidden, outSize: 1 },
+      { weights: x?.w0 ?? w(features.length * h), bias: x?.b0 ?? w(h), inSize: features.length, outSize: h },
+      { weights: x?.w1 ?? w(h), bias: x?.b1 ?? [o.outputBias ?? 0], inSize: h, outSize: 1 },
     ],
     sigmoid: o.sigmoid ?? true,
   });
