@@ -71,6 +71,7 @@ async function main(): Promise<void> {
     // Models are loaded and warmed before the port opens, so no request meets a cold session.
     const uris: [Parameters<typeof models.load>[0], string | undefined][] = [
       ['drink-ranking', env['CREMA_RANKING_MODEL_URI']],
+      ['addon-attach', env['CREMA_ADDON_MODEL_URI']],
       ['pickup-time', env['CREMA_PICKUP_MODEL_URI']],
       ['churn', env['CREMA_CHURN_MODEL_URI']],
     ];
