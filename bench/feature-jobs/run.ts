@@ -177,7 +177,7 @@ try {
       churnAuc: metrics['churn']!['auc'],
       churnRecencyBaselineAuc: metrics['churn']!['baseline_recency_auc'],
       addonAttachAuc: metrics['addon-attach']!['auc'],
-      addonAttachBaselineAuc: metrics['addon-attach']!['baseline_attach_rate_auc'],
+      addonAttachBaselineAuc: metrics['addon-attach']!['baseline_rate_x_popularity_auc'],
     },
   };
   mkdirSync('bench/results', { recursive: true });

@@ -147,10 +147,10 @@ export async function runEvaluation(o: EvaluateOptions): Promise<EvaluationRepor
       goal: `> ${c['baseline_recency_auc']}`,
       met: c['auc']! > c['baseline_recency_auc']!,
     },
-    'addon-attach AUC vs attach-rate baseline': {
+    'addon-attach AUC vs attach-rate x popularity baseline': {
       value: a['auc']!,
-      goal: `> ${a['baseline_attach_rate_auc']}`,
-      met: a['auc']! > a['baseline_attach_rate_auc']!,
+      goal: `> ${a['baseline_rate_x_popularity_auc']}`,
+      met: a['auc']! > a['baseline_rate_x_popularity_auc']!,
     },
   };
   const report: EvaluationReport = {

@@ -4,12 +4,13 @@
  * graphs in `evaluate`, so the two reports can be compared number for number.
  */
 import type { WindowExamples } from '../train/examples.js';
-import { RANKING_FEATURES } from '../train/examples.js';
+import { ADDON_FEATURES, RANKING_FEATURES } from '../train/examples.js';
 import { auc, mae, ndcgAtK, recallAtK } from './metrics.js';
 
 const POP = RANKING_FEATURES.indexOf('popularity');
 const STORE_POP = RANKING_FEATURES.indexOf('store_hour_popularity');
-const ATTACH = RANKING_FEATURES.indexOf('addon_attach_rate');
+const ATTACH = ADDON_FEATURES.indexOf('addon_attach_rate');
+const ADDON_POP = ADDON_FEATURES.indexOf('addon_popularity');
 
 export interface RankingMetrics {
   readonly lists: number;
@@ -66,16 +67,19 @@ export function computeRankingMetrics(ex: WindowExamples, scores: ArrayLike<numb
   };
 }
 
-/** Add-on attach AUC, against the user's historical attach rate as the baseline score. */
+/** Add-on pair AUC, against (user's attach rate × add-on popularity) as the baseline score. */
 export function computeAddonMetrics(ex: WindowExamples, scores: ArrayLike<number>) {
   const { x, y, rows, cols } = ex.addon;
-  const base = Float64Array.from({ length: rows }, (_, r) => x[r * cols + ATTACH]!);
+  const base = Float64Array.from(
+    { length: rows },
+    (_, r) => x[r * cols + ATTACH]! * x[r * cols + ADDON_POP]!,
+  );
   const labels = y.subarray(0, rows);
   return {
     rows,
-    attach_rate: round(labels.reduce((a, b) => a + b, 0) / (rows || 1)),
+    positive_share: round(labels.reduce((a, b) => a + b, 0) / (rows || 1)),
     auc: round(auc(scores, labels)),
-    baseline_attach_rate_auc: round(auc(base, labels)),
+    baseline_rate_x_popularity_auc: round(auc(base, labels)),
   };
 }
 

@@ -35,6 +35,14 @@ export const RANKING_FEATURES: readonly string[] = [
   ...CONTEXT_COLS,
   ...CROSS_COLS,
 ];
+/** Add-on attach input: one row per (user, drink, add-on) pair, serving's pair names. */
+export const ADDON_FEATURES: readonly string[] = [
+  ...USER_NUMERIC,
+  ...ITEM_COLS.map((f) => `drink_${f}`),
+  ...ITEM_COLS.map((f) => `addon_${f}`),
+];
+/** Negative add-ons sampled per order for the attach model. */
+export const ADDON_NEGATIVES = 4;
 /** Pickup-time input, serving's names. */
 export const PICKUP_FEATURES: readonly string[] = [
   'queue',
@@ -184,7 +192,7 @@ export interface WindowExamples {
     ctx: OrderContext;
     user: number;
   }>;
-  readonly addon: RowBuffer;
+  readonly addon: RowBuffer; // (user, drink, add-on) pairs, label = attached
   readonly pickup: RowBuffer;
   readonly churn: RowBuffer;
   readonly churnRecency: number[];
@@ -224,7 +232,7 @@ export function buildWindowExamples(
   const pRank = Math.min(1, opt.maxRankingGroups / Math.max(1, total));
   const pRow = Math.min(1, opt.maxRows / Math.max(1, total));
   const ranking = new RowBuffer(RANKING_FEATURES.length);
-  const addon = new RowBuffer(RANKING_FEATURES.length);
+  const addon = new RowBuffer(ADDON_FEATURES.length);
   const pickup = new RowBuffer(PICKUP_FEATURES.length);
   const churn = new RowBuffer(CHURN_FEATURES.length);
   const rankingEval: WindowExamples['rankingEval'] = [];
@@ -279,17 +287,20 @@ export function buildWindowExamples(
       known++;
       const pop = cut.popularity[s]!;
       if (sampleAddon) {
-        const off = addon.add(nAdd > 0 ? 1 : 0);
-        writeRankingRow(
-          addon.x,
-          off,
-          userVec,
-          drink,
-          itemRows[drink.index]!,
-          ctx,
-          pop[ctx.hour * nItems + drink.index]!,
-        );
-        addon.endGroup();
+        // The attached add-ons are positives; a few other add-ons are negatives.
+        const attached = [o.addon1[i]!, o.addon2[i]!].filter((a) => a >= 0);
+        const pairs = [...attached];
+        while (pairs.length < attached.length + ADDON_NEGATIVES) {
+          const a = addons[rng.int(addons.length)]!.index;
+          if (!pairs.includes(a)) pairs.push(a);
+        }
+        for (const a of pairs) {
+          const off = addon.add(attached.includes(a) ? 1 : 0);
+          for (let f = 0; f < USER_NUMERIC.length; f++) addon.x[off + f] = userVec[f]!;
+          addon.x.set(itemRows[drink.index]!, off + USER_NUMERIC.length);
+          addon.x.set(itemRows[a]!, off + USER_NUMERIC.length + ITEM_COLS.length);
+          addon.endGroup();
+        }
       }
       if (!sampleRank) return;
       const candidates: number[] = [];

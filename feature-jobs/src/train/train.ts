@@ -21,6 +21,7 @@ import {
   type TrainingInfo,
 } from './artifacts.js';
 import {
+  ADDON_FEATURES,
   CHURN_FEATURES,
   PICKUP_FEATURES,
   RANKING_FEATURES,
@@ -174,7 +175,7 @@ export async function runTraining(o: TrainCommandOptions): Promise<TrainResult> 
   const models: TrainedModel[] = [];
   const specs: Array<[ModelTask, Mlp, RowBuffer, readonly string[]]> = [
     ['drink-ranking', ranking, trainEx.ranking, RANKING_FEATURES],
-    ['addon-attach', addon, trainEx.addon, RANKING_FEATURES],
+    ['addon-attach', addon, trainEx.addon, ADDON_FEATURES],
     ['pickup-time', pickup, trainEx.pickup, PICKUP_FEATURES],
     ['churn', churn, trainEx.churn, CHURN_FEATURES],
   ];
