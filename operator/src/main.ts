@@ -9,6 +9,7 @@
  *   CREMA_LEASE_NAMESPACE      namespace of the Lease (default: POD_NAMESPACE or "default")
  *   CREMA_LEASE_DURATION_MS    lease duration (default 15000)
  *   CREMA_CONCURRENCY          reconcile workers (default 4)
+ *   CREMA_RESYNC_MS            re-check every object this often (default 600000)
  *   CREMA_IDENTITY             leader-election identity (default: hostname + random suffix)
  */
 import { startOperator } from './operator.js';
@@ -24,6 +25,7 @@ const op = await startOperator({
   leaseNamespace: env['CREMA_LEASE_NAMESPACE'] ?? env['POD_NAMESPACE'] ?? 'default',
   ...(num(env['CREMA_LEASE_DURATION_MS']) ? { leaseDurationMs: num(env['CREMA_LEASE_DURATION_MS'])! } : {}),
   concurrency: num(env['CREMA_CONCURRENCY']) ?? 4,
+  ...(num(env['CREMA_RESYNC_MS']) ? { resyncMs: num(env['CREMA_RESYNC_MS'])! } : {}),
   ...(env['CREMA_IDENTITY'] ? { identity: env['CREMA_IDENTITY'] } : {}),
 });
 

@@ -7,7 +7,7 @@ import * as k8s from '@kubernetes/client-node';
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
-import { recommenderModelController } from './controllers/recommendermodel/reconcile.js';
+import { DesiredCache, recommenderModelController } from './controllers/recommendermodel/reconcile.js';
 import { createEventRecorder } from './runtime/events.js';
 import { startHealthServer } from './runtime/health.js';
 import { createKubeClient, type KubeClient } from './runtime/kube.js';
@@ -53,6 +53,7 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
   const identity = cfg.identity ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
   const client = await createKubeClient(kc, { userAgent: `crema-operator/${identity}` });
   const metrics = new OperatorMetrics();
+  metrics.trackApiRequests(client.requestCounts);
   const events = createEventRecorder(client, { instance: identity, log });
   const manager = new Manager({
     client,
@@ -79,7 +80,16 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
     log,
     ...(cfg.onLostLeadership ? { onLostLeadership: cfg.onLostLeadership } : {}),
   });
-  manager.add(recommenderModelController({ client, events, metrics, now: () => new Date(), log }));
+  manager.add(
+    recommenderModelController({
+      client,
+      events,
+      metrics,
+      now: () => new Date(),
+      log,
+      desiredCache: new DesiredCache(),
+    }),
+  );
   const health = await startHealthServer({
     port: cfg.healthPort ?? 8081,
     ...(cfg.healthHost ? { host: cfg.healthHost } : {}),

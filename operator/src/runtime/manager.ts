@@ -30,15 +30,18 @@ export class InformerSet {
     private readonly opts: { namespace?: string; resyncMs?: number; log: (m: string) => void },
   ) {}
 
-  /** The informer for `r` (created on first use). */
-  for<T extends KubeObject>(r: ResourceDef, labelSelector?: string): Informer<T> {
+  /**
+   * The informer for `r` (created on first use). Only primaries resync: re-emitting children
+   * would just re-queue the same owners once per child kind.
+   */
+  for<T extends KubeObject>(r: ResourceDef, labelSelector?: string, resync = false): Informer<T> {
     let inf = this.byKind.get(r.kind);
     if (!inf) {
       inf = new Informer<KubeObject>(this.client, {
         resource: r,
         ...(this.opts.namespace ? { namespace: this.opts.namespace } : {}),
         ...(labelSelector ? { labelSelector } : {}),
-        resyncMs: this.opts.resyncMs ?? 0,
+        resyncMs: resync ? (this.opts.resyncMs ?? 0) : 0,
         log: this.opts.log,
       });
       this.byKind.set(r.kind, inf);
@@ -110,7 +113,7 @@ export class Manager {
     });
     this.controllers.push({ def, queue });
     this.informers
-      .for(def.primary)
+      .for(def.primary, undefined, true)
       .on((_event, obj) => queue.add(`${obj.metadata?.namespace}/${obj.metadata?.name}`));
     for (const owned of def.owned) {
       this.informers.for(owned, def.ownedSelector).on((_event, obj) => {

@@ -8,6 +8,7 @@ export class OperatorMetrics {
   readonly queueDepth: Gauge<'controller'>;
   readonly leader: Gauge;
   readonly writes: Counter<'controller' | 'kind'>;
+  private apiRequestCounts: Record<string, number> = {};
 
   constructor(readonly registry: Registry = new Registry()) {
     collectDefaultMetrics({ register: registry, prefix: 'crema_operator_' });
@@ -47,5 +48,20 @@ export class OperatorMetrics {
       labelNames: ['controller', 'kind'],
       registers: [registry],
     });
+    const counts = () => this.apiRequestCounts;
+    new Gauge({
+      name: 'crema_operator_api_requests',
+      help: 'Requests sent to the Kubernetes API since start, by method (WATCH = watch streams opened).',
+      labelNames: ['method'],
+      registers: [registry],
+      collect() {
+        for (const [method, n] of Object.entries(counts())) this.set({ method }, n);
+      },
+    });
+  }
+
+  /** Exposes a KubeClient's request counters as crema_operator_api_requests{method}. */
+  trackApiRequests(counts: Record<string, number>): void {
+    this.apiRequestCounts = counts;
   }
 }
