@@ -237,6 +237,19 @@ describe('RecommenderModel controller', () => {
     });
   });
 
+  it('serves /healthz, /readyz and Prometheus metrics about its work', async () => {
+    const base = `http://127.0.0.1:${op.healthPort}`;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/crema_operator_reconcile_total\{controller="recommendermodel",result="success"\} [1-9]/);
+    expect(metrics).toMatch(/crema_operator_reconcile_duration_seconds_count\{controller="recommendermodel"\} [1-9]/);
+    expect(metrics).toContain('crema_operator_workqueue_depth{controller="recommendermodel"}');
+    expect(metrics).toMatch(/crema_operator_writes_total\{controller="recommendermodel",kind="Deployment"\} [1-9]/);
+    expect(metrics).toMatch(/crema_operator_api_requests\{method="PATCH"\} [1-9]/);
+  });
+
   it('garbage-collects every child when the model is deleted', { timeout: 120_000 }, async () => {
     await client.request('DELETE', resourcePath(RESOURCES.recommenderModel, ns, 'drinks'));
     for (const [r, name] of [
