@@ -243,10 +243,16 @@ describe('RecommenderModel controller', () => {
     const ready = await fetch(`${base}/readyz`);
     expect(ready.status).toBe(200);
     const metrics = await (await fetch(`${base}/metrics`)).text();
-    expect(metrics).toMatch(/crema_operator_reconcile_total\{controller="recommendermodel",result="success"\} [1-9]/);
-    expect(metrics).toMatch(/crema_operator_reconcile_duration_seconds_count\{controller="recommendermodel"\} [1-9]/);
+    expect(metrics).toMatch(
+      /crema_operator_reconcile_total\{controller="recommendermodel",result="success"\} [1-9]/,
+    );
+    expect(metrics).toMatch(
+      /crema_operator_reconcile_duration_seconds_count\{controller="recommendermodel"\} [1-9]/,
+    );
     expect(metrics).toContain('crema_operator_workqueue_depth{controller="recommendermodel"}');
-    expect(metrics).toMatch(/crema_operator_writes_total\{controller="recommendermodel",kind="Deployment"\} [1-9]/);
+    expect(metrics).toMatch(
+      /crema_operator_writes_total\{controller="recommendermodel",kind="Deployment"\} [1-9]/,
+    );
     expect(metrics).toMatch(/crema_operator_api_requests\{method="PATCH"\} [1-9]/);
   });
 
