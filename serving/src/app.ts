@@ -170,7 +170,9 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
       status = 500;
       body = { code: 'INTERNAL', message: ERRORS.INTERNAL.message };
     }
-    if (status >= 500) {
+    // Only unexpected failures are logged: shed (503) and refused requests are counted in
+    // metrics, and logging each one would add work exactly when the process is overloaded.
+    if (body.code === 'INTERNAL') {
       req.log.error({ route: req.routeOptions.url, code: body.code, err: err.message }, 'request failed');
     }
     return reply.code(status).send(body);
