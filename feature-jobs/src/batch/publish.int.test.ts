@@ -112,6 +112,25 @@ describe.each(['ioredis pipelines', 'raw RESP writer'])('batch feature publish (
     );
   });
 
+  it('a late run for an older cutoff never switches back over a newer version', async () => {
+    const newer = versionFor('2026-10-05');
+    const older = versionFor('2026-10-04');
+    await publishFeatures({
+      ...base(),
+      version: newer.version,
+      shard: { index: 0, count: 1 },
+      snapshot: newer.snapshot,
+    });
+    const late = await publishFeatures({
+      ...base(),
+      version: older.version,
+      shard: { index: 0, count: 1 },
+      snapshot: older.snapshot,
+    });
+    expect(late.switched).toBe(false);
+    expect(await redis.get(KEYS.current)).toBe(newer.version);
+  });
+
   it('a re-run of the same inputs changes nothing', async () => {
     const { snapshot, version } = versionFor('2026-10-05');
     await publishFeatures({ ...base(), version, shard: { index: 0, count: 1 }, snapshot });

@@ -78,12 +78,13 @@ export interface PublishResult {
 }
 
 // Switch only when every shard has reported done and the merged segment means exist; compare
-// the version so that a slower, older run never switches back over a newer one.
+// the as-of stamps (the first 13 characters of a version id) so that a slower run for an older
+// cutoff never switches back over a newer one, while a re-run for the same cutoff may.
 const SWITCH_SCRIPT = `
 if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 local cur = redis.call('GET', KEYS[3])
-if cur and cur > ARGV[2] then return -1 end
+if cur and string.sub(cur, 1, 13) > string.sub(ARGV[2], 1, 13) then return -1 end
 redis.call('SET', KEYS[3], ARGV[2])
 return 1
 `;

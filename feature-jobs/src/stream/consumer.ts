@@ -73,7 +73,8 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
   const log = o.log ?? (() => {});
   const stats: StreamJobStats = { applied: 0, duplicates: 0, claimed: 0, malformed: 0 };
   await ensureGroup(redis, group);
-  const ctx = o.context ?? (await fetchApplyContext(redis));
+  let ctx = o.context ?? (await fetchApplyContext(redis));
+  let ctxAt = Date.now();
 
   const apply = async (entries: readonly Entry[]) => {
     if (entries.length === 0) return;
@@ -119,6 +120,11 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
   let cursor = '0-0';
   let lastClaim = 0;
   while (!o.signal?.aborted) {
+    // Pick up a new batch version's catalog and store capacities without a restart.
+    if (!o.context && Date.now() - ctxAt > 60_000) {
+      ctx = await fetchApplyContext(redis);
+      ctxAt = Date.now();
+    }
     // 2. Entries a dead consumer left behind.
     if (Date.now() - lastClaim >= Math.min(claimIdleMs, 5_000)) {
       const [next, claimed] = (await redis.xautoclaim(
