@@ -107,7 +107,7 @@ const COMMANDS: Record<string, Command> = {
   features: {
     summary: 'batch job: history -> user/item/store features in Redis under a new version, then switch',
     usage: `crema-jobs features --data DIR [--redis URL] [--as-of YYYY-MM-DD] [--window-days 30]
-                   [--shard i/N | --shards N] [--ttl SECONDS]
+                   [--shard i/N | --shards N] [--ttl SECONDS] [--batch-size 2000]
   --as-of          features describe history before 00:00 UTC of this date (default: after the last day)
   --shard i/N      this run writes users with hash(userId) % N == i; the last shard to finish switches
   --shards N       shard count; the index comes from $JOB_COMPLETION_INDEX (Kubernetes Indexed Job)
@@ -121,6 +121,7 @@ A killed run resumes from its checkpoint; re-running the same inputs rewrites th
       shard: { type: 'string' },
       shards: { type: 'string' },
       ttl: { type: 'string' },
+      'batch-size': { type: 'string' },
     },
     async run(v) {
       let shard = { index: 0, count: 1 };
@@ -145,6 +146,7 @@ A killed run resumes from its checkpoint; re-running the same inputs rewrites th
           log,
           ...(asOf ? { asOf } : {}),
           ...(ttl ? { ttlSeconds: int(v, 'ttl', 0) } : {}),
+          batchSize: Math.max(1, int(v, 'batch-size', 2000)),
         }),
       );
     },

@@ -16,6 +16,8 @@ export interface FeaturesCommandOptions {
   readonly redis: Redis;
   readonly tty: boolean;
   readonly ttlSeconds?: number;
+  /** Users per pipeline and checkpoint. */
+  readonly batchSize?: number;
   readonly log: (line: string) => void;
 }
 
@@ -63,6 +65,7 @@ export async function runFeatures(o: FeaturesCommandOptions): Promise<FeaturesSu
     catalog: ds.catalog,
     stores: ds.stores,
     ...(o.ttlSeconds ? { ttlSeconds: o.ttlSeconds } : {}),
+    ...(o.batchSize ? { batchSize: o.batchSize } : {}),
     onProgress: (d, t) => bar.update(d, t),
   });
   bar.done();
