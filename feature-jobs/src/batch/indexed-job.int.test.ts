@@ -40,3 +40,22 @@ describe('feature batch Indexed Job', () => {
     expect(accepted.spec.backoffLimitPerIndex).toBe(3);
   });
 });
+
+describe('stream job Deployment', () => {
+  it('is valid for the API server and names each consumer after its pod', () => {
+    const file = 'manifests/jobs/stream-job-deployment.yaml';
+    const dep = parse(readFileSync(file, 'utf8'));
+    const c = dep.spec.template.spec.containers[0];
+    expect(c.args.slice(0, 3)).toEqual(['stream', '--consumer', '$(POD_NAME)']);
+    expect(c.env[0].valueFrom.fieldRef.fieldPath).toBe('metadata.name');
+    const kubeconfig = inject('kubeconfigPath');
+    const out = execFileSync(
+      'kubectl',
+      ['--kubeconfig', kubeconfig, 'apply', '--dry-run=server', '-f', file, '-o', 'json'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(JSON.parse(out).spec.replicas).toBe(2);
+  });
+});
