@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import {
+  AnalysisInputError,
+  buildAnalysisQueries,
+  buildBusinessKpiQuery,
+  buildDriftPsiQuery,
+  buildErrorRateQuery,
+  buildExposureCountQuery,
+  buildP99LatencyQuery,
+  buildRequestCountQuery,
+  type QueryTarget,
+} from './queries.js';
+
+const canary: QueryTarget = { variant: 'canary', model: 'drinks', revision: 'abc123', window: '1m' };
+const stable: QueryTarget = { ...canary, variant: 'stable', revision: 'def456', window: '30s' };
+const scoped: QueryTarget = { ...canary, scope: { namespace: 'shop', app: 'drinks' } };
+const REQ = 'crema_http_request_duration_seconds';
+
+describe('analysis PromQL', () => {
+  it.each([
+    [
+      'requests, canary',
+      buildRequestCountQuery(canary),
+      `sum(increase(${REQ}_count{variant="canary",route=~"/v1/.+"}[1m]))`,
+    ],
+    [
+      'error rate, stable',
+      buildErrorRateQuery(stable),
+      `(sum(rate(${REQ}_count{variant="stable",route=~"/v1/.+",status_code=~"5.."}[30s])) or vector(0)) / sum(rate(${REQ}_count{variant="stable",route=~"/v1/.+"}[30s]))`,
+    ],
+    [
+      'p99 ms, canary',
+      buildP99LatencyQuery(canary),
+      `histogram_quantile(0.99, sum by (le) (rate(${REQ}_bucket{variant="canary",route=~"/v1/.+"}[1m]))) * 1000`,
+    ],
+    [
+      'drift, canary revision',
+      buildDriftPsiQuery(canary),
+      'max(crema_feature_drift_psi{model="drinks",revision="abc123"})',
+    ],
+    [
+      'drift, stable revision',
+      buildDriftPsiQuery(stable),
+      'max(crema_feature_drift_psi{model="drinks",revision="def456"})',
+    ],
+    [
+      'drift, chosen features (regex-escaped)',
+      buildDriftPsiQuery({ ...canary, driftFeatures: ['hour', 'temp.c'] }),
+      'max(crema_feature_drift_psi{model="drinks",revision="abc123",feature=~"hour|temp\\\\.c"})',
+    ],
+    [
+      'exposures, canary',
+      buildExposureCountQuery(canary),
+      'sum(increase(crema_experiment_exposures_total{variant="canary"}[1m]))',
+    ],
+    [
+      'conversions per exposure, canary',
+      buildBusinessKpiQuery(canary),
+      '(sum(rate(crema_experiment_conversions_total{variant="canary"}[1m])) or vector(0)) / sum(rate(crema_experiment_exposures_total{variant="canary"}[1m]))',
+    ],
+    [
+      'scope labels, sorted, on request metrics',
+      buildRequestCountQuery(scoped),
+      `sum(increase(${REQ}_count{variant="canary",app="drinks",namespace="shop",route=~"/v1/.+"}[1m]))`,
+    ],
+    [
+      'scope labels on drift',
+      buildDriftPsiQuery(scoped),
+      'max(crema_feature_drift_psi{model="drinks",revision="abc123",app="drinks",namespace="shop"})',
+    ],
+    [
+      'quotes and backslashes in a label value are escaped',
+      buildDriftPsiQuery({ ...canary, model: 'a"b\\c' }),
+      'max(crema_feature_drift_psi{model="a\\"b\\\\c",revision="abc123"})',
+    ],
+  ])('%s', (_name, got, want) => {
+    expect(got).toBe(want);
+  });
+
+  it('gives every metric a value query and a sample-count query', () => {
+    const q = buildAnalysisQueries(canary);
+    expect(q.errorRate.samples).toBe(buildRequestCountQuery(canary));
+    expect(q.p99LatencyMs.samples).toBe(buildRequestCountQuery(canary));
+    expect(q.driftPsi.samples).toBe(buildRequestCountQuery(canary));
+    expect(q.businessKpi.samples).toBe(buildExposureCountQuery(canary));
+    expect(q.p99LatencyMs.value).toBe(buildP99LatencyQuery(canary));
+  });
+
+  it.each([
+    ['window', { ...canary, window: '1 m' }, /window "1 m"/],
+    ['window', { ...canary, window: '0s' }, /window "0s"/],
+    ['scope label name', { ...canary, scope: { 'bad-name': 'x' } }, /label name "bad-name"/],
+  ])('rejects a bad %s', (_what, t, msg) => {
+    expect(() => buildErrorRateQuery(t)).toThrow(AnalysisInputError);
+    expect(() => buildErrorRateQuery(t)).toThrow(msg);
+  });
+});
