@@ -91,6 +91,30 @@ describe('startPrometheus + startAlertmanager', () => {
     expect(first.body.alerts[0]!.labels).toMatchObject({ alertname: 'CremaTestHigh' });
   });
 
+  it('scrapes targets added after start, with their target labels', async () => {
+    const exporter = createServer((_req, res) => res.end('crema_test_value 7\n'));
+    await new Promise<void>((r) => exporter.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => exporter.close(r)));
+    const prom = await startPrometheus({ scrapeTargets: [] });
+    cleanups.push(() => prom.stop());
+    const target = `127.0.0.1:${(exporter.address() as AddressInfo).port}`;
+    await prom.setScrapeTargets([{ target, labels: { variant: 'canary' } }]);
+    const sample = await (async () => {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const body = (await fetch(`${prom.url}/api/v1/query?query=crema_test_value`).then((r) =>
+          r.json(),
+        )) as {
+          data: { result: { metric: Record<string, string>; value: [number, string] }[] };
+        };
+        if (body.data.result[0] || Date.now() > deadline) return body.data.result[0];
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
+    expect(sample?.metric).toMatchObject({ instance: target, variant: 'canary' });
+    expect(sample?.value[1]).toBe('7');
+  });
+
   it('says how to install Prometheus when the binary is missing', async () => {
     await expect(startPrometheus({ scrapeTargets: [], binary: '/nonexistent/prometheus' })).rejects.toThrow(
       /apt-get install -y prometheus prometheus-alertmanager/,

@@ -53,7 +53,7 @@ export interface PrometheusServer {
   writeRules(name: string, yaml: string): Promise<void>;
   /** POST /-/reload; rejects with Prometheus's message when a rule file or the config is invalid. */
   reloadRules(): Promise<void>;
-  /** Replaces the scrape targets and reloads. */
+  /** Replaces the scrape targets, reloads, and resolves once Prometheus scrapes all of them (~5 s). */
   setScrapeTargets(targets: readonly ScrapeTarget[]): Promise<void>;
   stop(): Promise<void>;
 }
@@ -252,6 +252,21 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
         current = { ...current, scrapeTargets: targets };
         await writeFile(configPath, buildPrometheusConfig(current, rulesDir));
         await reloadRules();
+        // Scrape discovery also publishes every 5 s: wait until every target is being scraped.
+        const want = targets.map((t) => (typeof t === 'string' ? t : t.target));
+        await waitReady(
+          proc!,
+          async () => {
+            const res = await fetch(`${url}/api/v1/targets?state=active`, {
+              signal: AbortSignal.timeout(2000),
+            });
+            const body = (await res.json()) as { data?: { activeTargets?: { scrapeUrl: string }[] } };
+            const active = new Set((body.data?.activeTargets ?? []).map((t) => hostPort(t.scrapeUrl)));
+            return want.every((t) => active.has(t));
+          },
+          30_000,
+          `scraping ${want.join(', ')}`,
+        );
       },
       stop: owned.stop,
     };
