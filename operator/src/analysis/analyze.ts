@@ -12,6 +12,7 @@ import { computeVerdict, type AnalysisSamples, type AnalysisValues } from './ver
 export interface AnalyzeCanaryInput {
   /** RecommenderModel name (the drift gauges' `model` label). */
   readonly model: string;
+  /** The model's namespace. Queries filter on it only through `scope` (serving metrics carry no namespace label). */
   readonly namespace: string;
   /** sha256 of the stable and canary models (the drift gauges' `revision` label). */
   readonly stableSha: string;

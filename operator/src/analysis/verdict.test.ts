@@ -65,6 +65,13 @@ const rows: Row[] = [
     { p99LatencyMs: 'Fail' },
   ],
   [
+    'p99 beyond the last bucket (+Inf) fails',
+    allEnough,
+    { ...healthy, p99LatencyMs: { canary: Infinity, stable: 40 } },
+    'Fail',
+    { p99LatencyMs: 'Fail' },
+  ],
+  [
     'drift above max fails',
     allEnough,
     { ...healthy, driftPsi: { canary: 0.5, stable: 0.05 } },
