@@ -121,18 +121,19 @@ describe('operator processes', () => {
       first.kill('SIGKILL');
       await exited(first);
       const partial = (await managedChildren(ns)).length;
-      expect(partial).toBeLessThan(100);
+      expect(partial).toBeLessThan(120);
 
       await startOperatorProcess(ns, 'crash-second');
       const children = await eventually(
         async () => {
           const c = await managedChildren(ns);
-          return c.length >= 100 ? c : undefined;
+          return c.length >= 120 ? c : undefined;
         },
         60_000,
-        'all 100 children',
+        'all 120 children',
       );
-      expect(children).toHaveLength(100); // 20 models x 5 kinds, no duplicates
+      // 20 models x 6 objects (2 ConfigMaps: model and router), no duplicates
+      expect(children).toHaveLength(120);
       const perKind = new Map<string, number>();
       for (const c of children) {
         perKind.set(c.kind!, (perKind.get(c.kind!) ?? 0) + 1);
@@ -140,7 +141,13 @@ describe('operator processes', () => {
         expect(owners).toHaveLength(1);
         expect(uids.get(owners[0]!.uid)).toBe(owners[0]!.name); // owned by a live model of that name
       }
-      expect([...perKind.values()]).toEqual([20, 20, 20, 20, 20]);
+      expect(Object.fromEntries(perKind)).toEqual({
+        ConfigMap: 40,
+        Deployment: 20,
+        Service: 20,
+        HorizontalPodAutoscaler: 20,
+        PodDisruptionBudget: 20,
+      });
       await eventually(
         async () => {
           const list = await client.request<KubeList<RecommenderModel>>(

@@ -18,6 +18,8 @@ export interface ControllerDef {
   readonly owned: readonly ResourceDef[];
   /** Label selector for owned kinds' informers. */
   readonly ownedSelector: string;
+  /** Other kinds whose changes affect some primaries (e.g. StoreRegion freeze windows). */
+  readonly watched?: ReadonlyArray<{ readonly resource: ResourceDef; keysFor(obj: KubeObject): string[] }>;
   /** Reconcile one key; the informers hold the observed state. */
   reconcile(key: string, informers: InformerSet): Promise<WorkResult>;
 }
@@ -115,6 +117,11 @@ export class Manager {
     this.informers
       .for(def.primary, undefined, true)
       .on((_event, obj) => queue.add(`${obj.metadata?.namespace}/${obj.metadata?.name}`));
+    for (const w of def.watched ?? []) {
+      this.informers.for(w.resource).on((_event, obj) => {
+        for (const key of w.keysFor(obj)) queue.add(key);
+      });
+    }
     for (const owned of def.owned) {
       this.informers.for(owned, def.ownedSelector).on((_event, obj) => {
         for (const ref of obj.metadata?.ownerReferences ?? []) {

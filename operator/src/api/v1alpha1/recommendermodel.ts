@@ -406,6 +406,12 @@ export interface RecommenderModelStatus {
    */
   canary?: RecommenderModelStatusCanary;
   /**
+   * A model digest that was rolled back or aborted; it is not rolled out again until spec.model names
+   * a different digest.
+   * Constraints: length ≤ 64.
+   */
+  abortedModelSha?: string;
+  /**
    * Ready serving pods, from the serving Deployment.
    */
   readyReplicas?: number;
@@ -414,7 +420,7 @@ export interface RecommenderModelStatus {
    */
   replicas?: number;
   /**
-   * The latest revisions, newest last, with why each ended.
+   * The latest revisions that ended, newest first, with why each ended.
    * Constraints: at most 20 items.
    */
   history?: RecommenderModelStatusHistoryItem[];
@@ -469,6 +475,11 @@ export interface RecommenderModelStatusStable {
    */
   modelSha?: string;
   /**
+   * Where the stable model is loaded from (it keeps serving while a canary of spec.model rolls out).
+   * Constraints: length ≤ 2048.
+   */
+  uri?: string;
+  /**
    * Revision number, incremented for each new model.
    */
   revision?: number;
@@ -489,13 +500,69 @@ export interface RecommenderModelStatusCanary {
    */
   modelSha?: string;
   /**
+   * Where the canary model is loaded from.
+   * Constraints: length ≤ 2048.
+   */
+  uri?: string;
+  /**
+   * Revision number the canary gets if it is promoted.
+   */
+  revision?: number;
+  /**
+   * When the rollout started.
+   * Constraints: format date-time.
+   */
+  startedAt?: string;
+  /**
    * Percent of traffic currently sent to the canary.
    */
   weight?: number;
   /**
-   * Index of the current rollout step.
+   * Index of the current rollout step (0 is the first).
    */
   step?: number;
+  /**
+   * When the current step's weight took effect; its pause counts from here.
+   * Constraints: format date-time.
+   */
+  stepStartedAt?: string;
+  /**
+   * Failed analyses so far in this rollout; more than spec.rollout.analysis.failureLimit rolls back.
+   */
+  failures?: number;
+  /**
+   * Ready pods of the canary Deployment.
+   */
+  readyReplicas?: number;
+  /**
+   * Analysis outcomes of this rollout, newest first.
+   * Constraints: at most 20 items.
+   */
+  analysis?: RecommenderModelStatusCanaryAnalysi[];
+}
+
+/**
+ * One analysis run.
+ */
+export interface RecommenderModelStatusCanaryAnalysi {
+  /**
+   * Step the analysis ran in.
+   */
+  step?: number;
+  /**
+   * Pass, Fail, or Inconclusive (too little traffic; the rollout waits).
+   */
+  verdict?: 'Pass' | 'Fail' | 'Inconclusive';
+  /**
+   * When the analysis ran.
+   * Constraints: format date-time.
+   */
+  at?: string;
+  /**
+   * Per-metric results in words.
+   * Constraints: length ≤ 2048.
+   */
+  message?: string;
 }
 
 /**

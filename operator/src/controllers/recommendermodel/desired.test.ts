@@ -25,10 +25,11 @@ const byKind = (objs: KubeObject[], kind: string) =>
   objs.find((o) => o.kind === kind) as KubeObject & { spec: DeploymentLike };
 
 describe('buildServingObjects', () => {
-  it('builds the five children, all owned by the model and labelled as managed by crema', () => {
+  it('builds the six children, all owned by the model and labelled as managed by crema', () => {
     const objs = buildServingObjects(rm());
     expect(objs.map((o) => `${o.kind}/${o.metadata?.name}`).sort()).toEqual([
       'ConfigMap/drinks-model',
+      'ConfigMap/drinks-router',
       'Deployment/drinks-stable',
       'HorizontalPodAutoscaler/drinks',
       'PodDisruptionBudget/drinks',
@@ -89,5 +90,52 @@ describe('quantities', () => {
     expect(() => cpuMillis('lots')).toThrow(/"lots"/);
     expect(() => memSize('1GB')).toThrow(/"1GB"/);
     expect(memSize('2Gi').toMebibytes()).toBe(2048);
+  });
+});
+
+describe('canary plan', () => {
+  const plan = {
+    stable: { sha256: 'a'.repeat(64), uri: 'file:///models/drinks-v1.onnx' },
+    canary: { sha256: 'b'.repeat(64), uri: 'file:///models/drinks-v2.onnx' },
+    canaryWeight: 25,
+  };
+
+  it('runs the canary next to stable, with its own Service, and routes its weight through the router config', () => {
+    const objs = buildServingObjects(rm(), plan);
+    const names = objs.map((o) => `${o.kind}/${o.metadata?.name}`);
+    expect(names).toEqual(expect.arrayContaining(['Deployment/drinks-canary', 'Service/drinks-canary']));
+    const deployments = objs.filter((o) => o.kind === 'Deployment') as Array<
+      KubeObject & { spec: DeploymentLike }
+    >;
+    const sha = (name: string) =>
+      deployments.find((d) => d.metadata?.name === name)!.spec.template.metadata.annotations[
+        'crema.dev/model-sha256'
+      ];
+    expect(sha('drinks-stable')).toBe('a'.repeat(64));
+    expect(sha('drinks-canary')).toBe('b'.repeat(64));
+    // 25% of minReplicas 3, rounded up; the HPA keeps scaling stable only.
+    expect(deployments.find((d) => d.metadata?.name === 'drinks-canary')!.spec.replicas).toBe(1);
+    const router = objs.find((o) => o.metadata?.name === 'drinks-router') as KubeObject & {
+      data: Record<string, string>;
+    };
+    expect(JSON.parse(router.data['router.json']!)).toEqual({
+      salt: 'stores/drinks',
+      stable: 'stable',
+      variants: [
+        { name: 'stable', weight: 75, upstream: 'http://drinks.stores.svc:80' },
+        { name: 'canary', weight: 25, upstream: 'http://drinks-canary.stores.svc:80' },
+      ],
+    });
+  });
+
+  it('sends everything to stable without a canary', () => {
+    const router = buildServingObjects(rm()).find(
+      (o) => o.metadata?.name === 'drinks-router',
+    ) as KubeObject & {
+      data: Record<string, string>;
+    };
+    expect(JSON.parse(router.data['router.json']!).variants).toEqual([
+      { name: 'stable', weight: 100, upstream: 'http://drinks.stores.svc:80' },
+    ]);
   });
 });

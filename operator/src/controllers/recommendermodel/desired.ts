@@ -7,6 +7,7 @@
 import { ApiObject, App, Chart, Duration, Size } from 'cdk8s';
 import * as kplus from 'cdk8s-plus-28';
 import type { KubeObject } from '../../runtime/kube.js';
+import { ConfigMapTrafficRouter, type TrafficRouter } from '../../traffic/router.js';
 import type { RecommenderModel } from './types.js';
 
 /** Labels on every child; the operator's informers select on `managed-by`. */
@@ -21,9 +22,12 @@ export function childNames(name: string) {
   return {
     configMap: `${name}-model`,
     deployment: `${name}-stable`,
+    canaryDeployment: `${name}-canary`,
     service: name,
+    canaryService: `${name}-canary`,
     hpa: name,
     pdb: name,
+    router: `${name}-router`,
   };
 }
 
@@ -38,8 +42,29 @@ function ownerReference(rm: RecommenderModel) {
   };
 }
 
-/** Builds the serving children of `rm`, each with an owner reference to it. */
-export function buildServingObjects(rm: RecommenderModel): KubeObject[] {
+/** A model revision to run: its digest and where to load it from. */
+export interface RevisionRef {
+  readonly sha256: string;
+  readonly uri: string;
+}
+
+/**
+ * What should run: the stable revision (which keeps serving while a canary rolls out), the
+ * canary if one is in progress, and the canary's share of traffic. Without a plan the spec's
+ * model is stable and there is no canary.
+ */
+export interface ServingPlan {
+  readonly stable: RevisionRef;
+  readonly canary?: RevisionRef;
+  readonly canaryWeight: number;
+}
+
+/** Builds the serving children of `rm` for `plan`, each with an owner reference to it. */
+export function buildServingObjects(
+  rm: RecommenderModel,
+  plan: ServingPlan = { stable: { sha256: rm.spec.model.sha256, uri: rm.spec.model.uri }, canaryWeight: 0 },
+  router: TrafficRouter = new ConfigMapTrafficRouter(),
+): KubeObject[] {
   const name = rm.metadata?.name;
   const namespace = rm.metadata?.namespace;
   if (!name || !namespace || !rm.metadata?.uid)
@@ -50,7 +75,6 @@ export function buildServingObjects(rm: RecommenderModel): KubeObject[] {
   const minReplicas = serving.minReplicas ?? 2;
   const maxReplicas = serving.maxReplicas ?? 10;
   const names = childNames(name);
-  const selector = { [MODEL_LABEL]: name, [TRACK_LABEL]: 'stable' };
   const common = {
     'app.kubernetes.io/name': 'crema-serving',
     'app.kubernetes.io/instance': name,
@@ -62,11 +86,12 @@ export function buildServingObjects(rm: RecommenderModel): KubeObject[] {
 
   const modelConfig = {
     name,
-    uri: model.uri,
-    sha256: model.sha256,
+    uri: plan.stable.uri,
+    sha256: plan.stable.sha256,
     task: model.task,
     featureSchemaVersion: model.featureSchemaVersion ?? 1,
     ...(model.metadataUri ? { metadataUri: model.metadataUri } : {}),
+    ...(plan.canary ? { canary: { uri: plan.canary.uri, sha256: plan.canary.sha256 } } : {}),
     fallback: rm.spec.fallback?.strategy ?? 'popularity',
     drift: rm.spec.drift ?? null,
   };
@@ -75,67 +100,85 @@ export function buildServingObjects(rm: RecommenderModel): KubeObject[] {
     data: { 'model.json': JSON.stringify(modelConfig) },
   });
 
-  const deployment = new kplus.Deployment(chart, 'stable', {
-    metadata: { name: names.deployment, labels: { [TRACK_LABEL]: 'stable', [MODEL_LABEL]: name } },
-    select: false,
-    podMetadata: { labels: selector, annotations: { [MODEL_SHA_ANNOTATION]: model.sha256 } },
-    strategy: kplus.DeploymentStrategy.rollingUpdate({
-      maxSurge: kplus.PercentOrAbsolute.absolute(1),
-      maxUnavailable: kplus.PercentOrAbsolute.absolute(0),
-    }),
-    automountServiceAccountToken: false,
-    securityContext: { ensureNonRoot: true, user: 1000, group: 1000 },
-    containers: [
-      {
-        name: 'serving',
-        image: serving.image ?? 'crema/serving:0.1.0',
-        imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
-        portNumber: port,
-        envVariables: {
-          CREMA_MODEL_NAME: kplus.EnvValue.fromValue(name),
-          CREMA_MODEL_URI: kplus.EnvValue.fromValue(model.uri),
-          CREMA_MODEL_SHA256: kplus.EnvValue.fromValue(model.sha256),
-          CREMA_VARIANT: kplus.EnvValue.fromValue('stable'),
-          PORT: kplus.EnvValue.fromValue(String(port)),
-        },
-        readiness: kplus.Probe.fromHttpGet('/readyz', { port, periodSeconds: Duration.seconds(5) }),
-        liveness: kplus.Probe.fromHttpGet('/healthz', { port, periodSeconds: Duration.seconds(10) }),
-        startup: kplus.Probe.fromHttpGet('/healthz', {
-          port,
-          failureThreshold: 30,
-          periodSeconds: Duration.seconds(2),
-        }),
-        resources: {
-          cpu: {
-            request: kplus.Cpu.millis(cpuMillis(serving.resources?.requests?.cpu ?? '250m')),
-            ...(serving.resources?.limits?.cpu
-              ? { limit: kplus.Cpu.millis(cpuMillis(serving.resources.limits.cpu)) }
-              : {}),
-          },
-          memory: {
-            request: memSize(serving.resources?.requests?.memory ?? '256Mi'),
-            limit: memSize(serving.resources?.limits?.memory ?? '512Mi'),
-          },
-        },
-        securityContext: {
-          ensureNonRoot: true,
-          readOnlyRootFilesystem: true,
-          allowPrivilegeEscalation: false,
-        },
+  const servingDeployment = (track: 'stable' | 'canary', rev: RevisionRef, replicas?: number) => {
+    const selector = { [MODEL_LABEL]: name, [TRACK_LABEL]: track };
+    const d = new kplus.Deployment(chart, track, {
+      metadata: {
+        name: track === 'stable' ? names.deployment : names.canaryDeployment,
+        labels: { [TRACK_LABEL]: track, [MODEL_LABEL]: name },
       },
-    ],
-  });
-  deployment.select(kplus.LabelSelector.of({ labels: selector }));
+      select: false,
+      ...(replicas !== undefined ? { replicas } : {}),
+      // Pods carry the common labels too, so `kubectl get pods -l app.kubernetes.io/name=crema-serving` finds them.
+      podMetadata: {
+        labels: { ...common, ...selector },
+        annotations: { [MODEL_SHA_ANNOTATION]: rev.sha256 },
+      },
+      strategy: kplus.DeploymentStrategy.rollingUpdate({
+        maxSurge: kplus.PercentOrAbsolute.absolute(1),
+        maxUnavailable: kplus.PercentOrAbsolute.absolute(0),
+      }),
+      automountServiceAccountToken: false,
+      securityContext: { ensureNonRoot: true, user: 1000, group: 1000 },
+      containers: [
+        {
+          name: 'serving',
+          image: serving.image ?? 'crema/serving:0.1.0',
+          imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
+          portNumber: port,
+          envVariables: {
+            CREMA_MODEL_NAME: kplus.EnvValue.fromValue(name),
+            CREMA_MODEL_URI: kplus.EnvValue.fromValue(rev.uri),
+            CREMA_MODEL_SHA256: kplus.EnvValue.fromValue(rev.sha256),
+            CREMA_VARIANT: kplus.EnvValue.fromValue(track),
+            PORT: kplus.EnvValue.fromValue(String(port)),
+          },
+          readiness: kplus.Probe.fromHttpGet('/readyz', { port, periodSeconds: Duration.seconds(5) }),
+          liveness: kplus.Probe.fromHttpGet('/healthz', { port, periodSeconds: Duration.seconds(10) }),
+          startup: kplus.Probe.fromHttpGet('/healthz', {
+            port,
+            failureThreshold: 30,
+            periodSeconds: Duration.seconds(2),
+          }),
+          resources: {
+            cpu: {
+              request: kplus.Cpu.millis(cpuMillis(serving.resources?.requests?.cpu ?? '250m')),
+              ...(serving.resources?.limits?.cpu
+                ? { limit: kplus.Cpu.millis(cpuMillis(serving.resources.limits.cpu)) }
+                : {}),
+            },
+            memory: {
+              request: memSize(serving.resources?.requests?.memory ?? '256Mi'),
+              limit: memSize(serving.resources?.limits?.memory ?? '512Mi'),
+            },
+          },
+          securityContext: {
+            ensureNonRoot: true,
+            readOnlyRootFilesystem: true,
+            allowPrivilegeEscalation: false,
+          },
+        },
+      ],
+    });
+    d.select(kplus.LabelSelector.of({ labels: selector }));
+    new kplus.Service(chart, `${track}-service`, {
+      metadata: { name: track === 'stable' ? names.service : names.canaryService },
+      selector: kplus.Pods.select(chart, `${track}-pods`, { labels: selector }),
+      ports: [{ name: 'http', port: 80, targetPort: port }],
+    });
+    return d;
+  };
 
-  new kplus.Service(chart, 'service', {
-    metadata: { name: names.service },
-    selector: kplus.Pods.select(chart, 'stable-pods', { labels: selector }),
-    ports: [{ name: 'http', port: 80, targetPort: port }],
-  });
+  const stable = servingDeployment('stable', plan.stable);
+  if (plan.canary) {
+    // The canary gets a fixed share of pods proportional to its traffic (at least one); the
+    // HPA keeps scaling stable.
+    servingDeployment('canary', plan.canary, Math.max(1, Math.ceil((minReplicas * plan.canaryWeight) / 100)));
+  }
 
   new kplus.HorizontalPodAutoscaler(chart, 'hpa', {
     metadata: { name: names.hpa },
-    target: deployment,
+    target: stable,
     minReplicas,
     maxReplicas,
     metrics: [
@@ -147,13 +190,25 @@ export function buildServingObjects(rm: RecommenderModel): KubeObject[] {
     apiVersion: 'policy/v1',
     kind: 'PodDisruptionBudget',
     metadata: { name: names.pdb },
-    spec: { maxUnavailable: 1, selector: { matchLabels: selector } },
+    spec: { maxUnavailable: 1, selector: { matchLabels: { [MODEL_LABEL]: name, [TRACK_LABEL]: 'stable' } } },
   });
 
   const owner = ownerReference(rm);
-  return chart
-    .toJson()
-    .map((o: KubeObject) => normalize({ ...o, metadata: { ...o.metadata, ownerReferences: [owner] } }));
+  const routed = router.build(
+    {
+      namespace,
+      model: name,
+      stableUpstream: `http://${names.service}.${namespace}.svc:80`,
+      ...(plan.canary ? { canaryUpstream: `http://${names.canaryService}.${namespace}.svc:80` } : {}),
+    },
+    plan.canaryWeight,
+  );
+  return [...chart.toJson(), ...routed].map((o: KubeObject) =>
+    normalize({
+      ...o,
+      metadata: { ...o.metadata, labels: { ...common, ...o.metadata?.labels }, ownerReferences: [owner] },
+    }),
+  );
 }
 
 /**

@@ -1,17 +1,22 @@
 /**
  * RecommenderModel reconcile, as numbered steps:
  *   1. load the model from the cache (gone → nothing to do: owner references clean up);
- *   2. build the desired children (pure);
- *   3. apply each child with server-side apply, skipping those already as desired;
- *   4. compute status from what the cluster shows (pure);
- *   5. write status only if it changed; record Events for transitions;
- *   6. say when to come back (errors → backoff; otherwise child events wake us).
+ *   2. gather what the cluster shows: stable and canary Deployments, manual commands,
+ *      StoreRegion freeze windows, drift alerts, and (when due) a canary analysis;
+ *   3. decide the rollout's next state (pure state machine);
+ *   4. build the desired children for that decision (pure) and apply what differs; remove the
+ *      canary's objects when no canary should exist;
+ *   5. compute status from all of it (pure) and write it only if it changed; Events;
+ *   6. say when to come back.
+ * A manual command (annotation) is consumed in step 2, before it acts.
  */
-import type { EventRecorder } from '../../runtime/events.js';
+import type { StoreRegion } from '../../api/v1alpha1/index.js';
 import { applyOwned, patchStatus } from '../../runtime/apply.js';
+import type { EventRecorder } from '../../runtime/events.js';
 import {
   KubeApiError,
   RESOURCES,
+  resourcePath,
   type KubeClient,
   type KubeObject,
   type ResourceDef,
@@ -19,9 +24,37 @@ import {
 import type { ControllerDef, InformerSet } from '../../runtime/manager.js';
 import type { OperatorMetrics } from '../../runtime/metrics.js';
 import type { WorkResult } from '../../runtime/queue.js';
-import { MODEL_SHA_ANNOTATION, buildServingObjects } from './desired.js';
-import { computeStatus, type ObservedDeployment } from './status.js';
+import { activeFreezeWindow } from '../../rollout/freeze.js';
+import {
+  analysisDue,
+  computeRolloutStep,
+  parseDuration,
+  type Command,
+  type RolloutInput,
+} from '../../rollout/machine.js';
+import { MODEL_SHA_ANNOTATION, buildServingObjects, childNames, type ServingPlan } from './desired.js';
+import { computeStatus, rolloutStateOf, type ObservedDeployment } from './status.js';
 import type { RecommenderModel } from './types.js';
+
+/** Annotations users set to steer a rollout (removed by the operator once acted on). */
+export const PROMOTE_ANNOTATION = 'crema.dev/promote'; // "step" | "full"
+export const ABORT_ANNOTATION = 'crema.dev/abort'; // "true"
+
+/** Runs an analysis of the canary against stable; implemented over Prometheus. */
+export interface CanaryAnalyzer {
+  analyze(req: {
+    namespace: string;
+    model: RecommenderModel;
+    stableSha: string;
+    canarySha: string;
+  }): Promise<{ verdict: 'Pass' | 'Fail' | 'Inconclusive'; message: string; at: string }>;
+}
+
+/** Firing drift alerts, as delivered by Alertmanager to the operator's webhook. */
+export interface DriftAlerts {
+  /** A firing drift alert for revision `sha` of model `namespace/name`, if any. */
+  firing(namespace: string, name: string, sha: string): { message: string } | undefined;
+}
 
 /** What the reconcile needs from the outside world. */
 export interface RecommenderModelDeps {
@@ -31,22 +64,24 @@ export interface RecommenderModelDeps {
   readonly now: () => Date;
   readonly log: (msg: string) => void;
   readonly desiredCache: DesiredCache;
+  /** Absent: analysed steps stay Inconclusive and wait (never promote unchecked). */
+  readonly analyzer?: CanaryAnalyzer;
+  readonly driftAlerts?: DriftAlerts;
 }
 
 /**
- * Remembers the children built for each model (by key, uid and generation): synthesizing a
- * cdk8s chart per resync of 1,000 models costs more CPU and memory churn than the rest of the
- * reconcile. Entries are replaced when the generation moves and dropped for deleted models.
+ * Remembers the children built for each model (by key, uid, generation and serving plan):
+ * synthesizing a cdk8s chart per resync of 1,000 models costs more CPU and memory churn than
+ * the rest of the reconcile. Entries are replaced when any input moves; dropped on deletion.
  */
 export class DesiredCache {
-  private readonly byKey = new Map<string, { uid: string; generation: number; objects: KubeObject[] }>();
-  get(key: string, model: RecommenderModel, build: () => KubeObject[]): KubeObject[] {
-    const uid = model.metadata?.uid ?? '';
-    const generation = model.metadata?.generation ?? 0;
+  private readonly byKey = new Map<string, { stamp: string; objects: KubeObject[] }>();
+  get(key: string, model: RecommenderModel, plan: ServingPlan, build: () => KubeObject[]): KubeObject[] {
+    const stamp = `${model.metadata?.uid}:${model.metadata?.generation}:${JSON.stringify(plan)}`;
     const hit = this.byKey.get(key);
-    if (hit && hit.uid === uid && hit.generation === generation) return hit.objects;
+    if (hit && hit.stamp === stamp) return hit.objects;
     const objects = build();
-    this.byKey.set(key, { uid, generation, objects });
+    this.byKey.set(key, { stamp, objects });
     return objects;
   }
   forget(key: string): void {
@@ -79,6 +114,15 @@ function observeDeployment(obj: KubeObject | undefined): ObservedDeployment | un
   };
 }
 
+/** The manual command on the model, if any (abort wins over promote). */
+function commandOf(model: RecommenderModel): Command | undefined {
+  const a = model.metadata?.annotations ?? {};
+  if (a[ABORT_ANNOTATION] === 'true') return 'abort';
+  if (a[PROMOTE_ANNOTATION] === 'full') return 'promote-full';
+  if (a[PROMOTE_ANNOTATION] === 'step') return 'promote-step';
+  return undefined;
+}
+
 /** Reconciles one RecommenderModel `namespace/name`. */
 export async function reconcileRecommenderModel(
   deps: RecommenderModelDeps,
@@ -92,11 +136,103 @@ export async function reconcileRecommenderModel(
     deps.desiredCache.forget(key);
     return { kind: 'done' };
   }
+  const now = deps.now();
+  const names = childNames(name);
 
-  // 2. Desired children (pure in uid + generation, so a resync reuses the last build).
-  const desired = deps.desiredCache.get(key, model, () => buildServingObjects(model));
+  // 2. Gather.
+  const deployments = informers.for(RESOURCES.deployment);
+  const stableDeployment = observeDeployment(deployments.get(namespace, names.deployment));
+  const canaryDeployment = observeDeployment(deployments.get(namespace, names.canaryDeployment));
+  const state = rolloutStateOf(model);
+  const analysisSpec = model.spec.rollout?.analysis;
+  // Commands are consumed before they act (at most once): the annotation is removed with a
+  // resourceVersion precondition, so a command a user adds meanwhile is never lost or doubled.
+  let current = model;
+  const command = commandOf(model);
+  if (command) {
+    try {
+      const consumed = await deps.client.request<RecommenderModel>(
+        'PATCH',
+        resourcePath(RESOURCES.recommenderModel, namespace, name),
+        {
+          contentType: 'application/merge-patch+json',
+          body: {
+            metadata: {
+              resourceVersion: model.metadata?.resourceVersion,
+              annotations: { [ABORT_ANNOTATION]: null, [PROMOTE_ANNOTATION]: null },
+            },
+          },
+        },
+      );
+      current = {
+        ...model,
+        metadata: { ...model.metadata, resourceVersion: consumed.metadata?.resourceVersion },
+      };
+    } catch (err) {
+      if (err instanceof KubeApiError && (err.conflict || err.notFound))
+        return { kind: 'requeueAfter', ms: 200 };
+      throw err;
+    }
+  }
+  const regions = informers
+    .for<StoreRegion>(RESOURCES.storeRegion)
+    .list()
+    .filter((r) => r.metadata?.namespace === namespace);
+  const freeze = activeFreezeWindow(regions, name, now);
+  const canaryDrift = state.canary && deps.driftAlerts?.firing(namespace, name, state.canary.modelSha);
+  const base: Omit<RolloutInput, 'analysis'> = {
+    spec: {
+      modelSha: model.spec.model.sha256,
+      uri: model.spec.model.uri,
+      steps: model.spec.rollout?.steps ?? [],
+      analysisConfigured: !!analysisSpec?.metrics && Object.keys(analysisSpec.metrics).length > 0,
+      failureLimit: analysisSpec?.failureLimit ?? 2,
+      analysisIntervalMs: parseDuration(analysisSpec?.interval ?? '1m'),
+      paused: model.spec.paused ?? false,
+    },
+    state,
+    observed: {
+      stableReadyReplicas: stableDeployment?.readyReplicas ?? 0,
+      // Only pods running the canary digest count.
+      canaryReadyReplicas:
+        canaryDeployment && canaryDeployment.modelSha === state.canary?.modelSha
+          ? (canaryDeployment.readyReplicas ?? 0)
+          : 0,
+    },
+    ...(command ? { command } : {}),
+    ...(canaryDrift ? { canaryDrift } : {}),
+    ...(freeze ? { freeze } : {}),
+    now,
+  };
+  let analysis: RolloutInput['analysis'];
+  if (analysisDue(base) && state.canary && state.stable) {
+    analysis = deps.analyzer
+      ? await deps.analyzer.analyze({
+          namespace,
+          model,
+          stableSha: state.stable.modelSha,
+          canarySha: state.canary.modelSha,
+        })
+      : {
+          verdict: 'Inconclusive',
+          message: 'no analysis provider configured (set CREMA_PROMETHEUS_URL)',
+          at: now.toISOString(),
+        };
+  }
 
-  // 3. Apply what differs. An error stops here; status records it and the queue backs off.
+  // 3. Decide.
+  const decision = computeRolloutStep({ ...base, ...(analysis ? { analysis } : {}) });
+  const stable = decision.state.stable!;
+  const plan: ServingPlan = {
+    stable: { sha256: stable.modelSha, uri: stable.uri },
+    ...(decision.state.canary
+      ? { canary: { sha256: decision.state.canary.modelSha, uri: decision.state.canary.uri } }
+      : {}),
+    canaryWeight: decision.canaryWeight,
+  };
+
+  // 4. Apply what differs; remove canary objects that should no longer exist.
+  const desired = deps.desiredCache.get(key, model, plan, () => buildServingObjects(model, plan));
   let applyError: string | undefined;
   let deployment: KubeObject | undefined;
   for (const obj of desired) {
@@ -106,28 +242,43 @@ export async function reconcileRecommenderModel(
     try {
       const { object, wrote } = await applyOwned(deps.client, resource, obj, observed);
       if (wrote) deps.metrics.writes.inc({ controller: CONTROLLER, kind: resource.kind });
-      if (resource === RESOURCES.deployment) deployment = object;
+      if (resource === RESOURCES.deployment && obj.metadata?.name === names.deployment) deployment = object;
     } catch (err) {
       applyError = `applying ${resource.kind} ${obj.metadata?.name}: ${err instanceof KubeApiError ? err.message : String(err)}`;
       break;
     }
   }
+  if (!applyError && !plan.canary) {
+    for (const [resource, childName] of [
+      [RESOURCES.deployment, names.canaryDeployment],
+      [RESOURCES.service, names.canaryService],
+    ] as const) {
+      if (!informers.for(resource).get(namespace, childName)) continue;
+      try {
+        await deps.client.request('DELETE', resourcePath(resource, namespace, childName));
+        deps.metrics.writes.inc({ controller: CONTROLLER, kind: resource.kind });
+      } catch (err) {
+        if (!(err instanceof KubeApiError && err.notFound)) {
+          applyError = `removing ${resource.kind} ${childName}: ${err instanceof KubeApiError ? err.message : String(err)}`;
+        }
+      }
+    }
+  }
 
-  // 4. Status from the cluster.
-  const now = deps.now();
+  // 5. Status from the cluster and the decision.
   const status = computeStatus({
     model,
-    deployment: observeDeployment(
-      deployment ?? informers.for(RESOURCES.deployment).get(namespace, `${name}-stable`),
-    ),
+    deployment: observeDeployment(deployment) ?? stableDeployment,
+    ...(canaryDeployment && plan.canary ? { canaryDeployment } : {}),
+    rollout: decision,
     ...(applyError ? { applyError } : {}),
     now,
   });
-
-  // 5. Save status if it changed; Events for transitions.
+  const obj = { ...model, apiVersion: 'crema.dev/v1alpha1', kind: 'RecommenderModel' };
   try {
-    if (await patchStatus(deps.client, RESOURCES.recommenderModel, model, status)) {
+    if (await patchStatus(deps.client, RESOURCES.recommenderModel, current, status)) {
       deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'RecommenderModel/status' });
+      for (const n of decision.notices) await deps.events.record(obj, n.type, n.reason, n.message);
       await recordTransitions(deps.events, model, status);
     }
   } catch (err) {
@@ -139,6 +290,8 @@ export async function reconcileRecommenderModel(
 
   // 6. When to come back.
   if (applyError) return { kind: 'error', error: new Error(applyError) };
+  if (decision.requeueAfterMs !== undefined)
+    return { kind: 'requeueAfter', ms: Math.max(200, decision.requeueAfterMs) };
   return { kind: 'done' };
 }
 
@@ -149,15 +302,6 @@ async function recordTransitions(
 ) {
   const before = new Map((model.status?.conditions ?? []).map((c) => [c.type, c]));
   const obj = { ...model, apiVersion: 'crema.dev/v1alpha1', kind: 'RecommenderModel' };
-  const prevRev = model.status?.stable?.revision;
-  if (next?.stable?.revision !== undefined && prevRev !== undefined && next.stable.revision !== prevRev) {
-    await events.record(
-      obj,
-      'Normal',
-      'NewRevision',
-      `revision ${next.stable.revision} (${next.stable.modelSha?.slice(0, 12)}) is rolling out to stable`,
-    );
-  }
   for (const c of next?.conditions ?? []) {
     const old = before.get(c.type);
     if (old?.status === c.status && old?.reason === c.reason) continue;
@@ -178,6 +322,16 @@ export function recommenderModelController(deps: RecommenderModelDeps): Controll
     primary: RESOURCES.recommenderModel,
     owned: OWNED,
     ownedSelector: 'app.kubernetes.io/managed-by=crema-operator',
+    watched: [
+      {
+        resource: RESOURCES.storeRegion,
+        // A region's freeze windows gate promotion of the model it serves.
+        keysFor: (obj) => {
+          const ref = (obj as StoreRegion).spec?.serving?.modelRef;
+          return ref ? [`${obj.metadata?.namespace}/${ref}`] : [];
+        },
+      },
+    ],
     reconcile: (key, informers) => reconcileRecommenderModel(deps, informers, key),
   };
 }

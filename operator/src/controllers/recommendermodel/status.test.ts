@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { computeStatus, derivePhase, setCondition, type ObservedDeployment } from './status.js';
+import { computeRolloutStep, type RolloutDecision } from '../../rollout/machine.js';
+import {
+  computeStatus,
+  derivePhase,
+  rolloutStateOf,
+  setCondition,
+  type ObservedDeployment,
+  type StatusInput,
+} from './status.js';
 import type { Condition, RecommenderModel } from './types.js';
 
 const T0 = new Date('2026-11-24T06:00:00Z');
@@ -30,6 +38,27 @@ const deploy = (over: Partial<ObservedDeployment> = {}): ObservedDeployment => (
 
 const cond = (s: { conditions?: Condition[] }, t: string) => s.conditions?.find((c) => c.type === t);
 
+/** The rollout decision the reconcile would take for `m` (no steps: a new digest replaces stable). */
+function decide(m: RecommenderModel, now: Date): RolloutDecision {
+  return computeRolloutStep({
+    spec: {
+      modelSha: m.spec.model.sha256,
+      uri: m.spec.model.uri,
+      steps: [],
+      analysisConfigured: false,
+      failureLimit: 2,
+      analysisIntervalMs: 60_000,
+      paused: false,
+    },
+    state: rolloutStateOf(m),
+    observed: { stableReadyReplicas: 2, canaryReadyReplicas: 0 },
+    now,
+  });
+}
+
+/** computeStatus with the decision filled in. */
+const status = (i: Omit<StatusInput, 'rollout'>) => computeStatus({ ...i, rollout: decide(i.model, i.now) });
+
 describe('computeStatus', () => {
   it.each([
     ['no Deployment yet', undefined, undefined, 'Progressing', 'False', 'DeploymentMissing'],
@@ -59,7 +88,7 @@ describe('computeStatus', () => {
     ],
     ['apply failed', deploy(), 'applying Service: 422 Invalid', 'Degraded', 'False', 'ApplyFailed'],
   ] as const)('%s → phase %s, Ready=%s (%s)', (_n, d, applyError, phase, ready, reason) => {
-    const s = computeStatus({
+    const s = status({
       model: model(),
       deployment: d,
       ...(applyError ? { applyError } : {}),
@@ -71,15 +100,20 @@ describe('computeStatus', () => {
   });
 
   it('computes the same status twice from the same world (so nothing is written)', () => {
-    const first = computeStatus({ model: model(), deployment: deploy(), now: T0 });
-    const again = computeStatus({ model: model(SHA1, first), deployment: deploy(), now: T1 });
+    const first = status({ model: model(), deployment: deploy(), now: T0 });
+    const again = status({ model: model(SHA1, first), deployment: deploy(), now: T1 });
     expect(again).toEqual(first);
   });
 
   it('starts revision 2 on a new digest and moves revision 1 into history', () => {
-    const first = computeStatus({ model: model(), deployment: deploy(), now: T0 });
-    const next = computeStatus({ model: model(SHA2, first), deployment: deploy(), now: T1 });
-    expect(next.stable).toEqual({ modelSha: SHA2, revision: 2, since: T1.toISOString() });
+    const first = status({ model: model(), deployment: deploy(), now: T0 });
+    const next = status({ model: model(SHA2, first), deployment: deploy(), now: T1 });
+    expect(next.stable).toEqual({
+      modelSha: SHA2,
+      uri: 'file:///m.onnx',
+      revision: 2,
+      since: T1.toISOString(),
+    });
     expect(next.history).toEqual([
       expect.objectContaining({
         revision: 1,
@@ -94,7 +128,7 @@ describe('computeStatus', () => {
   it('copies lineage from the annotations training writes', () => {
     const m = model();
     m.metadata!.annotations = { 'crema.dev/dataset-hash': 'abc', 'crema.dev/code-version': 'deadbeef' };
-    expect(computeStatus({ model: m, deployment: deploy(), now: T0 }).lineage).toEqual({
+    expect(status({ model: m, deployment: deploy(), now: T0 }).lineage).toEqual({
       datasetHash: 'abc',
       codeVersion: 'deadbeef',
     });
@@ -132,7 +166,21 @@ describe('conditions', () => {
         { type: 'Degraded', status: 'True' },
         { type: 'RolledBack', status: 'True' },
       ],
+      'Degraded',
+    ],
+    [
+      [
+        { type: 'Ready', status: 'True' },
+        { type: 'RolledBack', status: 'True' },
+      ],
       'RolledBack',
+    ],
+    [
+      [
+        { type: 'RolledBack', status: 'True' },
+        { type: 'Progressing', status: 'True', reason: 'Canary' },
+      ],
+      'Progressing',
     ],
   ] as const)('phase of %j is %s', (conds, phase) => {
     expect(derivePhase(conds as unknown as Condition[])).toBe(phase);

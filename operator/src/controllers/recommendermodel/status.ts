@@ -1,9 +1,11 @@
 /**
- * Pure status computation for a RecommenderModel: conditions from what the cluster shows
- * (never from the old status), the stable revision and its history, and the phase derived
- * from the conditions. lastTransitionTime only moves when a condition's status changes, so an
+ * Pure status computation for a RecommenderModel: conditions from what the cluster shows, the
+ * rollout state decided by the rollout machine (stable, canary, history: the only state kept
+ * in status, so a restarted operator resumes mid-rollout), and the phase derived from the
+ * conditions. lastTransitionTime only moves when a condition's status changes, so an
  * unchanged world computes an identical status and the reconcile writes nothing.
  */
+import type { RolloutDecision, RolloutState } from '../../rollout/machine.js';
 import type { Condition, RecommenderModel, RecommenderModelStatus } from './types.js';
 
 /** Deployment status fields the controller reads. */
@@ -24,12 +26,61 @@ export interface StatusInput {
   readonly model: RecommenderModel;
   /** The stable Deployment as observed after applying (undefined if it does not exist yet). */
   readonly deployment: ObservedDeployment | undefined;
+  /** The canary Deployment, when a rollout is in progress. */
+  readonly canaryDeployment?: ObservedDeployment;
+  /** The rollout machine's decision for this reconcile. */
+  readonly rollout: RolloutDecision;
   /** Error from applying children, if the apply step failed. */
   readonly applyError?: string;
   readonly now: Date;
 }
 
-const HISTORY_LIMIT = 10;
+/** Reads the rollout state the machine keeps in status. */
+export function rolloutStateOf(model: RecommenderModel): RolloutState {
+  const s = model.status ?? {};
+  const spec = model.spec.model;
+  return {
+    ...(s.stable?.modelSha
+      ? {
+          stable: {
+            modelSha: s.stable.modelSha,
+            // Status written before uris were recorded: the stable digest is the spec's then.
+            uri: s.stable.uri ?? spec.uri,
+            revision: s.stable.revision ?? 1,
+            since: s.stable.since ?? '',
+          },
+        }
+      : {}),
+    ...(s.canary?.modelSha
+      ? {
+          canary: {
+            modelSha: s.canary.modelSha,
+            uri: s.canary.uri ?? spec.uri,
+            revision: s.canary.revision ?? (s.stable?.revision ?? 0) + 1,
+            startedAt: s.canary.startedAt ?? '',
+            step: s.canary.step ?? 0,
+            weight: s.canary.weight ?? 0,
+            ...(s.canary.stepStartedAt ? { stepStartedAt: s.canary.stepStartedAt } : {}),
+            failures: s.canary.failures ?? 0,
+            analysis: (s.canary.analysis ?? []).map((a) => ({
+              step: a.step ?? 0,
+              verdict: a.verdict ?? 'Inconclusive',
+              at: a.at ?? '',
+              message: a.message ?? '',
+            })),
+          },
+        }
+      : {}),
+    ...(s.abortedModelSha ? { abortedModelSha: s.abortedModelSha } : {}),
+    history: (s.history ?? []).map((h) => ({
+      revision: h.revision ?? 0,
+      modelSha: h.modelSha ?? '',
+      startedAt: h.startedAt ?? '',
+      endedAt: h.endedAt ?? '',
+      reason: h.reason ?? '',
+    })),
+  };
+}
 
 /** Sets condition `c` in `list`, keeping lastTransitionTime when the status did not change. */
 export function setCondition(list: readonly Condition[], c: Condition, now: Date): Condition[] {
@@ -41,11 +92,8 @@ export function setCondition(list: readonly Condition[], c: Condition, now: Date
   );
 }
 
-/** The first rollout-health violation of the stable Deployment, or null when it serves. */
-function deploymentProblem(
-  d: ObservedDeployment | undefined,
-  minReady: number,
-): { reason: string; message: string } | null {
+/** The first rollout-health violation of a Deployment, or null when it serves. */
+function deploymentProblem(d: ObservedDeployment | undefined): { reason: string; message: string } | null {
   if (!d) return { reason: 'DeploymentMissing', message: 'the stable Deployment does not exist yet' };
   const failed = d.conditions?.find(
     (c) =>
@@ -57,43 +105,25 @@ function deploymentProblem(
       reason: failed.reason ?? 'DeploymentFailed',
       message: failed.message ?? 'the Deployment failed',
     };
-  return (d.readyReplicas ?? 0) >= minReady ? null : { reason: 'WaitingForReplicas', message: '' };
+  // One ready pod serves; how many more is the HPA's business.
+  return (d.readyReplicas ?? 0) >= 1 ? null : { reason: 'WaitingForReplicas', message: '' };
 }
 
-/** Computes the full status of a model from its observed children. */
+/** Computes the full status of a model from its observed children and the rollout decision. */
 export function computeStatus(input: StatusInput): RecommenderModelStatus {
-  const { model, deployment: d, now } = input;
+  const { model, deployment: d, now, rollout } = input;
   const prev = model.status ?? {};
   const generation = model.metadata?.generation ?? 0;
-  const sha = model.spec.model.sha256;
-  // One ready pod serves; how many more is the HPA's business.
-  const minReady = 1;
-
-  // Revisions: a new digest starts a new stable revision; the old one goes to history.
-  let stable = prev.stable;
-  let history = prev.history ?? [];
-  if (!stable?.modelSha) {
-    stable = { modelSha: sha, revision: 1, since: now.toISOString() };
-  } else if (stable.modelSha !== sha) {
-    history = [
-      {
-        revision: stable.revision ?? 0,
-        modelSha: stable.modelSha,
-        startedAt: stable.since ?? '',
-        endedAt: now.toISOString(),
-        reason: 'Superseded by a new spec.model',
-      },
-      ...history,
-    ].slice(0, HISTORY_LIMIT);
-    stable = { modelSha: sha, revision: (stable.revision ?? 0) + 1, since: now.toISOString() };
-  }
+  const { stable, canary, abortedModelSha, history } = rollout.state;
+  const stableSha = stable?.modelSha ?? model.spec.model.sha256;
+  const revision = stable?.revision ?? 1;
 
   const rolledOut =
     !!d &&
-    d.modelSha === sha &&
+    d.modelSha === stableSha &&
     (d.observedGeneration ?? 0) >= (d.generation ?? 0) &&
     (d.updatedReplicas ?? 0) >= (d.replicas ?? 0);
-  const problem = deploymentProblem(d, minReady);
+  const problem = deploymentProblem(d);
 
   let conditions: Condition[] = prev.conditions ?? [];
   const cond = (type: string, status: Condition['status'], reason: string, message: string) => {
@@ -112,22 +142,28 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
     cond('Degraded', 'False', 'AsExpected', 'children applied and healthy');
   }
 
-  if (!rolledOut) {
-    cond(
-      'Progressing',
-      'True',
-      'RollingOut',
-      `rolling out revision ${stable.revision} (${sha.slice(0, 12)})`,
-    );
+  if (canary) {
+    const where = `canary revision ${canary.revision} at step ${canary.step + 1}, weight ${canary.weight}%`;
+    cond('Progressing', 'True', 'Canary', rollout.waiting ? `${where}: ${rollout.waiting}` : where);
+  } else if (!rolledOut) {
+    cond('Progressing', 'True', 'RollingOut', `rolling out revision ${revision} (${stableSha.slice(0, 12)})`);
   } else if (problem) {
     cond(
       'Progressing',
       'True',
       'WaitingForReplicas',
-      `revision ${stable.revision} applied; ${d?.readyReplicas ?? 0} ready replicas, need ${minReady}`,
+      `revision ${revision} applied; ${d?.readyReplicas ?? 0} ready replicas, need 1`,
     );
+  } else if (rollout.waiting) {
+    cond('Progressing', 'False', 'Blocked', rollout.waiting);
   } else {
-    cond('Progressing', 'False', 'RolloutComplete', `revision ${stable.revision} rolled out`);
+    cond('Progressing', 'False', 'RolloutComplete', `revision ${revision} rolled out`);
+  }
+
+  if (rollout.rolledBack) {
+    cond('RolledBack', 'True', rollout.rolledBack.reason, rollout.rolledBack.message);
+  } else if (canary && conditions.some((c) => c.type === 'RolledBack' && c.status === 'True')) {
+    cond('RolledBack', 'False', 'NewRollout', `canary revision ${canary.revision} started`);
   }
 
   const ready = !input.applyError && rolledOut && !problem;
@@ -136,31 +172,58 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
     ready ? 'True' : 'False',
     ready ? 'Serving' : input.applyError ? 'ApplyFailed' : (problem?.reason ?? 'RollingOut'),
     ready
-      ? `revision ${stable.revision} serving with ${d?.readyReplicas ?? 0} ready replicas`
+      ? `revision ${revision} serving with ${d?.readyReplicas ?? 0} ready replicas`
       : input.applyError
         ? input.applyError
-        : problem?.message || `waiting for revision ${stable.revision} to roll out`,
+        : problem?.message || `waiting for revision ${revision} to roll out`,
   );
 
-  const status: RecommenderModelStatus = {
+  const lineage = lineageOf(model);
+  return {
     observedGeneration: generation,
     phase: derivePhase(conditions),
     conditions,
-    stable,
+    ...(stable
+      ? {
+          stable: {
+            modelSha: stable.modelSha,
+            uri: stable.uri,
+            revision: stable.revision,
+            since: stable.since,
+          },
+        }
+      : {}),
+    ...(canary
+      ? {
+          canary: {
+            modelSha: canary.modelSha,
+            uri: canary.uri,
+            revision: canary.revision,
+            startedAt: canary.startedAt,
+            step: canary.step,
+            weight: rollout.canaryWeight,
+            ...(canary.stepStartedAt ? { stepStartedAt: canary.stepStartedAt } : {}),
+            failures: canary.failures,
+            readyReplicas: input.canaryDeployment?.readyReplicas ?? 0,
+            ...(canary.analysis.length ? { analysis: canary.analysis.map((a) => ({ ...a })) } : {}),
+          },
+        }
+      : {}),
+    ...(abortedModelSha ? { abortedModelSha } : {}),
     readyReplicas: d?.readyReplicas ?? 0,
     replicas: d?.replicas ?? 0,
-    ...(history.length ? { history } : {}),
-    ...(prev.canary ? { canary: prev.canary } : {}),
-    ...(lineageOf(model) ? { lineage: lineageOf(model) } : {}),
+    ...(history.length ? { history: history.map((h) => ({ ...h })) } : {}),
+    ...(lineage ? { lineage } : {}),
   };
-  return status;
 }
 
 /** Phase is a summary of the conditions, never stored as the truth. */
 export function derivePhase(conditions: readonly Condition[]): NonNullable<RecommenderModelStatus['phase']> {
   const is = (t: string) => conditions.find((c) => c.type === t)?.status === 'True';
-  if (is('RolledBack')) return 'RolledBack';
   if (is('Degraded')) return 'Degraded';
+  if (is('Progressing') && conditions.find((c) => c.type === 'Progressing')?.reason === 'Canary')
+    return 'Progressing';
+  if (is('RolledBack')) return 'RolledBack';
   if (is('Ready')) return 'Ready';
   if (is('Progressing')) return 'Progressing';
   return 'Pending';

@@ -1,0 +1,310 @@
+/**
+ * Canary rollouts against the real API server and controller-manager: steps move the router
+ * weights and promote the canary to stable; an abort rolls back and is not retried until the
+ * spec changes; a step without analysis provider waits and says why; a StoreRegion freeze
+ * window holds promotion; manual promotion works step by step.
+ *
+ * No kubelet: `markPodsReady` marks the pods Ready. No Prometheus here: steps opt out of
+ * analysis, except in the test that checks an analysed step waits without one (the analysis
+ * against a real Prometheus is tested in operator/src/analysis).
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { installCrds } from '../../install.js';
+import { startOperator, type RunningOperator } from '../../operator.js';
+import {
+  KubeApiError,
+  RESOURCES,
+  resourcePath,
+  type KubeClient,
+  type KubeObject,
+} from '../../runtime/kube.js';
+import { eventually, markPodsReady, testClient } from '../../testing/helpers.js';
+import type { RecommenderModel } from './types.js';
+
+const ns = `canary-${Date.now().toString(36)}`;
+const sha = (c: string) => c.repeat(64);
+let client: KubeClient;
+let op: RunningOperator;
+let kubelet: NodeJS.Timeout;
+
+const getModel = (name: string) =>
+  client.request<RecommenderModel>('GET', resourcePath(RESOURCES.recommenderModel, ns, name));
+const cond = (m: RecommenderModel, t: string) => m.status?.conditions?.find((c) => c.type === t);
+const exists = (r: Parameters<typeof resourcePath>[0], name: string) =>
+  client.request('GET', resourcePath(r, ns, name)).then(
+    () => true,
+    (e: unknown) => (e instanceof KubeApiError && e.notFound ? false : Promise.reject(e)),
+  );
+async function routerWeights(name: string): Promise<Record<string, number>> {
+  const cm = await client.request<KubeObject & { data: Record<string, string> }>(
+    'GET',
+    resourcePath(RESOURCES.configMap, ns, `${name}-router`),
+  );
+  const doc = JSON.parse(cm.data['router.json']!) as { variants: Array<{ name: string; weight: number }> };
+  return Object.fromEntries(doc.variants.map((v) => [v.name, v.weight]));
+}
+const deploymentSha = async (name: string) =>
+  (
+    await client.request<
+      KubeObject & { spec: { template: { metadata: { annotations: Record<string, string> } } } }
+    >('GET', resourcePath(RESOURCES.deployment, ns, name))
+  ).spec.template.metadata.annotations['crema.dev/model-sha256'];
+
+async function createModel(name: string, rollout: unknown): Promise<void> {
+  await client.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
+    body: {
+      apiVersion: 'crema.dev/v1alpha1',
+      kind: 'RecommenderModel',
+      metadata: { name, namespace: ns },
+      spec: {
+        model: { uri: `file:///models/${name}-a.onnx`, sha256: sha('a'), task: 'drink-ranking' },
+        serving: { minReplicas: 1, maxReplicas: 3 },
+        rollout,
+      },
+    },
+  });
+  await eventually(
+    async () => cond(await getModel(name), 'Ready')?.status === 'True',
+    60_000,
+    `${name} Ready`,
+  );
+}
+
+const setModel = (name: string, c: string) =>
+  client.request('PATCH', resourcePath(RESOURCES.recommenderModel, ns, name), {
+    contentType: 'application/merge-patch+json',
+    body: { spec: { model: { sha256: sha(c), uri: `file:///models/${name}-${c}.onnx` } } },
+  });
+const annotate = (name: string, annotations: Record<string, string>) =>
+  client.request('PATCH', resourcePath(RESOURCES.recommenderModel, ns, name), {
+    contentType: 'application/merge-patch+json',
+    body: { metadata: { annotations } },
+  });
+
+beforeAll(async () => {
+  client = await testClient(inject('kubeconfigPath'));
+  await installCrds(client);
+  await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
+  op = await startOperator({
+    kubeconfigPath: inject('kubeconfigPath'),
+    namespace: ns,
+    healthPort: 0,
+    healthHost: '127.0.0.1',
+    leaderElection: false,
+    log: () => {},
+  });
+  // Stand-in kubelet for this namespace.
+  kubelet = setInterval(
+    () => void markPodsReady(client, ns, 'app.kubernetes.io/name=crema-serving').catch(() => {}),
+    500,
+  );
+});
+
+afterAll(async () => {
+  clearInterval(kubelet);
+  await op?.stop();
+  await client?.request('DELETE', `/api/v1/namespaces/${ns}`).catch(() => {});
+  client?.close();
+});
+
+describe('canary rollout', () => {
+  it('moves traffic through the steps and promotes the canary to stable', { timeout: 120_000 }, async () => {
+    await createModel('drinks', {
+      steps: [
+        { weight: 20, pause: '2s', analysis: false },
+        { weight: 50, pause: '2s', analysis: false },
+        { weight: 100, pause: '1s', analysis: false },
+      ],
+    });
+    expect(await routerWeights('drinks')).toEqual({ stable: 100 });
+    await setModel('drinks', 'b');
+
+    // Weight 20 once the canary pod is ready; stable keeps serving the old digest meanwhile.
+    const at20 = await eventually(
+      async () => {
+        const m = await getModel('drinks');
+        return m.status?.canary?.weight === 20 ? m : undefined;
+      },
+      60_000,
+      'canary at 20%',
+    );
+    expect(at20.status?.canary).toMatchObject({ modelSha: sha('b'), revision: 2, step: 0 });
+    expect(cond(at20, 'Progressing')).toMatchObject({ status: 'True', reason: 'Canary' });
+    expect(await deploymentSha('drinks-stable')).toBe(sha('a'));
+    expect(await deploymentSha('drinks-canary')).toBe(sha('b'));
+    expect(await routerWeights('drinks')).toEqual({ stable: 80, canary: 20 });
+
+    await eventually(
+      async () => (await getModel('drinks')).status?.canary?.weight === 50,
+      30_000,
+      'canary at 50%',
+    );
+    expect(await routerWeights('drinks')).toEqual({ stable: 50, canary: 50 });
+
+    const promoted = await eventually(
+      async () => {
+        const m = await getModel('drinks');
+        return !m.status?.canary && m.status?.stable?.revision === 2 ? m : undefined;
+      },
+      30_000,
+      'promoted',
+    );
+    expect(promoted.status?.stable).toMatchObject({
+      modelSha: sha('b'),
+      uri: 'file:///models/drinks-b.onnx',
+    });
+    expect(promoted.status?.history?.[0]).toMatchObject({
+      revision: 1,
+      modelSha: sha('a'),
+      reason: expect.stringMatching(/Replaced by revision 2 after a successful canary/),
+    });
+    expect(await deploymentSha('drinks-stable')).toBe(sha('b'));
+    await eventually(
+      async () => !(await exists(RESOURCES.deployment, 'drinks-canary')),
+      20_000,
+      'canary removed',
+    );
+    expect(await exists(RESOURCES.service, 'drinks-canary')).toBe(false);
+    expect(await routerWeights('drinks')).toEqual({ stable: 100 });
+  });
+
+  it(
+    'abort rolls back, is recorded, and is not retried until the spec changes',
+    { timeout: 120_000 },
+    async () => {
+      await createModel('addons', {
+        steps: [
+          { weight: 10, analysis: false },
+          { weight: 100, analysis: false },
+        ],
+      });
+      await setModel('addons', 'c');
+      await eventually(
+        async () => (await getModel('addons')).status?.canary?.weight === 10,
+        60_000,
+        'canary at 10%',
+      );
+      // Steps without pause hold for a manual promotion.
+      expect(cond(await getModel('addons'), 'Progressing')?.message).toMatch(/holds until promoted/);
+
+      await annotate('addons', { 'crema.dev/abort': 'true' });
+      const rolledBack = await eventually(
+        async () => {
+          const m = await getModel('addons');
+          return cond(m, 'RolledBack')?.status === 'True' ? m : undefined;
+        },
+        30_000,
+        'rolled back',
+      );
+      expect(cond(rolledBack, 'RolledBack')).toMatchObject({ reason: 'Aborted' });
+      expect(rolledBack.status?.abortedModelSha).toBe(sha('c'));
+      expect(rolledBack.status?.phase).toBe('RolledBack');
+      expect(rolledBack.status?.stable?.modelSha).toBe(sha('a'));
+      expect(await routerWeights('addons')).toEqual({ stable: 100 });
+      await eventually(
+        async () => !(await exists(RESOURCES.deployment, 'addons-canary')),
+        20_000,
+        'canary removed',
+      );
+      await eventually(
+        async () => !(await getModel('addons')).metadata?.annotations?.['crema.dev/abort'],
+        10_000,
+        'abort annotation consumed',
+      );
+
+      // Not retried: the spec still names the aborted digest.
+      await new Promise((r) => setTimeout(r, 2000));
+      const still = await getModel('addons');
+      expect(still.status?.canary).toBeUndefined();
+      expect(cond(still, 'Progressing')?.message).toMatch(/was rolled back; change spec.model/);
+
+      // A new digest starts a new rollout; promote=step moves it by hand.
+      await setModel('addons', 'd');
+      await eventually(
+        async () => (await getModel('addons')).status?.canary?.modelSha === sha('d'),
+        60_000,
+        'new canary',
+      );
+      await eventually(
+        async () => (await getModel('addons')).status?.canary?.weight === 10,
+        60_000,
+        'new canary at 10%',
+      );
+      expect(cond(await getModel('addons'), 'RolledBack')).toMatchObject({
+        status: 'False',
+        reason: 'NewRollout',
+      });
+      await annotate('addons', { 'crema.dev/promote': 'step' });
+      await eventually(
+        async () => (await getModel('addons')).status?.canary?.weight === 100,
+        30_000,
+        'step 2',
+      );
+      await annotate('addons', { 'crema.dev/promote': 'step' });
+      await eventually(
+        async () => (await getModel('addons')).status?.stable?.modelSha === sha('d'),
+        30_000,
+        'promoted by hand',
+      );
+    },
+  );
+
+  it('an analysed step without analysis waits and says why', { timeout: 90_000 }, async () => {
+    await createModel('pickup', {
+      steps: [{ weight: 10, pause: '1s' }, { weight: 100 }],
+      analysis: { interval: '1s', minSamples: 100, metrics: { errorRate: { max: 0.01 } } },
+    });
+    await setModel('pickup', 'e');
+    const waiting = await eventually(
+      async () => {
+        const m = await getModel('pickup');
+        return m.status?.canary?.analysis?.length ? m : undefined;
+      },
+      60_000,
+      'an analysis record',
+    );
+    expect(waiting.status?.canary).toMatchObject({ step: 0, weight: 10, failures: 0 });
+    expect(waiting.status?.canary?.analysis?.[0]).toMatchObject({
+      verdict: 'Inconclusive',
+      message: expect.stringMatching(/no analysis provider/),
+    });
+    expect(cond(waiting, 'Progressing')?.message).toMatch(/analysis inconclusive/);
+  });
+
+  it('does not promote inside a StoreRegion freeze window', { timeout: 90_000 }, async () => {
+    await client.request('POST', resourcePath(RESOURCES.storeRegion, ns), {
+      body: {
+        apiVersion: 'crema.dev/v1alpha1',
+        kind: 'StoreRegion',
+        metadata: { name: 'everywhere', namespace: ns },
+        spec: {
+          stores: ['s1'],
+          timezone: 'UTC',
+          serving: { modelRef: 'churn' },
+          freezeWindows: [
+            { days: ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'], start: '00:00', end: '23:59' },
+          ],
+        },
+      },
+    });
+    await createModel('churn', { steps: [{ weight: 100, pause: '1s', analysis: false }] });
+    await setModel('churn', 'f');
+    const held = await eventually(
+      async () => {
+        const m = await getModel('churn');
+        return /freeze window/.test(cond(m, 'Progressing')?.message ?? '') ? m : undefined;
+      },
+      60_000,
+      'held by the freeze window',
+    );
+    expect(held.status?.stable?.modelSha).toBe(sha('a'));
+    expect(cond(held, 'Progressing')?.message).toMatch(/everywhere\/freezeWindows\[0\]/);
+    // Lifting the freeze lets it promote.
+    await client.request('DELETE', resourcePath(RESOURCES.storeRegion, ns, 'everywhere'));
+    await eventually(
+      async () => (await getModel('churn')).status?.stable?.modelSha === sha('f'),
+      60_000,
+      'promoted after the freeze',
+    );
+  });
+});

@@ -1,0 +1,308 @@
+import { describe, expect, it } from 'vitest';
+import {
+  analysisDue,
+  computeRolloutStep,
+  parseDuration,
+  type CanaryState,
+  type RolloutInput,
+  type RolloutState,
+} from './machine.js';
+
+const A = 'a'.repeat(64);
+const B = 'b'.repeat(64);
+const T0 = new Date('2026-11-24T10:00:00Z');
+const at = (s: number) => new Date(T0.getTime() + s * 1000);
+
+const stable: RolloutState['stable'] = {
+  modelSha: A,
+  uri: 'file:///a.onnx',
+  revision: 1,
+  since: T0.toISOString(),
+};
+const steps = [
+  { weight: 5, pause: '30s' },
+  { weight: 50, pause: '30s' },
+  { weight: 100, pause: '10s' },
+];
+
+function input(
+  over: Partial<RolloutInput> & {
+    canary?: Partial<CanaryState> | null;
+    specOver?: Partial<RolloutInput['spec']>;
+  } = {},
+): RolloutInput {
+  const { canary, specOver, ...rest } = over;
+  return {
+    spec: {
+      modelSha: B,
+      uri: 'file:///b.onnx',
+      steps,
+      analysisConfigured: false,
+      failureLimit: 1,
+      analysisIntervalMs: 60_000,
+      paused: false,
+      ...specOver,
+    },
+    state: {
+      stable,
+      history: [],
+      ...(canary === null || canary === undefined
+        ? {}
+        : {
+            canary: {
+              modelSha: B,
+              uri: 'file:///b.onnx',
+              revision: 2,
+              startedAt: T0.toISOString(),
+              step: 0,
+              weight: 5,
+              stepStartedAt: T0.toISOString(),
+              failures: 0,
+              analysis: [],
+              ...canary,
+            },
+          }),
+    },
+    observed: { stableReadyReplicas: 2, canaryReadyReplicas: 1 },
+    now: at(1),
+    ...rest,
+  };
+}
+
+describe('computeRolloutStep', () => {
+  it('makes the first revision stable directly', () => {
+    const d = computeRolloutStep({ ...input(), state: { history: [] } });
+    expect(d.state.stable).toMatchObject({ modelSha: B, revision: 1 });
+    expect(d.state.canary).toBeUndefined();
+  });
+
+  it('replaces stable at once when the spec has no steps', () => {
+    const d = computeRolloutStep(input({ specOver: { steps: [] } }));
+    expect(d.state.stable).toMatchObject({ modelSha: B, revision: 2 });
+    expect(d.state.history[0]).toMatchObject({
+      revision: 1,
+      modelSha: A,
+      reason: 'Superseded by revision 2',
+    });
+  });
+
+  it('starts a canary at weight 0 and waits for a ready canary pod before sending traffic', () => {
+    const d = computeRolloutStep(input({ observed: { stableReadyReplicas: 2, canaryReadyReplicas: 0 } }));
+    expect(d.state.canary).toMatchObject({ modelSha: B, revision: 2, step: 0, weight: 0 });
+    expect(d.canaryWeight).toBe(0);
+    expect(d.waiting).toMatch(/ready canary pod/);
+    expect(d.notices.map((n) => n.reason)).toEqual(['CanaryStarted']);
+  });
+
+  it('sets the first step weight once the canary is ready, and its pause starts then', () => {
+    const d = computeRolloutStep(input({ canary: { weight: 0, stepStartedAt: undefined } }));
+    expect(d.canaryWeight).toBe(5);
+    expect(d.state.canary?.stepStartedAt).toBe(at(1).toISOString());
+    expect(d.waiting).toMatch(/pauses 30s \(30 s left\)/);
+    expect(d.requeueAfterMs).toBe(30_000);
+  });
+
+  it.each([
+    ['before the pause ends it holds', 29, 0, 5],
+    ['after the pause it moves to the next step', 31, 1, 50],
+  ])('%s', (_n, seconds, step, weight) => {
+    const d = computeRolloutStep(input({ canary: {}, now: at(seconds) }));
+    expect(d.state.canary).toMatchObject({ step, weight });
+  });
+
+  it('promotes after the last step: canary becomes stable, old stable goes to history', () => {
+    const d = computeRolloutStep(input({ canary: { step: 2, weight: 100 }, now: at(11) }));
+    expect(d.state.canary).toBeUndefined();
+    expect(d.state.stable).toMatchObject({ modelSha: B, revision: 2, uri: 'file:///b.onnx' });
+    expect(d.state.history[0]).toMatchObject({
+      revision: 1,
+      reason: expect.stringMatching(/Replaced by revision 2/),
+    });
+    expect(d.canaryWeight).toBe(0);
+    expect(d.notices.map((n) => n.reason)).toContain('Promoted');
+  });
+
+  it('holds promotion inside a StoreRegion freeze window', () => {
+    const d = computeRolloutStep(
+      input({ canary: { step: 2, weight: 100 }, now: at(11), freeze: { name: 'morning-rush' } }),
+    );
+    expect(d.state.canary).toMatchObject({ step: 2 });
+    expect(d.waiting).toMatch(/freeze window morning-rush/);
+  });
+
+  it('holds a step without pause until promoted by hand', () => {
+    const manual = input({
+      canary: {},
+      now: at(3600),
+      specOver: { steps: [{ weight: 10 }, { weight: 100 }] },
+    });
+    expect(computeRolloutStep(manual).waiting).toMatch(/holds until promoted/);
+    expect(computeRolloutStep({ ...manual, command: 'promote-step' }).state.canary).toMatchObject({
+      step: 1,
+      weight: 100,
+    });
+  });
+
+  it('promote-full goes straight to stable; abort rolls back and remembers the digest', () => {
+    expect(computeRolloutStep(input({ canary: {}, command: 'promote-full' })).state.stable?.modelSha).toBe(B);
+    const aborted = computeRolloutStep(input({ canary: {}, command: 'abort' }));
+    expect(aborted.state.canary).toBeUndefined();
+    expect(aborted.state.abortedModelSha).toBe(B);
+    expect(aborted.rolledBack).toMatchObject({ reason: 'Aborted' });
+    expect(aborted.canaryWeight).toBe(0);
+    // The next reconcile does not start the same rollout again.
+    const again = computeRolloutStep({ ...input(), state: aborted.state });
+    expect(again.state.canary).toBeUndefined();
+    expect(again.waiting).toMatch(/was rolled back; change spec.model/);
+  });
+
+  it('retries only when the spec names another digest', () => {
+    const state: RolloutState = { stable, history: [], abortedModelSha: B };
+    const other = computeRolloutStep({ ...input({ specOver: { modelSha: 'c'.repeat(64) } }), state });
+    expect(other.state.canary?.modelSha).toBe('c'.repeat(64));
+  });
+
+  it('rolls back at once on a canary drift alert', () => {
+    const d = computeRolloutStep(
+      input({ canary: { step: 1, weight: 50 }, canaryDrift: { message: 'PSI 0.41 > 0.2 on hour_of_day' } }),
+    );
+    expect(d.rolledBack).toEqual({ reason: 'DriftDetected', message: 'PSI 0.41 > 0.2 on hour_of_day' });
+    expect(d.canaryWeight).toBe(0);
+    expect(d.state.history[0]?.reason).toMatch(/^DriftDetected/);
+  });
+
+  it('never moves traffic back onto a stable with no ready pod', () => {
+    const d = computeRolloutStep(
+      input({
+        canary: { weight: 50, step: 1 },
+        command: 'abort',
+        observed: { stableReadyReplicas: 0, canaryReadyReplicas: 2 },
+      }),
+    );
+    expect(d.canaryWeight).toBe(50);
+    expect(d.state.canary).toBeDefined();
+    expect(d.waiting).toMatch(/waits for a ready stable pod/);
+  });
+
+  it('pauses when spec.paused is set', () => {
+    expect(
+      computeRolloutStep(input({ canary: {}, now: at(100), specOver: { paused: true } })).waiting,
+    ).toMatch(/paused/);
+  });
+
+  it('cancels the canary when the spec returns to the stable digest', () => {
+    const d = computeRolloutStep(input({ canary: {}, specOver: { modelSha: A } }));
+    expect(d.state.canary).toBeUndefined();
+    expect(d.state.history[0]?.reason).toMatch(/Cancelled/);
+  });
+
+  it('restarts the canary when the spec moves on mid-rollout', () => {
+    const d = computeRolloutStep(
+      input({
+        canary: { step: 1, weight: 50 },
+        specOver: { modelSha: 'c'.repeat(64) },
+        observed: { stableReadyReplicas: 1, canaryReadyReplicas: 0 },
+      }),
+    );
+    expect(d.state.canary).toMatchObject({ modelSha: 'c'.repeat(64), step: 0, weight: 0 });
+    expect(d.state.history[0]?.reason).toMatch(/Superseded mid-rollout/);
+  });
+
+  describe('analysis gate', () => {
+    const gated = { specOver: { analysisConfigured: true } };
+
+    it('waits for the first analysis, and too little traffic keeps it waiting (never promotes)', () => {
+      expect(computeRolloutStep(input({ ...gated, canary: {}, now: at(100) })).waiting).toMatch(
+        /first analysis/,
+      );
+      const d = computeRolloutStep(
+        input({
+          ...gated,
+          canary: {},
+          now: at(100),
+          analysis: {
+            verdict: 'Inconclusive',
+            message: 'errorRate: 12 samples < 500',
+            at: at(100).toISOString(),
+          },
+        }),
+      );
+      expect(d.state.canary).toMatchObject({ step: 0, failures: 0 });
+      expect(d.waiting).toMatch(/inconclusive: errorRate: 12 samples < 500/);
+      expect(d.wantsAnalysis).toBe(true);
+    });
+
+    it('advances after a pass once the pause is over', () => {
+      const d = computeRolloutStep(
+        input({
+          ...gated,
+          canary: {},
+          now: at(61),
+          analysis: { verdict: 'Pass', message: 'ok', at: at(61).toISOString() },
+        }),
+      );
+      expect(d.state.canary).toMatchObject({ step: 1, weight: 50 });
+    });
+
+    it('tolerates failureLimit failures, then rolls back', () => {
+      const fail = { verdict: 'Fail' as const, message: 'errorRate 0.12 > 0.01', at: at(61).toISOString() };
+      const first = computeRolloutStep(input({ ...gated, canary: {}, now: at(61), analysis: fail }));
+      expect(first.state.canary).toMatchObject({ failures: 1 });
+      expect(first.rolledBack).toBeUndefined();
+      const second = computeRolloutStep({
+        ...input({ ...gated, now: at(121), analysis: fail }),
+        state: first.state,
+      });
+      expect(second.rolledBack).toMatchObject({
+        reason: 'AnalysisFailed',
+        message: expect.stringMatching(/2 failed analyses, limit 1/),
+      });
+      expect(second.state.abortedModelSha).toBe(B);
+    });
+
+    it('a step can opt out of analysis', () => {
+      const d = computeRolloutStep(
+        input({
+          specOver: {
+            analysisConfigured: true,
+            steps: [{ weight: 5, pause: '1s', analysis: false }, { weight: 100 }],
+          },
+          canary: {},
+          now: at(2),
+        }),
+      );
+      expect(d.state.canary).toMatchObject({ step: 1 });
+    });
+
+    it('is due one interval after the step started or after the last non-passing result', () => {
+      const base = input({ ...gated, canary: {} });
+      expect(analysisDue({ ...base, now: at(59) })).toBe(false);
+      expect(analysisDue({ ...base, now: at(60) })).toBe(true);
+      const passed = input({
+        ...gated,
+        canary: { analysis: [{ step: 0, verdict: 'Pass', at: at(60).toISOString(), message: '' }] },
+        now: at(500),
+      });
+      expect(analysisDue(passed)).toBe(false);
+      expect(
+        analysisDue(
+          input({
+            ...gated,
+            canary: {},
+            now: at(500),
+            observed: { stableReadyReplicas: 1, canaryReadyReplicas: 0 },
+          }),
+        ),
+      ).toBe(false);
+    });
+  });
+});
+
+describe('parseDuration', () => {
+  it.each([
+    ['30s', 30_000],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+  ])('%s', (d, ms) => expect(parseDuration(d)).toBe(ms));
+  it('names a bad duration', () => expect(() => parseDuration('5 min')).toThrow(/"5 min"/));
+});

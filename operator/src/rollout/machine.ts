@@ -1,0 +1,443 @@
+/**
+ * The canary rollout as a pure state machine: (spec, rollout state from status, what the
+ * cluster shows, the latest analysis, a manual command, the clock) → the next rollout state
+ * and what to tell the user. All state lives in the resource's status, so an operator that
+ * restarts mid-rollout resumes at the same step. Table-tested in machine.test.ts.
+ */
+
+/** One canary step from the spec. */
+export interface StepSpec {
+  readonly weight: number;
+  /** e.g. "30s", "5m"; undefined = hold until promoted by hand. */
+  readonly pause?: string;
+  /** Whether analysis must pass before leaving the step (default true when analysis is configured). */
+  readonly analysis?: boolean;
+}
+
+/** The revision serving most traffic. */
+export interface StableState {
+  readonly modelSha: string;
+  readonly uri: string;
+  readonly revision: number;
+  readonly since: string;
+}
+
+/** One recorded analysis outcome. */
+export interface AnalysisRecord {
+  readonly step: number;
+  readonly verdict: 'Pass' | 'Fail' | 'Inconclusive';
+  readonly at: string;
+  readonly message: string;
+}
+
+/** A rollout in progress. */
+export interface CanaryState {
+  readonly modelSha: string;
+  readonly uri: string;
+  readonly revision: number;
+  readonly startedAt: string;
+  /** Index into spec steps. */
+  readonly step: number;
+  /** Traffic percent currently routed to the canary. */
+  readonly weight: number;
+  /** When the current step's weight took effect (its pause counts from here). */
+  readonly stepStartedAt?: string;
+  /** Failed analyses so far in this rollout. */
+  readonly failures: number;
+  /** Analysis outcomes, newest first (bounded). */
+  readonly analysis: readonly AnalysisRecord[];
+}
+
+/** A revision that ended, and why. */
+export interface HistoryEntry {
+  readonly revision: number;
+  readonly modelSha: string;
+  readonly startedAt: string;
+  readonly endedAt: string;
+  readonly reason: string;
+}
+
+/** The rollout part of the status. */
+export interface RolloutState {
+  readonly stable?: StableState;
+  readonly canary?: CanaryState;
+  /** A digest that was rolled back or aborted: not retried until spec.model changes to another one. */
+  readonly abortedModelSha?: string;
+  readonly history: readonly HistoryEntry[];
+}
+
+export type Command = 'promote-step' | 'promote-full' | 'abort';
+
+export interface RolloutInput {
+  readonly spec: {
+    readonly modelSha: string;
+    readonly uri: string;
+    /** Empty: a new model replaces stable at once. */
+    readonly steps: readonly StepSpec[];
+    /** Analysis configured in the spec (steps gate on it unless they opt out). */
+    readonly analysisConfigured: boolean;
+    readonly failureLimit: number;
+    /** How often analysis runs while a step waits for it. */
+    readonly analysisIntervalMs: number;
+    readonly paused: boolean;
+  };
+  readonly state: RolloutState;
+  readonly observed: {
+    readonly stableReadyReplicas: number;
+    readonly canaryReadyReplicas: number;
+  };
+  /** Latest analysis of the canary at its current step, if one ran since the last decision. */
+  readonly analysis?: {
+    readonly verdict: 'Pass' | 'Fail' | 'Inconclusive';
+    readonly message: string;
+    readonly at: string;
+  };
+  readonly command?: Command;
+  /** A firing drift alert for the canary revision. */
+  readonly canaryDrift?: { readonly message: string };
+  /** A StoreRegion freeze window is active: no promotion to stable now. */
+  readonly freeze?: { readonly name: string };
+  readonly now: Date;
+}
+
+/** What the reconcile should tell the user about this decision. */
+export interface RolloutNotice {
+  readonly type: 'Normal' | 'Warning';
+  readonly reason: string;
+  readonly message: string;
+}
+
+export interface RolloutDecision {
+  readonly state: RolloutState;
+  /** Traffic percent for the canary now (0 when there is none). */
+  readonly canaryWeight: number;
+  /** Why the rollout is not moving, if it is waiting. */
+  readonly waiting?: string;
+  /** Set when this decision rolled the canary back. */
+  readonly rolledBack?: { readonly reason: string; readonly message: string };
+  readonly notices: readonly RolloutNotice[];
+  /** Come back after this long even if nothing changes (pauses, analysis intervals). */
+  readonly requeueAfterMs?: number;
+  /** True when the caller should run analysis before the next decision. */
+  readonly wantsAnalysis: boolean;
+}
+
+const HISTORY_LIMIT = 10;
+const ANALYSIS_LIMIT = 20;
+
+/** Parses "30s", "5m", "1h" into milliseconds. */
+export function parseDuration(d: string): number {
+  const m = /^(\d+)(s|m|h)$/.exec(d);
+  if (!m) throw new RangeError(`invalid duration ${JSON.stringify(d)} (use e.g. 30s, 5m, 1h)`);
+  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 's' | 'm' | 'h'];
+}
+
+function pushHistory(history: readonly HistoryEntry[], e: HistoryEntry): HistoryEntry[] {
+  return [e, ...history].slice(0, HISTORY_LIMIT);
+}
+
+/** Computes the next rollout state. Pure: the same input always gives the same decision. */
+export function computeRolloutStep(input: RolloutInput): RolloutDecision {
+  const { spec, state, observed, now } = input;
+  const iso = now.toISOString();
+  const notices: RolloutNotice[] = [];
+
+  // 1. First revision: it becomes stable directly.
+  if (!state.stable) {
+    const stable = { modelSha: spec.modelSha, uri: spec.uri, revision: 1, since: iso };
+    return { state: { ...state, stable }, canaryWeight: 0, notices, wantsAnalysis: false };
+  }
+
+  // 2. The spec asks for what stable already runs: no rollout (a running canary is cancelled).
+  if (spec.modelSha === state.stable.modelSha) {
+    if (!state.canary) return { state, canaryWeight: 0, notices, wantsAnalysis: false };
+    const c = state.canary;
+    notices.push({
+      type: 'Normal',
+      reason: 'CanaryCancelled',
+      message: `spec.model is back to the stable revision; canary revision ${c.revision} removed`,
+    });
+    return {
+      state: {
+        ...state,
+        canary: undefined,
+        history: pushHistory(state.history, {
+          revision: c.revision,
+          modelSha: c.modelSha,
+          startedAt: c.startedAt,
+          endedAt: iso,
+          reason: 'Cancelled: spec.model returned to the stable revision',
+        }),
+      },
+      canaryWeight: 0,
+      notices,
+      wantsAnalysis: false,
+    };
+  }
+
+  // 3. A digest that was rolled back is not retried until the spec names another one.
+  if (spec.modelSha === state.abortedModelSha && !state.canary) {
+    return {
+      state,
+      canaryWeight: 0,
+      waiting: `revision ${spec.modelSha.slice(0, 12)} was rolled back; change spec.model to roll out another revision`,
+      notices,
+      wantsAnalysis: false,
+    };
+  }
+
+  // 4. No steps: replace stable at once.
+  if (spec.steps.length === 0) {
+    const old = state.stable;
+    const stable = { modelSha: spec.modelSha, uri: spec.uri, revision: old.revision + 1, since: iso };
+    notices.push({
+      type: 'Normal',
+      reason: 'NewRevision',
+      message: `revision ${stable.revision} (${spec.modelSha.slice(0, 12)}) replaces revision ${old.revision} (no rollout steps)`,
+    });
+    return {
+      state: {
+        ...state,
+        stable,
+        canary: undefined,
+        history: pushHistory(state.history, {
+          revision: old.revision,
+          modelSha: old.modelSha,
+          startedAt: old.since,
+          endedAt: iso,
+          reason: `Superseded by revision ${stable.revision}`,
+        }),
+      },
+      canaryWeight: 0,
+      notices,
+      wantsAnalysis: false,
+    };
+  }
+
+  // 5. Start (or restart, if the spec moved on mid-rollout) the canary at step 0, weight 0.
+  let history = state.history;
+  let canary = state.canary;
+  if (!canary || canary.modelSha !== spec.modelSha) {
+    if (canary) {
+      history = pushHistory(history, {
+        revision: canary.revision,
+        modelSha: canary.modelSha,
+        startedAt: canary.startedAt,
+        endedAt: iso,
+        reason: `Superseded mid-rollout by ${spec.modelSha.slice(0, 12)}`,
+      });
+    }
+    canary = {
+      modelSha: spec.modelSha,
+      uri: spec.uri,
+      revision: state.stable.revision + 1,
+      startedAt: iso,
+      step: 0,
+      weight: 0,
+      failures: 0,
+      analysis: [],
+    };
+    notices.push({
+      type: 'Normal',
+      reason: 'CanaryStarted',
+      message: `canary revision ${canary.revision} (${spec.modelSha.slice(0, 12)}) started`,
+    });
+  }
+
+  const rollback = (reason: string, message: string): RolloutDecision => {
+    const c = canary!;
+    if (observed.stableReadyReplicas < 1) {
+      // Never shift traffic onto a stable with no ready pod: hold the canary until stable is back.
+      return {
+        state: { ...state, canary: c, history },
+        canaryWeight: c.weight,
+        waiting: `rollback (${reason}) waits for a ready stable pod before moving traffic off the canary`,
+        notices,
+        requeueAfterMs: 2000,
+        wantsAnalysis: false,
+      };
+    }
+    notices.push({
+      type: 'Warning',
+      reason: 'RolledBack',
+      message: `canary revision ${c.revision} rolled back: ${message}`,
+    });
+    return {
+      state: {
+        ...state,
+        canary: undefined,
+        abortedModelSha: c.modelSha,
+        history: pushHistory(history, {
+          revision: c.revision,
+          modelSha: c.modelSha,
+          startedAt: c.startedAt,
+          endedAt: iso,
+          reason: `${reason}: ${message}`,
+        }),
+      },
+      canaryWeight: 0,
+      rolledBack: { reason, message },
+      notices,
+      wantsAnalysis: false,
+    };
+  };
+
+  // 6. Stop signals win over everything else.
+  if (input.command === 'abort') return rollback('Aborted', 'aborted by a user (crema.dev/abort)');
+  if (input.canaryDrift) return rollback('DriftDetected', input.canaryDrift.message);
+
+  const keep = (
+    c: CanaryState,
+    waiting: string | undefined,
+    extra: Partial<RolloutDecision> = {},
+  ): RolloutDecision => ({
+    state: { ...state, canary: c, history },
+    canaryWeight: c.weight,
+    ...(waiting ? { waiting } : {}),
+    notices,
+    wantsAnalysis: false,
+    ...extra,
+  });
+
+  // 7. No traffic before the canary can serve it.
+  if (observed.canaryReadyReplicas < 1) {
+    return keep({ ...canary, weight: 0 }, `waiting for a ready canary pod (revision ${canary.revision})`, {
+      requeueAfterMs: 5000,
+    });
+  }
+
+  const promote = (): RolloutDecision => {
+    const c = canary!;
+    if (input.freeze) {
+      return keep(c, `promotion to stable held: StoreRegion freeze window ${input.freeze.name} is active`, {
+        requeueAfterMs: 30_000,
+      });
+    }
+    const old = state.stable!;
+    notices.push({
+      type: 'Normal',
+      reason: 'Promoted',
+      message: `canary revision ${c.revision} promoted to stable (was revision ${old.revision})`,
+    });
+    return {
+      state: {
+        ...state,
+        stable: { modelSha: c.modelSha, uri: c.uri, revision: c.revision, since: iso },
+        canary: undefined,
+        history: pushHistory(history, {
+          revision: old.revision,
+          modelSha: old.modelSha,
+          startedAt: old.since,
+          endedAt: iso,
+          reason: `Replaced by revision ${c.revision} after a successful canary`,
+        }),
+      },
+      canaryWeight: 0,
+      notices,
+      wantsAnalysis: false,
+    };
+  };
+
+  if (input.command === 'promote-full') return promote();
+
+  // 8. Bring traffic to the current step's weight; its pause starts when the weight is set.
+  const step = spec.steps[canary.step]!;
+  if (canary.weight !== step.weight || !canary.stepStartedAt) {
+    notices.push({
+      type: 'Normal',
+      reason: 'StepStarted',
+      message: `step ${canary.step + 1}/${spec.steps.length}: canary weight ${step.weight}%`,
+    });
+    canary = { ...canary, weight: step.weight, stepStartedAt: iso };
+  }
+
+  const advance = (): RolloutDecision => {
+    const c = canary!;
+    if (c.step + 1 >= spec.steps.length) return promote();
+    const next = c.step + 1;
+    const weight = spec.steps[next]!.weight;
+    notices.push({
+      type: 'Normal',
+      reason: 'StepStarted',
+      message: `step ${next + 1}/${spec.steps.length}: canary weight ${weight}%`,
+    });
+    return keep({ ...c, step: next, weight, stepStartedAt: iso }, undefined, {
+      wantsAnalysis: false,
+      requeueAfterMs: 1000,
+    });
+  };
+
+  if (input.command === 'promote-step') return advance();
+  if (spec.paused) return keep(canary, 'paused (spec.paused is true)');
+
+  // 9. Analysis gate.
+  if (stepIsGated(spec, canary.step)) {
+    const a = input.analysis;
+    if (a) {
+      canary = {
+        ...canary,
+        analysis: [
+          { step: canary.step, verdict: a.verdict, at: a.at, message: a.message },
+          ...canary.analysis,
+        ].slice(0, ANALYSIS_LIMIT),
+      };
+      if (a.verdict === 'Fail') {
+        canary = { ...canary, failures: canary.failures + 1 };
+        if (canary.failures > spec.failureLimit) {
+          return rollback(
+            'AnalysisFailed',
+            `${a.message} (${canary.failures} failed analyses, limit ${spec.failureLimit})`,
+          );
+        }
+      }
+    }
+    const last = canary.analysis.find((r) => r.step === canary!.step);
+    if (last?.verdict !== 'Pass') {
+      const why = !last
+        ? 'waiting for the first analysis of this step'
+        : last.verdict === 'Inconclusive'
+          ? `analysis inconclusive: ${last.message}`
+          : `analysis failed (${canary.failures}/${spec.failureLimit} tolerated): ${last.message}`;
+      return keep(canary, why, { wantsAnalysis: true, requeueAfterMs: spec.analysisIntervalMs });
+    }
+  }
+
+  // 10. Time gate: the step's pause, or a manual promotion when it has none.
+  if (step.pause === undefined)
+    return keep(
+      canary,
+      `step ${canary.step + 1} holds until promoted (kubectl annotate rm ... crema.dev/promote=step)`,
+    );
+  const elapsed = now.getTime() - new Date(canary.stepStartedAt!).getTime();
+  const pauseMs = parseDuration(step.pause);
+  if (elapsed < pauseMs) {
+    return keep(
+      canary,
+      `step ${canary.step + 1} pauses ${step.pause} (${Math.ceil((pauseMs - elapsed) / 1000)} s left)`,
+      {
+        requeueAfterMs: pauseMs - elapsed,
+        wantsAnalysis: false,
+      },
+    );
+  }
+  return advance();
+}
+
+/** Whether leaving step `i` requires a passing analysis. */
+export function stepIsGated(spec: RolloutInput['spec'], i: number): boolean {
+  return spec.analysisConfigured && spec.steps[i]?.analysis !== false;
+}
+
+/**
+ * Whether the caller should run analysis now: a canary is on a gated step, has a ready pod and
+ * its last analysis of this step (if any) is at least one interval old and not a Pass.
+ */
+export function analysisDue(input: Omit<RolloutInput, 'analysis'>): boolean {
+  const c = input.state.canary;
+  if (!c || c.modelSha !== input.spec.modelSha || input.observed.canaryReadyReplicas < 1) return false;
+  if (!stepIsGated(input.spec, c.step) || !c.stepStartedAt) return false;
+  const last = c.analysis.find((r) => r.step === c.step);
+  if (last?.verdict === 'Pass') return false;
+  const since = last ? new Date(last.at).getTime() : new Date(c.stepStartedAt).getTime();
+  return input.now.getTime() - since >= input.spec.analysisIntervalMs;
+}
