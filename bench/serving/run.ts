@@ -30,6 +30,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const USERS = Number(process.env['BENCH_USERS'] ?? 1_000_000);
 const CONNECTIONS = 50;
+const LIGHT_CONNECTIONS = 4;
 const STORES = 20;
 
 function freePortProcess(
@@ -70,6 +71,13 @@ async function waitHttp(url: string, timeoutMs = 30_000): Promise<void> {
   }
 }
 
+/** CPU seconds (user + system) a process has used so far. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  // fields 14 and 15 (utime, stime) are at 11 and 12 after the ") " split; clock ticks are 100/s
+  return (Number(stat[11]) + Number(stat[12])) / 100;
+}
+
 async function rssKiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
@@ -89,14 +97,19 @@ function bodies(n: number): string[] {
   });
 }
 
-async function cannon(url: string, body: string[], overallRate?: number): Promise<autocannon.Result> {
+/** Warm-up then a measured run; `cpuPid`'s CPU per request over the measured run is returned too. */
+async function cannon(
+  url: string,
+  body: string[],
+  connections = CONNECTIONS,
+  cpuPid?: number,
+): Promise<autocannon.Result & { cpuMicrosPerRequest?: number }> {
   let i = 0;
   const run = (duration: number) =>
     autocannon({
       url,
-      connections: CONNECTIONS,
+      connections,
       duration,
-      ...(overallRate ? { overallRate } : {}),
       requests: [
         {
           method: 'POST',
@@ -107,7 +120,10 @@ async function cannon(url: string, body: string[], overallRate?: number): Promis
       ],
     });
   await run(2); // warm-up: JIT, connections, caches
-  return run(SECONDS);
+  const c0 = cpuPid ? await cpuSeconds(cpuPid) : 0;
+  const r = await run(SECONDS);
+  if (!cpuPid) return r;
+  return { ...r, cpuMicrosPerRequest: (((await cpuSeconds(cpuPid)) - c0) * 1e6) / r.requests.total };
 }
 
 function summary(r: autocannon.Result) {
@@ -166,6 +182,7 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'crema-bench-serving-'));
   const procs: ChildProcess[] = [];
   const t0 = Date.now();
+  const loadBefore = Number((await readFile('/proc/loadavg', 'utf8')).split(' ')[0]);
   const { redis: server } = await startRedis(dir, () => undefined);
   const redis = new Redis(server.url);
   try {
@@ -244,16 +261,16 @@ async function main(): Promise<void> {
       throw new Error(`serving answered ${JSON.stringify(check)}`);
 
     // 3. Load, one target at a time so they do not compete for the 2 cores.
-    const a = await cannon(`http://127.0.0.1:${barePort}`, body);
-    const b = await cannon(`http://127.0.0.1:${servingPort}`, body);
+    const a = await cannon(`http://127.0.0.1:${barePort}`, body, CONNECTIONS, bare.proc.pid);
+    const b = await cannon(`http://127.0.0.1:${servingPort}`, body, CONNECTIONS, serving.pid);
     const servingRss = await rssKiB(serving.pid!);
-    const c = await cannon(`http://127.0.0.1:${routerPort}`, body);
+    const c = await cannon(`http://127.0.0.1:${routerPort}`, body, CONNECTIONS, router.pid);
     const routerRss = await rssKiB(router.pid!);
-    // At saturation p99 is queueing (50 connections / throughput), so the router's own cost is
-    // measured at the same offered rate below saturation, direct vs through the router.
-    const rate = Math.max(100, Math.round(c.requests.average * 0.5));
-    const bFixed = await cannon(`http://127.0.0.1:${servingPort}`, body, rate);
-    const cFixed = await cannon(`http://127.0.0.1:${routerPort}`, body, rate);
+    // At saturation p99 is queueing (50 connections / throughput), and autocannon's rate limit
+    // sends in once-a-second bursts; so the router's own cost is measured with a few
+    // connections (closed loop, nothing saturated): direct vs through the router.
+    const bLight = await cannon(`http://127.0.0.1:${servingPort}`, body, LIGHT_CONNECTIONS);
+    const cLight = await cannon(`http://127.0.0.1:${routerPort}`, body, LIGHT_CONNECTIONS);
     const metrics = await (await fetch(`http://127.0.0.1:${servingPort}/metrics`)).text();
     const fallbacks = [...metrics.matchAll(/^crema_fallbacks_total\{[^}]*\} (\d+)/gm)].reduce(
       (s, m) => s + Number(m[1]),
@@ -262,6 +279,8 @@ async function main(): Promise<void> {
 
     const result = {
       bench: 'serving',
+      // The machine is shared: the 1-minute load average before and after says how noisy it was.
+      loadAvg: { before: loadBefore, after: Number((await readFile('/proc/loadavg', 'utf8')).split(' ')[0]) },
       at: new Date().toISOString(),
       node: process.version,
       cpus: (await import('node:os')).cpus().length,
@@ -273,16 +292,22 @@ async function main(): Promise<void> {
       bare: summary(a),
       recommendations: { ...summary(b), fallbacks },
       router: summary(c),
-      atFixedRate: { rate, direct: summary(bFixed), viaRouter: summary(cFixed) },
+      light: { connections: LIGHT_CONNECTIONS, direct: summary(bLight), viaRouter: summary(cLight) },
       ratio: Math.round((b.requests.average / a.requests.average) * 1000) / 1000,
-      routerAddedP99ms: cFixed.latency.p99 - bFixed.latency.p99,
+      routerAddedP99ms: cLight.latency.p99 - bLight.latency.p99,
       routerAddedP99msSaturated: c.latency.p99 - b.latency.p99,
+      // CPU per request of each process over its measured run (from /proc/<pid>/stat).
+      cpuMicrosPerRequest: {
+        bare: Math.round(a.cpuMicrosPerRequest ?? 0),
+        serving: Math.round(b.cpuMicrosPerRequest ?? 0),
+        router: Math.round(c.cpuMicrosPerRequest ?? 0),
+      },
       rssMiB: { serving: Math.round(servingRss / 1024), router: Math.round(routerRss / 1024) },
       featureLayout: layoutResult,
       goals: {
         'ratio>=0.35': b.requests.average / a.requests.average >= 0.35,
         'p99<=10ms': b.latency.p99 <= 10,
-        'routerAddedP99<=1ms': cFixed.latency.p99 - bFixed.latency.p99 <= 1,
+        'routerAddedP99<=1ms': cLight.latency.p99 - bLight.latency.p99 <= 1,
       },
     };
     console.log(
@@ -290,8 +315,9 @@ async function main(): Promise<void> {
         `bare fastify      ${result.bare.rps} req/s  p50 ${result.bare.p50ms} ms  p99 ${result.bare.p99ms} ms`,
         `recommendations   ${result.recommendations.rps} req/s  p50 ${result.recommendations.p50ms} ms  p99 ${result.recommendations.p99ms} ms  (fallbacks ${fallbacks}, non-2xx ${b.non2xx})`,
         `router → recs     ${result.router.rps} req/s  p50 ${result.router.p50ms} ms  p99 ${result.router.p99ms} ms`,
-        `at ${rate} req/s: direct p99 ${bFixed.latency.p99} ms, via router p99 ${cFixed.latency.p99} ms`,
-        `ratio ${result.ratio}, router adds ${result.routerAddedP99ms} ms p99 (at fixed rate), RSS serving ${result.rssMiB.serving} MiB router ${result.rssMiB.router} MiB`,
+        `${LIGHT_CONNECTIONS} connections: direct p99 ${bLight.latency.p99} ms (${summary(bLight).rps} req/s), via router p99 ${cLight.latency.p99} ms (${summary(cLight).rps} req/s)`,
+        `ratio ${result.ratio}, router adds ${result.routerAddedP99ms} ms p99 (at 4 connections), RSS serving ${result.rssMiB.serving} MiB router ${result.rssMiB.router} MiB`,
+        `CPU per request: bare ${result.cpuMicrosPerRequest.bare} µs, serving ${result.cpuMicrosPerRequest.serving} µs, router ${result.cpuMicrosPerRequest.router} µs`,
         `layout: HGETALL ${layoutResult.hashSeqUs} µs vs GET blob ${layoutResult.blobSeqUs} µs sequential; ${layoutResult.hashOpsPerSec} vs ${layoutResult.blobOpsPerSec} ops/s at 50 in flight`,
       ].join('\n'),
     );
