@@ -10,12 +10,26 @@
  *   CREMA_LEASE_DURATION_MS    lease duration (default 15000)
  *   CREMA_CONCURRENCY          reconcile workers (default 4)
  *   CREMA_RESYNC_MS            re-check every object this often (default 600000)
+ *   CREMA_PROMETHEUS_URL       Prometheus for canary analysis (without it analysed steps wait)
+ *   CREMA_ALERT_WEBHOOK_PORT   Alertmanager webhook port (default off); needs CREMA_ALERT_WEBHOOK_TOKEN
+ *   CREMA_ALERT_WEBHOOK_TOKEN  bearer token Alertmanager must send
  *   CREMA_IDENTITY             leader-election identity (default: hostname + random suffix)
  */
 import { startOperator } from './operator.js';
 
 const env = process.env;
 const num = (v: string | undefined) => (v ? Number(v) : undefined);
+
+function webhookConfig(): { port: number; bearerToken: string } {
+  const token = env['CREMA_ALERT_WEBHOOK_TOKEN'];
+  if (!token) {
+    console.error(
+      'CREMA_ALERT_WEBHOOK_PORT is set but CREMA_ALERT_WEBHOOK_TOKEN is empty: refusing an unauthenticated webhook',
+    );
+    process.exit(2);
+  }
+  return { port: Number(env['CREMA_ALERT_WEBHOOK_PORT']), bearerToken: token };
+}
 
 const op = await startOperator({
   ...(env['KUBECONFIG'] ? { kubeconfigPath: env['KUBECONFIG'] } : {}),
@@ -26,6 +40,8 @@ const op = await startOperator({
   ...(num(env['CREMA_LEASE_DURATION_MS']) ? { leaseDurationMs: num(env['CREMA_LEASE_DURATION_MS'])! } : {}),
   concurrency: num(env['CREMA_CONCURRENCY']) ?? 4,
   ...(num(env['CREMA_RESYNC_MS']) ? { resyncMs: num(env['CREMA_RESYNC_MS'])! } : {}),
+  ...(env['CREMA_PROMETHEUS_URL'] ? { prometheusUrl: env['CREMA_PROMETHEUS_URL'] } : {}),
+  ...(env['CREMA_ALERT_WEBHOOK_PORT'] ? { alertWebhook: webhookConfig() } : {}),
   ...(env['CREMA_IDENTITY'] ? { identity: env['CREMA_IDENTITY'] } : {}),
 });
 

@@ -7,7 +7,15 @@ import * as k8s from '@kubernetes/client-node';
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
-import { DesiredCache, recommenderModelController } from './controllers/recommendermodel/reconcile.js';
+import { analyzeCanary } from './analysis/analyze.js';
+import { createPrometheusClient } from './analysis/prometheus.js';
+import {
+  DesiredCache,
+  recommenderModelController,
+  type CanaryAnalyzer,
+} from './controllers/recommendermodel/reconcile.js';
+import { DriftAlertStore } from './rollout/alerts.js';
+import { startAlertWebhook } from './webhooks/alertmanager.js';
 import { createEventRecorder } from './runtime/events.js';
 import { startHealthServer } from './runtime/health.js';
 import { createKubeClient, type KubeClient } from './runtime/kube.js';
@@ -32,10 +40,16 @@ export interface OperatorConfig {
   readonly resyncMs?: number;
   readonly log?: (msg: string) => void;
   readonly onLostLeadership?: (reason: string) => void;
+  /** Prometheus base URL for canary analysis; without it analysed steps wait (Inconclusive). */
+  readonly prometheusUrl?: string;
+  /** Alertmanager webhook receiver (drift alerts → rollback). Port 0 picks a free one. */
+  readonly alertWebhook?: { readonly port: number; readonly host?: string; readonly bearerToken: string };
 }
 
 export interface RunningOperator {
   readonly manager: Manager;
+  /** Port of the Alertmanager webhook receiver, when enabled. */
+  readonly alertWebhookPort?: number;
   readonly client: KubeClient;
   readonly metrics: OperatorMetrics;
   readonly health: Server;
@@ -80,6 +94,25 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
     log,
     ...(cfg.onLostLeadership ? { onLostLeadership: cfg.onLostLeadership } : {}),
   });
+  const driftAlerts = new DriftAlertStore();
+  const prometheus = cfg.prometheusUrl
+    ? createPrometheusClient(cfg.prometheusUrl, { timeoutMs: 10_000 })
+    : undefined;
+  const analyzer: CanaryAnalyzer | undefined = prometheus && {
+    async analyze({ namespace, model, stableSha, canarySha }) {
+      const a = model.spec.rollout?.analysis;
+      const result = await analyzeCanary(prometheus, {
+        model: model.metadata!.name!,
+        namespace,
+        stableSha,
+        canarySha,
+        window: a?.interval ?? '1m',
+        analysis: a,
+        ...(model.spec.drift?.features ? { driftFeatures: model.spec.drift.features } : {}),
+      });
+      return { verdict: result.verdict, message: result.message, at: result.at };
+    },
+  };
   manager.add(
     recommenderModelController({
       client,
@@ -88,8 +121,24 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
       now: () => new Date(),
       log,
       desiredCache: new DesiredCache(),
+      driftAlerts,
+      ...(analyzer ? { analyzer } : {}),
     }),
   );
+  const webhook = cfg.alertWebhook
+    ? await startAlertWebhook({
+        port: cfg.alertWebhook.port,
+        ...(cfg.alertWebhook.host ? { host: cfg.alertWebhook.host } : {}),
+        bearerToken: cfg.alertWebhook.bearerToken,
+        onAlert: (alert) => {
+          const key = driftAlerts.record(alert);
+          log(
+            `drift alert ${alert.alertname} for ${key} revision ${alert.revision.slice(0, 12)} (${alert.variant ?? '?'})`,
+          );
+          manager.enqueue('recommendermodel', key);
+        },
+      })
+    : undefined;
   const health = await startHealthServer({
     port: cfg.healthPort ?? 8081,
     ...(cfg.healthHost ? { host: cfg.healthHost } : {}),
@@ -112,8 +161,10 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
     health,
     healthPort,
     identity,
+    ...(webhook ? { alertWebhookPort: webhook.port } : {}),
     stop() {
       stopping ??= (async () => {
+        await webhook?.close();
         await manager.stop();
         await new Promise<void>((r) => health.close(() => r()));
         client.close();

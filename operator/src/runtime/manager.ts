@@ -109,6 +109,11 @@ export class Manager {
     return this.controllers.find((c) => c.def.name === name)?.queue.depth ?? 0;
   }
 
+  /** Queues `key` for controller `name` now (e.g. when an alert arrives). */
+  enqueue(name: string, key: string): void {
+    this.controllers.find((c) => c.def.name === name)?.queue.add(key);
+  }
+
   add(def: ControllerDef): void {
     const queue = new WorkQueue({
       onDepth: (d) => this.opts.metrics.queueDepth.set({ controller: def.name }, d),

@@ -1,0 +1,164 @@
+/**
+ * Drift → rollback through real parts: the operator's drift rules loaded into a real
+ * Prometheus, which scrapes a stand-in serving /metrics endpoint (a fixture, not a mock of
+ * Prometheus); a real Alertmanager posts to the operator's authenticated webhook; the canary is
+ * rolled back. Measures the time from the webhook receiving the alert to canary weight 0 in the
+ * router config, and from the drift appearing in the metrics to weight 0.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  startAlertmanager,
+  startPrometheus,
+  type AlertmanagerServer,
+  type PrometheusServer,
+} from '../../../../hack/testenv/observability.js';
+import { startFakeServingMetrics, type FakeServing } from '../../analysis/fixtures/fake-serving-metrics.js';
+import { buildDriftRules } from '../../analysis/rules.js';
+import { installCrds } from '../../install.js';
+import { startOperator, type RunningOperator } from '../../operator.js';
+import { RESOURCES, resourcePath, type KubeClient, type KubeObject } from '../../runtime/kube.js';
+import { eventually, markPodsReady, testClient } from '../../testing/helpers.js';
+import type { RecommenderModel } from './types.js';
+
+const ns = `drift-${Date.now().toString(36)}`;
+const TOKEN = 'test-webhook-token';
+const A = 'a'.repeat(64);
+const B = 'b'.repeat(64);
+let client: KubeClient;
+let op: RunningOperator;
+let kubelet: NodeJS.Timeout;
+let fake: FakeServing | undefined;
+let prom: PrometheusServer | undefined;
+let am: AlertmanagerServer | undefined;
+let dir: string;
+const alertsAt: number[] = [];
+
+const getModel = () =>
+  client.request<RecommenderModel>('GET', resourcePath(RESOURCES.recommenderModel, ns, 'drinks'));
+async function canaryWeightInRouter(): Promise<number> {
+  const cm = await client.request<KubeObject & { data: Record<string, string> }>(
+    'GET',
+    resourcePath(RESOURCES.configMap, ns, 'drinks-router'),
+  );
+  const doc = JSON.parse(cm.data['router.json']!) as { variants: Array<{ name: string; weight: number }> };
+  return doc.variants.find((v) => v.name === 'canary')?.weight ?? 0;
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'crema-drift-'));
+  client = await testClient(inject('kubeconfigPath'));
+  await installCrds(client);
+  await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
+  op = await startOperator({
+    kubeconfigPath: inject('kubeconfigPath'),
+    namespace: ns,
+    healthPort: 0,
+    healthHost: '127.0.0.1',
+    leaderElection: false,
+    alertWebhook: { port: 0, host: '127.0.0.1', bearerToken: TOKEN },
+    log: (m) => {
+      if (m.startsWith('drift alert')) alertsAt.push(Date.now());
+    },
+  });
+  kubelet = setInterval(
+    () => void markPodsReady(client, ns, 'app.kubernetes.io/name=crema-serving').catch(() => {}),
+    500,
+  );
+});
+
+afterAll(async () => {
+  clearInterval(kubelet);
+  await prom?.stop();
+  await am?.stop();
+  await fake?.close();
+  await op?.stop();
+  await client?.request('DELETE', `/api/v1/namespaces/${ns}`).catch(() => {});
+  client?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('drift alert on the canary', () => {
+  it(
+    'rolls the canary back through Prometheus, Alertmanager and the webhook',
+    { timeout: 150_000 },
+    async () => {
+      await client.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
+        body: {
+          apiVersion: 'crema.dev/v1alpha1',
+          kind: 'RecommenderModel',
+          metadata: { name: 'drinks', namespace: ns },
+          spec: {
+            model: { uri: 'file:///models/a.onnx', sha256: A, task: 'drink-ranking' },
+            serving: { minReplicas: 1, maxReplicas: 2 },
+            // A step without pause holds: only the drift alert can end this rollout.
+            rollout: {
+              steps: [
+                { weight: 20, analysis: false },
+                { weight: 100, analysis: false },
+              ],
+            },
+            drift: { psiThreshold: 0.2, window: '5s', action: 'Rollback' },
+          },
+        },
+      });
+      await eventually(async () => (await getModel()).status?.stable?.modelSha === A, 60_000, 'stable');
+      await client.request('PATCH', resourcePath(RESOURCES.recommenderModel, ns, 'drinks'), {
+        contentType: 'application/merge-patch+json',
+        body: { spec: { model: { sha256: B, uri: 'file:///models/b.onnx' } } },
+      });
+      const rolling = await eventually(
+        async () => {
+          const m = await getModel();
+          return m.status?.canary?.weight === 20 ? m : undefined;
+        },
+        60_000,
+        'canary at 20%',
+      );
+      expect(await canaryWeightInRouter()).toBe(20);
+
+      // The operator's rules for the live revisions, a canary endpoint with healthy PSI.
+      const rulesPath = join(dir, 'drift.rules.yaml');
+      await writeFile(rulesPath, buildDriftRules([rolling]));
+      fake = await startFakeServingMetrics({
+        variant: 'canary',
+        model: 'drinks',
+        revision: B,
+        state: { psi: { hour: 0.05 } },
+      });
+      am = await startAlertmanager({
+        webhookUrl: `http://127.0.0.1:${op.alertWebhookPort}/alerts`,
+        bearerToken: TOKEN,
+        log: () => {},
+      });
+      prom = await startPrometheus({
+        scrapeTargets: [fake.target],
+        ruleFiles: [rulesPath],
+        alertmanagerUrl: am.url,
+        log: () => {},
+      });
+      await new Promise((r) => setTimeout(r, 3000));
+      expect((await getModel()).status?.canary?.weight).toBe(20); // healthy: nothing happens
+
+      const driftStarted = Date.now();
+      fake.set({ psi: { hour: 0.45 } });
+      await eventually(async () => (await canaryWeightInRouter()) === 0, 60_000, 'router weight 0');
+      const weightZeroAt = Date.now();
+      const m = await getModel();
+      expect(m.status?.canary).toBeUndefined();
+      expect(m.status?.stable?.modelSha).toBe(A);
+      expect(m.status?.abortedModelSha).toBe(B);
+      const rolledBack = m.status?.conditions?.find((c) => c.type === 'RolledBack');
+      expect(rolledBack).toMatchObject({ status: 'True', reason: 'DriftDetected' });
+      expect(rolledBack?.message).toMatch(/CremaFeatureDrift/);
+      expect(alertsAt.length).toBeGreaterThan(0);
+      const alertToZero = weightZeroAt - alertsAt[0]!;
+      console.log(
+        `[drift] drift in metrics -> canary weight 0: ${weightZeroAt - driftStarted} ms; webhook alert -> weight 0: ${alertToZero} ms`,
+      );
+      expect(alertToZero).toBeLessThan(5000);
+    },
+  );
+});
