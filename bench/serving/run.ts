@@ -205,7 +205,7 @@ async function main(): Promise<void> {
     const bare = freePortProcess('bench/serving/bare.ts', [], {});
     procs.push(bare.proc);
     const servingPort = 18000 + Math.floor(Math.random() * 1000);
-    // BENCH_PROFILE=<dir> writes a CPU profile of the serving process (for finding hot spots).
+    // BENCH_PROFILE=<dir> writes CPU profiles of the serving and router processes (hot spots).
     const profile = process.env['BENCH_PROFILE']
       ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_PROFILE']}`]
       : [];
@@ -232,17 +232,21 @@ async function main(): Promise<void> {
       }),
     );
     const routerPort = servingPort + 1;
-    const router = spawn(process.execPath, ['--import', 'tsx', 'serving/src/server.ts', '--mode', 'router'], {
-      cwd: root,
-      env: {
-        ...process.env,
-        HOST: '127.0.0.1',
-        PORT: String(routerPort),
-        CREMA_ROUTER_CONFIG: routerConfig,
-        LOG_LEVEL: 'warn',
+    const router = spawn(
+      process.execPath,
+      [...profile, '--import', 'tsx', 'serving/src/server.ts', '--mode', 'router'],
+      {
+        cwd: root,
+        env: {
+          ...process.env,
+          HOST: '127.0.0.1',
+          PORT: String(routerPort),
+          CREMA_ROUTER_CONFIG: routerConfig,
+          LOG_LEVEL: 'warn',
+        },
+        stdio: ['ignore', 'inherit', 'inherit'],
       },
-      stdio: ['ignore', 'inherit', 'inherit'],
-    });
+    );
     procs.push(router);
     const barePort = await bare.ready;
     await waitHttp(`http://127.0.0.1:${servingPort}/readyz`);
