@@ -277,6 +277,35 @@ describe('recommendations', () => {
   });
 });
 
+describe('saved snapshot', () => {
+  it('a process started while Redis is down answers from the snapshot an earlier one saved', async () => {
+    const snapshotPath = join(dir, 'snapshot.json');
+    await serve({ snapshotPath });
+    // A second process whose Redis is unreachable from the start.
+    const down = createServingRedis('redis://127.0.0.1:1');
+    down.on('error', () => undefined);
+    const models = createModelStore();
+    await models.load('drink-ranking', modelA.uri);
+    const app = await build({ redis: down, models, snapshotPath, featureDeadlineMs: 1000 });
+    await app.ready();
+    open.push({ app, redis: down, models });
+    expect((await app.inject({ url: '/readyz' })).json()).toEqual({
+      ready: true,
+      checks: { model: true, redis: false, fallback: true },
+    });
+    const res = await recommend(app, 'alice', { limit: 5 });
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toMatchObject({
+      fallback: true,
+      fallbackReason: 'redis_unavailable',
+      featureVersion: 'v1',
+    });
+    expect(res.json().items.map((x: { itemId: string }) => x.itemId)).toEqual(
+      expectedPopular(1, 5, ['drink-0', 'drink-1'], (i) => i % 10 !== 9, 5),
+    );
+  });
+});
+
 describe('models', () => {
   it('refuses a corrupt model (sha256 mismatch) and keeps serving the current one', async () => {
     const bad = await writeModel({ dir, file: 'ranker-bad', seed: 3, corrupt: true });

@@ -48,6 +48,8 @@ export interface BuildOptions {
   readonly featureDeadlineMs?: number;
   /** How often to look for a new feature version, ms. Default 1000. */
   readonly refreshIntervalMs?: number;
+  /** File to save the feature snapshot to and start from when Redis is down at startup. */
+  readonly snapshotPath?: string;
   /** Overload and rate limit settings. */
   readonly protection?: Omit<ProtectionOptions, 'clock' | 'metrics'>;
   /** Approximate cap of the events stream. Default 1,000,000. */
@@ -112,6 +114,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     clock,
     log: app.log,
     refreshIntervalMs: opts.refreshIntervalMs,
+    snapshotPath: opts.snapshotPath,
   });
   const ranking = new WeakMap<LoadedModel, RankingState>();
   const ctx: ServingContext = {

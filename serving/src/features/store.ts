@@ -4,6 +4,7 @@
  * into an in-memory snapshot; a request then costs one GET of the user's binary blob. The last
  * snapshot is kept when Redis goes away, which is what the popularity fallback answers from.
  */
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import {
@@ -60,6 +61,62 @@ export interface FeatureStoreOptions {
   readonly refreshIntervalMs?: number;
   /** How long start() waits for the first connection. Default 2000 ms. */
   readonly startTimeoutMs?: number;
+  /**
+   * File the snapshot is saved to after each version load and read at start when Redis cannot
+   * be reached, so a process started during a Redis outage can still answer from popularity.
+   */
+  readonly snapshotPath?: string;
+}
+
+/** The on-disk form of a snapshot (matrices as base64 float32). */
+interface SavedSnapshot {
+  version: string;
+  catalog: Catalog;
+  stores: StoreInfo[];
+  items: string;
+  segments: string;
+  popularity: Record<string, string>;
+  globalPopularity: string;
+}
+
+const f32ToB64 = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+const b64ToF32 = (s: string) => {
+  const b = Buffer.from(s, 'base64');
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+};
+
+/** Writes a snapshot file atomically (temp file + rename). */
+export async function saveSnapshot(path: string, s: FeatureSnapshot): Promise<void> {
+  const saved: SavedSnapshot = {
+    version: s.version,
+    catalog: s.catalog,
+    stores: [...s.stores.values()],
+    items: f32ToB64(s.items),
+    segments: f32ToB64(s.segments),
+    popularity: Object.fromEntries([...s.popularity].map(([k, v]) => [k, f32ToB64(v)])),
+    globalPopularity: f32ToB64(s.globalPopularity),
+  };
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(saved));
+  await rename(tmp, path);
+}
+
+/** Reads a snapshot file written by saveSnapshot. */
+export async function loadSnapshot(path: string, loadedAt: number): Promise<FeatureSnapshot> {
+  const o = JSON.parse(await readFile(path, 'utf8')) as SavedSnapshot;
+  const indexById = new Map<string, number>();
+  o.catalog.items.forEach((it, i) => indexById.set(it.id, i));
+  return {
+    version: o.version,
+    catalog: o.catalog,
+    indexById,
+    items: b64ToF32(o.items),
+    stores: new Map(o.stores.map((x) => [x.id, x])),
+    segments: b64ToF32(o.segments),
+    popularity: new Map(Object.entries(o.popularity).map(([k, v]) => [k, b64ToF32(v)])),
+    globalPopularity: b64ToF32(o.globalPopularity),
+    loadedAt,
+  };
 }
 
 /** Resolves once the client is ready, or after `ms` (Redis down is not an error here). */
@@ -94,6 +151,17 @@ export class FeatureStore {
     // Without an offline queue, commands fail until the connection is up: give it a moment.
     await waitForConnection(this.opts.redis, this.opts.startTimeoutMs ?? 2000);
     await this.refresh();
+    if (!this.snap && this.opts.snapshotPath) {
+      try {
+        this.snap = await loadSnapshot(this.opts.snapshotPath, this.opts.clock.now());
+        this.opts.log.warn(
+          { featureVersion: this.snap.version },
+          'Redis unavailable; serving from the saved snapshot',
+        );
+      } catch (err) {
+        this.opts.log.warn({ err: (err as Error).message }, 'no saved feature snapshot to start from');
+      }
+    }
     this.timer = setInterval(() => void this.refresh(), this.opts.refreshIntervalMs ?? 1000);
     this.timer.unref();
   }
@@ -124,6 +192,11 @@ export class FeatureStore {
       }
       this.snap = await this.loadVersion(version);
       this.lastError = undefined;
+      if (this.opts.snapshotPath) {
+        await saveSnapshot(this.opts.snapshotPath, this.snap).catch((err: unknown) =>
+          this.opts.log.warn({ err: (err as Error).message }, 'could not save the feature snapshot'),
+        );
+      }
       this.opts.log.info(
         { featureVersion: version, items: this.snap.catalog.items.length, stores: this.snap.stores.size },
         'feature version loaded',
