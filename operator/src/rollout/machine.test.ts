@@ -298,6 +298,63 @@ describe('computeRolloutStep', () => {
   });
 });
 
+describe('drift on stable', () => {
+  const history: RolloutState['history'] = [
+    {
+      revision: 1,
+      modelSha: B,
+      uri: 'file:///b.onnx',
+      track: 'stable',
+      startedAt: '',
+      endedAt: '',
+      reason: 'Superseded',
+    },
+  ];
+  const current: RolloutState = {
+    stable: { modelSha: A, uri: 'file:///a.onnx', revision: 2, since: '' },
+    history,
+  };
+  const onStable = (driftAction: 'Rollback' | 'Alert', state = current) =>
+    computeRolloutStep({
+      ...input({ specOver: { modelSha: A, uri: 'file:///a.onnx' } }),
+      state,
+      stableDrift: { message: 'PSI 0.5 on hour' },
+      driftAction,
+    });
+
+  it('only reports it when the action is Alert', () => {
+    const d = onStable('Alert');
+    expect(d.stableDrift).toEqual({ message: 'PSI 0.5 on hour' });
+    expect(d.state.stable?.modelSha).toBe(A);
+    expect(d.rolledBack).toBeUndefined();
+  });
+
+  it('returns to the previous stable revision when the action is Rollback, and does not retry the drifted one', () => {
+    const d = onStable('Rollback');
+    expect(d.state.stable).toMatchObject({ modelSha: B, uri: 'file:///b.onnx', revision: 1 });
+    expect(d.state.abortedModelSha).toBe(A);
+    expect(d.rolledBack?.reason).toBe('DriftDetected');
+    expect(d.state.history[0]).toMatchObject({
+      revision: 2,
+      modelSha: A,
+      track: 'stable',
+      reason: expect.stringMatching(/^DriftDetected/),
+    });
+    const next = computeRolloutStep({
+      ...input({ specOver: { modelSha: A, uri: 'file:///a.onnx' } }),
+      state: d.state,
+    });
+    expect(next.state.canary).toBeUndefined();
+    expect(next.waiting).toMatch(/was rolled back/);
+  });
+
+  it('cannot roll back without a previous stable revision, and says it drifted', () => {
+    const d = onStable('Rollback', { ...current, history: [] });
+    expect(d.state.stable?.modelSha).toBe(A);
+    expect(d.stableDrift).toBeDefined();
+  });
+});
+
 describe('parseDuration', () => {
   it.each([
     ['30s', 30_000],

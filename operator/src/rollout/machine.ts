@@ -52,6 +52,10 @@ export interface CanaryState {
 export interface HistoryEntry {
   readonly revision: number;
   readonly modelSha: string;
+  /** Where it was loaded from (so a rollback can bring it back). */
+  readonly uri?: string;
+  /** Whether it ended as the stable revision or as a canary. */
+  readonly track?: 'stable' | 'canary';
   readonly startedAt: string;
   readonly endedAt: string;
   readonly reason: string;
@@ -97,6 +101,10 @@ export interface RolloutInput {
   readonly canaryDrift?: { readonly message: string };
   /** A StoreRegion freeze window is active: no promotion to stable now. */
   readonly freeze?: { readonly name: string };
+  /** A firing drift alert for the stable revision. */
+  readonly stableDrift?: { readonly message: string };
+  /** spec.drift.action: Rollback returns to the previous stable revision on stable drift. */
+  readonly driftAction?: 'Rollback' | 'Alert';
   readonly now: Date;
 }
 
@@ -113,8 +121,10 @@ export interface RolloutDecision {
   readonly canaryWeight: number;
   /** Why the rollout is not moving, if it is waiting. */
   readonly waiting?: string;
-  /** Set when this decision rolled the canary back. */
+  /** Set when this decision rolled the canary (or, on drift, stable) back. */
   readonly rolledBack?: { readonly reason: string; readonly message: string };
+  /** Set while a drift alert fires for the stable revision. */
+  readonly stableDrift?: { readonly message: string };
   readonly notices: readonly RolloutNotice[];
   /** Come back after this long even if nothing changes (pauses, analysis intervals). */
   readonly requeueAfterMs?: number;
@@ -148,6 +158,64 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
     return { state: { ...state, stable }, canaryWeight: 0, notices, wantsAnalysis: false };
   }
 
+  // 2a. Drift on stable: report it; with action Rollback return to the previous stable revision.
+  if (input.stableDrift) {
+    const drifted = state.stable;
+    const previous = state.history.find(
+      (h) =>
+        h.track === 'stable' &&
+        h.uri &&
+        h.modelSha !== drifted.modelSha &&
+        h.modelSha !== state.abortedModelSha,
+    );
+    if (input.driftAction !== 'Rollback' || !previous) {
+      // Alert only (or nothing to go back to): everything else proceeds as usual.
+      return { ...computeRolloutStep({ ...input, stableDrift: undefined }), stableDrift: input.stableDrift };
+    }
+    const message = `stable revision ${drifted.revision} drifted (${input.stableDrift.message}); back to revision ${previous.revision}`;
+    notices.push({ type: 'Warning', reason: 'RolledBack', message });
+    let history = pushHistory(state.history, {
+      revision: drifted.revision,
+      modelSha: drifted.modelSha,
+      uri: drifted.uri,
+      track: 'stable',
+      startedAt: drifted.since,
+      endedAt: iso,
+      reason: `DriftDetected: ${input.stableDrift.message}`,
+    });
+    if (state.canary) {
+      const c = state.canary;
+      history = pushHistory(history, {
+        revision: c.revision,
+        modelSha: c.modelSha,
+        uri: c.uri,
+        track: 'canary',
+        startedAt: c.startedAt,
+        endedAt: iso,
+        reason: 'Cancelled: stable rolled back after drift',
+      });
+    }
+    return {
+      state: {
+        ...state,
+        stable: {
+          modelSha: previous.modelSha,
+          uri: previous.uri!,
+          revision: previous.revision,
+          since: iso,
+        },
+        canary: undefined,
+        abortedModelSha: drifted.modelSha,
+        history,
+      },
+      canaryWeight: 0,
+      rolledBack: { reason: 'DriftDetected', message },
+      stableDrift: input.stableDrift,
+      notices,
+      wantsAnalysis: false,
+    };
+  }
+
   // 2. The spec asks for what stable already runs: no rollout (a running canary is cancelled).
   if (spec.modelSha === state.stable.modelSha) {
     if (!state.canary) return { state, canaryWeight: 0, notices, wantsAnalysis: false };
@@ -164,6 +232,8 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
         history: pushHistory(state.history, {
           revision: c.revision,
           modelSha: c.modelSha,
+          uri: c.uri,
+          track: 'canary',
           startedAt: c.startedAt,
           endedAt: iso,
           reason: 'Cancelled: spec.model returned to the stable revision',
@@ -203,6 +273,8 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
         history: pushHistory(state.history, {
           revision: old.revision,
           modelSha: old.modelSha,
+          uri: old.uri,
+          track: 'stable',
           startedAt: old.since,
           endedAt: iso,
           reason: `Superseded by revision ${stable.revision}`,
@@ -222,6 +294,8 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
       history = pushHistory(history, {
         revision: canary.revision,
         modelSha: canary.modelSha,
+        uri: canary.uri,
+        track: 'canary',
         startedAt: canary.startedAt,
         endedAt: iso,
         reason: `Superseded mid-rollout by ${spec.modelSha.slice(0, 12)}`,
@@ -270,6 +344,8 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
         history: pushHistory(history, {
           revision: c.revision,
           modelSha: c.modelSha,
+          uri: c.uri,
+          track: 'canary',
           startedAt: c.startedAt,
           endedAt: iso,
           reason: `${reason}: ${message}`,
@@ -327,6 +403,8 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
         history: pushHistory(history, {
           revision: old.revision,
           modelSha: old.modelSha,
+          uri: old.uri,
+          track: 'stable',
           startedAt: old.since,
           endedAt: iso,
           reason: `Replaced by revision ${c.revision} after a successful canary`,

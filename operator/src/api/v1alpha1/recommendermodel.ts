@@ -579,6 +579,15 @@ export interface RecommenderModelStatusHistoryItem {
    */
   modelSha?: string;
   /**
+   * Where the model was loaded from (a drift rollback brings it back from here).
+   * Constraints: length ≤ 2048.
+   */
+  uri?: string;
+  /**
+   * Whether the revision ended as stable or as a canary.
+   */
+  track?: 'stable' | 'canary';
+  /**
    * When the revision started serving.
    * Constraints: format date-time.
    */

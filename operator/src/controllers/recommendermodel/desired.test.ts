@@ -139,3 +139,27 @@ describe('canary plan', () => {
     ]);
   });
 });
+
+describe('drift rules', () => {
+  it('renders Prometheus rules for the live revisions when spec.drift is set', () => {
+    const m = rm();
+    m.spec.drift = { psiThreshold: 0.25, window: '10m', action: 'Rollback' };
+    const objs = buildServingObjects(m, {
+      stable: { sha256: 'a'.repeat(64), uri: 'file:///a.onnx' },
+      canary: { sha256: 'b'.repeat(64), uri: 'file:///b.onnx' },
+      canaryWeight: 10,
+    });
+    const cm = objs.find((o) => o.metadata?.name === 'drinks-drift-rules') as KubeObject & {
+      data: Record<string, string>;
+    };
+    expect(cm.metadata?.labels?.['crema.dev/prometheus-rules']).toBe('true');
+    const rules = cm.data['rules.yaml']!;
+    expect(rules).toContain(`revision="${'a'.repeat(64)}"`);
+    expect(rules).toContain(`revision="${'b'.repeat(64)}"`);
+    expect(rules).toContain('> 0.25');
+  });
+
+  it('renders none without spec.drift', () => {
+    expect(buildServingObjects(rm()).some((o) => o.metadata?.name === 'drinks-drift-rules')).toBe(false);
+  });
+});

@@ -8,12 +8,15 @@ import { ApiObject, App, Chart, Duration, Size } from 'cdk8s';
 import * as kplus from 'cdk8s-plus-28';
 import type { KubeObject } from '../../runtime/kube.js';
 import { ConfigMapTrafficRouter, type TrafficRouter } from '../../traffic/router.js';
+import { buildDriftRules } from '../../analysis/rules.js';
 import type { RecommenderModel } from './types.js';
 
 /** Labels on every child; the operator's informers select on `managed-by`. */
 export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'crema-operator' } as const;
 export const MODEL_LABEL = 'crema.dev/model';
 export const TRACK_LABEL = 'crema.dev/track';
+/** Label on ConfigMaps that hold Prometheus rule files (`rules.yaml`). */
+export const RULES_LABEL = 'crema.dev/prometheus-rules';
 /** Pod template annotation: a new model digest rolls the Deployment. */
 export const MODEL_SHA_ANNOTATION = 'crema.dev/model-sha256';
 
@@ -28,6 +31,7 @@ export function childNames(name: string) {
     hpa: name,
     pdb: name,
     router: `${name}-router`,
+    driftRules: `${name}-drift-rules`,
   };
 }
 
@@ -192,6 +196,22 @@ export function buildServingObjects(
     metadata: { name: names.pdb },
     spec: { maxUnavailable: 1, selector: { matchLabels: { [MODEL_LABEL]: name, [TRACK_LABEL]: 'stable' } } },
   });
+
+  if (rm.spec.drift) {
+    // Prometheus alerting rules for the live revisions; a rules loader (the Prometheus Operator's
+    // config reloader, a sidecar, or the e2e tests) picks up ConfigMaps with this label.
+    const live = {
+      ...rm,
+      status: {
+        stable: { modelSha: plan.stable.sha256 },
+        ...(plan.canary ? { canary: { modelSha: plan.canary.sha256 } } : {}),
+      },
+    };
+    new kplus.ConfigMap(chart, 'drift-rules', {
+      metadata: { name: names.driftRules, labels: { [RULES_LABEL]: 'true' } },
+      data: { 'rules.yaml': buildDriftRules([live]) },
+    });
+  }
 
   const owner = ownerReference(rm);
   const routed = router.build(

@@ -180,6 +180,7 @@ export async function reconcileRecommenderModel(
     .filter((r) => r.metadata?.namespace === namespace);
   const freeze = activeFreezeWindow(regions, name, now);
   const canaryDrift = state.canary && deps.driftAlerts?.firing(namespace, name, state.canary.modelSha);
+  const stableDrift = state.stable && deps.driftAlerts?.firing(namespace, name, state.stable.modelSha);
   const base: Omit<RolloutInput, 'analysis'> = {
     spec: {
       modelSha: model.spec.model.sha256,
@@ -202,6 +203,8 @@ export async function reconcileRecommenderModel(
     ...(command ? { command } : {}),
     ...(canaryDrift ? { canaryDrift } : {}),
     ...(freeze ? { freeze } : {}),
+    ...(stableDrift ? { stableDrift } : {}),
+    driftAction: model.spec.drift?.action ?? 'Alert',
     now,
   };
   let analysis: RolloutInput['analysis'];
@@ -248,12 +251,17 @@ export async function reconcileRecommenderModel(
       break;
     }
   }
-  if (!applyError && !plan.canary) {
+  if (!applyError) {
+    // Children this model may own but should not have now (canary after promotion or rollback,
+    // drift rules after spec.drift is removed).
+    const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata?.name}`));
     for (const [resource, childName] of [
       [RESOURCES.deployment, names.canaryDeployment],
       [RESOURCES.service, names.canaryService],
+      [RESOURCES.configMap, names.driftRules],
     ] as const) {
-      if (!informers.for(resource).get(namespace, childName)) continue;
+      if (wanted.has(`${resource.kind}/${childName}`) || !informers.for(resource).get(namespace, childName))
+        continue;
       try {
         await deps.client.request('DELETE', resourcePath(resource, namespace, childName));
         deps.metrics.writes.inc({ controller: CONTROLLER, kind: resource.kind });
@@ -309,6 +317,8 @@ async function recordTransitions(
       await events.record(obj, 'Normal', 'Ready', c.message ?? '');
     if (c.type === 'Degraded' && c.status === 'True')
       await events.record(obj, 'Warning', c.reason ?? 'Degraded', c.message ?? '');
+    if (c.type === 'DriftDetected' && c.status === 'True')
+      await events.record(obj, 'Warning', 'DriftDetected', c.message ?? '');
     if (c.type === 'Ready' && c.status === 'False' && old?.status === 'True') {
       await events.record(obj, 'Warning', 'NotReady', c.message ?? '');
     }

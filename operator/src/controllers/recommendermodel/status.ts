@@ -75,6 +75,8 @@ export function rolloutStateOf(model: RecommenderModel): RolloutState {
     history: (s.history ?? []).map((h) => ({
       revision: h.revision ?? 0,
       modelSha: h.modelSha ?? '',
+      ...(h.uri ? { uri: h.uri } : {}),
+      ...(h.track ? { track: h.track } : {}),
       startedAt: h.startedAt ?? '',
       endedAt: h.endedAt ?? '',
       reason: h.reason ?? '',
@@ -158,6 +160,12 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
     cond('Progressing', 'False', 'Blocked', rollout.waiting);
   } else {
     cond('Progressing', 'False', 'RolloutComplete', `revision ${revision} rolled out`);
+  }
+
+  if (rollout.stableDrift) {
+    cond('DriftDetected', 'True', 'FeatureDrift', rollout.stableDrift.message);
+  } else if (conditions.some((c) => c.type === 'DriftDetected')) {
+    cond('DriftDetected', 'False', 'NoDrift', 'no drift alert is firing for the stable revision');
   }
 
   if (rollout.rolledBack) {
