@@ -5,6 +5,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { eventually } from '../../operator/src/testing/helpers.js';
 
 const kc = new k8s.KubeConfig();
 kc.loadFromFile(inject('kubeconfigPath'));
@@ -12,26 +13,6 @@ const core = kc.makeApiClient(k8s.CoreV1Api);
 const apps = kc.makeApiClient(k8s.AppsV1Api);
 const objects = k8s.KubernetesObjectApi.makeApiClient(kc);
 const ns = `testenv-${Date.now().toString(36)}`;
-
-/** Polls `fn` until it returns a truthy value or the timeout passes. */
-async function eventually<T>(
-  fn: () => Promise<T | undefined | null | false>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`condition not met within ${timeoutMs} ms; last error: ${String(last)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 beforeAll(async () => {
   await core.createNamespace({ body: { metadata: { name: ns } } });

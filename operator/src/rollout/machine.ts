@@ -142,6 +142,17 @@ export function parseDuration(d: string): number {
   return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 's' | 'm' | 'h'];
 }
 
+/** The history entry of a revision that ends now. */
+function ended(
+  rev: { revision: number; modelSha: string; uri: string },
+  track: 'stable' | 'canary',
+  startedAt: string,
+  endedAt: string,
+  reason: string,
+): HistoryEntry {
+  return { revision: rev.revision, modelSha: rev.modelSha, uri: rev.uri, track, startedAt, endedAt, reason };
+}
+
 function pushHistory(history: readonly HistoryEntry[], e: HistoryEntry): HistoryEntry[] {
   return [e, ...history].slice(0, HISTORY_LIMIT);
 }
@@ -174,26 +185,16 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
     }
     const message = `stable revision ${drifted.revision} drifted (${input.stableDrift.message}); back to revision ${previous.revision}`;
     notices.push({ type: 'Warning', reason: 'RolledBack', message });
-    let history = pushHistory(state.history, {
-      revision: drifted.revision,
-      modelSha: drifted.modelSha,
-      uri: drifted.uri,
-      track: 'stable',
-      startedAt: drifted.since,
-      endedAt: iso,
-      reason: `DriftDetected: ${input.stableDrift.message}`,
-    });
+    let history = pushHistory(
+      state.history,
+      ended(drifted, 'stable', drifted.since, iso, `DriftDetected: ${input.stableDrift.message}`),
+    );
     if (state.canary) {
       const c = state.canary;
-      history = pushHistory(history, {
-        revision: c.revision,
-        modelSha: c.modelSha,
-        uri: c.uri,
-        track: 'canary',
-        startedAt: c.startedAt,
-        endedAt: iso,
-        reason: 'Cancelled: stable rolled back after drift',
-      });
+      history = pushHistory(
+        history,
+        ended(c, 'canary', c.startedAt, iso, 'Cancelled: stable rolled back after drift'),
+      );
     }
     return {
       state: {
@@ -229,15 +230,10 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
       state: {
         ...state,
         canary: undefined,
-        history: pushHistory(state.history, {
-          revision: c.revision,
-          modelSha: c.modelSha,
-          uri: c.uri,
-          track: 'canary',
-          startedAt: c.startedAt,
-          endedAt: iso,
-          reason: 'Cancelled: spec.model returned to the stable revision',
-        }),
+        history: pushHistory(
+          state.history,
+          ended(c, 'canary', c.startedAt, iso, 'Cancelled: spec.model returned to the stable revision'),
+        ),
       },
       canaryWeight: 0,
       notices,
@@ -270,15 +266,10 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
         ...state,
         stable,
         canary: undefined,
-        history: pushHistory(state.history, {
-          revision: old.revision,
-          modelSha: old.modelSha,
-          uri: old.uri,
-          track: 'stable',
-          startedAt: old.since,
-          endedAt: iso,
-          reason: `Superseded by revision ${stable.revision}`,
-        }),
+        history: pushHistory(
+          state.history,
+          ended(old, 'stable', old.since, iso, `Superseded by revision ${stable.revision}`),
+        ),
       },
       canaryWeight: 0,
       notices,
@@ -291,15 +282,16 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
   let canary = state.canary;
   if (!canary || canary.modelSha !== spec.modelSha) {
     if (canary) {
-      history = pushHistory(history, {
-        revision: canary.revision,
-        modelSha: canary.modelSha,
-        uri: canary.uri,
-        track: 'canary',
-        startedAt: canary.startedAt,
-        endedAt: iso,
-        reason: `Superseded mid-rollout by ${spec.modelSha.slice(0, 12)}`,
-      });
+      history = pushHistory(
+        history,
+        ended(
+          canary,
+          'canary',
+          canary.startedAt,
+          iso,
+          `Superseded mid-rollout by ${spec.modelSha.slice(0, 12)}`,
+        ),
+      );
     }
     canary = {
       modelSha: spec.modelSha,
@@ -341,15 +333,7 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
         ...state,
         canary: undefined,
         abortedModelSha: c.modelSha,
-        history: pushHistory(history, {
-          revision: c.revision,
-          modelSha: c.modelSha,
-          uri: c.uri,
-          track: 'canary',
-          startedAt: c.startedAt,
-          endedAt: iso,
-          reason: `${reason}: ${message}`,
-        }),
+        history: pushHistory(history, ended(c, 'canary', c.startedAt, iso, `${reason}: ${message}`)),
       },
       canaryWeight: 0,
       rolledBack: { reason, message },
@@ -400,15 +384,16 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
         ...state,
         stable: { modelSha: c.modelSha, uri: c.uri, revision: c.revision, since: iso },
         canary: undefined,
-        history: pushHistory(history, {
-          revision: old.revision,
-          modelSha: old.modelSha,
-          uri: old.uri,
-          track: 'stable',
-          startedAt: old.since,
-          endedAt: iso,
-          reason: `Replaced by revision ${c.revision} after a successful canary`,
-        }),
+        history: pushHistory(
+          history,
+          ended(
+            old,
+            'stable',
+            old.since,
+            iso,
+            `Replaced by revision ${c.revision} after a successful canary`,
+          ),
+        ),
       },
       canaryWeight: 0,
       notices,
