@@ -1,0 +1,114 @@
+/**
+ * A bounded traffic generator for the end-to-end tests: POST /v1/recommendations through the
+ * router (loopback only) for users picked at random from a seeded pool, recording per request
+ * when it started and ended, the HTTP status, and which serving process answered (the body's
+ * `variant` and `modelRevision`, written by the serving process itself).
+ */
+import { Pool } from 'undici';
+
+export interface Sample {
+  readonly userId: string;
+  readonly start: number;
+  readonly end: number;
+  /** HTTP status; 0 when the request itself failed (connection refused, timeout). */
+  readonly status: number;
+  readonly variant?: string;
+  readonly revision?: string;
+  /** Answered by serving's popularity fallback (e.g. the feature deadline passed): no model revision. */
+  readonly fallback?: boolean;
+  readonly error?: string;
+}
+
+export interface TrafficOptions {
+  /** http://127.0.0.1:PORT of the router. */
+  readonly url: string;
+  readonly users: readonly string[];
+  /** Closed-loop workers (default 8). */
+  readonly concurrency?: number;
+  /** Open-loop rate instead: one request every 1000/rate ms (for "too little traffic"). */
+  readonly ratePerSecond?: number;
+  /** Hard stop, however the test goes (default 90 s). */
+  readonly maxDurationMs?: number;
+}
+
+export interface Traffic {
+  readonly samples: Sample[];
+  stop(): Promise<void>;
+}
+
+const STORES = ['store-0', 'store-2'];
+
+export function failed(s: Sample): boolean {
+  return s.status < 200 || s.status >= 300;
+}
+
+export function startTraffic(o: TrafficOptions): Traffic {
+  const pool = new Pool(o.url, { connections: (o.concurrency ?? 8) + 2, keepAliveTimeout: 10_000 });
+  const samples: Sample[] = [];
+  const deadline = Date.now() + (o.maxDurationMs ?? 90_000);
+  let stopped = false;
+  const one = async () => {
+    const userId = o.users[Math.floor(Math.random() * o.users.length)]!;
+    const start = Date.now();
+    try {
+      const res = await pool.request({
+        path: '/v1/recommendations',
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          userId,
+          storeId: STORES[Math.floor(Math.random() * STORES.length)]!,
+          context: { time: new Date().toISOString(), channel: 'app' },
+          limit: 5,
+        }),
+        headersTimeout: 10_000,
+        bodyTimeout: 10_000,
+      });
+      const text = await res.body.text();
+      let body: { variant?: string; modelRevision?: string; fallback?: boolean } = {};
+      try {
+        body = JSON.parse(text) as typeof body;
+      } catch {
+        /* not JSON: recorded by status */
+      }
+      samples.push({
+        userId,
+        start,
+        end: Date.now(),
+        status: res.statusCode,
+        ...(body.variant ? { variant: body.variant } : {}),
+        ...(body.modelRevision ? { revision: body.modelRevision } : {}),
+        ...(body.fallback ? { fallback: true } : {}),
+      });
+    } catch (err) {
+      samples.push({ userId, start, end: Date.now(), status: 0, error: (err as Error).message });
+    }
+  };
+  const running = () => !stopped && Date.now() < deadline;
+  let loops: Promise<void>[];
+  if (o.ratePerSecond) {
+    const gap = 1000 / o.ratePerSecond;
+    loops = [
+      (async () => {
+        while (running()) {
+          void one();
+          await new Promise((r) => setTimeout(r, gap));
+        }
+      })(),
+    ];
+  } else {
+    loops = Array.from({ length: o.concurrency ?? 8 }, async () => {
+      while (running()) await one();
+    });
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    samples,
+    stop() {
+      stopped = true;
+      // Open-loop requests may still be in flight: close() waits for them (their timeout at most).
+      closing ??= Promise.all(loops).then(() => pool.close());
+      return closing;
+    },
+  };
+}
