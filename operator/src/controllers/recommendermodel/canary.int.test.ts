@@ -9,8 +9,6 @@
  * against a real Prometheus is tested in operator/src/analysis).
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { installCrds } from '../../install.js';
-import { startOperator, type RunningOperator } from '../../operator.js';
 import {
   KubeApiError,
   RESOURCES,
@@ -18,14 +16,14 @@ import {
   type KubeClient,
   type KubeObject,
 } from '../../runtime/kube.js';
-import { eventually, markPodsReady, testClient } from '../../testing/helpers.js';
+import { eventually } from '../../testing/helpers.js';
+import { startOperatorForTest, type OperatorTestEnv } from '../../testing/operator.js';
 import type { RecommenderModel } from './types.js';
 
 const ns = `canary-${Date.now().toString(36)}`;
 const sha = (c: string) => c.repeat(64);
 let client: KubeClient;
-let op: RunningOperator;
-let kubelet: NodeJS.Timeout;
+let env: OperatorTestEnv;
 
 const getModel = (name: string) =>
   client.request<RecommenderModel>('GET', resourcePath(RESOURCES.recommenderModel, ns, name));
@@ -82,30 +80,15 @@ const annotate = (name: string, annotations: Record<string, string>) =>
   });
 
 beforeAll(async () => {
-  client = await testClient(inject('kubeconfigPath'));
-  await installCrds(client);
-  await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
-  op = await startOperator({
+  env = await startOperatorForTest({
     kubeconfigPath: inject('kubeconfigPath'),
     namespace: ns,
-    healthPort: 0,
-    healthHost: '127.0.0.1',
-    leaderElection: false,
-    log: () => {},
+    kubeletStandIn: true,
   });
-  // Stand-in kubelet for this namespace.
-  kubelet = setInterval(
-    () => void markPodsReady(client, ns, 'app.kubernetes.io/name=crema-serving').catch(() => {}),
-    500,
-  );
+  client = env.client;
 });
 
-afterAll(async () => {
-  clearInterval(kubelet);
-  await op?.stop();
-  await client?.request('DELETE', `/api/v1/namespaces/${ns}`).catch(() => {});
-  client?.close();
-});
+afterAll(() => env?.stop());
 
 describe('canary rollout', () => {
   it('moves traffic through the steps and promotes the canary to stable', { timeout: 120_000 }, async () => {

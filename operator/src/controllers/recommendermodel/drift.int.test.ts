@@ -17,10 +17,10 @@ import {
 } from '../../../../hack/testenv/observability.js';
 import { startFakeServingMetrics, type FakeServing } from '../../analysis/fixtures/fake-serving-metrics.js';
 import { buildDriftRules } from '../../analysis/rules.js';
-import { installCrds } from '../../install.js';
-import { startOperator, type RunningOperator } from '../../operator.js';
+import type { RunningOperator } from '../../operator.js';
 import { RESOURCES, resourcePath, type KubeClient, type KubeObject } from '../../runtime/kube.js';
-import { eventually, markPodsReady, testClient } from '../../testing/helpers.js';
+import { eventually } from '../../testing/helpers.js';
+import { startOperatorForTest, type OperatorTestEnv } from '../../testing/operator.js';
 import type { RecommenderModel } from './types.js';
 
 const ns = `drift-${Date.now().toString(36)}`;
@@ -29,7 +29,7 @@ const A = 'a'.repeat(64);
 const B = 'b'.repeat(64);
 let client: KubeClient;
 let op: RunningOperator;
-let kubelet: NodeJS.Timeout;
+let env: OperatorTestEnv;
 let fake: FakeServing | undefined;
 let prom: PrometheusServer | undefined;
 let am: AlertmanagerServer | undefined;
@@ -49,34 +49,26 @@ async function canaryWeightInRouter(): Promise<number> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'crema-drift-'));
-  client = await testClient(inject('kubeconfigPath'));
-  await installCrds(client);
-  await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
-  op = await startOperator({
+  env = await startOperatorForTest({
     kubeconfigPath: inject('kubeconfigPath'),
     namespace: ns,
-    healthPort: 0,
-    healthHost: '127.0.0.1',
-    leaderElection: false,
-    alertWebhook: { port: 0, host: '127.0.0.1', bearerToken: TOKEN },
-    log: (m) => {
-      if (m.startsWith('drift alert')) alertsAt.push(Date.now());
+    kubeletStandIn: true,
+    operator: {
+      alertWebhook: { port: 0, host: '127.0.0.1', bearerToken: TOKEN },
+      log: (m) => {
+        if (m.startsWith('drift alert')) alertsAt.push(Date.now());
+      },
     },
   });
-  kubelet = setInterval(
-    () => void markPodsReady(client, ns, 'app.kubernetes.io/name=crema-serving').catch(() => {}),
-    500,
-  );
+  client = env.client;
+  op = env.op;
 });
 
 afterAll(async () => {
-  clearInterval(kubelet);
   await prom?.stop();
   await am?.stop();
   await fake?.close();
-  await op?.stop();
-  await client?.request('DELETE', `/api/v1/namespaces/${ns}`).catch(() => {});
-  client?.close();
+  await env?.stop();
   await rm(dir, { recursive: true, force: true });
 });
 

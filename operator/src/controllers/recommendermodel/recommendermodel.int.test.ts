@@ -8,8 +8,7 @@
  * and Deployment controllers report ready replicas, as they would with real pods.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { installCrds } from '../../install.js';
-import { startOperator, type RunningOperator } from '../../operator.js';
+import type { RunningOperator } from '../../operator.js';
 import { FIELD_MANAGER } from '../../runtime/apply.js';
 import {
   KubeApiError,
@@ -19,7 +18,8 @@ import {
   type KubeList,
   type KubeObject,
 } from '../../runtime/kube.js';
-import { auditedWrites, eventually, markPodsReady, testClient } from '../../testing/helpers.js';
+import { auditedWrites, eventually, markPodsReady } from '../../testing/helpers.js';
+import { startOperatorForTest, type OperatorTestEnv } from '../../testing/operator.js';
 import type { RecommenderModel } from './types.js';
 
 const ns = `rm-${Date.now().toString(36)}`;
@@ -27,6 +27,7 @@ const SHA1 = 'a'.repeat(64);
 const SHA2 = 'b'.repeat(64);
 let client: KubeClient;
 let op: RunningOperator;
+let env: OperatorTestEnv;
 
 type Obj = KubeObject & {
   spec?: Record<string, unknown>;
@@ -53,25 +54,16 @@ function model(name: string, sha = SHA1, serving: Record<string, unknown> = {}):
 }
 
 beforeAll(async () => {
-  client = await testClient(inject('kubeconfigPath'));
-  await installCrds(client);
-  await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
-  op = await startOperator({
+  env = await startOperatorForTest({
     kubeconfigPath: inject('kubeconfigPath'),
     namespace: ns,
-    healthPort: 0,
-    healthHost: '127.0.0.1',
-    leaderElection: false,
-    resyncMs: 1500,
-    log: () => {},
+    operator: { resyncMs: 1500 },
   });
+  client = env.client;
+  op = env.op;
 });
 
-afterAll(async () => {
-  await op?.stop();
-  await client?.request('DELETE', `/api/v1/namespaces/${ns}`).catch(() => {});
-  client?.close();
-});
+afterAll(() => env?.stop());
 
 describe('RecommenderModel controller', () => {
   it('creates every child with the specified fields and owner references', async () => {
