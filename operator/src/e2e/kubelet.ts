@@ -121,6 +121,8 @@ export class Kubelet {
   private stopped = false;
   private loops: Promise<void>[] = [];
   private readonly log: (line: string) => void;
+  /** When each rule file version was loaded into Prometheus (reload done, Alertmanager known again). */
+  readonly rulesLoaded: { name: string; text: string; at: number }[] = [];
   /** Errors from the loops (a test asserts there are none). */
   readonly errors: string[] = [];
 
@@ -403,6 +405,7 @@ export class Kubelet {
       if (this.loadedRules.get(name) === text) continue;
       await prometheus.writeRules(name, text);
       this.loadedRules.set(name, text);
+      this.rulesLoaded.push({ name, text, at: Date.now() });
       this.log(`rules ${name} loaded into Prometheus`);
     }
     for (const name of [...this.loadedRules.keys()]) {

@@ -497,6 +497,9 @@ describe('progressive delivery end to end', () => {
         );
         // What the real canary process reported, and that stable's traffic did not drift.
         const promClient = createPrometheusClient(prom!.url);
+        const canaryRule = kubelet!.rulesLoaded.find(
+          (r) => r.name.endsWith(`.${name}-drift-rules`) && r.text.includes(v2.sha256),
+        );
         const features = DRIFT_FEATURES.join('|');
         const psi = async (expr: string) => (await promClient.query(expr))[0]?.value ?? NaN;
         // The canary is gone by now: the highest PSI it reported. Stable still serves: its PSI now,
@@ -520,6 +523,10 @@ describe('progressive delivery end to end', () => {
           canaryPsi: Number(canaryPsi.toFixed(3)),
           stablePsi: Number(stablePsi.toFixed(3)),
           alertFiringToWeight0Ms: fired ? zeroAt - Date.parse(fired.startsAt) : null,
+          // Prometheus forgets its Alertmanagers on every reload and rediscovers them ~5 s later;
+          // the canary's rule arrives with the canary, so its alert may wait for that.
+          canaryRuleLoadedToWebhookMs: canaryRule ? hook!.at - canaryRule.at : null,
+          alertFiringToWebhookMs: fired ? hook!.at - Date.parse(fired.startsAt) : null,
           webhookToWeight0Ms: zeroAt - hook!.at,
           webhookToRouterAppliedMs: applied.appliedAt! - hook!.at,
           failedRequests: samples.filter(failed).length,
