@@ -58,3 +58,14 @@ describe('model metadata validation', () => {
     expect(validateModelMetadata(null)).toEqual(['metadata: not an object']);
   });
 });
+
+describe('serving env', () => {
+  it('names one URI and one pinned digest variable per task', async () => {
+    const { MODEL_TASKS, modelEnvNames } = await import('./serving-env.js');
+    expect(modelEnvNames('drink-ranking')).toEqual({
+      uri: 'CREMA_RANKING_MODEL_URI',
+      sha256: 'CREMA_RANKING_MODEL_SHA256',
+    });
+    expect(new Set(MODEL_TASKS.map((t) => modelEnvNames(t).uri)).size).toBe(4);
+  });
+});

@@ -6,6 +6,7 @@
 import { build, createModelStore } from './app.js';
 import { createServingRedis } from './features/redis.js';
 import { buildRouter } from './router/app.js';
+import { MODEL_TASKS, modelEnvNames } from '../../contracts/serving-env.js';
 
 function modeOf(argv: readonly string[], env: NodeJS.ProcessEnv): 'serving' | 'router' {
   const i = argv.indexOf('--mode');
@@ -70,16 +71,12 @@ async function main(): Promise<void> {
       lastRedisError = '';
     });
     // Models are loaded and warmed before the port opens, so no request meets a cold session.
-    const uris: [Parameters<typeof models.load>[0], string | undefined][] = [
-      ['drink-ranking', env['CREMA_RANKING_MODEL_URI']],
-      ['addon-attach', env['CREMA_ADDON_MODEL_URI']],
-      ['pickup-time', env['CREMA_PICKUP_MODEL_URI']],
-      ['churn', env['CREMA_CHURN_MODEL_URI']],
-    ];
-    for (const [task, uri] of uris) {
+    for (const task of MODEL_TASKS) {
+      const names = modelEnvNames(task);
+      const uri = env[names.uri];
       if (!uri) continue;
       try {
-        await models.load(task, uri);
+        await models.load(task, uri, env[names.sha256] || undefined);
       } catch (err) {
         // A broken model must not keep the fallback from answering; readyz reports it.
         app.log.error({ task, err: (err as Error).message }, 'model load failed');

@@ -3,9 +3,9 @@
  * using real serving processes (serving/src/server.ts) instead of containers:
  *
  * - every serving Deployment the operator renders gets a real serving process started from its
- *   pod template's env (CREMA_MODEL_URI → the ranking model, CREMA_VARIANT), on one of a fixed
+ *   pod template's env (CREMA_RANKING_MODEL_URI/_SHA256, CREMA_VARIANT), on one of a fixed
  *   set of loopback ports that Prometheus scrapes; once its /readyz answers and its /metrics
- *   shows the digest the template names (CREMA_MODEL_SHA256), the Deployment's pods are marked
+ *   shows the digest the template names (CREMA_RANKING_MODEL_SHA256), the Deployment's pods are marked
  *   Ready with `markPodsReady`, so the operator sees ready replicas only for a process that
  *   really serves;
  * - a template change (promotion rolls stable to the new digest) starts a new process; the old
@@ -183,7 +183,8 @@ export class Kubelet {
       const model = labels[MODEL_LABEL] ?? '';
       const track = labels[TRACK_LABEL] ?? '';
       if (this.forgotten.has(model)) continue;
-      const sha = env['CREMA_MODEL_SHA256'] ?? '';
+      // The digest the template pins, whatever the task (CREMA_<TASK>_MODEL_SHA256).
+      const sha = Object.entries(env).find(([k]) => /^CREMA_[A-Z]+_MODEL_SHA256$/.test(k))?.[1] ?? '';
       current.set(name, { model, track, sha });
       const existing = this.processes.find((p) => this.running(p) && p.deployment === name && p.sha === sha);
       if (!existing) this.startServing(name, model, track, sha, env);
@@ -319,13 +320,13 @@ export class Kubelet {
     const output: string[] = [];
     const extra = this.o.extraEnv?.(deployment) ?? {};
     const procEnv = {
+      LOG_LEVEL: 'warn',
+      // The pod template's env as the operator rendered it (model URI and pinned digest per
+      // task, variant), with this process's port and Redis.
+      ...env,
       HOST: '127.0.0.1',
       PORT: String(port),
-      LOG_LEVEL: 'warn',
       REDIS_URL: this.o.redisUrl,
-      // The operator names the model CREMA_MODEL_URI; serving reads it per task.
-      CREMA_RANKING_MODEL_URI: env['CREMA_MODEL_URI'] ?? '',
-      CREMA_VARIANT: env['CREMA_VARIANT'] ?? 'stable',
       ...extra,
     };
     const proc = spawn(process.execPath, ['--import', 'tsx', 'serving/src/server.ts'], {

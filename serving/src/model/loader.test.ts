@@ -55,6 +55,12 @@ describe('model loading', () => {
       { task: 'drink-ranking' },
       /sha256 .* does not match/,
     ],
+    [
+      'a model other than the pinned digest',
+      () => `${base}/good.onnx`,
+      { task: 'drink-ranking', expectedSha256: 'f'.repeat(64) },
+      /is not the pinned digest f{64}/,
+    ],
     ['a missing file (HTTP 404)', () => `${base}/absent.onnx`, { task: 'drink-ranking' }, /HTTP 404/],
     [
       'a missing file (file://)',

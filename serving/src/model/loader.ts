@@ -138,6 +138,8 @@ export interface LoadModelOptions {
   /** Rows of the zero batch used to warm the session. Default 200. */
   readonly warmRows?: number;
   readonly fetchImpl?: typeof fetch;
+  /** The digest the deployment pins (RecommenderModel spec.model.sha256); a different model is refused. */
+  readonly expectedSha256?: string;
 }
 
 /**
@@ -168,6 +170,11 @@ export async function loadModel(uri: string, opts: LoadModelOptions): Promise<Lo
   const digest = sha256Hex(bytes);
   if (digest !== meta.sha256) {
     throw new ModelLoadError(`model ${uri}: sha256 ${digest} does not match metadata ${meta.sha256}`);
+  }
+  if (opts.expectedSha256 && digest !== opts.expectedSha256) {
+    throw new ModelLoadError(
+      `model ${uri}: sha256 ${digest} is not the pinned digest ${opts.expectedSha256}`,
+    );
   }
   const input = meta.inputs[0]!;
   if (!Array.isArray(input.features) || input.features.length === 0) {

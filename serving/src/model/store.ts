@@ -46,12 +46,13 @@ export class ModelStore {
    * Loads `uri` for `task` and swaps it in. Loads are serialized; a failed load leaves the
    * current model in place and rejects with ModelLoadError.
    */
-  load(task: ModelTask, uri: string): Promise<LoadedModel> {
+  load(task: ModelTask, uri: string, expectedSha256?: string): Promise<LoadedModel> {
     const run = async () => {
       const next = await loadModel(uri, {
         task,
         check: this.opts.checks?.[task],
         fetchImpl: this.opts.fetchImpl,
+        ...(expectedSha256 ? { expectedSha256 } : {}),
       });
       const previous = this.current.get(task);
       this.current.set(task, next);

@@ -9,6 +9,7 @@ import * as kplus from 'cdk8s-plus-28';
 import type { KubeObject } from '../../runtime/kube.js';
 import { ConfigMapTrafficRouter, type TrafficRouter } from '../../traffic/router.js';
 import { buildDriftRules } from '../../analysis/rules.js';
+import { modelEnvNames } from '../../../../contracts/serving-env.js';
 import type { RecommenderModel } from './types.js';
 
 /** Labels on every child; the operator's informers select on `managed-by`. */
@@ -104,6 +105,7 @@ export function buildServingObjects(
     data: { 'model.json': JSON.stringify(modelConfig) },
   });
 
+  const modelEnv = modelEnvNames(model.task);
   const servingDeployment = (track: 'stable' | 'canary', rev: RevisionRef, replicas?: number) => {
     const selector = { [MODEL_LABEL]: name, [TRACK_LABEL]: track };
     const d = new kplus.Deployment(chart, track, {
@@ -132,8 +134,9 @@ export function buildServingObjects(
           portNumber: port,
           envVariables: {
             CREMA_MODEL_NAME: kplus.EnvValue.fromValue(name),
-            CREMA_MODEL_URI: kplus.EnvValue.fromValue(rev.uri),
-            CREMA_MODEL_SHA256: kplus.EnvValue.fromValue(rev.sha256),
+            // serving/src/server.ts reads the model of each task from these (contracts/serving-env.ts).
+            [modelEnv.uri]: kplus.EnvValue.fromValue(rev.uri),
+            [modelEnv.sha256]: kplus.EnvValue.fromValue(rev.sha256),
             CREMA_VARIANT: kplus.EnvValue.fromValue(track),
             PORT: kplus.EnvValue.fromValue(String(port)),
           },

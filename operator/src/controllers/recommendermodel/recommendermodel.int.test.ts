@@ -92,7 +92,12 @@ describe('RecommenderModel controller', () => {
     const container = spec.template.spec.containers[0]!;
     expect(container['image']).toBe('crema/serving:0.1.0');
     expect(container['ports']).toEqual([expect.objectContaining({ containerPort: 9090 })]);
-    expect(container['env']).toEqual(expect.arrayContaining([{ name: 'CREMA_MODEL_SHA256', value: SHA1 }]));
+    expect(container['env']).toEqual(
+      expect.arrayContaining([
+        { name: 'CREMA_RANKING_MODEL_SHA256', value: SHA1 },
+        { name: 'CREMA_RANKING_MODEL_URI', value: 'file:///models/drinks.onnx' },
+      ]),
+    );
     // The HPA owns replicas: the operator's applied configuration must not contain them.
     const ours = deploy.metadata?.managedFields?.find((m) => m.manager === FIELD_MANAGER);
     expect(ours?.operation).toBe('Apply');
