@@ -124,7 +124,7 @@ describe('analyzeCanary against a real Prometheus', () => {
     const r = results['quiet']!;
     expect(r.verdict).toBe('Inconclusive');
     for (const m of r.metrics) expect(m.samples.canary, m.metric).toBeLessThan(100);
-    expect(r.message).toMatch(/errorRate: waiting for 100 requests per variant \(canary has \d+\)/);
+    expect(r.message).toMatch(/errorRate: waiting for 100 canary requests \(canary has \d+\)/);
   });
 
   it('names the query when Prometheus rejects it', async () => {

@@ -121,11 +121,19 @@ const rows: Row[] = [
     { errorRate: 'Inconclusive' },
   ],
   [
-    'too few stable samples: inconclusive, never a pass',
-    { ...allEnough, p99LatencyMs: { canary: 500, stable: 10 } },
+    'too few canary samples: inconclusive, never a pass',
+    { ...allEnough, p99LatencyMs: { canary: 10, stable: 500 } },
     healthy,
     'Inconclusive',
     { p99LatencyMs: 'Inconclusive', errorRate: 'Pass' },
+  ],
+  [
+    // Absolute limits need canary samples only: at a 100% step stable gets no traffic.
+    'a 100% step: no stable traffic, absolute limits still decide',
+    { ...allEnough, p99LatencyMs: { canary: 500, stable: 0 }, errorRate: { canary: 500, stable: 0 } },
+    healthy,
+    'Pass',
+    { p99LatencyMs: 'Pass', errorRate: 'Pass' },
   ],
   [
     'no samples at all: inconclusive',
@@ -162,7 +170,7 @@ describe('computeVerdict', () => {
 
   it('says why it is waiting, with the counts', () => {
     const r = computeVerdict(spec, { ...allEnough, errorRate: { canary: 12, stable: 4000 } }, healthy, AT);
-    expect(r.message).toBe('errorRate: waiting for 100 requests per variant (canary has 12)');
+    expect(r.message).toBe('errorRate: waiting for 100 canary requests (canary has 12)');
   });
 
   it('names the failing metric, its value and the bound', () => {

@@ -1,7 +1,8 @@
 /**
  * The analysis verdict: pure rules from the spec's thresholds, the sample counts and the measured
- * values. Too little traffic is never a decision: a metric below `minSamples` on either variant
- * is Inconclusive, so the rollout waits instead of promoting or rolling back on noise.
+ * values. Too little traffic is never a decision: a metric below `minSamples` (canary samples for
+ * absolute limits, both variants for the relative business KPI) is Inconclusive, so the rollout
+ * waits instead of promoting or rolling back on noise.
  */
 import type { RecommenderModelSpecRolloutAnalysis } from '../api/v1alpha1/recommendermodel.js';
 import {
@@ -60,11 +61,16 @@ export function computeMetricVerdict(
   const stable = finiteOrNull(values.stable);
   const base = { metric, canary, stable, samples: { ...samples }, threshold };
   const result = (verdict: MetricVerdict, message: string): MetricResult => ({ ...base, verdict, message });
-  const short = (['canary', 'stable'] as const).filter((v) => samples[v] < minSamples);
+  // The business KPI is relative (canary / stable), so both variants need samples. The other
+  // metrics are held against absolute limits and need only the canary's: at a 100% step stable
+  // gets no traffic, and requiring it there would leave the last analysed step waiting forever.
+  const relative = metric === 'businessKpi';
+  const needed = relative ? (['canary', 'stable'] as const) : (['canary'] as const);
+  const short = needed.filter((v) => samples[v] < minSamples);
   if (short.length > 0) {
-    const what = metric === 'businessKpi' ? 'exposures' : 'requests';
+    const what = relative ? 'exposures per variant' : 'canary requests';
     const detail = short.map((v) => `${v} has ${samples[v]}`).join(', ');
-    return result('Inconclusive', `${metric}: waiting for ${minSamples} ${what} per variant (${detail})`);
+    return result('Inconclusive', `${metric}: waiting for ${minSamples} ${what} (${detail})`);
   }
   const f = fmt[metric];
   if (metric === 'businessKpi') {

@@ -280,12 +280,14 @@ describe('progressive delivery end to end', () => {
       await t.stop();
       const records = waiting.status!.canary!.analysis!;
       expect(records.every((a) => a.verdict === 'Inconclusive')).toBe(true);
-      expect(records[0]!.message).toMatch(/errorRate: waiting for 100 requests per variant \(canary has \d+/);
+      expect(records[0]!.message).toMatch(/errorRate: waiting for 100 canary requests \(canary has \d+/);
       expect(waiting.status?.canary).toMatchObject({ step: 0, weight: 20, failures: 0, modelSha: v2.sha256 });
       expect(waiting.status?.stable).toMatchObject({ revision: 1, modelSha: v1.sha256 });
       const progressing = cond(waiting, 'Progressing');
       expect(progressing?.status).toBe('True');
-      expect(progressing?.message).toMatch(/analysis inconclusive: errorRate: waiting for 100 requests/);
+      expect(progressing?.message).toMatch(
+        /analysis inconclusive: errorRate: waiting for 100 canary requests/,
+      );
       expect(cond(waiting, 'RolledBack')?.status).not.toBe('True');
       expect(await canaryWeightInConfigMap(name)).toBe(20);
       // The little traffic there was went through and was answered.
@@ -320,8 +322,8 @@ describe('progressive delivery end to end', () => {
             steps: [
               { weight: 20, pause: '2s' },
               { weight: 50, pause: '2s' },
-              // Analysis compares canary with stable, which gets no traffic at 100%: not analysed.
-              { weight: 100, pause: '2s', analysis: false },
+              // Analysed too: absolute limits need only canary samples (stable gets none at 100%).
+              { weight: 100, pause: '2s' },
             ],
             analysis: {
               interval: '6s',
