@@ -16,6 +16,7 @@ import {
   type KubeClient,
   type KubeObject,
 } from '../../runtime/kube.js';
+import { startOperator } from '../../operator.js';
 import { eventually } from '../../testing/helpers.js';
 import { startOperatorForTest, type OperatorTestEnv } from '../../testing/operator.js';
 import type { RecommenderModel } from './types.js';
@@ -88,7 +89,10 @@ beforeAll(async () => {
   client = env.client;
 });
 
-afterAll(() => env?.stop());
+afterAll(async () => {
+  await env?.op.stop(); // the restart test may have replaced the operator
+  await env?.stop();
+});
 
 describe('canary rollout', () => {
   it('moves traffic through the steps and promotes the canary to stable', { timeout: 120_000 }, async () => {
@@ -149,6 +153,59 @@ describe('canary rollout', () => {
     );
     expect(await exists(RESOURCES.service, 'drinks-canary')).toBe(false);
     expect(await routerWeights('drinks')).toEqual({ stable: 100 });
+  });
+
+  it('an operator restart mid-step resumes that step', { timeout: 120_000 }, async () => {
+    await createModel('resume', {
+      steps: [
+        { weight: 30, pause: '6s', analysis: false },
+        { weight: 100, pause: '1s', analysis: false },
+      ],
+    });
+    await setModel('resume', '9');
+    const before = await eventually(
+      async () => {
+        const m = await getModel('resume');
+        return m.status?.canary?.weight === 30 ? m : undefined;
+      },
+      60_000,
+      'canary at 30%',
+    );
+    // Replace the operator: state lives in status, so the new one continues the same step.
+    await env.op.stop();
+    const config = {
+      kubeconfigPath: inject('kubeconfigPath'),
+      namespace: ns,
+      healthPort: 0,
+      healthHost: '127.0.0.1',
+      leaderElection: false,
+      log: () => {},
+    };
+    const restarted = await startOperator(config);
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const during = await getModel('resume');
+      expect(during.status?.canary).toMatchObject({
+        step: 0,
+        weight: 30,
+        stepStartedAt: before.status?.canary?.stepStartedAt,
+      });
+      expect(await routerWeights('resume')).toEqual({ stable: 70, canary: 30 });
+      const promoted = await eventually(
+        async () => {
+          const m = await getModel('resume');
+          return m.status?.stable?.modelSha === sha('9') ? m : undefined;
+        },
+        30_000,
+        'promoted after the restart',
+      );
+      // The pause was counted from the original step start, not from the restart.
+      const since = new Date(promoted.status!.stable!.since!).getTime();
+      expect(since - new Date(before.status!.canary!.stepStartedAt!).getTime()).toBeGreaterThanOrEqual(6000);
+    } finally {
+      await restarted.stop();
+      env = { ...env, op: await startOperator(config) };
+    }
   });
 
   it(

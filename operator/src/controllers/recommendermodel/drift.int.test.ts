@@ -138,8 +138,15 @@ describe('drift alert on the canary', () => {
       fake.set({ psi: { hour: 0.45 } });
       await eventually(async () => (await canaryWeightInRouter()) === 0, 60_000, 'router weight 0');
       const weightZeroAt = Date.now();
-      const m = await getModel();
-      expect(m.status?.canary).toBeUndefined();
+      // The router config is applied before status is written: wait for the status too.
+      const m = await eventually(
+        async () => {
+          const x = await getModel();
+          return x.status?.canary ? undefined : x;
+        },
+        10_000,
+        'status without canary',
+      );
       expect(m.status?.stable?.modelSha).toBe(A);
       expect(m.status?.abortedModelSha).toBe(B);
       const rolledBack = m.status?.conditions?.find((c) => c.type === 'RolledBack');
@@ -153,4 +160,60 @@ describe('drift alert on the canary', () => {
       expect(alertToZero).toBeLessThan(5000);
     },
   );
+
+  it('a drift alert on stable sets DriftDetected; the webhook refuses a wrong token', async () => {
+    const payload = (token: string) =>
+      fetch(`http://127.0.0.1:${op.alertWebhookPort}/alerts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          version: '4',
+          status: 'firing',
+          receiver: 'crema',
+          groupLabels: {},
+          commonLabels: {},
+          commonAnnotations: {},
+          externalURL: 'http://alertmanager',
+          groupKey: 'k',
+          alerts: [
+            {
+              status: 'firing',
+              labels: {
+                alertname: 'CremaFeatureDrift',
+                namespace: ns,
+                crema_model: 'drinks',
+                revision: A,
+                variant: 'stable',
+                feature: 'hour',
+              },
+              annotations: { value: '0.37', summary: 'Feature hour drifted: PSI 0.370 > 0.2' },
+              startsAt: new Date().toISOString(),
+              endsAt: '0001-01-01T00:00:00Z',
+              generatorURL: '',
+              fingerprint: 'f',
+            },
+          ],
+        }),
+      });
+    expect((await payload('wrong-token')).status).toBe(401);
+    expect((await payload(TOKEN)).status).toBe(200);
+    const m = await eventually(
+      async () => {
+        const x = await getModel();
+        return x.status?.conditions?.find((c) => c.type === 'DriftDetected' && c.status === 'True')
+          ? x
+          : undefined;
+      },
+      10_000,
+      'DriftDetected',
+    );
+    expect(m.status?.conditions?.find((c) => c.type === 'DriftDetected')?.message).toMatch(/PSI 0.370/);
+    // No earlier stable revision to return to: stable stays, and says it drifted.
+    expect(m.status?.stable?.modelSha).toBe(A);
+    const events = await client.request<{ items: Array<{ reason?: string }> }>(
+      'GET',
+      `/api/v1/namespaces/${ns}/events`,
+    );
+    expect(events.items.map((e) => e.reason)).toContain('DriftDetected');
+  });
 });
