@@ -13,6 +13,25 @@ export interface BaselineHistogram {
   readonly probs: readonly number[];
 }
 
+/**
+ * Bin of `value` over histogram `edges` (length bins+1): below the first edge → bin 0, at or
+ * above the last → the last bin, so every observation counts. Training builds baselines and
+ * serving builds live histograms with this one function, so their bins always line up.
+ */
+export function binOf(edges: readonly number[], value: number): number {
+  const bins = edges.length - 1;
+  if (bins <= 0) return 0;
+  let lo = 0;
+  let hi = bins - 1;
+  // last bin whose left edge <= value
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (value >= edges[mid]!) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 /** One ONNX input: its name, shape (-1 = dynamic) and the feature names along the last axis. */
 export interface ModelInput {
   readonly name: string;

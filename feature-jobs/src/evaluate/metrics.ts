@@ -1,5 +1,5 @@
 /** Offline metrics and baseline histograms, as pure functions. */
-import type { BaselineHistogram } from '../../../contracts/model-metadata.js';
+import { binOf, type BaselineHistogram } from '../../../contracts/model-metadata.js';
 
 /** 1-based rank of `target` among `scores` over `candidates` (ties count against the target). */
 export function rankOf(scores: ArrayLike<number>, candidates: ArrayLike<number>, target: number): number {
@@ -52,19 +52,8 @@ export function mae(pred: ArrayLike<number>, truth: ArrayLike<number>): number {
   return pred.length ? s / pred.length : Number.NaN;
 }
 
-/** Bin of `value` (below the first edge → 0, at/above the last → last bin), as serving bins. */
-export function binOf(edges: readonly number[], value: number): number {
-  const bins = edges.length - 1;
-  if (bins <= 0) return 0;
-  let lo = 0;
-  let hi = bins - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (value >= edges[mid]!) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
+/** Re-exported: the one binning shared with serving (contracts/model-metadata.ts). */
+export { binOf };
 
 /** A histogram with (up to) `bins` quantile bins of `values`; edges are distinct and ascending. */
 export function computeHistogram(values: ArrayLike<number>, bins = 10): BaselineHistogram {

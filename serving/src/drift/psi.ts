@@ -1,3 +1,5 @@
+import { binOf } from '../../../contracts/model-metadata.js';
+
 /**
  * Population stability index of an observed histogram against a baseline:
  * PSI = Σ (a_i − e_i) · ln(a_i / e_i), with shares floored at `epsilon` so empty bins stay finite.
@@ -23,23 +25,8 @@ export function computePsi(
   return psi;
 }
 
-/**
- * Bin of `value` over histogram `edges` (length bins+1): values below the first edge go to bin 0,
- * at or above the last edge to the last bin, so every observation is counted.
- */
-export function binOf(edges: readonly number[], value: number): number {
-  const bins = edges.length - 1;
-  if (bins <= 0) return 0;
-  let lo = 0;
-  let hi = bins - 1;
-  // last bin whose left edge <= value
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (value >= edges[mid]!) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
+/** Re-exported: the one binning shared with training (contracts/model-metadata.ts). */
+export { binOf };
 
 /** A rolling window of the last `capacity` bin observations with running per-bin counts. */
 export class RollingHistogram {
