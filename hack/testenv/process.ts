@@ -35,6 +35,26 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * A free loopback port below the kernel's ephemeral range (32768+ on Linux), for servers whose
+ * port must be fixed in advance (e.g. configured as a Prometheus scrape target before the
+ * server starts). Ports the kernel hands out — to outgoing connections and to `listen(0)` —
+ * come from the ephemeral range, so they can never take a port chosen here in the meantime.
+ */
+export async function freeFixedPort(taken: ReadonlySet<number> = new Set()): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (taken.has(port)) continue;
+    const ok = await new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  throw new Error('no free port found in 20000-31999');
+}
+
 /** A started child whose output goes to a log file in the environment's directory. */
 export class ManagedProcess {
   readonly child: ChildProcess;

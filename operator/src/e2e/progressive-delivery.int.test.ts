@@ -41,7 +41,7 @@ import {
   type AlertmanagerServer,
   type PrometheusServer,
 } from '../../../hack/testenv/observability.js';
-import { freePort } from '../../../hack/testenv/process.js';
+import { freeFixedPort } from '../../../hack/testenv/process.js';
 import { createPrometheusClient } from '../analysis/prometheus.js';
 import type { RecommenderModel } from '../controllers/recommendermodel/types.js';
 import { installCrds } from '../install.js';
@@ -197,8 +197,11 @@ beforeAll(async () => {
   } finally {
     redis.disconnect();
   }
-  const ports = await Promise.all(Array.from({ length: 6 }, () => freePort()));
-  const webhookPort = await freePort();
+  // Fixed before the servers start (Prometheus scrapes them): below the ephemeral range, so no
+  // outgoing connection or listen(0) can take one in the meantime (that happened in CI).
+  const taken = new Set<number>();
+  for (let i = 0; i < 7; i++) taken.add(await freeFixedPort(taken));
+  const [webhookPort, ...ports] = [...taken] as [number, ...number[]];
   am = await startAlertmanager({
     webhookUrl: `http://127.0.0.1:${webhookPort}/alerts`,
     bearerToken: TOKEN,
