@@ -54,6 +54,20 @@ export const ITEM_FEATURES = [
   'is_seasonal',
 ] as const;
 
+/** One item's row of the item feature matrix, in ITEM_FEATURES order. */
+export function itemFeatureRow(item: CatalogItem, popularity: number): number[] {
+  return [
+    popularity,
+    item.price,
+    item.prepComplexity,
+    item.category === 'hot' ? 1 : 0,
+    item.category === 'iced' ? 1 : 0,
+    item.category === 'blended' ? 1 : 0,
+    item.category === 'energy' ? 1 : 0,
+    item.season ? 1 : 0,
+  ];
+}
+
 /** Redis keys. `v` is a batch version id (e.g. `20261124T2100-3f2a`). */
 export const KEYS = {
   /** String: the version id readers must use. Switched atomically after a complete write. */

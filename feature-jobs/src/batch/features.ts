@@ -3,7 +3,13 @@
  * Redis; training computes the very same vectors at its cutoffs, so what a model learns on is
  * what serving reads.
  */
-import { ITEM_FEATURES, SEGMENTS, USER_FEATURES, type Catalog } from '../../../contracts/features.js';
+import {
+  ITEM_FEATURES,
+  SEGMENTS,
+  USER_FEATURES,
+  itemFeatureRow,
+  type Catalog,
+} from '../../../contracts/features.js';
 import type { OrderColumns } from '../generate/orders.js';
 
 export const RECENT = 5;
@@ -141,17 +147,7 @@ export function computeItemFeatures(catalog: Catalog, counts: Float64Array): Flo
   });
   const m = new Float32Array(catalog.items.length * k);
   catalog.items.forEach((it, i) => {
-    const row = [
-      drinks ? counts[i]! / drinks : 0,
-      it.price,
-      it.prepComplexity,
-      it.category === 'hot' ? 1 : 0,
-      it.category === 'iced' ? 1 : 0,
-      it.category === 'blended' ? 1 : 0,
-      it.category === 'energy' ? 1 : 0,
-      it.season ? 1 : 0,
-    ];
-    m.set(row, i * k);
+    m.set(itemFeatureRow(it, drinks ? counts[i]! / drinks : 0), i * k);
   });
   return m;
 }

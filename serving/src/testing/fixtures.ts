@@ -12,6 +12,7 @@ import {
   encodeUserFeatures,
   FEATURE_SCHEMA_VERSION,
   ITEM_FEATURES,
+  itemFeatureRow,
   KEYS,
   SEGMENTS,
   USER_FEATURES,
@@ -72,17 +73,7 @@ export function buildItemMatrix(catalog: Catalog, seed = 1): Float32Array {
   const f = ITEM_FEATURES.length;
   const m = new Float32Array(catalog.items.length * f);
   catalog.items.forEach((it, i) => {
-    const row = [
-      r() * 0.02,
-      it.price,
-      it.prepComplexity,
-      it.category === 'hot' ? 1 : 0,
-      it.category === 'iced' ? 1 : 0,
-      it.category === 'blended' ? 1 : 0,
-      it.category === 'energy' ? 1 : 0,
-      it.season ? 1 : 0,
-    ];
-    row.forEach((v, j) => (m[i * f + j] = v));
+    m.set(itemFeatureRow(it, r() * 0.02), i * f);
   });
   return m;
 }
