@@ -6,13 +6,13 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
 import { FEATURE_SCHEMA_VERSION } from '../../../contracts/features.js';
 import {
   validateModelMetadata,
   type ModelMetadata,
   type ModelTask,
 } from '../../../contracts/model-metadata.js';
+import { InferenceBatcher, NativeSession, type BatcherOptions } from './engine.js';
 
 /** Why a model could not be loaded; the message names the problem. */
 export class ModelLoadError extends Error {
@@ -74,13 +74,20 @@ export class LoadedModel {
   private closed = false;
   /** Number of feature columns of the first input. */
   readonly columns: number;
+  private readonly inputName: string;
+  private readonly outputName: string;
+  private readonly batcher: InferenceBatcher;
 
   constructor(
     readonly uri: string,
     readonly meta: ModelMetadata,
-    private readonly session: ort.InferenceSession,
+    private readonly session: NativeSession,
+    batching: BatcherOptions = {},
   ) {
     this.columns = meta.inputs[0]!.features.length;
+    this.inputName = meta.inputs[0]!.name;
+    this.outputName = meta.outputs[0]?.name ?? session.outputNames[0]!;
+    this.batcher = new InferenceBatcher((data, rows) => this.runNow(data, rows), this.columns, batching);
   }
 
   /** The model revision: its sha256. */
@@ -95,13 +102,13 @@ export class LoadedModel {
 
   release(): void {
     this.refs--;
-    if (this.retired && this.refs === 0) void this.close();
+    if (this.retired && this.refs === 0) this.close();
   }
 
   /** Marks the model replaced; its session closes when the last in-flight request releases it. */
   retire(): void {
     this.retired = true;
-    if (this.refs === 0) void this.close();
+    if (this.refs === 0) this.close();
   }
 
   /** Requests currently holding the model. */
@@ -109,23 +116,30 @@ export class LoadedModel {
     return this.refs;
   }
 
-  /** Runs the first input over `rows` rows of `columns` features; returns the first output's data. */
-  async run(input: Float32Array, rows: number): Promise<Float32Array> {
-    if (this.closed) throw new Error(`model ${this.meta.name}@${this.revision.slice(0, 12)} is closed`);
-    const inputMeta = this.meta.inputs[0]!;
-    const out = await this.session.run({
-      [inputMeta.name]: new ort.Tensor('float32', input, [rows, this.columns]),
-    });
-    const outName = this.meta.outputs[0]?.name ?? this.session.outputNames[0]!;
-    const t = out[outName];
-    if (!t || !(t.data instanceof Float32Array)) throw new Error(`model output ${outName}: not float32`);
-    return t.data;
+  /**
+   * Scores `rows` rows of `columns` features; returns the first output's values, one per row.
+   * Runs made in the same event-loop turn share one inference (InferenceBatcher); `input` must
+   * stay untouched until the promise settles, and the result is only valid for this request.
+   */
+  run(input: Float32Array, rows: number): Promise<Float32Array> {
+    if (this.closed) return Promise.reject(new Error(`model ${this.describe()} is closed`));
+    return this.batcher.submit(input, rows);
   }
 
-  private async close(): Promise<void> {
+  /** One inference now, on this thread (warm-up, tests). */
+  runNow(input: Float32Array, rows: number): Float32Array {
+    if (this.closed) throw new Error(`model ${this.describe()} is closed`);
+    return this.session.run(this.inputName, this.outputName, input, rows, this.columns);
+  }
+
+  private describe(): string {
+    return `${this.meta.name}@${this.revision.slice(0, 12)}`;
+  }
+
+  private close(): void {
     if (this.closed) return;
     this.closed = true;
-    await this.session.release();
+    this.session.dispose();
   }
 }
 
@@ -138,6 +152,8 @@ export interface LoadModelOptions {
   /** Rows of the zero batch used to warm the session. Default 200. */
   readonly warmRows?: number;
   readonly fetchImpl?: typeof fetch;
+  /** How concurrent inferences are batched. */
+  readonly batching?: BatcherOptions;
   /** The digest the deployment pins (RecommenderModel spec.model.sha256); a different model is refused. */
   readonly expectedSha256?: string;
 }
@@ -185,31 +201,33 @@ export async function loadModel(uri: string, opts: LoadModelOptions): Promise<Lo
   } catch (err) {
     throw new ModelLoadError(`model ${uri}: ${(err as Error).message}`, { cause: err });
   }
-  let session: ort.InferenceSession;
+  let session: NativeSession;
   try {
-    // One thread each: a serving process shares few cores and handles many small requests.
-    session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+    session = NativeSession.open(bytes);
   } catch (err) {
     throw new ModelLoadError(`model ${uri}: onnxruntime cannot open it: ${(err as Error).message}`, {
       cause: err,
     });
   }
   if (!session.inputNames.includes(input.name)) {
-    await session.release();
+    session.dispose();
     throw new ModelLoadError(`model ${uri}: graph has no input ${input.name}`);
   }
   const outName = meta.outputs[0]?.name;
   if (outName !== undefined && !session.outputNames.includes(outName)) {
-    await session.release();
+    session.dispose();
     throw new ModelLoadError(`model ${uri}: graph has no output ${outName}`);
   }
-  const model = new LoadedModel(uri, meta, session);
+  const model = new LoadedModel(uri, meta, session, opts.batching);
   const rows = opts.warmRows ?? 200;
   const zeros = new Float32Array(rows * model.columns);
   try {
-    for (let i = 0; i < 5; i++) await model.run(zeros, rows);
+    for (let i = 0; i < 5; i++) {
+      const out = model.runNow(zeros, rows);
+      if (out.length !== rows) throw new Error(`${out.length} values for ${rows} rows`);
+    }
   } catch (err) {
-    await session.release();
+    session.dispose();
     throw new ModelLoadError(`model ${uri}: warm-up inference failed: ${(err as Error).message}`, {
       cause: err,
     });
