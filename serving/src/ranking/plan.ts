@@ -217,32 +217,35 @@ export function buildRankingInput(b: RankingBatch, into?: Float32Array): Float32
   const out = into ? into.subarray(0, size) : new Float32Array(size);
   // Item columns never change for a candidate list, so they are copied from a cached template.
   out.set(templateOf(b, c, cols));
-  // Values equal on every row (user and context features) are computed once.
-  const shared = new Float32Array(c.sharedCols.length);
-  for (let k = 0; k < c.sharedCols.length; k++) {
-    const col = b.plan.columns[c.sharedCols[k]!]!;
-    shared[k] = col.kind === 'user' ? b.user[col.index]! : col.kind === 'context' ? b.context[col.name] : 0;
-  }
-  const r1 = b.user[RECENT_COLUMNS[0]!];
-  const r2 = b.user[RECENT_COLUMNS[1]!];
-  const r3 = b.user[RECENT_COLUMNS[2]!];
-  const r4 = b.user[RECENT_COLUMNS[3]!];
-  const r5 = b.user[RECENT_COLUMNS[4]!];
-  const popBase = b.hour * nItems;
-  const { sharedCols, affinityCol, recentCol, popularityCol } = c;
-  const nShared = sharedCols.length;
   const cand = b.candidates;
-  const user = b.user;
-  const pop = b.popularity;
-  for (let r = 0; r < cand.length; r++) {
-    const i = cand[r]!;
-    const base = r * cols;
-    for (let k = 0; k < nShared; k++) out[base + sharedCols[k]!] = shared[k]!;
-    if (affinityCol >= 0) out[base + affinityCol] = user[catCol[i]!]!;
-    if (recentCol >= 0)
-      out[base + recentCol] = i === r1 || i === r2 || i === r3 || i === r4 || i === r5 ? 1 : 0;
-    if (popularityCol >= 0) out[base + popularityCol] = pop[popBase + i] ?? 0;
+  const rows = cand.length;
+  // Values equal on every row (user and context features): one strided pass per column, which
+  // is ~4x faster than writing them row by row (bench/serving/micro.ts).
+  const { sharedCols, affinityCol, recentCol, popularityCol } = c;
+  for (let k = 0; k < sharedCols.length; k++) {
+    const j = sharedCols[k]!;
+    const col = b.plan.columns[j]!;
+    const v = col.kind === 'user' ? b.user[col.index]! : col.kind === 'context' ? b.context[col.name] : 0;
+    for (let p = j; p < size; p += cols) out[p] = v;
   }
+  if (affinityCol < 0 && recentCol < 0 && popularityCol < 0) return out;
+  const user = b.user;
+  const r1 = user[RECENT_COLUMNS[0]!];
+  const r2 = user[RECENT_COLUMNS[1]!];
+  const r3 = user[RECENT_COLUMNS[2]!];
+  const r4 = user[RECENT_COLUMNS[3]!];
+  const r5 = user[RECENT_COLUMNS[4]!];
+  const popBase = b.hour * nItems;
+  const pop = b.popularity;
+  if (affinityCol >= 0) for (let r = 0; r < rows; r++) out[r * cols + affinityCol] = user[catCol[cand[r]!]!]!;
+  if (recentCol >= 0) {
+    for (let r = 0; r < rows; r++) {
+      const i = cand[r]!;
+      out[r * cols + recentCol] = i === r1 || i === r2 || i === r3 || i === r4 || i === r5 ? 1 : 0;
+    }
+  }
+  if (popularityCol >= 0)
+    for (let r = 0; r < rows; r++) out[r * cols + popularityCol] = pop[popBase + cand[r]!] ?? 0;
   return out;
 }
 

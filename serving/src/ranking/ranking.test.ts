@@ -1,10 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { USER_FEATURES } from '../../../contracts/features.js';
+import { ITEM_FEATURES, USER_FEATURES } from '../../../contracts/features.js';
 import { buildCatalog, buildItemMatrix } from '../testing/fixtures.js';
 import { inSeason, LocalTimeResolver } from './context.js';
-import { buildRankingInput, compileRankingPlan, computeContextValues } from './plan.js';
+import {
+  buildRankingInput,
+  categoryAffinity,
+  compileRankingPlan,
+  computeContextValues,
+  recentlyOrdered,
+} from './plan.js';
 import { explainRecommendation } from './reasons.js';
 import { topK } from './topk.js';
+import trainedRanking from '../../../manifests/models/artifacts/drink-ranking.meta.json' with { type: 'json' };
+
+const TRAINED_RANKING_FEATURES = trainedRanking.inputs[0]!.features;
 
 describe('topK', () => {
   const cases: { name: string; scores: number[]; cand: number[]; k: number; want: number[] }[] = [
@@ -96,6 +105,38 @@ describe('ranking plan', () => {
         typeof x === 'number' ? expect.closeTo(x, 5) : x,
       ),
     );
+  });
+
+  it('fills a reused buffer exactly like a row-by-row reference, for the shipped ranking model', () => {
+    const catalog = buildCatalog(150, 40);
+    const items = buildItemMatrix(catalog);
+    const plan = compileRankingPlan(TRAINED_RANKING_FEATURES);
+    const candidates = catalog.items.map((_, i) => i).filter((i) => i % 7 !== 3);
+    const pop = Float32Array.from({ length: 24 * catalog.items.length }, (_, i) => (i % 13) / 13);
+    const buffer = new Float32Array(candidates.length * plan.columns.length + 50).fill(-99);
+    for (const [seed, hour] of [
+      [1, 8],
+      [2, 15],
+      [3, 23],
+    ] as const) {
+      const user = Float32Array.from(USER_FEATURES, (_, j) => ((seed * 7 + j) % 11) / 10);
+      user[USER_FEATURES.indexOf('recent_2')] = candidates[seed * 5]!;
+      const context = computeContextValues({ hour, weekday: seed, temperatureC: seed * 4, channel: 'web' });
+      const batch = { plan, catalog: catalog.items, items, user, context, popularity: pop, hour, candidates };
+      const got = buildRankingInput(batch, buffer);
+      const want = candidates.flatMap((i) =>
+        plan.columns.map((col) => {
+          const item = catalog.items[i]!;
+          if (col.kind === 'user') return user[col.index]!;
+          if (col.kind === 'item') return items[i * ITEM_FEATURES.length + col.index]!;
+          if (col.kind === 'context') return context[col.name];
+          if (col.name === 'category_affinity') return categoryAffinity(user, item);
+          if (col.name === 'recently_ordered') return recentlyOrdered(user, i) ? 1 : 0;
+          return pop[hour * catalog.items.length + i]!;
+        }),
+      );
+      expect(Array.from(got)).toEqual(Array.from(Float32Array.from(want)));
+    }
   });
 });
 
