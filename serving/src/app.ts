@@ -46,6 +46,8 @@ export interface BuildOptions {
   readonly adminToken?: string;
   /** Per-request feature deadline, ms. Default 25. */
   readonly featureDeadlineMs?: number;
+  /** Read the user features of one event-loop turn with one MGET. Default true. */
+  readonly batchFeatureReads?: boolean;
   /** How often to look for a new feature version, ms. Default 1000. */
   readonly refreshIntervalMs?: number;
   /** File to save the feature snapshot to and start from when Redis is down at startup. */
@@ -115,6 +117,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     log: app.log,
     refreshIntervalMs: opts.refreshIntervalMs,
     snapshotPath: opts.snapshotPath,
+    batchUserReads: opts.batchFeatureReads,
   });
   const ranking = new WeakMap<LoadedModel, RankingState>();
   const ctx: ServingContext = {

@@ -50,6 +50,7 @@ async function main(): Promise<void> {
       variant: env['CREMA_VARIANT'] ?? 'stable',
       adminToken: env['CREMA_ADMIN_TOKEN'] || undefined,
       featureDeadlineMs: num(env, 'CREMA_FEATURE_DEADLINE_MS'),
+      batchFeatureReads: env['CREMA_BATCH_FEATURE_READS'] !== '0',
       snapshotPath: env['CREMA_SNAPSHOT_PATH'] || undefined,
       protection: {
         maxInFlight: num(env, 'CREMA_MAX_IN_FLIGHT'),

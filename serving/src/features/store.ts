@@ -1,8 +1,9 @@
 /**
  * Reads the feature layout of contracts/features.ts. The per-version data (catalog, item
  * matrix, stores, segments, popularity by store and hour) is loaded once per published version
- * into an in-memory snapshot; a request then costs one GET of the user's binary blob. The last
- * snapshot is kept when Redis goes away, which is what the popularity fallback answers from.
+ * into an in-memory snapshot; a request then costs one key of the MGET that reads the user blobs
+ * of its event-loop turn (batch.ts). The last snapshot is kept when Redis goes away, which is
+ * what the popularity fallback answers from.
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
@@ -18,6 +19,7 @@ import {
   type StoreInfo,
 } from '../../../contracts/features.js';
 import type { Clock } from '../clock.js';
+import { KeyBatcher } from './batch.js';
 import { withDeadline } from './deadline.js';
 
 /** Everything serving keeps from one published feature version. */
@@ -66,6 +68,8 @@ export interface FeatureStoreOptions {
    * be reached, so a process started during a Redis outage can still answer from popularity.
    */
   readonly snapshotPath?: string;
+  /** Read the user blobs of one event-loop turn with one MGET (KeyBatcher). Default true. */
+  readonly batchUserReads?: boolean;
 }
 
 /** The on-disk form of a snapshot (matrices as base64 float32). */
@@ -139,7 +143,12 @@ export class FeatureStore {
   private refreshing: Promise<void> | undefined;
   private lastError: string | undefined;
 
-  constructor(private readonly opts: FeatureStoreOptions) {}
+  private readonly userReads: KeyBatcher | undefined;
+
+  constructor(private readonly opts: FeatureStoreOptions) {
+    this.userReads =
+      opts.batchUserReads === false ? undefined : new KeyBatcher((keys) => opts.redis.mgetBuffer(keys));
+  }
 
   /** The current snapshot (undefined until a version was loaded once). */
   get snapshot(): FeatureSnapshot | undefined {
@@ -277,7 +286,10 @@ export class FeatureStore {
   async userFeatures(snap: FeatureSnapshot, userId: string, deadlineMs: number): Promise<UserFeatures> {
     let blob: Buffer | null;
     try {
-      blob = await withDeadline(this.opts.redis.getBuffer(KEYS.user(snap.version, userId)), deadlineMs);
+      const key = KEYS.user(snap.version, userId);
+      blob = this.userReads
+        ? await this.userReads.get(key, deadlineMs)
+        : await withDeadline(this.opts.redis.getBuffer(key), deadlineMs);
     } catch (err) {
       if ((err as Error).name === 'DeadlineExceededError') throw err;
       throw new FeaturesUnavailableError(`user features: ${(err as Error).message}`, { cause: err });
