@@ -187,7 +187,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     reply.code(404).send({ code: 'NOT_FOUND', message: ERRORS.NOT_FOUND.message }),
   );
 
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', (req, reply, done) => {
     metrics.httpDuration.observe(
       {
         route: req.routeOptions.url ?? 'unmatched',
@@ -197,6 +197,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
       },
       reply.elapsedTime / 1000,
     );
+    done();
   });
 
   await app.register(swagger, {

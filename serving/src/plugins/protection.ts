@@ -73,12 +73,13 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
     return typeof h === 'string' && h.length > 0 ? `c:${h.slice(0, 128)}` : `ip:${req.ip}`;
   };
 
-  app.addHook('onRequest', async (req, reply) => {
+  // Callback-style hooks: no promise per request on the hot path.
+  app.addHook('onRequest', (req, reply, done) => {
     const path = req.url.split('?', 1)[0]!;
-    if (exempt.has(path)) return;
+    if (exempt.has(path)) return done();
     if ((maxInFlight > 0 && inFlight >= maxInFlight) || lagging) {
       opts.metrics?.shed.inc({ reason: 'overload' });
-      throw new ServingError('OVERLOADED', undefined, { retryAfterSeconds: 1 });
+      return done(new ServingError('OVERLOADED', undefined, { retryAfterSeconds: 1 }));
     }
     if (rl) {
       const key = clientKey(req);
@@ -90,11 +91,12 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
       const wait = takeToken(b, opts.clock.now(), rl.perSecond, rl.burst);
       if (wait > 0) {
         opts.metrics?.shed.inc({ reason: 'rate_limit' });
-        throw new ServingError('RATE_LIMITED', undefined, { retryAfterSeconds: wait });
+        return done(new ServingError('RATE_LIMITED', undefined, { retryAfterSeconds: wait }));
       }
     }
     inFlight++;
     reply.raw.once('close', () => inFlight--);
+    done();
   });
 
   app.addHook('onClose', async () => {

@@ -71,6 +71,9 @@ interface Candidates {
   readonly addons: number[];
   /** drinks then addons: the rows of one ranking batch. */
   readonly all: number[];
+  /** Row numbers of the drinks (0..drinks-1) and of the add-ons in `all`, for top-k over scores by row. */
+  readonly drinkRows: Int32Array;
+  readonly addonRows: Int32Array;
 }
 const candidateCache = new WeakMap<FeatureSnapshot, Map<string, Candidates>>();
 
@@ -91,7 +94,13 @@ export function candidatesFor(snap: FeatureSnapshot, store: StoreInfo, monthDay:
     if (unavailable.has(it.id) || !inSeason(monthDay, it.season)) return;
     (it.kind === 'drink' ? drinks : addons).push(i);
   });
-  const c = { drinks, addons, all: [...drinks, ...addons] };
+  const c = {
+    drinks,
+    addons,
+    all: [...drinks, ...addons],
+    drinkRows: Int32Array.from(drinks, (_, r) => r),
+    addonRows: Int32Array.from(addons, (_, r) => drinks.length + r),
+  };
   perSnap.set(key, c);
   return c;
 }
@@ -151,8 +160,10 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
 
       let reason: FallbackReason | undefined;
       let user: UserFeatures | undefined;
+      /** Scores by row of cand.all (a view of the batch's output, valid during this request). */
       let scores: Float32Array | undefined;
       let revision: string | null = null;
+      let modelName = 'unknown';
       const model = ctx.models.acquire('drink-ranking');
       try {
         const state = model && ctx.ranking.get(model);
@@ -189,10 +200,9 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
             try {
               const out = await model.run(input, cand.all.length);
               if (out.length !== cand.all.length) throw new Error(`model returned ${out.length} scores`);
-              // Scores indexed by catalog index, so top-k can work on catalog indices.
-              scores = new Float32Array(nItems).fill(Number.NaN);
-              for (let r = 0; r < cand.all.length; r++) scores[cand.all[r]!] = out[r]!;
+              scores = out;
               revision = model.revision;
+              modelName = model.meta.name;
               // Every row carries the same user and context values, so row 0 is the request's.
               for (const m of state.monitored) state.drift.observe(m.feature, input[m.column]!);
               state.drift.observeScores(out);
@@ -247,11 +257,12 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
       }
 
       if (user!.source === 'segment') ctx.metrics.coldStarts.inc();
-      const scoreLabels = { model: ctx.models.peek('drink-ranking')?.meta.name ?? 'unknown' };
+      const scoreLabels = { model: modelName };
       const personalized = user!.source === 'user';
-      const drinks = topK(scores, cand.drinks, limit);
-      for (const i of drinks) ctx.metrics.scores.observe(scoreLabels, scores[i]!);
-      const addons = topK(scores, cand.addons, ADDONS_PER_DRINK).map(toAddon);
+      const drinkRows = topK(scores, cand.drinkRows, limit);
+      const drinks = drinkRows.map((r) => cand.all[r]!);
+      for (const r of drinkRows) ctx.metrics.scores.observe(scoreLabels, scores[r]!);
+      const addons = topK(scores, cand.addonRows, ADDONS_PER_DRINK).map((r) => toAddon(cand.all[r]!));
       const perDrink = await addonsPerDrink(drinks, cand.addons, user!.values, snap.items, req.log);
       return {
         items: drinks.map((i, k) => ({
@@ -259,7 +270,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
           name: catalog[i]!.name,
           category: catalog[i]!.category,
           price: catalog[i]!.price,
-          score: scores[i]!,
+          score: scores[drinkRows[k]!]!,
           reason: explainRecommendation({
             item: catalog[i]!,
             itemIndex: i,
