@@ -13,6 +13,7 @@ import { FALLBACK_REASONS, rankByPopularity, type FallbackReason } from '../fall
 import { inSeason } from '../ranking/context.js';
 import { buildRankingInput, computeContextValues, Float32Pool } from '../ranking/plan.js';
 import { explainRecommendation } from '../ranking/reasons.js';
+import { recommendationJson, type AnswerMeta, type RankedDrink } from '../ranking/response.js';
 import { topK } from '../ranking/topk.js';
 import { buildAddonInput, compileAddonPlan, pickAddonsPerDrink } from '../ranking/addons.js';
 import type { FastifyBaseLogger } from 'fastify';
@@ -145,7 +146,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
         response: { 200: RecommendationResponse, ...errorResponses },
       },
     },
-    async (req): Promise<RecommendationAnswer> => {
+    async (req, reply) => {
       const body = req.body;
       const limit = body.limit ?? 5;
       const snap = ctx.features.snapshot;
@@ -222,38 +223,36 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
       const meanPop =
         cand.drinks.reduce((s, i) => s + (popularity[local.hour * nItems + i] ?? 0), 0) /
         (cand.drinks.length || 1);
-      const toAddon = (i: number) => ({
-        itemId: catalog[i]!.id,
-        name: catalog[i]!.name,
-        price: catalog[i]!.price,
-      });
+      // The answer is assembled as JSON text from per-item fragments (ranking/response.ts);
+      // fastify sends a string with a JSON content type as is. Its shape is the 200 schema.
+      const send = (drinks: RankedDrink[], meta: AnswerMeta) =>
+        reply
+          .type('application/json; charset=utf-8')
+          .send(recommendationJson(catalog, drinks, meta) as unknown as RecommendationAnswer);
 
       if (!scores || reason) {
         const why = reason ?? 'inference_error';
         ctx.metrics.fallbacks.inc({ route: '/v1/recommendations', reason: why });
         const drinks = rankByPopularity(popularity, local.hour, nItems, cand.drinks, limit);
-        const addons = rankByPopularity(popularity, local.hour, nItems, cand.addons, ADDONS_PER_DRINK).map(
-          toAddon,
-        );
-        return {
-          items: drinks.map((i) => ({
-            itemId: catalog[i]!.id,
-            name: catalog[i]!.name,
-            category: catalog[i]!.category,
-            price: catalog[i]!.price,
+        const addons = rankByPopularity(popularity, local.hour, nItems, cand.addons, ADDONS_PER_DRINK);
+        return send(
+          drinks.map((i) => ({
+            index: i,
             score: popularity[local.hour * nItems + i] ?? 0,
             reason: catalog[i]!.season
               ? 'Seasonal special, available for a limited time'
               : 'Popular at this store at this time of day',
             addons,
           })),
-          modelRevision: null,
-          variant: ctx.variant,
-          fallback: true,
-          fallbackReason: why,
-          personalization: 'popularity',
-          featureVersion: snap.version,
-        };
+          {
+            modelRevision: null,
+            variant: ctx.variant,
+            fallback: true,
+            fallbackReason: why,
+            personalization: 'popularity',
+            featureVersion: snap.version,
+          },
+        );
       }
 
       if (user!.source === 'segment') ctx.metrics.coldStarts.inc();
@@ -262,14 +261,11 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
       const drinkRows = topK(scores, cand.drinkRows, limit);
       const drinks = drinkRows.map((r) => cand.all[r]!);
       for (const r of drinkRows) ctx.metrics.scores.observe(scoreLabels, scores[r]!);
-      const addons = topK(scores, cand.addonRows, ADDONS_PER_DRINK).map((r) => toAddon(cand.all[r]!));
+      const addons = topK(scores, cand.addonRows, ADDONS_PER_DRINK).map((r) => cand.all[r]!);
       const perDrink = await addonsPerDrink(drinks, cand.addons, user!.values, snap.items, req.log);
-      return {
-        items: drinks.map((i, k) => ({
-          itemId: catalog[i]!.id,
-          name: catalog[i]!.name,
-          category: catalog[i]!.category,
-          price: catalog[i]!.price,
+      return send(
+        drinks.map((i, k) => ({
+          index: i,
           score: scores[drinkRows[k]!]!,
           reason: explainRecommendation({
             item: catalog[i]!,
@@ -279,14 +275,16 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
             hourPopularity: popularity[local.hour * nItems + i] ?? 0,
             meanHourPopularity: meanPop,
           }),
-          addons: perDrink?.[k]?.map(toAddon) ?? addons,
+          addons: perDrink?.[k] ?? addons,
         })),
-        modelRevision: revision,
-        variant: ctx.variant,
-        fallback: false,
-        personalization: user!.source,
-        featureVersion: snap.version,
-      };
+        {
+          modelRevision: revision,
+          variant: ctx.variant,
+          fallback: false,
+          personalization: user!.source,
+          featureVersion: snap.version,
+        },
+      );
     },
   );
 };
