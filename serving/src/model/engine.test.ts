@@ -104,6 +104,42 @@ describe('InferenceBatcher', () => {
     expect((results[1] as PromiseRejectedResult).reason.message).toBe('NaN in input');
   });
 
+  it('scores rows written in place by submitWith; a fill that throws fails only its request', async () => {
+    const s = session();
+    const runs: number[] = [];
+    const b = new InferenceBatcher((d, r) => s.run('features', 'score', d, r, COLS), COLS, {
+      onRun: (_q, rows) => runs.push(rows),
+    });
+    const a = rowsOf(3, 1);
+    const c = rowsOf(2, 3);
+    const results = await Promise.allSettled([
+      b.submitWith(3, (into) => into.set(a)),
+      b.submitWith(4, () => {
+        throw new Error('no features');
+      }),
+      b.submitWith(2, (into) => {
+        expect(into).toHaveLength(2 * COLS);
+        into.set(c);
+      }),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((results[1] as PromiseRejectedResult).reason.message).toBe('no features');
+    expect(runs).toEqual([5]); // the failed fill added no rows
+    const scores = results.map((r) => (r.status === 'fulfilled' ? Array.from(r.value) : []));
+    expect(scores[0]).toEqual(Array.from(s.run('features', 'score', a, 3, COLS)));
+    expect(scores[2]).toEqual(Array.from(s.run('features', 'score', c, 2, COLS)));
+  });
+
+  it('keeps earlier answers intact when later turns reuse the batch input buffer', async () => {
+    const s = session();
+    const b = new InferenceBatcher((d, r) => s.run('features', 'score', d, r, COLS), COLS);
+    const first = await Promise.all([b.submit(rowsOf(2, 1), 2), b.submit(rowsOf(2, 2), 2)]);
+    const kept = first.map((x) => Array.from(x));
+    for (let t = 0; t < 5; t++)
+      await Promise.all([b.submit(rowsOf(2, 10 + t), 2), b.submit(rowsOf(2, 20 + t), 2)]);
+    expect(first.map((x) => Array.from(x))).toEqual(kept);
+  });
+
   it('rejects malformed submissions with the reason', async () => {
     const b = new InferenceBatcher(() => new Float32Array(0), COLS);
     await expect(b.submit(rowsOf(1, 1), 0)).rejects.toThrow(/rows must be >= 1/);

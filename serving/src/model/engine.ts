@@ -96,30 +96,39 @@ export class NativeSession {
 
 /** Options of InferenceBatcher. */
 export interface BatcherOptions {
-  /** Rows per run at most; a larger backlog is split into several runs. Default 8192. */
+  /** Rows per run at most; a larger backlog is split into several runs. Default 4096. */
   readonly maxRows?: number;
   /** Called after each run with the number of requests and rows it carried (for metrics). */
   readonly onRun?: (requests: number, rows: number) => void;
 }
 
 interface Pending {
-  readonly input: Float32Array;
+  /** First row of this request in its segment's buffer. */
+  readonly offset: number;
   readonly rows: number;
   readonly resolve: (scores: Float32Array) => void;
   readonly reject: (err: Error) => void;
 }
 
+/** Requests whose rows were written into one buffer, run as one inference. */
+interface Segment {
+  readonly buffer: Float32Array;
+  rows: number;
+  readonly pending: Pending[];
+}
+
 /**
- * Coalesces `submit()` calls into one inference per event-loop turn. Requests whose
- * continuations run in the same turn (e.g. their Redis replies were read together) are
- * flushed together on the next tick, which runs after the current microtasks have drained.
- * If a batched run fails, each request is run alone, so one bad input fails only itself.
+ * Coalesces inferences into one run per event-loop turn. Each request writes its rows
+ * straight into the turn's batch buffer (`submitWith`), so there is no per-request input
+ * buffer and no copy; requests whose continuations run in the same turn (e.g. their Redis
+ * replies were read together) are flushed together on the next tick, which runs after the
+ * current microtasks have drained. If a batched run fails, each request is run alone, so one
+ * bad input fails only itself.
  */
 export class InferenceBatcher {
-  private pending: Pending[] = [];
-  private pendingRows = 0;
+  private segments: Segment[] = [];
   private scheduled = false;
-  private buffer = new Float32Array(0);
+  private readonly free: Float32Array[] = [];
   private readonly maxRows: number;
 
   constructor(
@@ -127,86 +136,109 @@ export class InferenceBatcher {
     private readonly columns: number,
     private readonly opts: BatcherOptions = {},
   ) {
-    this.maxRows = opts.maxRows ?? 8192;
+    this.maxRows = opts.maxRows ?? 4096;
     if (!(this.maxRows >= 1)) throw new RangeError('InferenceBatcher: maxRows must be >= 1');
   }
 
   /**
-   * Scores `rows` rows of `input` (row-major, `columns` values per row). The input is read
-   * when the batch runs, before the promise settles, so the caller keeps it untouched until
-   * then. The result is a view of the batch's output; do not keep it past the request.
+   * Scores `rows` rows of `input` (row-major, `columns` values per row); the input is copied
+   * at once. The result is a view of the batch's output; do not keep it past the request.
    */
   submit(input: Float32Array, rows: number): Promise<Float32Array> {
-    if (!Number.isInteger(rows) || rows < 1)
-      return Promise.reject(new RangeError(`rows must be >= 1, got ${rows}`));
     if (input.length < rows * this.columns) {
       return Promise.reject(
         new RangeError(`input holds ${input.length} values, ${rows} rows need ${rows * this.columns}`),
       );
     }
-    return new Promise<Float32Array>((resolve, reject) => {
-      this.pending.push({ input, rows, resolve, reject });
-      this.pendingRows += rows;
-      if (!this.scheduled) {
-        this.scheduled = true;
-        process.nextTick(() => this.flush());
-      }
-    });
+    return this.submitWith(rows, (into) => into.set(input.subarray(0, into.length)));
+  }
+
+  /**
+   * Scores `rows` rows that `fill` writes, synchronously, into the view it is given (exactly
+   * rows x columns values, contents undefined until written). If `fill` throws, nothing is
+   * queued and the promise rejects with its error.
+   */
+  submitWith(rows: number, fill: (into: Float32Array) => void): Promise<Float32Array> {
+    if (!Number.isInteger(rows) || rows < 1)
+      return Promise.reject(new RangeError(`rows must be >= 1, got ${rows}`));
+    const cols = this.columns;
+    let seg = this.segments.at(-1);
+    if (
+      !seg ||
+      seg.rows + rows > Math.max(this.maxRows, rows) ||
+      (seg.rows + rows) * cols > seg.buffer.length
+    ) {
+      seg = { buffer: this.bufferFor(Math.max(this.maxRows, rows) * cols), rows: 0, pending: [] };
+      this.segments.push(seg);
+    }
+    const offset = seg.rows;
+    try {
+      fill(seg.buffer.subarray(offset * cols, (offset + rows) * cols));
+    } catch (err) {
+      if (seg.rows === 0 && seg.pending.length === 0) this.release(this.segments.pop()!);
+      return Promise.reject(asError(err));
+    }
+    seg.rows += rows;
+    const s = seg;
+    const p = new Promise<Float32Array>((resolve, reject) =>
+      s.pending.push({ offset, rows, resolve, reject }),
+    );
+    if (!this.scheduled) {
+      this.scheduled = true;
+      process.nextTick(() => this.flush());
+    }
+    return p;
+  }
+
+  private bufferFor(size: number): Float32Array {
+    const b = this.free.pop();
+    return b && b.length >= size ? b : new Float32Array(size);
+  }
+
+  private release(seg: Segment): void {
+    if (this.free.length < 2) this.free.push(seg.buffer);
   }
 
   private flush(): void {
     this.scheduled = false;
-    const all = this.pending;
-    this.pending = [];
-    this.pendingRows = 0;
-    let start = 0;
-    while (start < all.length) {
-      let rows = all[start]!.rows;
-      let end = start + 1;
-      while (end < all.length && rows + all[end]!.rows <= this.maxRows) rows += all[end++]!.rows;
-      this.runBatch(all.slice(start, end), rows);
-      start = end;
+    const segments = this.segments;
+    this.segments = [];
+    for (const seg of segments) {
+      this.runSegment(seg);
+      this.release(seg);
     }
   }
 
-  private runBatch(batch: Pending[], rows: number): void {
+  private runSegment(seg: Segment): void {
     const cols = this.columns;
-    if (batch.length === 1) {
-      const p = batch[0]!;
+    const all = seg.pending;
+    let out: Float32Array | undefined;
+    try {
+      out = this.runRows(seg.buffer.subarray(0, seg.rows * cols), seg.rows);
+      if (out.length !== seg.rows)
+        throw new Error(`model returned ${out.length} values for ${seg.rows} rows`);
+    } catch (err) {
+      if (all.length === 1) {
+        all[0]!.reject(asError(err));
+        return;
+      }
+      out = undefined;
+    }
+    if (out) {
+      this.opts.onRun?.(all.length, seg.rows);
+      for (const p of all) p.resolve(out.subarray(p.offset, p.offset + p.rows));
+      return;
+    }
+    // Find the culprit: each request alone.
+    for (const p of all) {
       try {
-        const out = this.runRows(p.input, p.rows);
-        if (out.length !== p.rows) throw new Error(`model returned ${out.length} values for ${p.rows} rows`);
+        const one = this.runRows(seg.buffer.subarray(p.offset * cols, (p.offset + p.rows) * cols), p.rows);
+        if (one.length !== p.rows) throw new Error(`model returned ${one.length} values for ${p.rows} rows`);
         this.opts.onRun?.(1, p.rows);
-        p.resolve(out);
+        p.resolve(one);
       } catch (err) {
         p.reject(asError(err));
       }
-      return;
-    }
-    if (this.buffer.length < rows * cols)
-      this.buffer = new Float32Array(Math.max(rows * cols, this.buffer.length * 2));
-    let offset = 0;
-    for (const p of batch) {
-      this.buffer.set(
-        p.input.length === p.rows * cols ? p.input : p.input.subarray(0, p.rows * cols),
-        offset * cols,
-      );
-      offset += p.rows;
-    }
-    let out: Float32Array;
-    try {
-      out = this.runRows(this.buffer, rows);
-      if (out.length !== rows) throw new Error(`model returned ${out.length} values for ${rows} rows`);
-    } catch {
-      // Find the culprit: each request alone.
-      for (const p of batch) this.runBatch([p], p.rows);
-      return;
-    }
-    this.opts.onRun?.(batch.length, rows);
-    offset = 0;
-    for (const p of batch) {
-      p.resolve(out.subarray(offset, offset + p.rows));
-      offset += p.rows;
     }
   }
 }

@@ -126,6 +126,15 @@ export class LoadedModel {
     return this.batcher.submit(input, rows);
   }
 
+  /**
+   * Like run(), for rows that `fill` writes straight into the batch's input (exactly rows x
+   * columns values); no input buffer of the caller's own and no copy.
+   */
+  runWith(rows: number, fill: (into: Float32Array) => void): Promise<Float32Array> {
+    if (this.closed) return Promise.reject(new Error(`model ${this.describe()} is closed`));
+    return this.batcher.submitWith(rows, fill);
+  }
+
   /** One inference now, on this thread (warm-up, tests). */
   runNow(input: Float32Array, rows: number): Float32Array {
     if (this.closed) throw new Error(`model ${this.describe()} is closed`);

@@ -111,6 +111,17 @@ export function recentlyOrdered(user: ArrayLike<number>, itemIndex: number): boo
   return false;
 }
 
+/** The value a user or context column has on every row of a request (0 for other columns). */
+export function sharedColumnValue(
+  b: Pick<RankingBatch, 'plan' | 'user' | 'context'>,
+  column: number,
+): number {
+  const col = b.plan.columns[column];
+  if (col?.kind === 'user') return b.user[col.index] ?? 0;
+  if (col?.kind === 'context') return b.context[col.name];
+  return 0;
+}
+
 /** Inputs of one ranking batch. */
 export interface RankingBatch {
   readonly plan: RankingPlan;
@@ -247,24 +258,4 @@ export function buildRankingInput(b: RankingBatch, into?: Float32Array): Float32
   if (popularityCol >= 0)
     for (let r = 0; r < rows; r++) out[r * cols + popularityCol] = pop[popBase + cand[r]!] ?? 0;
   return out;
-}
-
-/**
- * Reusable float32 buffers: a ranking input is ~15 KB and lives only until inference returns,
- * and allocating one per request makes the GC run on external-memory pressure (measured ~14%
- * of CPU at load in bench/serving/micro.ts).
- */
-export class Float32Pool {
-  private readonly free: Float32Array[] = [];
-  constructor(private readonly max = 256) {}
-
-  /** A buffer of at least `size` values (contents undefined). */
-  acquire(size: number): Float32Array {
-    const b = this.free.pop();
-    return b && b.length >= size ? b : new Float32Array(Math.max(size, 4096));
-  }
-
-  release(b: Float32Array): void {
-    if (this.free.length < this.max) this.free.push(b);
-  }
 }

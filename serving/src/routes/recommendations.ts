@@ -11,7 +11,7 @@ import { DeadlineExceededError } from '../features/deadline.js';
 import type { FeatureSnapshot, UserFeatures } from '../features/store.js';
 import { FALLBACK_REASONS, rankByPopularity, type FallbackReason } from '../fallback/popularity.js';
 import { inSeason } from '../ranking/context.js';
-import { buildRankingInput, computeContextValues, Float32Pool } from '../ranking/plan.js';
+import { buildRankingInput, computeContextValues, sharedColumnValue } from '../ranking/plan.js';
 import { explainRecommendation } from '../ranking/reasons.js';
 import { recommendationJson, type AnswerMeta, type RankedDrink } from '../ranking/response.js';
 import { topK } from '../ranking/topk.js';
@@ -110,8 +110,6 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
   app,
   { ctx },
 ) => {
-  const buffers = new Float32Pool();
-
   /** Per-drink add-ons from the add-on model, or undefined (no model, or it failed: shared list). */
   const addonsPerDrink = async (
     drinks: number[],
@@ -184,34 +182,32 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
               condition: body.context.weather?.condition,
               channel: body.context.channel,
             });
-            const buffer = buffers.acquire(cand.all.length * state.plan.columns.length);
-            const input = buildRankingInput(
-              {
-                plan: state.plan,
-                catalog: snap.catalog.items,
-                items: snap.items,
-                user: user.values,
-                context: contextValues,
-                popularity,
-                hour: local.hour,
-                candidates: cand.all,
-              },
-              buffer,
-            );
+            const rankingBatch = {
+              plan: state.plan,
+              catalog: snap.catalog.items,
+              items: snap.items,
+              user: user.values,
+              context: contextValues,
+              popularity,
+              hour: local.hour,
+              candidates: cand.all,
+            };
             try {
-              const out = await model.run(input, cand.all.length);
+              // The rows are written straight into the turn's batch input.
+              const out = await model.runWith(cand.all.length, (into) =>
+                buildRankingInput(rankingBatch, into),
+              );
               if (out.length !== cand.all.length) throw new Error(`model returned ${out.length} scores`);
               scores = out;
               revision = model.revision;
               modelName = model.meta.name;
-              // Every row carries the same user and context values, so row 0 is the request's.
-              for (const m of state.monitored) state.drift.observe(m.feature, input[m.column]!);
+              // Monitored features are user and context values: the same on every row.
+              for (const m of state.monitored)
+                state.drift.observe(m.feature, sharedColumnValue(rankingBatch, m.column));
               state.drift.observeScores(out);
             } catch (err) {
               req.log.warn({ err: (err as Error).message }, 'ranking inference failed');
               reason = 'inference_error';
-            } finally {
-              buffers.release(buffer);
             }
           }
         }
