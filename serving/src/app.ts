@@ -21,6 +21,7 @@ import { FeatureStore } from './features/store.js';
 import { ServingMetrics } from './metrics.js';
 import type { LoadedModel } from './model/loader.js';
 import { ModelStore, type ModelStoreOptions } from './model/store.js';
+import { inferenceThread } from './model/thread.js';
 import { checkPickupFeatures } from './pickup/estimate.js';
 import { protectionPlugin, type ProtectionOptions } from './plugins/protection.js';
 import { LocalTimeResolver } from './ranking/context.js';
@@ -62,10 +63,17 @@ export interface BuildOptions {
   readonly driftWindow?: number;
 }
 
-/** A model store whose loads are refused unless serving can compute every feature the model names. */
-export function createModelStore(opts: Omit<ModelStoreOptions, 'checks'> = {}): ModelStore {
+/**
+ * A model store whose loads are refused unless serving can compute every feature the model
+ * names. Inference runs on the process's inference thread unless `inferenceThread` is false.
+ */
+export function createModelStore(
+  opts: Omit<ModelStoreOptions, 'checks' | 'thread'> & { inferenceThread?: boolean } = {},
+): ModelStore {
+  const { inferenceThread: useThread, ...rest } = opts;
   return new ModelStore({
-    ...opts,
+    ...rest,
+    ...(useThread === false ? {} : { thread: inferenceThread }),
     checks: {
       'drink-ranking': (meta) => void compileRankingPlan(meta.inputs[0]!.features),
       'pickup-time': (meta) => checkPickupFeatures(meta.inputs[0]!.features),

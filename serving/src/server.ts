@@ -5,6 +5,7 @@
  */
 import { build, createModelStore } from './app.js';
 import { createServingRedis } from './features/redis.js';
+import { inferenceThread } from './model/thread.js';
 import { buildRouter } from './router/app.js';
 import { MODEL_TASKS, modelEnvNames } from '../../contracts/serving-env.js';
 
@@ -41,7 +42,7 @@ async function main(): Promise<void> {
     const redis = createServingRedis(env['REDIS_URL'] ?? 'redis://127.0.0.1:6379', {
       autoPipelining: env['CREMA_REDIS_AUTOPIPELINE'] !== '0',
     });
-    const models = createModelStore();
+    const models = createModelStore({ inferenceThread: env['CREMA_INFERENCE_THREAD'] !== '0' });
     const rateLimit = num(env, 'CREMA_RATE_LIMIT_PER_SECOND');
     const app = await build({
       redis,
@@ -60,6 +61,8 @@ async function main(): Promise<void> {
           : false,
       },
     });
+    inferenceThread.onLoss = (why) =>
+      app.log.error({ err: why }, 'inference thread lost; running inference inline until it restarts');
     // Log each distinct Redis error once per outage, not once per reconnect attempt.
     let lastRedisError = '';
     redis.on('error', (err: Error) => {

@@ -75,11 +75,10 @@ export class NativeSession {
    */
   run(input: string, output: string, data: Float32Array, rows: number, columns: number): Float32Array {
     if (this.disposed) throw new Error('session is closed');
-    const tensor = new ort.Tensor(
-      'float32',
-      data.length === rows * columns ? data : data.subarray(0, rows * columns),
-      [rows, columns],
-    );
+    let values = data.length === rows * columns ? data : data.subarray(0, rows * columns);
+    // The binding refuses SharedArrayBuffer-backed arrays (batches written for the inference thread).
+    if (values.buffer instanceof SharedArrayBuffer) values = new Float32Array(values);
+    const tensor = new ort.Tensor('float32', values, [rows, columns]);
     const out = this.native.run({ [input]: tensor }, { [output]: null }, {})[output];
     if (!out || !('data' in out) || !(out.data instanceof Float32Array)) {
       throw new Error(`model output ${output}: not float32`);
@@ -100,6 +99,11 @@ export interface BatcherOptions {
   readonly maxRows?: number;
   /** Called after each run with the number of requests and rows it carried (for metrics). */
   readonly onRun?: (requests: number, rows: number) => void;
+  /**
+   * Runs batches elsewhere (the inference thread): batch inputs are then SharedArrayBuffer
+   * views it can read in place. If a remote run fails, its requests are run here one by one.
+   */
+  readonly remote?: (data: Float32Array, rows: number) => Promise<Float32Array>;
 }
 
 interface Pending {
@@ -192,11 +196,12 @@ export class InferenceBatcher {
 
   private bufferFor(size: number): Float32Array {
     const b = this.free.pop();
-    return b && b.length >= size ? b : new Float32Array(size);
+    if (b && b.length >= size) return b;
+    return this.opts.remote ? new Float32Array(new SharedArrayBuffer(size * 4)) : new Float32Array(size);
   }
 
   private release(seg: Segment): void {
-    if (this.free.length < 2) this.free.push(seg.buffer);
+    if (this.free.length < 4) this.free.push(seg.buffer);
   }
 
   private flush(): void {
@@ -204,9 +209,31 @@ export class InferenceBatcher {
     const segments = this.segments;
     this.segments = [];
     for (const seg of segments) {
+      if (this.opts.remote) {
+        this.runRemote(seg, this.opts.remote);
+        continue;
+      }
       this.runSegment(seg);
       this.release(seg);
     }
+  }
+
+  private runRemote(seg: Segment, remote: NonNullable<BatcherOptions['remote']>): void {
+    remote(seg.buffer.subarray(0, seg.rows * this.columns), seg.rows).then(
+      (out) => {
+        if (out.length !== seg.rows) {
+          this.runAlone(seg);
+        } else {
+          this.opts.onRun?.(seg.pending.length, seg.rows);
+          for (const p of seg.pending) p.resolve(out.subarray(p.offset, p.offset + p.rows));
+        }
+        this.release(seg);
+      },
+      () => {
+        this.runAlone(seg);
+        this.release(seg);
+      },
+    );
   }
 
   private runSegment(seg: Segment): void {
@@ -229,8 +256,13 @@ export class InferenceBatcher {
       for (const p of all) p.resolve(out.subarray(p.offset, p.offset + p.rows));
       return;
     }
-    // Find the culprit: each request alone.
-    for (const p of all) {
+    this.runAlone(seg);
+  }
+
+  /** Each request of a failed batch alone, here: finds the culprit, answers the others. */
+  private runAlone(seg: Segment): void {
+    const cols = this.columns;
+    for (const p of seg.pending) {
       try {
         const one = this.runRows(seg.buffer.subarray(p.offset * cols, (p.offset + p.rows) * cols), p.rows);
         if (one.length !== p.rows) throw new Error(`model returned ${one.length} values for ${p.rows} rows`);

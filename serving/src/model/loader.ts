@@ -13,6 +13,7 @@ import {
   type ModelTask,
 } from '../../../contracts/model-metadata.js';
 import { InferenceBatcher, NativeSession, type BatcherOptions } from './engine.js';
+import type { InferenceThread } from './thread.js';
 
 /** Why a model could not be loaded; the message names the problem. */
 export class ModelLoadError extends Error {
@@ -78,15 +79,31 @@ export class LoadedModel {
   private readonly outputName: string;
   private readonly batcher: InferenceBatcher;
 
+  private readonly remote: { thread: InferenceThread; session: number } | undefined;
+
+  /**
+   * `thread`: run batches on the inference thread (it opens its own session from `bytes`);
+   * without it they run on the calling thread.
+   */
   constructor(
     readonly uri: string,
     readonly meta: ModelMetadata,
     private readonly session: NativeSession,
     batching: BatcherOptions = {},
+    thread?: { thread: InferenceThread; bytes: Uint8Array },
   ) {
     this.columns = meta.inputs[0]!.features.length;
     this.inputName = meta.inputs[0]!.name;
     this.outputName = meta.outputs[0]?.name ?? session.outputNames[0]!;
+    if (thread) {
+      const handle = thread.thread.openSession(thread.bytes, this.inputName, this.outputName);
+      const remote = { thread: thread.thread, session: handle };
+      this.remote = remote;
+      batching = {
+        ...batching,
+        remote: (data, rows) => remote.thread.run(remote.session, data, rows, this.columns),
+      };
+    }
     this.batcher = new InferenceBatcher((data, rows) => this.runNow(data, rows), this.columns, batching);
   }
 
@@ -149,6 +166,7 @@ export class LoadedModel {
     if (this.closed) return;
     this.closed = true;
     this.session.dispose();
+    if (this.remote) this.remote.thread.closeSession(this.remote.session);
   }
 }
 
@@ -163,6 +181,8 @@ export interface LoadModelOptions {
   readonly fetchImpl?: typeof fetch;
   /** How concurrent inferences are batched. */
   readonly batching?: BatcherOptions;
+  /** Run inference on this thread instead of the caller's (serving uses the process's one). */
+  readonly thread?: InferenceThread;
   /** The digest the deployment pins (RecommenderModel spec.model.sha256); a different model is refused. */
   readonly expectedSha256?: string;
 }
@@ -227,7 +247,13 @@ export async function loadModel(uri: string, opts: LoadModelOptions): Promise<Lo
     session.dispose();
     throw new ModelLoadError(`model ${uri}: graph has no output ${outName}`);
   }
-  const model = new LoadedModel(uri, meta, session, opts.batching);
+  const model = new LoadedModel(
+    uri,
+    meta,
+    session,
+    opts.batching,
+    opts.thread ? { thread: opts.thread, bytes } : undefined,
+  );
   const rows = opts.warmRows ?? 200;
   const zeros = new Float32Array(rows * model.columns);
   try {
@@ -235,8 +261,12 @@ export async function loadModel(uri: string, opts: LoadModelOptions): Promise<Lo
       const out = model.runNow(zeros, rows);
       if (out.length !== rows) throw new Error(`${out.length} values for ${rows} rows`);
     }
+    // Through the batcher too, so the inference thread (if any) has started and run this model
+    // before the first request (a thread that cannot start makes the batcher run inline).
+    const viaBatch = await model.run(zeros, rows);
+    if (viaBatch.length !== rows) throw new Error(`${viaBatch.length} values for ${rows} rows`);
   } catch (err) {
-    session.dispose();
+    model.retire();
     throw new ModelLoadError(`model ${uri}: warm-up inference failed: ${(err as Error).message}`, {
       cause: err,
     });

@@ -5,12 +5,15 @@
  */
 import type { ModelMetadata, ModelTask } from '../../../contracts/model-metadata.js';
 import { loadModel, type LoadedModel } from './loader.js';
+import type { InferenceThread } from './thread.js';
 
 /** Options of ModelStore. */
 export interface ModelStoreOptions {
   /** Per-task metadata checks run before a model may be swapped in (e.g. known feature names). */
   readonly checks?: Partial<Record<ModelTask, (meta: ModelMetadata) => void>>;
   readonly fetchImpl?: typeof fetch;
+  /** Inference thread for the models' batches; without it they run on the event loop. */
+  readonly thread?: InferenceThread;
 }
 
 /** Called after a model has been swapped in (previous is undefined on the first load). */
@@ -52,6 +55,7 @@ export class ModelStore {
         task,
         check: this.opts.checks?.[task],
         fetchImpl: this.opts.fetchImpl,
+        ...(this.opts.thread ? { thread: this.opts.thread } : {}),
         ...(expectedSha256 ? { expectedSha256 } : {}),
       });
       const previous = this.current.get(task);
