@@ -90,6 +90,9 @@ async function main(): Promise<void> {
     close = async () => {
       await app.close();
       models.close();
+      // Wait for the inference thread to end: a process exiting while onnxruntime's worker is
+      // being torn down can abort.
+      await inferenceThread.stop();
       redis.disconnect();
     };
   }
