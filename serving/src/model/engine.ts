@@ -6,7 +6,8 @@
  * validates and re-wraps feeds and outputs, and at serving load that hop costs more CPU than
  * the inference itself (bench/serving: 150 → 116 µs per request with the binding). The binding
  * (`onnxruntime-node/dist/binding.js`, typed in its `binding.d.ts`) is what the public API
- * calls; `openSession` checks its shape and fails loudly if an upgrade changes it.
+ * calls; `NativeSession.open` checks its shape at first use and fails loudly if an upgrade
+ * changes it.
  *
  * Why batch: onnxruntime has a fixed cost per run (~7 µs) and the weights are re-read from
  * cache on each; concurrent requests that reach inference in the same turn (their Redis
@@ -37,7 +38,7 @@ function nativeBinding(): BindingModule {
   return bindingModule;
 }
 
-/** Options of openSession. */
+/** Options of NativeSession.open. */
 export interface SessionOptions {
   /** Threads per operator. Default 1: a serving process shares few cores with many small requests. */
   readonly intraOpNumThreads?: number;
@@ -221,42 +222,40 @@ export class InferenceBatcher {
   private runRemote(seg: Segment, remote: NonNullable<BatcherOptions['remote']>): void {
     remote(seg.buffer.subarray(0, seg.rows * this.columns), seg.rows).then(
       (out) => {
-        if (out.length !== seg.rows) {
-          this.runAlone(seg);
-        } else {
-          this.opts.onRun?.(seg.pending.length, seg.rows);
-          for (const p of seg.pending) p.resolve(out.subarray(p.offset, p.offset + p.rows));
-        }
+        this.answer(seg, out);
         this.release(seg);
       },
       () => {
-        this.runAlone(seg);
+        this.answer(seg, undefined);
         this.release(seg);
       },
     );
   }
 
   private runSegment(seg: Segment): void {
-    const cols = this.columns;
-    const all = seg.pending;
-    let out: Float32Array | undefined;
+    let out: Float32Array;
     try {
-      out = this.runRows(seg.buffer.subarray(0, seg.rows * cols), seg.rows);
-      if (out.length !== seg.rows)
-        throw new Error(`model returned ${out.length} values for ${seg.rows} rows`);
+      out = this.runRows(seg.buffer.subarray(0, seg.rows * this.columns), seg.rows);
     } catch (err) {
-      if (all.length === 1) {
-        all[0]!.reject(asError(err));
-        return;
-      }
-      out = undefined;
-    }
-    if (out) {
-      this.opts.onRun?.(all.length, seg.rows);
-      for (const p of all) p.resolve(out.subarray(p.offset, p.offset + p.rows));
+      // A lone request has no others to spare: it fails with the run's error.
+      if (seg.pending.length === 1) seg.pending[0]!.reject(asError(err));
+      else this.runAlone(seg);
       return;
     }
-    this.runAlone(seg);
+    this.answer(seg, out);
+  }
+
+  /**
+   * Gives each request its rows of the batch's output; when the batch failed (`out` undefined)
+   * or returned the wrong number of scores, runs each request alone instead.
+   */
+  private answer(seg: Segment, out: Float32Array | undefined): void {
+    if (!out || out.length !== seg.rows) {
+      this.runAlone(seg);
+      return;
+    }
+    this.opts.onRun?.(seg.pending.length, seg.rows);
+    for (const p of seg.pending) p.resolve(out.subarray(p.offset, p.offset + p.rows));
   }
 
   /** Each request of a failed batch alone, here: finds the culprit, answers the others. */

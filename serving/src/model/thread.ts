@@ -3,10 +3,11 @@
  * SharedArrayBuffer and posts a small message; onnxruntime runs on the worker while the event
  * loop keeps parsing requests, reading Redis and writing answers. Measured in paired rounds
  * (bench/serving, docs/serving.md): the main thread's CPU per request drops from ~77 to ~63 µs
- * and throughput rises ~10 %; CREMA_INFERENCE_THREAD=0 runs inference inline instead.
+ * and throughput rises ~9 %; CREMA_INFERENCE_THREAD=0 runs inference inline instead.
  *
- * If the worker dies, the runs it held reject (their requests fall back) and the next run
- * starts a new worker and reopens every session from the bytes kept here.
+ * If the worker dies, the runs it held reject (the batcher then answers those requests on the
+ * calling thread), runs are refused for RESTART_BACKOFF_MS, and the next run after that starts
+ * a new worker and reopens every session from the bytes kept here.
  */
 import { Worker } from 'node:worker_threads';
 

@@ -197,7 +197,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
               const out = await model.runWith(cand.all.length, (into) =>
                 buildRankingInput(rankingBatch, into),
               );
-              if (out.length !== cand.all.length) throw new Error(`model returned ${out.length} scores`);
+              // One score per row: the batcher checks it (engine.ts).
               scores = out;
               revision = model.revision;
               modelName = model.meta.name;
