@@ -31,6 +31,12 @@ port.on('message', (msg: ThreadRequest) => {
     sessions.delete(msg.session);
     return;
   }
+  if (msg.type === 'exit') {
+    for (const s of sessions.values()) s.session.dispose();
+    sessions.clear();
+    port.close(); // nothing else keeps this thread alive: it ends
+    return;
+  }
   let reply: ThreadReply;
   try {
     const s = sessions.get(msg.session);

@@ -15,6 +15,7 @@ import { Worker } from 'node:worker_threads';
 export type ThreadRequest =
   | { type: 'open'; session: number; bytes: Uint8Array; input: string; output: string }
   | { type: 'close'; session: number }
+  | { type: 'exit' }
   | { type: 'run'; id: number; session: number; data: Float32Array; rows: number; columns: number };
 
 /** Messages from the worker. */
@@ -22,6 +23,8 @@ export type ThreadReply = { id: number; scores: Float32Array } | { id: number; e
 
 /** How long after a worker died runs stay inline before a new worker is started. */
 const RESTART_BACKOFF_MS = 2000;
+/** How long stop() waits for the worker to end by itself before terminating it. */
+const STOP_TIMEOUT_MS = 2000;
 
 interface Open {
   readonly bytes: Uint8Array;
@@ -87,7 +90,16 @@ export class InferenceThread {
     this.stopping = true;
     this.worker = undefined;
     try {
-      await w.terminate();
+      // The worker disposes its sessions and ends by itself: terminating it with onnxruntime
+      // sessions alive can abort the process while the worker's environment is torn down.
+      const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+      w.postMessage({ type: 'exit' } satisfies ThreadRequest);
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), STOP_TIMEOUT_MS);
+      });
+      if (await Promise.race([exited.then(() => false), timedOut])) await w.terminate();
+      clearTimeout(timer);
     } finally {
       this.stopping = false;
     }
