@@ -30,7 +30,7 @@ async function fakeEntry(key: string): Promise<string> {
   }
   const manifest: Manifest = {
     key,
-    versions: { kube: 'v1.34.4', etcd: 'v3.6.8' },
+    versions: { kube: 'v1.34.4', etcd: 'v3.6.8', metricsServer: 'v0.8.0', coredns: 'v1.14.7' },
     goVersion: 'go1.26.8',
     sha256,
     builtAt: new Date().toISOString(),

@@ -1,7 +1,9 @@
 /**
- * Builds (once) and verifies the test control plane binaries: kube-apiserver,
- * kube-controller-manager, kubectl and etcd, compiled from the Go module proxy through the wrapper
- * modules in hack/testenv/go. Binaries are cached per version in a user cache directory;
+ * Builds (once) and verifies the test cluster's binaries, compiled from the Go module proxy
+ * through the wrapper modules in hack/testenv/go: the control plane (kube-apiserver,
+ * kube-controller-manager, kube-scheduler, kubectl, etcd) and the node (kubelet, kube-proxy,
+ * metrics-server, CoreDNS, and the pause program of the Kubernetes module, compiled with the C
+ * compiler). Binaries are cached per version in a user cache directory;
  * a cache entry is trusted only when its manifest matches the pinned versions and every
  * binary's sha256, so a corrupt or stale entry is rebuilt instead of used.
  */
@@ -20,15 +22,24 @@ const goDir = join(here, 'go');
 export interface TestEnvVersions {
   readonly kube: string;
   readonly etcd: string;
+  readonly metricsServer: string;
+  readonly coredns: string;
 }
 
-/** Absolute paths of the three verified binaries. */
+/** Absolute paths of the verified binaries. */
 export interface TestEnvBinaries {
   readonly kubeApiserver: string;
   readonly kubeControllerManager: string;
+  readonly kubeScheduler: string;
   /** kubectl of the same version, so examples never hit client/server version skew. */
   readonly kubectl: string;
   readonly etcd: string;
+  readonly kubelet: string;
+  readonly kubeProxy: string;
+  readonly metricsServer: string;
+  readonly coredns: string;
+  /** The pod sandbox's process (Kubernetes' build/pause/linux/pause.c, static). */
+  readonly pause: string;
   /** The cache directory holding them. */
   readonly dir: string;
   /** True when this call compiled them, false when the cache was reused. */
@@ -42,7 +53,18 @@ export class TestEnvError extends Error {
 
 type Log = (line: string) => void;
 
-export const BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kubectl', 'etcd'] as const;
+export const BINARIES = [
+  'kube-apiserver',
+  'kube-controller-manager',
+  'kube-scheduler',
+  'kubectl',
+  'etcd',
+  'kubelet',
+  'kube-proxy',
+  'metrics-server',
+  'coredns',
+  'pause',
+] as const;
 export type BinaryName = (typeof BINARIES)[number];
 
 /** manifest.json of a cache entry, written only after every binary is in place. */
@@ -65,11 +87,17 @@ export async function readVersions(): Promise<TestEnvVersions> {
       .filter((l) => l && !l.startsWith('#'))
       .map((l) => l.split('=', 2) as [string, string]),
   );
-  const kube = vars['KUBE_VERSION'];
-  const etcd = vars['ETCD_VERSION'];
-  if (!kube || !/^v1\.\d+\.\d+$/.test(kube)) throw new TestEnvError(`versions.env: bad KUBE_VERSION ${kube}`);
-  if (!etcd || !/^v3\.\d+\.\d+$/.test(etcd)) throw new TestEnvError(`versions.env: bad ETCD_VERSION ${etcd}`);
-  return { kube, etcd };
+  const read = (name: string, pattern: RegExp) => {
+    const v = vars[name];
+    if (!v || !pattern.test(v)) throw new TestEnvError(`versions.env: bad ${name} ${v}`);
+    return v;
+  };
+  return {
+    kube: read('KUBE_VERSION', /^v1\.\d+\.\d+$/),
+    etcd: read('ETCD_VERSION', /^v3\.\d+\.\d+$/),
+    metricsServer: read('METRICS_SERVER_VERSION', /^v\d+\.\d+\.\d+$/),
+    coredns: read('COREDNS_VERSION', /^v\d+\.\d+\.\d+$/),
+  };
 }
 
 /** The root of the binary cache: $CREMA_TESTENV_CACHE, else $XDG_CACHE_HOME/crema/testenv, else ~/.cache/crema/testenv. */
@@ -125,12 +153,15 @@ async function goVersion(): Promise<string> {
   return v;
 }
 
+/** The wrapper modules under hack/testenv/go, one per separately versioned program. */
+const GO_MODULES = ['kube', 'etcd', 'metrics-server', 'coredns'] as const;
+
 /** Hashes the inputs that decide what gets built: pinned versions, Go version and the wrapper go.mod/go.sum. */
 export async function cacheKey(versions: TestEnvVersions, goV: string): Promise<string> {
   const h = createHash('sha256');
-  h.update(`${versions.kube}\n${versions.etcd}\n${goV}\n`);
-  for (const f of ['kube/go.mod', 'kube/go.sum', 'etcd/go.mod', 'etcd/go.sum']) {
-    h.update(await readFile(join(goDir, f)));
+  h.update(`${JSON.stringify(versions)}\n${goV}\n`);
+  for (const m of GO_MODULES) {
+    for (const f of ['go.mod', 'go.sum']) h.update(await readFile(join(goDir, m, f)));
   }
   return h.digest('hex').slice(0, 16);
 }
@@ -192,6 +223,33 @@ function explainGoFailure(stderr: string): string {
     return 'A downloaded module failed its checksum: the module cache may be corrupt (`go clean -modcache`).';
   }
   return 'go build failed; the output above has the details.';
+}
+
+/**
+ * Compiles the pod sandbox process from the Kubernetes module's own source
+ * (build/pause/linux/pause.c, what the registry.k8s.io/pause image holds) as a static binary.
+ */
+async function buildPause(out: string, env: NodeJS.ProcessEnv, log: Log): Promise<void> {
+  const dirRes = await run('go', ['list', '-m', '-f', '{{.Dir}}', 'k8s.io/kubernetes'], {
+    cwd: join(goDir, 'kube'),
+    env,
+  });
+  const src = join(dirRes.stdout.trim(), 'build', 'pause', 'linux', 'pause.c');
+  if (dirRes.code !== 0 || !existsSync(src))
+    throw new TestEnvError(`could not find pause.c in the Kubernetes module: ${dirRes.stderr}`);
+  let res: RunResult;
+  try {
+    res = await run('cc', ['-Os', '-static', '-Wall', '-DVERSION=crema-testenv', '-o', out, src], { log });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new TestEnvError(
+        "no C compiler (cc) on PATH: the pod sandbox program is compiled from Kubernetes' pause.c. " +
+          'Install it: `apt-get update && apt-get install -y gcc libc6-dev`.',
+      );
+    throw err;
+  }
+  if (res.code !== 0) throw new TestEnvError(`compiling pause.c failed: ${res.stderr}`);
+  log('built pause');
 }
 
 /** Holds an exclusive lock file so two processes never build into the same cache at once. */
@@ -259,8 +317,14 @@ export async function ensureBinaries(
   const paths = {
     kubeApiserver: join(dir, 'kube-apiserver'),
     kubeControllerManager: join(dir, 'kube-controller-manager'),
+    kubeScheduler: join(dir, 'kube-scheduler'),
     kubectl: join(dir, 'kubectl'),
     etcd: join(dir, 'etcd'),
+    kubelet: join(dir, 'kubelet'),
+    kubeProxy: join(dir, 'kube-proxy'),
+    metricsServer: join(dir, 'metrics-server'),
+    coredns: join(dir, 'coredns'),
+    pause: join(dir, 'pause'),
     dir,
   };
   const why = opts.forceRebuild ? 'rebuild requested' : await verifyCacheEntry(dir, key);
@@ -271,7 +335,9 @@ export async function ensureBinaries(
     // Another process may have finished the build while we waited for the lock.
     if (!opts.forceRebuild && (await verifyCacheEntry(dir, key)) === null) return { ...paths, built: false };
     log(
-      `building Kubernetes ${versions.kube} and etcd ${versions.etcd} with ${goV} (${why}); a cold build takes about 5-15 minutes on 2 cores`,
+      `building Kubernetes ${versions.kube} (control plane and node), etcd ${versions.etcd}, metrics-server ` +
+        `${versions.metricsServer} and CoreDNS ${versions.coredns} with ${goV} (${why}); a cold build takes ` +
+        'about 15 minutes on 2 cores',
     );
     const started = Date.now();
     const staging = `${dir}.building-${process.pid}`;
@@ -282,26 +348,27 @@ export async function ensureBinaries(
       CGO_ENABLED: '0',
       GOFLAGS: `${process.env['GOFLAGS'] ?? ''} -mod=readonly`.trim(),
     };
+    const kubeTarget = (name: BinaryName) => ({
+      name,
+      module: 'kube',
+      pkg: `k8s.io/kubernetes/cmd/${name}`,
+      flags: ldflags(versions.kube),
+    });
     const targets: Array<{ name: BinaryName; module: string; pkg: string; flags: string }> = [
-      {
-        name: 'kube-apiserver',
-        module: 'kube',
-        pkg: 'k8s.io/kubernetes/cmd/kube-apiserver',
-        flags: ldflags(versions.kube),
-      },
-      {
-        name: 'kube-controller-manager',
-        module: 'kube',
-        pkg: 'k8s.io/kubernetes/cmd/kube-controller-manager',
-        flags: ldflags(versions.kube),
-      },
-      {
-        name: 'kubectl',
-        module: 'kube',
-        pkg: 'k8s.io/kubernetes/cmd/kubectl',
-        flags: ldflags(versions.kube),
-      },
+      kubeTarget('kube-apiserver'),
+      kubeTarget('kube-controller-manager'),
+      kubeTarget('kube-scheduler'),
+      kubeTarget('kubectl'),
+      kubeTarget('kubelet'),
+      kubeTarget('kube-proxy'),
       { name: 'etcd', module: 'etcd', pkg: 'go.etcd.io/etcd/server/v3', flags: '-s -w' },
+      {
+        name: 'metrics-server',
+        module: 'metrics-server',
+        pkg: 'sigs.k8s.io/metrics-server/cmd/metrics-server',
+        flags: `-s -w -X k8s.io/client-go/pkg/version.gitVersion=${versions.metricsServer}`,
+      },
+      { name: 'coredns', module: 'coredns', pkg: 'github.com/coredns/coredns', flags: '-s -w' },
     ];
     const sha256 = {} as Record<BinaryName, string>;
     try {
@@ -319,6 +386,8 @@ export async function ensureBinaries(
         sha256[t.name] = await sha256File(out);
         log(`built ${t.name} in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
       }
+      await buildPause(join(staging, 'pause'), env, log);
+      sha256['pause'] = await sha256File(join(staging, 'pause'));
       const manifest: Manifest = {
         key,
         versions,
