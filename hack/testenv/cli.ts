@@ -5,17 +5,20 @@
  */
 import { ensureBinaries } from './binaries.js';
 import { startTestEnv } from './environment.js';
+import { ensureImages } from '../images/build.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   if (args.includes('--help') || args.includes('-h')) {
-    console.log(`usage: npm run testenv [-- --build-only | --rebuild | --no-redis]
+    console.log(`usage: npm run testenv [-- --build-only | --rebuild | --no-redis | --node]
 
 Starts etcd, kube-apiserver, kube-controller-manager and redis-server on free loopback ports,
 prints the kubeconfig path and waits for Ctrl-C, then stops everything and removes its files.
   --build-only   build (or verify) the cached binaries and exit
   --rebuild      rebuild the binaries even when the cache is valid
-  --no-redis     do not start redis-server`);
+  --no-redis     do not start redis-server
+  --node         also start a real node (root only): containerd, kubelet, kube-proxy,
+                 kube-scheduler, CoreDNS, metrics-server; Crema's images are imported`);
     return;
   }
   if (args.includes('--build-only') || args.includes('--rebuild')) {
@@ -26,11 +29,18 @@ prints the kubeconfig path and waits for Ctrl-C, then stops everything and remov
     );
     if (args.includes('--build-only')) return;
   }
-  const env = await startTestEnv({ redis: !args.includes('--no-redis') });
+  const withNode = args.includes('--node');
+  const env = await startTestEnv({ redis: !args.includes('--no-redis'), node: withNode });
+  if (env.kube?.node) {
+    const images = await ensureImages();
+    await env.kube.node.importImages(images.archive);
+    console.log(`imported ${images.images.map((i) => i.ref).join(', ')}`);
+  }
   const kc = env.kube!.kubeconfigPath;
   console.log(`
 Local Crema test environment is up (ready in ${(env.timings['total']! / 1000).toFixed(1)} s).
   API server:  ${env.kube!.server}
+  node:        ${env.kube!.node ? `${env.kube!.node.name} at ${env.kube!.node.ip}` : '(none: pods stay Pending)'}
   kubeconfig:  ${kc}
   Redis:       ${env.redis?.url ?? '(not started)'}
   logs:        ${env.dir}/*.log

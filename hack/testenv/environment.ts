@@ -1,11 +1,11 @@
 /**
- * Starts a real Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager) and
- * a real redis-server on free loopback ports, for tests and for `npm start` without a cluster.
+ * Starts a real Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager), on
+ * request a real node (node.ts: containerd, kubelet, kube-proxy, kube-scheduler, CoreDNS,
+ * metrics-server), and a real redis-server, for tests and for `npm start` without a cluster.
  * Everything lives in one temp dir that is removed on stop, on SIGINT/SIGTERM, and by the next
  * run if this process was killed outright.
  */
-import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
@@ -14,7 +14,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ensureBinaries, TestEnvError, type TestEnvBinaries } from './binaries.js';
-import { generateTestPki, type TestPki } from './pki.js';
+import { ensureDebianPackages, which } from './debian.js';
+import {
+  NODE_IP,
+  NODE_MARKER,
+  claimNode,
+  cleanupNode,
+  setupHostNetwork,
+  startNode,
+  type KubeNode,
+} from './node.js';
+import { generateTestPki, issueCertificate, type TestPki } from './pki.js';
 import {
   ManagedProcess,
   TEMP_PREFIX,
@@ -39,6 +49,12 @@ export interface TestEnvOptions {
   readonly log?: Log;
   /** Seconds to wait for kube-apiserver /readyz. Default 90 (2 cores can be slow under load). */
   readonly readyTimeoutSeconds?: number;
+  /**
+   * Also start a real node (needs root; one per machine). The API server then listens on all
+   * addresses and advertises the node IP, so pods reach it through the `kubernetes` Service.
+   * Default false.
+   */
+  readonly node?: boolean;
 }
 
 /** A running control plane. */
@@ -55,6 +71,8 @@ export interface KubeControlPlane {
   readonly kubectl: string;
   /** JSON-lines audit log of every write request (metadata level). */
   readonly auditLogPath: string;
+  /** The real node, when requested. */
+  readonly node?: KubeNode;
 }
 
 /** A running redis-server. */
@@ -113,14 +131,6 @@ function probeRedis(port: number): Promise<boolean> {
   });
 }
 
-function which(cmd: string): string | null {
-  try {
-    return execFileSync('/bin/sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim() || null;
-  } catch {
-    return null;
-  }
-}
-
 /** Builds an admin kubeconfig that embeds the CA and client certificate. */
 export function buildKubeconfig(server: string, pki: TestPki, name = 'crema-testenv'): string {
   const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -164,12 +174,37 @@ async function startEtcd(bin: TestEnvBinaries, dir: string): Promise<{ proc: Man
   });
 }
 
+/** API server flags of a cluster with a node: reachable from pods, Node authorizer, aggregation layer. */
+function nodeModeFlags(dir: string): string[] {
+  const f = (n: string) => join(dir, n);
+  return [
+    '--bind-address=0.0.0.0',
+    `--advertise-address=${NODE_IP}`,
+    '--authorization-mode=Node,RBAC',
+    '--enable-admission-plugins=NodeRestriction',
+    `--kubelet-client-certificate=${f('apiserver-kubelet-client.crt')}`,
+    `--kubelet-client-key=${f('apiserver-kubelet-client.key')}`,
+    `--kubelet-certificate-authority=${f('ca.crt')}`,
+    '--kubelet-preferred-address-types=InternalIP',
+    `--requestheader-client-ca-file=${f('ca.crt')}`,
+    '--requestheader-allowed-names=front-proxy-client',
+    '--requestheader-username-headers=X-Remote-User',
+    '--requestheader-group-headers=X-Remote-Group',
+    '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+    `--proxy-client-cert-file=${f('front-proxy-client.crt')}`,
+    `--proxy-client-key-file=${f('front-proxy-client.key')}`,
+    // Aggregated APIs (metrics-server) are reached at their endpoints, not through a ClusterIP.
+    '--enable-aggregator-routing=true',
+  ];
+}
+
 async function startApiserver(
   bin: TestEnvBinaries,
   dir: string,
   etcdUrl: string,
   pki: TestPki,
   readyTimeoutMs: number,
+  withNode: boolean,
 ): Promise<{ proc: ManagedProcess; server: string }> {
   const f = (n: string) => join(dir, n);
   return startWithPortRetry(1, async ([port]) => {
@@ -185,11 +220,11 @@ async function startApiserver(
         `--tls-private-key-file=${f('serving.key')}`,
         `--client-ca-file=${f('ca.crt')}`,
         `--secure-port=${port}`,
-        '--bind-address=127.0.0.1',
-        '--advertise-address=127.0.0.1',
+        ...(withNode
+          ? nodeModeFlags(dir)
+          : ['--bind-address=127.0.0.1', '--advertise-address=127.0.0.1', '--authorization-mode=RBAC']),
         // /16: a /24 runs out at 253 Services, and the scale benchmark makes 1,000.
         '--service-cluster-ip-range=10.0.0.0/16',
-        '--authorization-mode=RBAC',
         '--allow-privileged=true',
         '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
         `--service-account-key-file=${f('sa.pub')}`,
@@ -247,12 +282,9 @@ export async function startRedis(
   log: Log = defaultLog,
   pickPort?: () => Promise<number>,
 ): Promise<{ redis: RedisServer; procs: () => ManagedProcess[] }> {
+  await ensureDebianPackages([{ command: 'redis-server', pkg: 'redis-server' }], log, 'Redis');
   const bin = which('redis-server');
-  if (!bin) {
-    throw new TestEnvError(
-      'redis-server not found on PATH. Install the Debian package: `apt-get update && apt-get install -y redis-server`.',
-    );
-  }
+  if (!bin) throw new TestEnvError('redis-server not found on PATH after installing it');
   let proc: ManagedProcess | undefined;
   const launch = async (port: number) => {
     const p = new ManagedProcess(
@@ -340,9 +372,10 @@ function rssKiB(pid: number | undefined): number {
 export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> {
   const log = opts.log ?? defaultLog;
   const wantKube = opts.kube ?? true;
-  const wantKcm = wantKube && (opts.controllerManager ?? true);
+  const wantNode = wantKube && (opts.node ?? false);
+  const wantKcm = wantKube && (wantNode || (opts.controllerManager ?? true));
   const wantRedis = opts.redis ?? true;
-  reapAbandoned(log);
+  reapAbandoned(log, cleanupNode);
 
   const t0 = Date.now();
   const timings: Record<string, number> = {};
@@ -353,13 +386,20 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
   claimDir(dir);
   const procs: ManagedProcess[] = [];
   let redisProcs: () => ManagedProcess[] = () => [];
+  let nodeProcs: ManagedProcess[] = [];
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
     stopped = true;
     unregister();
-    // Clients of etcd first, all at once (a sequential stop takes long enough for a parent
-    // like npm to give up and SIGKILL us); etcd last so the API server can shut down cleanly.
+    // The node first (kubelet before the runtime, then everything it left on the host), then
+    // clients of etcd all at once (a sequential stop takes long enough for a parent like npm to
+    // give up and SIGKILL us); etcd last so the API server can shut down cleanly.
+    if (existsSync(join(dir, NODE_MARKER))) {
+      await Promise.all(nodeProcs.filter((p) => p.name !== 'containerd').map((p) => p.stop(5000)));
+      cleanupNode(dir, log);
+      await Promise.all(nodeProcs.map((p) => p.stop(5000)));
+    }
     const etcd = procs.filter((p) => p.name === 'etcd');
     await Promise.all([...redisProcs(), ...procs].filter((p) => p.name !== 'etcd').map((p) => p.stop(5000)));
     await Promise.all(etcd.map((p) => p.stop(5000)));
@@ -368,7 +408,8 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
   const unregister = registerCleanup({
     stop,
     stopNow() {
-      for (const p of [...redisProcs(), ...procs]) p.killNow();
+      for (const p of [...nodeProcs, ...redisProcs(), ...procs]) p.killNow();
+      if (existsSync(join(dir, NODE_MARKER))) cleanupNode(dir);
       rmSync(dir, { recursive: true, force: true });
     },
   });
@@ -376,6 +417,10 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
   try {
     let kube: KubeControlPlane | undefined;
     let redis: RedisServer | undefined;
+    if (wantNode) {
+      await claimNode(dir, log);
+      setupHostNetwork(log);
+    }
     const startRedisPart = async () => {
       const r = await startRedis(dir, log);
       redisProcs = r.procs;
@@ -383,14 +428,22 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
       timings['redis'] = Date.now() - t0;
     };
     const startKubePart = async (bin: TestEnvBinaries) => {
-      const pki = await generateTestPki();
+      const pki = await generateTestPki(7, wantNode ? [NODE_IP] : []);
       await writePki(dir, pki);
+      if (wantNode) await writeNodeModePki(dir, pki);
       const tEtcd = Date.now();
       const etcd = await startEtcd(bin, dir);
       procs.push(etcd.proc);
       timings['etcd'] = Date.now() - tEtcd;
       const tApi = Date.now();
-      const api = await startApiserver(bin, dir, etcd.url, pki, (opts.readyTimeoutSeconds ?? 90) * 1000);
+      const api = await startApiserver(
+        bin,
+        dir,
+        etcd.url,
+        pki,
+        (opts.readyTimeoutSeconds ?? 90) * 1000,
+        wantNode,
+      );
       procs.push(api.proc);
       timings['kubeApiserver'] = Date.now() - tApi;
       const kubeconfig = buildKubeconfig(api.server, pki);
@@ -401,6 +454,25 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
         procs.push(await startControllerManager(bin, dir));
         timings['kubeControllerManager'] = Date.now() - tKcm;
       }
+      let node: KubeNode | undefined;
+      if (wantNode) {
+        try {
+          const started = await startNode({
+            dir,
+            bin,
+            pki,
+            server: api.server.replace('127.0.0.1', NODE_IP),
+            adminKubeconfigPath: kubeconfigPath,
+            log,
+            timings,
+          });
+          nodeProcs = started.procs;
+          node = started.node;
+        } catch (err) {
+          nodeProcs = (err as { nodeProcs?: ManagedProcess[] }).nodeProcs ?? [];
+          throw err;
+        }
+      }
       kube = {
         server: api.server,
         kubeconfigPath,
@@ -409,6 +481,7 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
         etcdUrl: etcd.url,
         kubectl: bin.kubectl,
         auditLogPath: join(dir, 'audit.log'),
+        ...(node ? { node } : {}),
       };
       log(`kube-apiserver ready at ${api.server} (kubeconfig ${kubeconfigPath})`);
     };
@@ -426,11 +499,30 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
       redis,
       timings,
       memoryKiB: () =>
-        Object.fromEntries([...procs, ...redisProcs()].map((p) => [p.name, rssKiB(p.child.pid)])),
+        Object.fromEntries(
+          [...procs, ...nodeProcs, ...redisProcs()].map((p) => [p.name, rssKiB(p.child.pid)]),
+        ),
       stop,
     };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/** The API server's client certificates for the kubelet API and for the aggregation layer. */
+async function writeNodeModePki(dir: string, pki: TestPki): Promise<void> {
+  const kubeletClient = await issueCertificate(
+    pki,
+    'CN=kube-apiserver-kubelet-client, O=system:masters',
+    'client',
+  );
+  const frontProxy = await issueCertificate(pki, 'CN=front-proxy-client', 'client');
+  const files: Record<string, string> = {
+    'apiserver-kubelet-client.crt': kubeletClient.cert,
+    'apiserver-kubelet-client.key': kubeletClient.key,
+    'front-proxy-client.crt': frontProxy.cert,
+    'front-proxy-client.key': frontProxy.key,
+  };
+  await Promise.all(Object.entries(files).map(([n, c]) => writeFile(join(dir, n), c, { mode: 0o600 })));
 }

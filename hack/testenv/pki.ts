@@ -19,6 +19,8 @@ const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 /** PEM-encoded material for one test cluster. */
 export interface TestPki {
   readonly caCert: string;
+  /** The CA's private key, so the node's component certificates can be issued later. */
+  readonly caKey: string;
   readonly servingCert: string;
   readonly servingKey: string;
   readonly adminCert: string;
@@ -40,7 +42,7 @@ async function publicPem(key: CryptoKey): Promise<string> {
 }
 
 /** Generates fresh PKI valid for `days` days; serving SANs cover loopback and the in-cluster service names. */
-export async function generateTestPki(days = 7): Promise<TestPki> {
+export async function generateTestPki(days = 7, extraServingIps: readonly string[] = []): Promise<TestPki> {
   const notBefore = new Date(Date.now() - 60_000);
   const notAfter = new Date(Date.now() + days * 86_400_000);
   const caKeys = await keyPair();
@@ -84,6 +86,7 @@ export async function generateTestPki(days = 7): Promise<TestPki> {
   const serving = await leaf('CN=kube-apiserver', x509.ExtendedKeyUsage.serverAuth, [
     { type: 'ip', value: '127.0.0.1' },
     { type: 'ip', value: '10.0.0.1' },
+    ...extraServingIps.map((value) => ({ type: 'ip' as const, value })),
     { type: 'dns', value: 'localhost' },
     { type: 'dns', value: 'kubernetes' },
     { type: 'dns', value: 'kubernetes.default' },
@@ -94,6 +97,7 @@ export async function generateTestPki(days = 7): Promise<TestPki> {
   const sa = await keyPair();
   return {
     caCert: ca.toString('pem'),
+    caKey: await privatePem(caKeys.privateKey),
     servingCert: serving.cert,
     servingKey: serving.key,
     adminCert: admin.cert,
@@ -101,4 +105,57 @@ export async function generateTestPki(days = 7): Promise<TestPki> {
     serviceAccountPublicKey: await publicPem(sa.publicKey),
     serviceAccountPrivateKey: await privatePem(sa.privateKey),
   };
+}
+
+/** A certificate and its private key, PEM. */
+export interface IssuedCert {
+  readonly cert: string;
+  readonly key: string;
+}
+
+/**
+ * Issues a certificate from the environment's CA: `subject` like `CN=system:node:n, O=system:nodes`,
+ * for a client (`client`), a server (`server`, with `sans`), or both.
+ */
+export async function issueCertificate(
+  pki: Pick<TestPki, 'caCert' | 'caKey'>,
+  subject: string,
+  usage: 'client' | 'server' | 'both',
+  sans: { ips?: readonly string[]; dns?: readonly string[] } = {},
+  days = 7,
+): Promise<IssuedCert> {
+  const ca = new x509.X509Certificate(pki.caCert);
+  const caKey = await crypto.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(pki.caKey), alg, false, [
+    'sign',
+  ]);
+  const keys = await keyPair();
+  const usages = {
+    client: [x509.ExtendedKeyUsage.clientAuth],
+    server: [x509.ExtendedKeyUsage.serverAuth],
+    both: [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth],
+  }[usage];
+  const names: x509.JsonGeneralNames = [
+    ...(sans.ips ?? []).map((value) => ({ type: 'ip' as const, value })),
+    ...(sans.dns ?? []).map((value) => ({ type: 'dns' as const, value })),
+  ];
+  const cert = await x509.X509CertificateGenerator.create({
+    subject,
+    issuer: ca.subject,
+    publicKey: keys.publicKey,
+    signingKey: caKey,
+    signingAlgorithm: alg,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + days * 86_400_000),
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment,
+        true,
+      ),
+      new x509.ExtendedKeyUsageExtension(usages),
+      await x509.AuthorityKeyIdentifierExtension.create(ca, false),
+      ...(names.length ? [new x509.SubjectAlternativeNameExtension(names)] : []),
+    ],
+  });
+  return { cert: cert.toString('pem'), key: await privatePem(keys.privateKey) };
 }

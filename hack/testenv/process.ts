@@ -242,7 +242,10 @@ function startedIn(pid: number, dir: string): boolean {
  * cleaning up (SIGKILL, OOM, a crashed test runner). Only processes whose working directory
  * is that environment's dir are killed, so a recycled pid is never hit.
  */
-export function reapAbandoned(log: (l: string) => void = () => {}): number {
+export function reapAbandoned(
+  log: (l: string) => void = () => {},
+  cleanupNode?: (dir: string, log: (l: string) => void) => void,
+): number {
   let reaped = 0;
   const base = tmpdir();
   for (const name of readdirSync(base)) {
@@ -265,6 +268,8 @@ export function reapAbandoned(log: (l: string) => void = () => {}): number {
         }
       }
     }
+    // A node leaves mounts, cgroups and network devices: remove those before the files.
+    if (cleanupNode && existsSync(join(dir, 'node.json'))) cleanupNode(dir, log);
     rmSync(dir, { recursive: true, force: true });
     reaped++;
     log(`reaped abandoned environment ${dir}`);
