@@ -20,3 +20,54 @@ export function modelEnvNames(task: ModelTask): { readonly uri: string; readonly
 
 /** Every task, in a stable order. */
 export const MODEL_TASKS = Object.keys(PREFIX) as ModelTask[];
+
+/**
+ * Every other setting the operator renders into a serving or router container (and serving's
+ * server.ts reads). Docs: docs/serving.md.
+ */
+export const SERVING_ENV = {
+  /** The RecommenderModel's name: the `model` label of the metrics the operator queries. */
+  modelName: 'CREMA_MODEL_NAME',
+  /** stable | canary: the `variant` label of request metrics. */
+  variant: 'CREMA_VARIANT',
+  /** serving | router. */
+  mode: 'CREMA_MODE',
+  port: 'PORT',
+  redisUrl: 'REDIS_URL',
+  /** Bearer token of the admin routes (erase, model swap), from a Secret. */
+  adminToken: 'CREMA_ADMIN_TOKEN',
+  /** Where the feature snapshot is saved, so a restart with Redis down still answers. */
+  snapshotPath: 'CREMA_SNAPSHOT_PATH',
+  /** Seconds a terminating process keeps answering (with `Connection: close`) before it closes. */
+  drainSeconds: 'CREMA_DRAIN_SECONDS',
+  /** Router mode: the ConfigMap (in POD_NAMESPACE) whose router.json it watches through the API. */
+  routerConfigMap: 'CREMA_ROUTER_CONFIGMAP',
+  /** Router mode: a config file to watch instead (local runs). */
+  routerConfigPath: 'CREMA_ROUTER_CONFIG',
+  podNamespace: 'POD_NAMESPACE',
+} as const;
+
+/** The key of the router config in the router's ConfigMap. */
+export const ROUTER_CONFIG_KEY = 'router.json';
+
+/**
+ * The init container that delivers a model into the pod: it fetches `uri` (http, https or
+ * file), checks the bytes against the pinned sha256 and the metadata, and writes
+ * `<dir>/<task>.onnx` and `<dir>/<task>.meta.json` for the serving container to load.
+ */
+export const FETCH_ENV = {
+  uri: 'CREMA_FETCH_URI',
+  sha256: 'CREMA_FETCH_SHA256',
+  /** Optional: where the metadata is, when it is not `<model>.meta.json` beside the model. */
+  metadataUri: 'CREMA_FETCH_METADATA_URI',
+  task: 'CREMA_FETCH_TASK',
+  dir: 'CREMA_FETCH_DIR',
+} as const;
+
+/** The volume the fetch init container fills and the serving container reads (read-only). */
+export const MODEL_DIR = '/var/lib/crema/models';
+
+/** The `file://` URI of the verified model of `task` inside a serving pod. */
+export function fetchedModelUri(task: ModelTask, dir = MODEL_DIR): string {
+  return `file://${dir}/${task}.onnx`;
+}

@@ -34,6 +34,8 @@ export const COMPONENTS: Readonly<Record<Component['name'], Component>> = {
     entries: {
       serving: 'serving/src/server.ts',
       'inference-worker': 'serving/src/model/inference-worker.ts',
+      // The serving pods' init container: fetches and verifies the model (desired.ts).
+      'fetch-model': 'serving/src/model/fetch-model.ts',
     },
     main: 'serving',
     native: ['onnxruntime-node'],

@@ -177,7 +177,11 @@ describe('auth, readiness and ops routes', () => {
     const a = await app();
     const ready = await a.inject({ url: '/readyz' });
     expect(ready.statusCode).toBe(503);
-    expect(ready.json()).toEqual({ ready: false, checks: { model: false, redis: false, fallback: false } });
+    expect(ready.json()).toEqual({
+      ready: false,
+      checks: { model: false, redis: false, fallback: false },
+      draining: false,
+    });
     const res = await a.inject({ method: 'POST', url: '/v1/recommendations', payload: rec });
     expect(res.statusCode).toBe(503);
     expect(res.headers['retry-after']).toBe('1');

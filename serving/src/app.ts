@@ -13,6 +13,7 @@ import Fastify, {
 } from 'fastify';
 import type { Redis } from 'ioredis';
 import { USER_FEATURES } from '../../contracts/features.js';
+import type { ModelTask } from '../../contracts/model-metadata.js';
 import { systemClock, type Clock } from './clock.js';
 import type { RankingState, ServingContext } from './context.js';
 import { DriftMonitor } from './drift/monitor.js';
@@ -23,6 +24,7 @@ import type { LoadedModel } from './model/loader.js';
 import { ModelStore, type ModelStoreOptions } from './model/store.js';
 import { inferenceThread } from './model/thread.js';
 import { checkPickupFeatures } from './pickup/estimate.js';
+import { DrainState, registerDrain } from './plugins/drain.js';
 import { protectionPlugin, type ProtectionOptions } from './plugins/protection.js';
 import { LocalTimeResolver } from './ranking/context.js';
 import { compileAddonPlan } from './ranking/addons.js';
@@ -43,6 +45,15 @@ export interface BuildOptions {
   readonly logger?: FastifyBaseLogger | FastifyServerOptions['logger'];
   /** Variant name of this process. Default 'stable'. */
   readonly variant?: string;
+  /**
+   * The RecommenderModel this process serves (the operator renders CREMA_MODEL_NAME): the
+   * `model` label of the drift gauges. Default: the model metadata's name.
+   */
+  readonly modelName?: string;
+  /** Tasks whose model must be loaded before /readyz answers 200. Default ['drink-ranking']. */
+  readonly requiredTasks?: readonly ModelTask[];
+  /** Set when the process terminates: /readyz answers 503 and answers close their connection. */
+  readonly drain?: DrainState;
   /** Bearer token for erase and admin routes; without it they always answer 401. */
   readonly adminToken?: string;
   /** Per-request feature deadline, ms. Default 25. */
@@ -118,7 +129,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
-  const metrics = new ServingMetrics();
+  const metrics = new ServingMetrics('crema_', opts.modelName);
   const features = new FeatureStore({
     redis: opts.redis,
     clock,
@@ -138,6 +149,8 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     variant: opts.variant ?? 'stable',
     featureDeadlineMs: opts.featureDeadlineMs ?? 25,
     adminToken: opts.adminToken,
+    requiredTasks: opts.requiredTasks ?? ['drink-ranking'],
+    drain: opts.drain ?? new DrainState(),
     eventsMaxLen: opts.eventsMaxLen ?? 1_000_000,
     eventDedupTtlSeconds: opts.eventDedupTtlSeconds ?? 172_800,
     ranking,
@@ -165,6 +178,8 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     metrics.modelSwapped(task, next.meta, prev?.meta);
     if (task === 'drink-ranking') track(next);
   });
+
+  registerDrain(app, ctx.drain);
 
   app.setErrorHandler((err: FastifyError | ServingError, req, reply) => {
     let body: ErrorBody;

@@ -1,4 +1,6 @@
+import type { ModelTask } from '../../contracts/model-metadata.js';
 import type { Redis } from 'ioredis';
+import type { DrainState } from './plugins/drain.js';
 import type { Clock } from './clock.js';
 import type { FeatureStore } from './features/store.js';
 import type { ModelStore } from './model/store.js';
@@ -22,6 +24,10 @@ export interface ServingContext {
   readonly featureDeadlineMs: number;
   /** Bearer token for erase and admin routes; undefined refuses them all. */
   readonly adminToken: string | undefined;
+  /** Tasks whose model must be loaded for /readyz. */
+  readonly requiredTasks: readonly ModelTask[];
+  /** Active while the process drains before exit (/readyz says not ready). */
+  readonly drain: DrainState;
   /** Approximate cap of the events stream. */
   readonly eventsMaxLen: number;
   /** How long an event id is remembered for dedup, seconds. */

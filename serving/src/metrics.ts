@@ -35,8 +35,16 @@ export class ServingMetrics {
   readonly variantLabel = new BoundedLabel();
   private drift: DriftMonitor | undefined;
 
-  constructor(prefix = 'crema_') {
+  /**
+   * `modelName`: the `model` label of the drift gauges — the RecommenderModel's name, which the
+   * operator's drift rules and analysis select on; default the model metadata's own name.
+   */
+  constructor(
+    prefix = 'crema_',
+    private readonly modelName?: string,
+  ) {
     const r = [this.registry];
+    const label = (d: DriftMonitor) => this.modelName ?? d.meta.name;
     collectDefaultMetrics({ register: this.registry });
     this.httpDuration = new Histogram({
       name: `${prefix}http_request_duration_seconds`,
@@ -116,7 +124,7 @@ export class ServingMetrics {
         const d = current();
         if (!d) return;
         for (const x of d.featureReadings()) {
-          this.set({ model: d.meta.name, revision: d.meta.sha256, feature: x.feature }, x.psi);
+          this.set({ model: label(d), revision: d.meta.sha256, feature: x.feature }, x.psi);
         }
       },
     });
@@ -129,7 +137,7 @@ export class ServingMetrics {
         this.reset();
         const d = current();
         const x = d?.scoreReading();
-        if (d && x) this.set({ model: d.meta.name, revision: d.meta.sha256 }, x.psi);
+        if (d && x) this.set({ model: label(d), revision: d.meta.sha256 }, x.psi);
       },
     });
     new Gauge({
@@ -143,7 +151,7 @@ export class ServingMetrics {
         if (!d) return;
         for (const x of d.featureReadings()) {
           x.shares.forEach((s, bin) =>
-            this.set({ model: d.meta.name, feature: x.feature, bin: String(bin) }, s),
+            this.set({ model: label(d), feature: x.feature, bin: String(bin) }, s),
           );
         }
       },

@@ -1,17 +1,20 @@
 /**
  * Starts a serving process (default) or a router (`--mode router` or CREMA_MODE=router) and
- * listens; SIGTERM/SIGINT close the server gracefully (in-flight requests finish). Every
- * setting comes from the environment, see docs/serving.md.
+ * listens. SIGTERM/SIGINT drain first (CREMA_DRAIN_SECONDS, default 0 outside a pod: not ready,
+ * every answer closes its connection), then close the server (in-flight requests finish).
+ * Every setting comes from the environment, see docs/serving.md (names: contracts/serving-env.ts).
  */
 import { build, createModelStore } from './app.js';
 import { createServingRedis } from './features/redis.js';
 import { inferenceThread } from './model/thread.js';
 import { buildRouter } from './router/app.js';
-import { MODEL_TASKS, modelEnvNames } from '../../contracts/serving-env.js';
+import { MODEL_TASKS, SERVING_ENV, modelEnvNames } from '../../contracts/serving-env.js';
+import type { ModelTask } from '../../contracts/model-metadata.js';
+import { DrainState } from './plugins/drain.js';
 
 function modeOf(argv: readonly string[], env: NodeJS.ProcessEnv): 'serving' | 'router' {
   const i = argv.indexOf('--mode');
-  const m = (i >= 0 ? argv[i + 1] : undefined) ?? env['CREMA_MODE'] ?? 'serving';
+  const m = (i >= 0 ? argv[i + 1] : undefined) ?? env[SERVING_ENV.mode] ?? 'serving';
   if (m !== 'serving' && m !== 'router') throw new Error(`--mode must be serving or router, got ${m}`);
   return m;
 }
@@ -28,31 +31,50 @@ async function main(): Promise<void> {
   const env = process.env;
   const mode = modeOf(process.argv, env);
   const logger = { level: env['LOG_LEVEL'] ?? 'info' };
-  const port = num(env, 'PORT') ?? (mode === 'router' ? 8081 : 8080);
+  const port = num(env, SERVING_ENV.port) ?? (mode === 'router' ? 8081 : 8080);
   const host = env['HOST'] ?? '0.0.0.0';
+  const drain = new DrainState();
+  const drainSeconds = num(env, SERVING_ENV.drainSeconds) ?? 0;
   let close: () => Promise<void>;
+  let log: { info(o: object, m: string): void };
   if (mode === 'router') {
-    const configPath = env['CREMA_ROUTER_CONFIG'];
-    if (!configPath)
-      throw new Error('CREMA_ROUTER_CONFIG (path of the router config file) is required in router mode');
-    const app = await buildRouter({ configPath, logger });
+    const configPath = env[SERVING_ENV.routerConfigPath];
+    const configMap = env[SERVING_ENV.routerConfigMap];
+    const namespace = env[SERVING_ENV.podNamespace];
+    if (!configPath && !(configMap && namespace))
+      throw new Error(
+        `router mode needs ${SERVING_ENV.routerConfigMap} and ${SERVING_ENV.podNamespace} (a ConfigMap to watch) or ${SERVING_ENV.routerConfigPath} (a file)`,
+      );
+    const app = await buildRouter({
+      ...(configPath ? { configPath } : { configMap: { namespace: namespace!, name: configMap! } }),
+      logger,
+      drain,
+    });
     await app.listen({ port, host });
+    log = app.log;
     close = () => app.close();
   } else {
-    const redis = createServingRedis(env['REDIS_URL'] ?? 'redis://127.0.0.1:6379', {
+    const redis = createServingRedis(env[SERVING_ENV.redisUrl] ?? 'redis://127.0.0.1:6379', {
       autoPipelining: env['CREMA_REDIS_AUTOPIPELINE'] !== '0',
     });
     const models = createModelStore({ inferenceThread: env['CREMA_INFERENCE_THREAD'] !== '0' });
     const rateLimit = num(env, 'CREMA_RATE_LIMIT_PER_SECOND');
+    // The tasks this process was given a model for must be loaded before it is ready; with none
+    // configured (a local run), drink ranking is what recommendations need.
+    const configured = MODEL_TASKS.filter((t) => env[modelEnvNames(t).uri]);
+    const requiredTasks: ModelTask[] = configured.length > 0 ? configured : ['drink-ranking'];
     const app = await build({
       redis,
       models,
       logger,
-      variant: env['CREMA_VARIANT'] ?? 'stable',
-      adminToken: env['CREMA_ADMIN_TOKEN'] || undefined,
+      drain,
+      requiredTasks,
+      ...(env[SERVING_ENV.modelName] ? { modelName: env[SERVING_ENV.modelName] } : {}),
+      variant: env[SERVING_ENV.variant] ?? 'stable',
+      adminToken: env[SERVING_ENV.adminToken] || undefined,
       featureDeadlineMs: num(env, 'CREMA_FEATURE_DEADLINE_MS'),
       batchFeatureReads: env['CREMA_BATCH_FEATURE_READS'] !== '0',
-      snapshotPath: env['CREMA_SNAPSHOT_PATH'] || undefined,
+      snapshotPath: env[SERVING_ENV.snapshotPath] || undefined,
       protection: {
         maxInFlight: num(env, 'CREMA_MAX_IN_FLIGHT'),
         maxEventLoopDelayMs: num(env, 'CREMA_MAX_EVENT_LOOP_DELAY_MS'),
@@ -87,6 +109,7 @@ async function main(): Promise<void> {
       }
     }
     await app.listen({ port, host });
+    log = app.log;
     close = async () => {
       await app.close();
       models.close();
@@ -101,7 +124,9 @@ async function main(): Promise<void> {
     process.once(sig, () => {
       if (closing) return;
       closing = true;
-      close().then(
+      drain.begin();
+      if (drainSeconds > 0) log.info({ seconds: drainSeconds, signal: sig }, 'draining before close');
+      new Promise((r) => setTimeout(r, drainSeconds * 1000)).then(close).then(
         () => process.exit(0),
         (err: unknown) => {
           console.error(err);

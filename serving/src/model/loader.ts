@@ -187,15 +187,26 @@ export interface LoadModelOptions {
   readonly expectedSha256?: string;
 }
 
+/** A model's bytes and metadata, fetched and checked against each other and the pin. */
+export interface VerifiedArtifacts {
+  readonly bytes: Buffer;
+  readonly metaBytes: Buffer;
+  readonly meta: ModelMetadata;
+}
+
 /**
- * Loads, verifies and warms a model: metadata valid, same feature schema version, sha256 of
- * the bytes equals the metadata's, input/output names exist in the graph, and a warm-up batch
- * runs. Throws ModelLoadError naming the first problem.
+ * Fetches a model and its metadata (`metadataUri`, default `<model>.meta.json` beside it) and
+ * checks them: metadata valid, the expected task, serving's feature schema version, sha256 of
+ * the bytes equal to the metadata's and to the pinned digest, the `check` hook. Throws
+ * ModelLoadError naming the URI and the first problem.
  */
-export async function loadModel(uri: string, opts: LoadModelOptions): Promise<LoadedModel> {
+export async function fetchVerifiedArtifacts(
+  uri: string,
+  opts: Pick<LoadModelOptions, 'task' | 'check' | 'fetchImpl' | 'expectedSha256'> & { metadataUri?: string },
+): Promise<VerifiedArtifacts> {
   const [bytes, metaBytes] = await Promise.all([
     fetchUri(uri, opts.fetchImpl),
-    fetchUri(metadataUriOf(uri), opts.fetchImpl),
+    fetchUri(opts.metadataUri ?? metadataUriOf(uri), opts.fetchImpl),
   ]);
   let meta: ModelMetadata;
   try {
@@ -213,13 +224,13 @@ export async function loadModel(uri: string, opts: LoadModelOptions): Promise<Lo
     );
   }
   const digest = sha256Hex(bytes);
-  if (digest !== meta.sha256) {
-    throw new ModelLoadError(`model ${uri}: sha256 ${digest} does not match metadata ${meta.sha256}`);
-  }
   if (opts.expectedSha256 && digest !== opts.expectedSha256) {
     throw new ModelLoadError(
       `model ${uri}: sha256 ${digest} is not the pinned digest ${opts.expectedSha256}`,
     );
+  }
+  if (digest !== meta.sha256) {
+    throw new ModelLoadError(`model ${uri}: sha256 ${digest} does not match metadata ${meta.sha256}`);
   }
   const input = meta.inputs[0]!;
   if (!Array.isArray(input.features) || input.features.length === 0) {
@@ -230,6 +241,17 @@ export async function loadModel(uri: string, opts: LoadModelOptions): Promise<Lo
   } catch (err) {
     throw new ModelLoadError(`model ${uri}: ${(err as Error).message}`, { cause: err });
   }
+  return { bytes, metaBytes, meta };
+}
+
+/**
+ * Loads, verifies and warms a model: the checks of fetchVerifiedArtifacts, then input/output
+ * names exist in the graph and a warm-up batch runs. Throws ModelLoadError naming the first
+ * problem.
+ */
+export async function loadModel(uri: string, opts: LoadModelOptions): Promise<LoadedModel> {
+  const { bytes, meta } = await fetchVerifiedArtifacts(uri, opts);
+  const input = meta.inputs[0]!;
   let session: NativeSession;
   try {
     session = NativeSession.open(bytes);

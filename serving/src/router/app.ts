@@ -1,8 +1,9 @@
 /**
  * Router mode: the same program started as a router. It assigns each request's user a variant
- * (sticky hash of user id and salt, weights from a watched config file) and forwards the
- * request over keep-alive HTTP to that variant's upstream. An unknown or unreachable upstream
- * sends the request to stable instead.
+ * (sticky hash of user id and salt, weights from a watched ConfigMap or config file) and
+ * forwards the request over keep-alive HTTP to that variant's upstream. A connection that
+ * fails before any answer is retried once; an unknown or unreachable upstream sends the
+ * request to stable instead.
  */
 import { unwatchFile, watchFile } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -14,14 +15,26 @@ import Fastify, {
 } from 'fastify';
 import { Counter, Histogram, Registry } from 'prom-client';
 import { Pool } from 'undici';
-import { readRouterConfig, routeFor, type RouterConfig } from './config.js';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
+import { DrainState, registerDrain } from '../plugins/drain.js';
+import { parseRouterConfig, readRouterConfig, routeFor, type RouterConfig } from './config.js';
+import { watchRouterConfigMap } from './configmap-source.js';
 
 /** Options of buildRouter. */
 export interface RouterOptions {
   /** Config file to read and watch; or */
   readonly configPath?: string;
+  /** a ConfigMap to watch through the API (in a cluster; router.json key); or */
+  readonly configMap?: {
+    readonly namespace: string;
+    readonly name: string;
+    readonly kubeConfig?: KubeConfig;
+  };
   /** a fixed config (tests). */
   readonly config?: RouterConfig;
+  /** Set when the process terminates: /readyz answers 503 and answers close their connection. */
+  readonly drain?: DrainState;
   readonly logger?: FastifyBaseLogger | FastifyServerOptions['logger'];
   /** Upstream timeout, ms. Default 2000. */
   readonly upstreamTimeoutMs?: number;
@@ -40,7 +53,18 @@ const FORWARDED_REQUEST_HEADERS = ['content-type', 'accept', 'authorization', 'x
 const RETURNED_HEADERS = ['content-type', 'retry-after'];
 
 /** An error reaching the upstream (as opposed to an answer from it). */
-class UpstreamUnreachable extends Error {}
+class UpstreamUnreachable extends Error {
+  constructor(
+    message: string,
+    /** The connection failed or was closed before an answer: safe to try once more. */
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** undici's errors for a connection that was refused, reset or closed under the request. */
+const CONNECTION_LOST = /ECONNRESET|ECONNREFUSED|EPIPE|other side closed|socket hang up|SocketError/i;
 
 /** The user a request is about: the `/v1/users/{id}` path segment or the JSON body's userId. */
 export function userIdOf(url: string, body: Buffer | undefined): string | undefined {
@@ -63,7 +87,8 @@ export function userIdOf(url: string, body: Buffer | undefined): string | undefi
 
 /** Builds the router app; it never listens. */
 export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance> {
-  if (!opts.config && !opts.configPath) throw new RangeError('buildRouter: configPath or config is required');
+  if (!opts.config && !opts.configPath && !opts.configMap)
+    throw new RangeError('buildRouter: configPath, configMap or config is required');
   const logger = opts.logger;
   const isInstance = typeof logger === 'object' && logger !== null && 'child' in logger;
   const app = Fastify({
@@ -72,7 +97,16 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
       : { logger: (logger as FastifyServerOptions['logger']) ?? false }),
     logController: new LogController({ disableRequestLogging: true }),
   });
-  let config: RouterConfig = opts.config ?? (await readRouterConfig(opts.configPath!));
+  // Undefined only while a watched ConfigMap has not been read yet (the router is not ready then).
+  let config: RouterConfig | undefined =
+    opts.config ?? (opts.configPath ? await readRouterConfig(opts.configPath) : undefined);
+  // Which config routed a request (x-crema-router-config): 12 hex of the config's sha256, so a
+  // client or test can tell the answers of one weight setting from the next.
+  const idOf = (c: RouterConfig | undefined) =>
+    c ? createHash('sha256').update(JSON.stringify(c)).digest('hex').slice(0, 12) : '';
+  let configId = idOf(config);
+  const drain = opts.drain ?? new DrainState();
+  registerDrain(app, drain);
   const timeoutMs = opts.upstreamTimeoutMs ?? 2000;
   // One keep-alive connection pool per upstream (undici's Pool does less work per request than
   // node:http's Agent; the router's cost is pure overhead on every request).
@@ -125,6 +159,7 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
       readRouterConfig(path).then(
         (c) => {
           config = c;
+          configId = idOf(c);
           configReloads.inc({ outcome: 'applied' });
           app.log.info({ variants: c.variants.map((v) => `${v.name}=${v.weight}`) }, 'router config applied');
         },
@@ -135,6 +170,34 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
       );
     });
     app.addHook('onClose', async () => unwatchFile(path));
+  }
+  if (opts.configMap) {
+    const { namespace, name, kubeConfig } = opts.configMap;
+    let lastText = '';
+    const source = watchRouterConfigMap({
+      namespace,
+      name,
+      ...(kubeConfig ? { kubeConfig } : {}),
+      onText: (text) => {
+        if (text === lastText) return;
+        lastText = text;
+        try {
+          const c = parseRouterConfig(text);
+          config = c;
+          configId = idOf(c);
+          configReloads.inc({ outcome: 'applied' });
+          app.log.info({ variants: c.variants.map((v) => `${v.name}=${v.weight}`) }, 'router config applied');
+        } catch (err) {
+          configReloads.inc({ outcome: 'rejected' });
+          app.log.error({ err: (err as Error).message }, 'router config rejected; keeping the previous one');
+        }
+      },
+      onMissing: () =>
+        app.log.warn(`ConfigMap ${namespace}/${name} has no router.json; keeping the current config`),
+      onError: (err) => app.log.warn({ err: String(err) }, 'router config watch failed; retrying'),
+    });
+    source.first.catch((err: unknown) => app.log.warn({ err: String(err) }, 'router config list failed'));
+    app.addHook('onClose', () => source.stop());
   }
   app.addHook('onClose', async () => {
     await Promise.all([...pools.values()].map((p) => p.destroy()));
@@ -153,22 +216,35 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
       const v = headers[h];
       if (typeof v === 'string') out[h] = v;
     }
-    let res;
+    const once = async (): Promise<Upstream> => {
+      let res;
+      try {
+        res = await poolFor(base).request({
+          path: url,
+          method: method as 'GET',
+          headers: out,
+          ...(body ? { body } : {}),
+        });
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        throw new UpstreamUnreachable(
+          e.message,
+          CONNECTION_LOST.test(`${e.code ?? ''} ${e.name} ${e.message}`),
+        );
+      }
+      try {
+        const buf = Buffer.from(await res.body.arrayBuffer());
+        return { status: res.statusCode, headers: res.headers as IncomingHttpHeaders, body: buf };
+      } catch (err) {
+        throw new UpstreamUnreachable((err as Error).message, false);
+      }
+    };
     try {
-      res = await poolFor(base).request({
-        path: url,
-        method: method as 'GET',
-        headers: out,
-        ...(body ? { body } : {}),
-      });
+      return await once();
     } catch (err) {
-      throw new UpstreamUnreachable((err as Error).message);
-    }
-    try {
-      const buf = Buffer.from(await res.body.arrayBuffer());
-      return { status: res.statusCode, headers: res.headers as IncomingHttpHeaders, body: buf };
-    } catch (err) {
-      throw new UpstreamUnreachable((err as Error).message);
+      // A pooled connection the upstream closed as we sent (a pod going away): one new try.
+      if (err instanceof UpstreamUnreachable && err.retryable) return once();
+      throw err;
     }
   };
 
@@ -176,7 +252,12 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
   app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async () => ({ ready: true, variants: config.variants.map((v) => v.name) }));
+  app.get('/readyz', async (_req, reply) => {
+    const ready = config !== undefined && !drain.active;
+    return reply
+      .code(ready ? 200 : 503)
+      .send({ ready, draining: drain.active, variants: config?.variants.map((v) => v.name) ?? [] });
+  });
   app.get('/metrics', async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
 
   app.route({
@@ -185,6 +266,7 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
     handler: async (req, reply) => {
       const body = Buffer.isBuffer(req.body) ? req.body : undefined;
       const cfg = config;
+      if (!cfg) return reply.code(503).send({ code: 'NOT_READY', message: 'router config not loaded yet' });
       const route = routeFor(cfg, userIdOf(req.url, body));
       if (route.rerouted) fallbacks.inc({ variant: route.variant, reason: 'unknown_upstream' });
       const stable = cfg.variants.find((v) => v.name === cfg.stable)!;
@@ -208,7 +290,7 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
       }
       requests.inc({ variant: route.variant, served_by: served });
       duration.observe({ variant: served }, reply.elapsedTime / 1000);
-      void reply.code(answer.status).header('x-crema-variant', served);
+      void reply.code(answer.status).header('x-crema-variant', served).header('x-crema-router-config', configId);
       for (const h of RETURNED_HEADERS) {
         const v = answer.headers[h];
         if (typeof v === 'string') void reply.header(h, v);

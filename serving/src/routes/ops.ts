@@ -16,7 +16,8 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = asy
     '/readyz',
     {
       schema: {
-        summary: 'Ready when the ranking model is loaded and Redis answers or fallback data is loaded',
+        summary:
+          'Ready when the model of every task this process serves is loaded, and Redis answers or a feature snapshot is loaded',
         response: {
           200: ReadyResponse,
           503: ReadyResponse,
@@ -24,7 +25,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = asy
       },
     },
     async (_req, reply) => {
-      const model = ctx.models.peek('drink-ranking') !== undefined;
+      const model = ctx.requiredTasks.every((t) => ctx.models.peek(t) !== undefined);
       let redis = false;
       try {
         redis = (await withDeadline(ctx.redis.ping(), 250)) === 'PONG';
@@ -32,8 +33,9 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = asy
         redis = false;
       }
       const fallback = ctx.features.snapshot !== undefined;
-      const ready = model && (redis || fallback);
-      return reply.code(ready ? 200 : 503).send({ ready, checks: { model, redis, fallback } });
+      const draining = ctx.drain.active;
+      const ready = !draining && model && (redis || fallback);
+      return reply.code(ready ? 200 : 503).send({ ready, checks: { model, redis, fallback }, draining });
     },
   );
 
@@ -79,5 +81,6 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = asy
 
 const ReadyResponse = Type.Object({
   ready: Type.Boolean(),
+  draining: Type.Boolean(),
   checks: Type.Object({ model: Type.Boolean(), redis: Type.Boolean(), fallback: Type.Boolean() }),
 });
