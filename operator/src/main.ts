@@ -12,7 +12,9 @@
  *   CREMA_RESYNC_MS            re-check every object this often (default 600000)
  *   CREMA_PROMETHEUS_URL       Prometheus for canary analysis (without it analysed steps wait)
  *   CREMA_ALERT_WEBHOOK_PORT   Alertmanager webhook port (default off); needs CREMA_ALERT_WEBHOOK_TOKEN
+ *   CREMA_ALERT_WEBHOOK_HOST   address the webhook listens on (default 0.0.0.0: reachable in-cluster)
  *   CREMA_ALERT_WEBHOOK_TOKEN  bearer token Alertmanager must send
+ *   CREMA_SERVING_REDIS_URL    Redis for serving pods of models without spec.serving.redisUrl
  *   CREMA_IDENTITY             leader-election identity (default: hostname + random suffix)
  */
 import { startOperator } from './operator.js';
@@ -20,7 +22,7 @@ import { startOperator } from './operator.js';
 const env = process.env;
 const num = (v: string | undefined) => (v ? Number(v) : undefined);
 
-function webhookConfig(): { port: number; bearerToken: string } {
+function webhookConfig(): { port: number; host: string; bearerToken: string } {
   const token = env['CREMA_ALERT_WEBHOOK_TOKEN'];
   if (!token) {
     console.error(
@@ -28,7 +30,11 @@ function webhookConfig(): { port: number; bearerToken: string } {
     );
     process.exit(2);
   }
-  return { port: Number(env['CREMA_ALERT_WEBHOOK_PORT']), bearerToken: token };
+  return {
+    port: Number(env['CREMA_ALERT_WEBHOOK_PORT']),
+    host: env['CREMA_ALERT_WEBHOOK_HOST'] || '0.0.0.0',
+    bearerToken: token,
+  };
 }
 
 const op = await startOperator({
@@ -43,6 +49,7 @@ const op = await startOperator({
   ...(env['CREMA_PROMETHEUS_URL'] ? { prometheusUrl: env['CREMA_PROMETHEUS_URL'] } : {}),
   ...(env['CREMA_ALERT_WEBHOOK_PORT'] ? { alertWebhook: webhookConfig() } : {}),
   ...(env['CREMA_IDENTITY'] ? { identity: env['CREMA_IDENTITY'] } : {}),
+  ...(env['CREMA_SERVING_REDIS_URL'] ? { servingRedisUrl: env['CREMA_SERVING_REDIS_URL'] } : {}),
 });
 
 let exiting = false;

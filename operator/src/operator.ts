@@ -44,6 +44,8 @@ export interface OperatorConfig {
   readonly prometheusUrl?: string;
   /** Alertmanager webhook receiver (drift alerts → rollback). Port 0 picks a free one. */
   readonly alertWebhook?: { readonly port: number; readonly host?: string; readonly bearerToken: string };
+  /** Redis the serving pods use when a model's spec.serving.redisUrl is not set. */
+  readonly servingRedisUrl?: string;
 }
 
 export interface RunningOperator {
@@ -123,6 +125,7 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
       desiredCache: new DesiredCache(),
       driftAlerts,
       ...(analyzer ? { analyzer } : {}),
+      servingDefaults: { ...(cfg.servingRedisUrl ? { redisUrl: cfg.servingRedisUrl } : {}) },
     }),
   );
   const webhook = cfg.alertWebhook

@@ -41,6 +41,28 @@ export interface ResourceDef {
 export const RESOURCES = {
   configMap: { group: '', version: 'v1', kind: 'ConfigMap', plural: 'configmaps', namespaced: true },
   service: { group: '', version: 'v1', kind: 'Service', plural: 'services', namespaced: true },
+  pod: { group: '', version: 'v1', kind: 'Pod', plural: 'pods', namespaced: true },
+  serviceAccount: {
+    group: '',
+    version: 'v1',
+    kind: 'ServiceAccount',
+    plural: 'serviceaccounts',
+    namespaced: true,
+  },
+  role: {
+    group: 'rbac.authorization.k8s.io',
+    version: 'v1',
+    kind: 'Role',
+    plural: 'roles',
+    namespaced: true,
+  },
+  roleBinding: {
+    group: 'rbac.authorization.k8s.io',
+    version: 'v1',
+    kind: 'RoleBinding',
+    plural: 'rolebindings',
+    namespaced: true,
+  },
   event: { group: '', version: 'v1', kind: 'Event', plural: 'events', namespaced: true },
   deployment: { group: 'apps', version: 'v1', kind: 'Deployment', plural: 'deployments', namespaced: true },
   hpa: {

@@ -19,7 +19,12 @@ export interface ControllerDef {
   /** Label selector for owned kinds' informers. */
   readonly ownedSelector: string;
   /** Other kinds whose changes affect some primaries (e.g. StoreRegion freeze windows). */
-  readonly watched?: ReadonlyArray<{ readonly resource: ResourceDef; keysFor(obj: KubeObject): string[] }>;
+  readonly watched?: ReadonlyArray<{
+    readonly resource: ResourceDef;
+    /** Only objects with these labels (e.g. the pods of the controller's workloads). */
+    readonly labelSelector?: string;
+    keysFor(obj: KubeObject): string[];
+  }>;
   /** Reconcile one key; the informers hold the observed state. */
   reconcile(key: string, informers: InformerSet): Promise<WorkResult>;
 }
@@ -123,7 +128,7 @@ export class Manager {
       .for(def.primary, undefined, true)
       .on((_event, obj) => queue.add(`${obj.metadata?.namespace}/${obj.metadata?.name}`));
     for (const w of def.watched ?? []) {
-      this.informers.for(w.resource).on((_event, obj) => {
+      this.informers.for(w.resource, w.labelSelector).on((_event, obj) => {
         for (const key of w.keysFor(obj)) queue.add(key);
       });
     }

@@ -80,7 +80,8 @@ export interface RecommenderModelSpec {
  */
 export interface RecommenderModelSpecModel {
   /**
-   * Where the ONNX model lives; file://, http:// or https://.
+   * Where the ONNX model lives; http:// or https:// (fetched and digest-checked by each serving pod's
+   * init container), or file:// (a path inside the serving image).
    * Constraints: length ≥ 8; length ≤ 2048; must start with file://, http:// or https://.
    */
   uri: string;
@@ -143,6 +144,18 @@ export interface RecommenderModelSpecServing {
    */
   targetRpsPerPod?: number;
   /**
+   * Redis the serving pods read features from, e.g. redis://crema-redis.crema-system.svc:6379.
+   * Defaults to the operator's CREMA_SERVING_REDIS_URL; with neither set the model is Degraded.
+   * Constraints: length ≥ 9; length ≤ 512; must start with redis:// or rediss://.
+   */
+  redisUrl?: string;
+  /**
+   * The Secret key holding the bearer token of serving's admin routes (user erase, model swap).
+   * Without that Secret the pods still start and those routes answer 401.
+   * @default {}
+   */
+  adminTokenSecretRef?: RecommenderModelSpecServingAdminTokenSecretRef;
+  /**
    * Container port the serving process listens on. Defaults to 8080.
    * Constraints: ≥ 1024; ≤ 65535.
    * @default 8080
@@ -153,6 +166,25 @@ export interface RecommenderModelSpecServing {
    * @default {}
    */
   resources?: RecommenderModelSpecServingResources;
+}
+
+/**
+ * The Secret key holding the bearer token of serving's admin routes (user erase, model swap). Without
+ * that Secret the pods still start and those routes answer 401.
+ */
+export interface RecommenderModelSpecServingAdminTokenSecretRef {
+  /**
+   * Secret in the model's namespace. Defaults to crema-serving-admin.
+   * Constraints: length ≤ 253; pattern `^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`.
+   * @default "crema-serving-admin"
+   */
+  name?: string;
+  /**
+   * Key of the token in the Secret. Defaults to token.
+   * Constraints: length ≤ 253; pattern `^[-._a-zA-Z0-9]+$`.
+   * @default "token"
+   */
+  key?: string;
 }
 
 /**

@@ -25,7 +25,7 @@ const byKind = (objs: KubeObject[], kind: string) =>
   objs.find((o) => o.kind === kind) as KubeObject & { spec: DeploymentLike };
 
 describe('buildServingObjects', () => {
-  it('builds the six children, all owned by the model and labelled as managed by crema', () => {
+  it('builds its children, all owned by the model and labelled as managed by crema', () => {
     const objs = buildServingObjects(rm());
     expect(objs.map((o) => `${o.kind}/${o.metadata?.name}`).sort()).toEqual([
       'ConfigMap/drinks-model',
@@ -33,7 +33,11 @@ describe('buildServingObjects', () => {
       'Deployment/drinks-stable',
       'HorizontalPodAutoscaler/drinks',
       'PodDisruptionBudget/drinks',
+      'Role/drinks-router',
+      'RoleBinding/drinks-router',
       'Service/drinks',
+      'Service/drinks-stable',
+      'ServiceAccount/drinks-router',
     ]);
     for (const o of objs) {
       expect(o.metadata?.namespace).toBe('stores');
@@ -115,14 +119,16 @@ describe('canary plan', () => {
     expect(sha('drinks-canary')).toBe('b'.repeat(64));
     // 25% of minReplicas 3, rounded up; the HPA keeps scaling stable only.
     expect(deployments.find((d) => d.metadata?.name === 'drinks-canary')!.spec.replicas).toBe(1);
-    const router = objs.find((o) => o.metadata?.name === 'drinks-router') as KubeObject & {
+    const router = objs.find(
+      (o) => o.kind === 'ConfigMap' && o.metadata?.name === 'drinks-router',
+    ) as KubeObject & {
       data: Record<string, string>;
     };
     expect(JSON.parse(router.data['router.json']!)).toEqual({
       salt: 'stores/drinks',
       stable: 'stable',
       variants: [
-        { name: 'stable', weight: 75, upstream: 'http://drinks.stores.svc:80' },
+        { name: 'stable', weight: 75, upstream: 'http://drinks-stable.stores.svc:80' },
         { name: 'canary', weight: 25, upstream: 'http://drinks-canary.stores.svc:80' },
       ],
     });
@@ -130,12 +136,12 @@ describe('canary plan', () => {
 
   it('sends everything to stable without a canary', () => {
     const router = buildServingObjects(rm()).find(
-      (o) => o.metadata?.name === 'drinks-router',
+      (o) => o.kind === 'ConfigMap' && o.metadata?.name === 'drinks-router',
     ) as KubeObject & {
       data: Record<string, string>;
     };
     expect(JSON.parse(router.data['router.json']!).variants).toEqual([
-      { name: 'stable', weight: 100, upstream: 'http://drinks.stores.svc:80' },
+      { name: 'stable', weight: 100, upstream: 'http://drinks-stable.stores.svc:80' },
     ]);
   });
 });
@@ -161,5 +167,142 @@ describe('drift rules', () => {
 
   it('renders none without spec.drift', () => {
     expect(buildServingObjects(rm()).some((o) => o.metadata?.name === 'drinks-drift-rules')).toBe(false);
+  });
+});
+
+type PodSpec = {
+  initContainers: Array<{ name: string; command: string[]; env: Array<{ name: string; value?: string }> }>;
+  containers: Array<{
+    name: string;
+    env: Array<{ name: string; value?: string; valueFrom?: unknown }>;
+    volumeMounts: Array<{ mountPath: string; readOnly?: boolean }>;
+    terminationMessagePolicy: string;
+  }>;
+  serviceAccountName?: string;
+};
+const podOf = (objs: KubeObject[], name: string) =>
+  (
+    objs.find((o) => o.kind === 'Deployment' && o.metadata?.name === name) as KubeObject & {
+      spec: { template: { spec: PodSpec } };
+    }
+  ).spec.template.spec;
+const envOf = (c: { env: Array<{ name: string; value?: string; valueFrom?: unknown }> }) =>
+  Object.fromEntries(c.env.map((e) => [e.name, e.value ?? e.valueFrom]));
+
+describe('what a serving pod needs, rendered', () => {
+  it('delivers the model with an init container that checks the pinned digest, into a read-only volume', () => {
+    const m = rm();
+    m.spec.model = {
+      ...m.spec.model,
+      uri: 'https://models.example/drinks.onnx',
+      metadataUri: 'https://models.example/drinks.meta',
+    };
+    const pod = podOf(buildServingObjects(m), 'drinks-stable');
+    const fetch = pod.initContainers[0]!;
+    expect(fetch.name).toBe('fetch-model');
+    expect(fetch.command).toEqual(['/usr/local/bin/node', '/app/fetch-model.js']);
+    expect(envOf(fetch)).toEqual({
+      CREMA_FETCH_URI: 'https://models.example/drinks.onnx',
+      CREMA_FETCH_SHA256: 'a'.repeat(64),
+      CREMA_FETCH_TASK: 'drink-ranking',
+      CREMA_FETCH_DIR: '/var/lib/crema/models',
+      CREMA_FETCH_METADATA_URI: 'https://models.example/drinks.meta',
+    });
+    const serving = pod.containers[0]!;
+    expect(envOf(serving)).toMatchObject({
+      CREMA_RANKING_MODEL_URI: 'file:///var/lib/crema/models/drink-ranking.onnx',
+      CREMA_RANKING_MODEL_SHA256: 'a'.repeat(64),
+      CREMA_MODEL_NAME: 'drinks',
+    });
+    expect(serving.volumeMounts).toContainEqual({
+      mountPath: '/var/lib/crema/models',
+      name: 'models',
+      readOnly: true,
+    });
+    // A crash before the termination message is written still tells why (log tail).
+    expect(serving.terminationMessagePolicy).toBe('FallbackToLogsOnError');
+  });
+
+  it('renders the Redis address from the spec, else from the operator default, else none', () => {
+    const redisOf = (m: RecommenderModel, redisUrl?: string) =>
+      envOf(
+        podOf(buildServingObjects(m, undefined, undefined, redisUrl ? { redisUrl } : {}), 'drinks-stable')
+          .containers[0]!,
+      )['REDIS_URL'];
+    expect(redisOf(rm(), 'redis://default:6379')).toBe('redis://default:6379');
+    expect(redisOf(rm({ redisUrl: 'redis://mine:6379' }), 'redis://default:6379')).toBe('redis://mine:6379');
+    expect(redisOf(rm())).toBeUndefined();
+  });
+
+  it('reads the admin token from a Secret (default crema-serving-admin/token), optional so pods start without it', () => {
+    const token = (m: RecommenderModel) =>
+      envOf(podOf(buildServingObjects(m), 'drinks-stable').containers[0]!)['CREMA_ADMIN_TOKEN'];
+    expect(token(rm())).toEqual({
+      secretKeyRef: { name: 'crema-serving-admin', key: 'token', optional: true },
+    });
+    expect(token(rm({ adminTokenSecretRef: { name: 'ops', key: 'bearer' } }))).toEqual({
+      secretKeyRef: { name: 'ops', key: 'bearer', optional: true },
+    });
+  });
+
+  it('marks pods for Prometheus scraping', () => {
+    const d = byKind(buildServingObjects(rm()), 'Deployment');
+    expect(d.spec.template.metadata.annotations).toMatchObject({
+      'prometheus.io/scrape': 'true',
+      'prometheus.io/port': '8080',
+      'prometheus.io/path': '/metrics',
+    });
+  });
+});
+
+describe('the router while traffic is split', () => {
+  const plan = {
+    stable: { sha256: 'a'.repeat(64), uri: 'http://m/a.onnx' },
+    canary: { sha256: 'b'.repeat(64), uri: 'http://m/b.onnx' },
+    canaryWeight: 10,
+  };
+  const entrySelector = (objs: KubeObject[]) =>
+    (
+      objs.find((o) => o.kind === 'Service' && o.metadata?.name === 'drinks') as KubeObject & {
+        spec: { selector: Record<string, string> };
+      }
+    ).spec.selector;
+
+  it('runs router pods that watch the router ConfigMap with a service account allowed only that', () => {
+    const objs = buildServingObjects(rm(), plan);
+    const pod = podOf(objs, 'drinks-router');
+    expect(pod.serviceAccountName).toBe('drinks-router');
+    expect(envOf(pod.containers[0]!)).toMatchObject({
+      CREMA_MODE: 'router',
+      CREMA_ROUTER_CONFIGMAP: 'drinks-router',
+    });
+    const role = objs.find((o) => o.kind === 'Role') as KubeObject & { rules: unknown[] };
+    expect(role.rules).toEqual([
+      {
+        apiGroups: [''],
+        resources: ['configmaps'],
+        resourceNames: ['drinks-router'],
+        verbs: ['get', 'list', 'watch'],
+      },
+    ]);
+  });
+
+  it('points the entry Service at the router only once the router is ready, and at stable otherwise', () => {
+    expect(entrySelector(buildServingObjects(rm(), plan))).toEqual({
+      'crema.dev/model': 'drinks',
+      'crema.dev/track': 'stable',
+    });
+    expect(entrySelector(buildServingObjects(rm(), { ...plan, routeThroughRouter: true }))).toEqual({
+      'crema.dev/model': 'drinks',
+      'crema.dev/track': 'router',
+    });
+    // No split, no router: a stale flag cannot send clients to router pods that do not exist.
+    const noCanary = buildServingObjects(rm(), {
+      stable: plan.stable,
+      canaryWeight: 0,
+      routeThroughRouter: true,
+    });
+    expect(entrySelector(noCanary)).toEqual({ 'crema.dev/model': 'drinks', 'crema.dev/track': 'stable' });
+    expect(noCanary.some((o) => o.kind === 'Deployment' && o.metadata?.name === 'drinks-router')).toBe(false);
   });
 });

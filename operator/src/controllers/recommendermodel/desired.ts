@@ -1,7 +1,8 @@
 /**
  * Pure builders for what a RecommenderModel should run: the model ConfigMap, the stable serving
- * Deployment (no replicas: the HPA owns them), its Service, HorizontalPodAutoscaler and
- * PodDisruptionBudget. Built with cdk8s-plus-28 constructs and synthesized in-process; every
+ * Deployment (no replicas: the HPA owns them; an init container delivers the model), its
+ * Services, HorizontalPodAutoscaler and PodDisruptionBudget, and while a canary runs the canary
+ * Deployment and the router Deployment in front of both. Built with cdk8s-plus-28 constructs and synthesized in-process; every
  * default the library would add is set deliberately so server-side apply owns exactly these.
  */
 import { ApiObject, App, Chart, Duration, Size } from 'cdk8s';
@@ -9,7 +10,13 @@ import * as kplus from 'cdk8s-plus-28';
 import type { KubeObject } from '../../runtime/kube.js';
 import { ConfigMapTrafficRouter, type TrafficRouter } from '../../traffic/router.js';
 import { buildDriftRules } from '../../analysis/rules.js';
-import { modelEnvNames } from '../../../../contracts/serving-env.js';
+import {
+  FETCH_ENV,
+  MODEL_DIR,
+  SERVING_ENV,
+  fetchedModelUri,
+  modelEnvNames,
+} from '../../../../contracts/serving-env.js';
 import type { RecommenderModel } from './types.js';
 
 /** Labels on every child; the operator's informers select on `managed-by`. */
@@ -20,6 +27,17 @@ export const TRACK_LABEL = 'crema.dev/track';
 export const RULES_LABEL = 'crema.dev/prometheus-rules';
 /** Pod template annotation: a new model digest rolls the Deployment. */
 export const MODEL_SHA_ANNOTATION = 'crema.dev/model-sha256';
+/** The serving pods' init container that delivers the model (serving/src/model/fetch-model.ts). */
+export const FETCH_CONTAINER = 'fetch-model';
+export const SERVING_CONTAINER = 'serving';
+export const ROUTER_CONTAINER = 'router';
+/** Seconds a terminating serving or router pod keeps answering before it closes. */
+export const DRAIN_SECONDS = 5;
+/** The default Secret holding serving's admin token (the CRD defaults spec.serving.adminTokenSecretRef). */
+export const ADMIN_SECRET = { name: 'crema-serving-admin', key: 'token' } as const;
+
+/** Pod tracks: the two revisions, and the router in front of them while traffic is split. */
+export type Track = 'stable' | 'canary' | 'router';
 
 /** Names of the children of model `name`. */
 export function childNames(name: string) {
@@ -27,11 +45,15 @@ export function childNames(name: string) {
     configMap: `${name}-model`,
     deployment: `${name}-stable`,
     canaryDeployment: `${name}-canary`,
+    routerDeployment: `${name}-router`,
+    /** The entry point clients call: stable pods, or the router pods while traffic is split. */
     service: name,
+    stableService: `${name}-stable`,
     canaryService: `${name}-canary`,
     hpa: name,
     pdb: name,
     router: `${name}-router`,
+    routerServiceAccount: `${name}-router`,
     driftRules: `${name}-drift-rules`,
   };
 }
@@ -62,6 +84,22 @@ export interface ServingPlan {
   readonly stable: RevisionRef;
   readonly canary?: RevisionRef;
   readonly canaryWeight: number;
+  /**
+   * Point the model's Service at the router pods. Only once they are ready (the reconcile
+   * observes that): before, and after the split, clients reach stable directly.
+   */
+  readonly routeThroughRouter?: boolean;
+}
+
+/** Cluster-level settings of the serving pods (the operator's configuration). */
+export interface ServingDefaults {
+  /** Redis for models whose spec.serving.redisUrl is not set. */
+  readonly redisUrl?: string;
+}
+
+/** The Redis URL the model's pods get, or undefined when neither the spec nor the operator sets one. */
+export function redisUrlOf(rm: RecommenderModel, defaults: ServingDefaults): string | undefined {
+  return rm.spec.serving?.redisUrl ?? defaults.redisUrl;
 }
 
 /** Builds the serving children of `rm` for `plan`, each with an owner reference to it. */
@@ -69,6 +107,7 @@ export function buildServingObjects(
   rm: RecommenderModel,
   plan: ServingPlan = { stable: { sha256: rm.spec.model.sha256, uri: rm.spec.model.uri }, canaryWeight: 0 },
   router: TrafficRouter = new ConfigMapTrafficRouter(),
+  defaults: ServingDefaults = {},
 ): KubeObject[] {
   const name = rm.metadata?.name;
   const namespace = rm.metadata?.namespace;
@@ -79,11 +118,17 @@ export function buildServingObjects(
   const port = serving.port ?? 8080;
   const minReplicas = serving.minReplicas ?? 2;
   const maxReplicas = serving.maxReplicas ?? 10;
+  const image = serving.image ?? 'crema/serving:0.1.0';
   const names = childNames(name);
   const common = {
     'app.kubernetes.io/name': 'crema-serving',
     'app.kubernetes.io/instance': name,
     ...MANAGED_BY,
+  };
+  const redisUrl = redisUrlOf(rm, defaults);
+  const adminSecret = {
+    name: serving.adminTokenSecretRef?.name ?? ADMIN_SECRET.name,
+    key: serving.adminTokenSecretRef?.key ?? ADMIN_SECRET.key,
   };
 
   const app = new App();
@@ -105,6 +150,44 @@ export function buildServingObjects(
     data: { 'model.json': JSON.stringify(modelConfig) },
   });
 
+  // Restricted PodSecurity: non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp.
+  const containerSecurity: kplus.ContainerSecurityContextProps = {
+    ensureNonRoot: true,
+    readOnlyRootFilesystem: true,
+    allowPrivilegeEscalation: false,
+    capabilities: { drop: [kplus.Capability.ALL] },
+    seccompProfile: { type: kplus.SeccompProfileType.RUNTIME_DEFAULT },
+  };
+  const memoryLimit = memSize(serving.resources?.limits?.memory ?? '512Mi');
+  const servingResources: kplus.ContainerResources = {
+    cpu: {
+      request: kplus.Cpu.millis(cpuMillis(serving.resources?.requests?.cpu ?? '250m')),
+      ...(serving.resources?.limits?.cpu
+        ? { limit: kplus.Cpu.millis(cpuMillis(serving.resources.limits.cpu)) }
+        : {}),
+    },
+    memory: { request: memSize(serving.resources?.requests?.memory ?? '256Mi'), limit: memoryLimit },
+  };
+  const podLabels = (track: Track) => ({ ...common, [MODEL_LABEL]: name, [TRACK_LABEL]: track });
+  const scrape = {
+    'prometheus.io/scrape': 'true',
+    'prometheus.io/port': String(port),
+    'prometheus.io/path': '/metrics',
+  };
+  const probes = {
+    readiness: kplus.Probe.fromHttpGet('/readyz', {
+      port,
+      periodSeconds: Duration.seconds(2),
+      failureThreshold: 2,
+    }),
+    liveness: kplus.Probe.fromHttpGet('/healthz', { port, periodSeconds: Duration.seconds(10) }),
+    startup: kplus.Probe.fromHttpGet('/healthz', {
+      port,
+      failureThreshold: 30,
+      periodSeconds: Duration.seconds(2),
+    }),
+  };
+
   const modelEnv = modelEnvNames(model.task);
   const servingDeployment = (track: 'stable' | 'canary', rev: RevisionRef, replicas?: number) => {
     const selector = { [MODEL_LABEL]: name, [TRACK_LABEL]: track };
@@ -117,59 +200,84 @@ export function buildServingObjects(
       ...(replicas !== undefined ? { replicas } : {}),
       // Pods carry the common labels too, so `kubectl get pods -l app.kubernetes.io/name=crema-serving` finds them.
       podMetadata: {
-        labels: { ...common, ...selector },
-        annotations: { [MODEL_SHA_ANNOTATION]: rev.sha256 },
+        labels: podLabels(track),
+        annotations: { [MODEL_SHA_ANNOTATION]: rev.sha256, ...scrape },
       },
       strategy: kplus.DeploymentStrategy.rollingUpdate({
         maxSurge: kplus.PercentOrAbsolute.absolute(1),
         maxUnavailable: kplus.PercentOrAbsolute.absolute(0),
       }),
       automountServiceAccountToken: false,
-      securityContext: { ensureNonRoot: true, user: 1000, group: 1000 },
-      containers: [
-        {
-          name: 'serving',
-          image: serving.image ?? 'crema/serving:0.1.0',
-          imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
-          portNumber: port,
-          envVariables: {
-            CREMA_MODEL_NAME: kplus.EnvValue.fromValue(name),
-            // serving/src/server.ts reads the model of each task from these (contracts/serving-env.ts).
-            [modelEnv.uri]: kplus.EnvValue.fromValue(rev.uri),
-            [modelEnv.sha256]: kplus.EnvValue.fromValue(rev.sha256),
-            CREMA_VARIANT: kplus.EnvValue.fromValue(track),
-            PORT: kplus.EnvValue.fromValue(String(port)),
-          },
-          readiness: kplus.Probe.fromHttpGet('/readyz', { port, periodSeconds: Duration.seconds(5) }),
-          liveness: kplus.Probe.fromHttpGet('/healthz', { port, periodSeconds: Duration.seconds(10) }),
-          startup: kplus.Probe.fromHttpGet('/healthz', {
-            port,
-            failureThreshold: 30,
-            periodSeconds: Duration.seconds(2),
-          }),
-          resources: {
-            cpu: {
-              request: kplus.Cpu.millis(cpuMillis(serving.resources?.requests?.cpu ?? '250m')),
-              ...(serving.resources?.limits?.cpu
-                ? { limit: kplus.Cpu.millis(cpuMillis(serving.resources.limits.cpu)) }
-                : {}),
-            },
-            memory: {
-              request: memSize(serving.resources?.requests?.memory ?? '256Mi'),
-              limit: memSize(serving.resources?.limits?.memory ?? '512Mi'),
-            },
-          },
-          securityContext: {
-            ensureNonRoot: true,
-            readOnlyRootFilesystem: true,
-            allowPrivilegeEscalation: false,
-          },
-        },
-      ],
+      securityContext: { ensureNonRoot: true, user: 65532, group: 65532 },
+      // Drain (DRAIN_SECONDS) plus the longest request, with room to spare.
+      terminationGracePeriod: Duration.seconds(30),
     });
     d.select(kplus.LabelSelector.of({ labels: selector }));
+    const models = kplus.Volume.fromEmptyDir(chart, `${track}-models`, 'models', {
+      sizeLimit: Size.mebibytes(1024),
+    });
+    const state = kplus.Volume.fromEmptyDir(chart, `${track}-state`, 'state', {
+      sizeLimit: Size.mebibytes(1024),
+    });
+    const tmp = kplus.Volume.fromEmptyDir(chart, `${track}-tmp`, 'tmp', { sizeLimit: Size.mebibytes(64) });
+    // 1. The model, fetched and digest-checked before serving starts.
+    d.addInitContainer({
+      name: FETCH_CONTAINER,
+      image,
+      imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
+      command: ['/usr/local/bin/node', '/app/fetch-model.js'],
+      envVariables: {
+        [FETCH_ENV.uri]: kplus.EnvValue.fromValue(rev.uri),
+        [FETCH_ENV.sha256]: kplus.EnvValue.fromValue(rev.sha256),
+        [FETCH_ENV.task]: kplus.EnvValue.fromValue(model.task),
+        [FETCH_ENV.dir]: kplus.EnvValue.fromValue(MODEL_DIR),
+        // The spec's metadata document belongs to the spec's model; other revisions use the default.
+        ...(model.metadataUri && rev.sha256 === model.sha256
+          ? { [FETCH_ENV.metadataUri]: kplus.EnvValue.fromValue(model.metadataUri) }
+          : {}),
+      },
+      volumeMounts: [{ path: MODEL_DIR, volume: models }],
+      resources: {
+        cpu: { request: kplus.Cpu.millis(50) },
+        memory: { request: Size.mebibytes(64), limit: memoryLimit },
+      },
+      securityContext: containerSecurity,
+    });
+    // 2. Serving, reading the verified files from the shared volume.
+    d.addContainer({
+      name: SERVING_CONTAINER,
+      image,
+      imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
+      portNumber: port,
+      envVariables: {
+        [SERVING_ENV.modelName]: kplus.EnvValue.fromValue(name),
+        // serving/src/server.ts reads the model of each task from these (contracts/serving-env.ts).
+        [modelEnv.uri]: kplus.EnvValue.fromValue(fetchedModelUri(model.task)),
+        [modelEnv.sha256]: kplus.EnvValue.fromValue(rev.sha256),
+        [SERVING_ENV.variant]: kplus.EnvValue.fromValue(track),
+        [SERVING_ENV.port]: kplus.EnvValue.fromValue(String(port)),
+        ...(redisUrl ? { [SERVING_ENV.redisUrl]: kplus.EnvValue.fromValue(redisUrl) } : {}),
+        [SERVING_ENV.adminToken]: kplus.EnvValue.fromSecretValue(
+          {
+            secret: kplus.Secret.fromSecretName(chart, `${track}-admin-secret`, adminSecret.name),
+            key: adminSecret.key,
+          },
+          { optional: true },
+        ),
+        [SERVING_ENV.snapshotPath]: kplus.EnvValue.fromValue('/var/lib/crema/state/features.snapshot'),
+        [SERVING_ENV.drainSeconds]: kplus.EnvValue.fromValue(String(DRAIN_SECONDS)),
+      },
+      volumeMounts: [
+        { path: MODEL_DIR, volume: models, readOnly: true },
+        { path: '/var/lib/crema/state', volume: state },
+        { path: '/tmp', volume: tmp },
+      ],
+      ...probes,
+      resources: servingResources,
+      securityContext: containerSecurity,
+    });
     new kplus.Service(chart, `${track}-service`, {
-      metadata: { name: track === 'stable' ? names.service : names.canaryService },
+      metadata: { name: track === 'stable' ? names.stableService : names.canaryService },
       selector: kplus.Pods.select(chart, `${track}-pods`, { labels: selector }),
       ports: [{ name: 'http', port: 80, targetPort: port }],
     });
@@ -181,7 +289,54 @@ export function buildServingObjects(
     // The canary gets a fixed share of pods proportional to its traffic (at least one); the
     // HPA keeps scaling stable.
     servingDeployment('canary', plan.canary, Math.max(1, Math.ceil((minReplicas * plan.canaryWeight) / 100)));
+    buildRouterDeployment(chart, {
+      name: names.routerDeployment,
+      serviceAccount: names.routerServiceAccount,
+      configMap: names.router,
+      labels: podLabels('router'),
+      image,
+      port,
+      probes,
+      securityContext: containerSecurity,
+    });
   }
+
+  // The entry point: stable pods, or the router pods while the split runs through them.
+  const entryTrack: Track = plan.canary && plan.routeThroughRouter ? 'router' : 'stable';
+  new kplus.Service(chart, 'entry-service', {
+    metadata: { name: names.service },
+    selector: kplus.Pods.select(chart, 'entry-pods', {
+      labels: { [MODEL_LABEL]: name, [TRACK_LABEL]: entryTrack },
+    }),
+    ports: [{ name: 'http', port: 80, targetPort: port }],
+  });
+
+  // The router reads its ConfigMap through the API: a service account allowed exactly that.
+  new ApiObject(chart, 'router-sa', {
+    apiVersion: 'v1',
+    kind: 'ServiceAccount',
+    metadata: { name: names.routerServiceAccount },
+  });
+  new ApiObject(chart, 'router-role', {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'Role',
+    metadata: { name: names.routerServiceAccount },
+    rules: [
+      {
+        apiGroups: [''],
+        resources: ['configmaps'],
+        resourceNames: [names.router],
+        verbs: ['get', 'list', 'watch'],
+      },
+    ],
+  });
+  new ApiObject(chart, 'router-rolebinding', {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'RoleBinding',
+    metadata: { name: names.routerServiceAccount },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: names.routerServiceAccount },
+    subjects: [{ kind: 'ServiceAccount', name: names.routerServiceAccount, namespace }],
+  });
 
   new kplus.HorizontalPodAutoscaler(chart, 'hpa', {
     metadata: { name: names.hpa },
@@ -221,17 +376,91 @@ export function buildServingObjects(
     {
       namespace,
       model: name,
-      stableUpstream: `http://${names.service}.${namespace}.svc:80`,
+      stableUpstream: `http://${names.stableService}.${namespace}.svc:80`,
       ...(plan.canary ? { canaryUpstream: `http://${names.canaryService}.${namespace}.svc:80` } : {}),
     },
     plan.canaryWeight,
   );
   return [...chart.toJson(), ...routed].map((o: KubeObject) =>
     normalize({
-      ...o,
+      ...withLogFallbackMessages(o),
       metadata: { ...o.metadata, labels: { ...common, ...o.metadata?.labels }, ownerReferences: [owner] },
     }),
   );
+}
+
+/**
+ * A container that dies before writing its termination message (a crash at start) still tells
+ * why: the kubelet then takes the log's last lines, which the operator reads into conditions.
+ */
+function withLogFallbackMessages(o: KubeObject): KubeObject {
+  const pod = (o as { spec?: { template?: { spec?: Record<string, unknown> } } }).spec?.template?.spec;
+  if (o.kind !== 'Deployment' || !pod) return o;
+  for (const list of ['initContainers', 'containers']) {
+    for (const c of (pod[list] as Array<Record<string, unknown>> | undefined) ?? [])
+      c['terminationMessagePolicy'] = 'FallbackToLogsOnError';
+  }
+  return o;
+}
+
+/** The router pods: serving's image in router mode, watching the model's router ConfigMap. */
+function buildRouterDeployment(
+  chart: Chart,
+  o: {
+    name: string;
+    serviceAccount: string;
+    configMap: string;
+    labels: Record<string, string>;
+    image: string;
+    port: number;
+    probes: Pick<kplus.ContainerProps, 'readiness' | 'liveness' | 'startup'>;
+    securityContext: kplus.ContainerSecurityContextProps;
+  },
+): void {
+  const d = new kplus.Deployment(chart, 'router', {
+    metadata: { name: o.name, labels: { [TRACK_LABEL]: 'router', [MODEL_LABEL]: o.labels[MODEL_LABEL]! } },
+    select: false,
+    // Two, so a router pod lost or rolled never leaves the split without a path.
+    replicas: 2,
+    podMetadata: {
+      labels: o.labels,
+      annotations: {
+        'prometheus.io/scrape': 'true',
+        'prometheus.io/port': String(o.port),
+        'prometheus.io/path': '/metrics',
+      },
+    },
+    strategy: kplus.DeploymentStrategy.rollingUpdate({
+      maxSurge: kplus.PercentOrAbsolute.absolute(1),
+      maxUnavailable: kplus.PercentOrAbsolute.absolute(0),
+    }),
+    serviceAccount: kplus.ServiceAccount.fromServiceAccountName(chart, 'router-sa-ref', o.serviceAccount),
+    automountServiceAccountToken: true,
+    securityContext: { ensureNonRoot: true, user: 65532, group: 65532 },
+    terminationGracePeriod: Duration.seconds(30),
+  });
+  d.select(
+    kplus.LabelSelector.of({ labels: { [MODEL_LABEL]: o.labels[MODEL_LABEL]!, [TRACK_LABEL]: 'router' } }),
+  );
+  d.addContainer({
+    name: ROUTER_CONTAINER,
+    image: o.image,
+    imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
+    portNumber: o.port,
+    envVariables: {
+      [SERVING_ENV.mode]: kplus.EnvValue.fromValue('router'),
+      [SERVING_ENV.port]: kplus.EnvValue.fromValue(String(o.port)),
+      [SERVING_ENV.routerConfigMap]: kplus.EnvValue.fromValue(o.configMap),
+      [SERVING_ENV.podNamespace]: kplus.EnvValue.fromFieldRef(kplus.EnvFieldPaths.POD_NAMESPACE),
+      [SERVING_ENV.drainSeconds]: kplus.EnvValue.fromValue(String(DRAIN_SECONDS)),
+    },
+    ...o.probes,
+    resources: {
+      cpu: { request: kplus.Cpu.millis(100) },
+      memory: { request: Size.mebibytes(96), limit: Size.mebibytes(256) },
+    },
+    securityContext: o.securityContext,
+  });
 }
 
 /**

@@ -32,7 +32,17 @@ import {
   type Command,
   type RolloutInput,
 } from '../../rollout/machine.js';
-import { MODEL_SHA_ANNOTATION, buildServingObjects, childNames, type ServingPlan } from './desired.js';
+import {
+  MANAGED_BY,
+  MODEL_LABEL,
+  MODEL_SHA_ANNOTATION,
+  buildServingObjects,
+  childNames,
+  redisUrlOf,
+  type ServingDefaults,
+  type ServingPlan,
+} from './desired.js';
+import { findPodProblem, type PodObject } from './pods.js';
 import { computeStatus, rolloutStateOf, type ObservedDeployment } from './status.js';
 import type { RecommenderModel } from './types.js';
 
@@ -67,6 +77,8 @@ export interface RecommenderModelDeps {
   /** Absent: analysed steps stay Inconclusive and wait (never promote unchecked). */
   readonly analyzer?: CanaryAnalyzer;
   readonly driftAlerts?: DriftAlerts;
+  /** Cluster-wide serving settings (the Redis address models do not set themselves). */
+  readonly servingDefaults?: ServingDefaults;
 }
 
 /**
@@ -96,7 +108,13 @@ const OWNED: ResourceDef[] = [
   RESOURCES.service,
   RESOURCES.hpa,
   RESOURCES.pdb,
+  RESOURCES.serviceAccount,
+  RESOURCES.role,
+  RESOURCES.roleBinding,
 ];
+const MANAGED_SELECTOR = Object.entries(MANAGED_BY)
+  .map(([k, v]) => `${k}=${v}`)
+  .join(',');
 const byKind = new Map<string, ResourceDef>(OWNED.map((r) => [r.kind, r]));
 
 /** Reads the Deployment fields the status needs. */
@@ -143,6 +161,13 @@ export async function reconcileRecommenderModel(
   const deployments = informers.for(RESOURCES.deployment);
   const stableDeployment = observeDeployment(deployments.get(namespace, names.deployment));
   const canaryDeployment = observeDeployment(deployments.get(namespace, names.canaryDeployment));
+  const routerDeployment = observeDeployment(deployments.get(namespace, names.routerDeployment));
+  // Traffic reaches the canary only through ready router pods (the Service moves to them then).
+  const routerReady = (routerDeployment?.readyReplicas ?? 0) >= 1;
+  const pods = informers
+    .for<PodObject>(RESOURCES.pod, MANAGED_SELECTOR)
+    .list()
+    .filter((p) => p.metadata?.namespace === namespace && p.metadata?.labels?.[MODEL_LABEL] === name);
   const state = rolloutStateOf(model);
   const analysisSpec = model.spec.rollout?.analysis;
   // Commands are consumed before they act (at most once): the annotation is removed with a
@@ -194,9 +219,9 @@ export async function reconcileRecommenderModel(
     state,
     observed: {
       stableReadyReplicas: stableDeployment?.readyReplicas ?? 0,
-      // Only pods running the canary digest count.
+      // Only pods running the canary digest count, and only once the router can reach them.
       canaryReadyReplicas:
-        canaryDeployment && canaryDeployment.modelSha === state.canary?.modelSha
+        canaryDeployment && canaryDeployment.modelSha === state.canary?.modelSha && routerReady
           ? (canaryDeployment.readyReplicas ?? 0)
           : 0,
     },
@@ -232,10 +257,14 @@ export async function reconcileRecommenderModel(
       ? { canary: { sha256: decision.state.canary.modelSha, uri: decision.state.canary.uri } }
       : {}),
     canaryWeight: decision.canaryWeight,
+    routeThroughRouter: !!decision.state.canary && routerReady,
   };
 
   // 4. Apply what differs; remove canary objects that should no longer exist.
-  const desired = deps.desiredCache.get(key, model, plan, () => buildServingObjects(model, plan));
+  const defaults = deps.servingDefaults ?? {};
+  const desired = deps.desiredCache.get(key, model, plan, () =>
+    buildServingObjects(model, plan, undefined, defaults),
+  );
   let applyError: string | undefined;
   let deployment: KubeObject | undefined;
   for (const obj of desired) {
@@ -257,6 +286,7 @@ export async function reconcileRecommenderModel(
     const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata?.name}`));
     for (const [resource, childName] of [
       [RESOURCES.deployment, names.canaryDeployment],
+      [RESOURCES.deployment, names.routerDeployment],
       [RESOURCES.service, names.canaryService],
       [RESOURCES.configMap, names.driftRules],
     ] as const) {
@@ -274,12 +304,29 @@ export async function reconcileRecommenderModel(
   }
 
   // 5. Status from the cluster and the decision.
+  const stablePods = findPodProblem(pods, 'stable', plan.stable.sha256);
+  const canaryPods = plan.canary ? findPodProblem(pods, 'canary', plan.canary.sha256) : null;
+  const routerPods = plan.canary ? findPodProblem(pods, 'router') : null;
   const status = computeStatus({
     model,
     deployment: observeDeployment(deployment) ?? stableDeployment,
     ...(canaryDeployment && plan.canary ? { canaryDeployment } : {}),
     rollout: decision,
     ...(applyError ? { applyError } : {}),
+    ...(redisUrlOf(model, defaults)
+      ? {}
+      : {
+          configProblem: {
+            reason: 'RedisNotConfigured',
+            message:
+              "no Redis address: set spec.serving.redisUrl or the operator's CREMA_SERVING_REDIS_URL (serving pods cannot become ready without features)",
+          },
+        }),
+    podProblems: {
+      ...(stablePods ? { stable: stablePods } : {}),
+      ...(canaryPods ? { canary: { ...canaryPods, message: `canary: ${canaryPods.message}` } } : {}),
+      ...(routerPods ? { router: { ...routerPods, message: `router: ${routerPods.message}` } } : {}),
+    },
     now,
   });
   const obj = { ...model, apiVersion: 'crema.dev/v1alpha1', kind: 'RecommenderModel' };
@@ -331,8 +378,17 @@ export function recommenderModelController(deps: RecommenderModelDeps): Controll
     name: CONTROLLER,
     primary: RESOURCES.recommenderModel,
     owned: OWNED,
-    ownedSelector: 'app.kubernetes.io/managed-by=crema-operator',
+    ownedSelector: MANAGED_SELECTOR,
     watched: [
+      {
+        // Pods say why a Deployment has no ready replica (model fetch, image, crash).
+        resource: RESOURCES.pod,
+        labelSelector: MANAGED_SELECTOR,
+        keysFor: (obj) => {
+          const model = obj.metadata?.labels?.[MODEL_LABEL];
+          return model ? [`${obj.metadata?.namespace}/${model}`] : [];
+        },
+      },
       {
         resource: RESOURCES.storeRegion,
         // A region's freeze windows gate promotion of the model it serves.

@@ -99,6 +99,37 @@ describe('computeStatus', () => {
     expect(s.observedGeneration).toBe(3);
   });
 
+  it.each([
+    [
+      'a model the stable pods cannot fetch',
+      {
+        podProblems: {
+          stable: { reason: 'ModelFetchFailed', message: 'pod p: model uri http://m/x.onnx: HTTP 404' },
+        },
+      },
+      'ModelFetchFailed',
+      'ModelFetchFailed',
+    ],
+    [
+      'no Redis address',
+      { configProblem: { reason: 'RedisNotConfigured', message: 'no Redis address' } },
+      'RedisNotConfigured',
+      'RedisNotConfigured',
+    ],
+    [
+      'a canary image that cannot be pulled (stable still serves)',
+      { podProblems: { canary: { reason: 'ImagePullFailed', message: 'canary: image x cannot be pulled' } } },
+      'ImagePullFailed',
+      'WaitingForReplicas',
+    ],
+  ] as const)('%s → Degraded %s, Ready reason %s', (_n, extra, degraded, readyReason) => {
+    const s = status({ model: model(), deployment: deploy({ readyReplicas: 0 }), ...extra, now: T0 });
+    expect(s.phase).toBe('Degraded');
+    expect(cond(s, 'Degraded')).toMatchObject({ status: 'True', reason: degraded });
+    expect(cond(s, 'Ready')).toMatchObject({ status: 'False', reason: readyReason });
+    if (degraded === 'ModelFetchFailed') expect(cond(s, 'Ready')?.message).toContain('http://m/x.onnx');
+  });
+
   it('computes the same status twice from the same world (so nothing is written)', () => {
     const first = status({ model: model(), deployment: deploy(), now: T0 });
     const again = status({ model: model(SHA1, first), deployment: deploy(), now: T1 });

@@ -6,6 +6,7 @@
  * unchanged world computes an identical status and the reconcile writes nothing.
  */
 import type { RolloutDecision, RolloutState } from '../../rollout/machine.js';
+import type { PodProblem } from './pods.js';
 import type { Condition, RecommenderModel, RecommenderModelStatus } from './types.js';
 
 /** Deployment status fields the controller reads. */
@@ -32,6 +33,14 @@ export interface StatusInput {
   readonly rollout: RolloutDecision;
   /** Error from applying children, if the apply step failed. */
   readonly applyError?: string;
+  /** A setting the pods need is missing (e.g. no Redis address). */
+  readonly configProblem?: PodProblem;
+  /** Why pods of each track do not serve, read from the pods (pods.ts). */
+  readonly podProblems?: {
+    readonly stable?: PodProblem;
+    readonly canary?: PodProblem;
+    readonly router?: PodProblem;
+  };
   readonly now: Date;
 }
 
@@ -126,6 +135,10 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
     (d.observedGeneration ?? 0) >= (d.generation ?? 0) &&
     (d.updatedReplicas ?? 0) >= (d.replicas ?? 0);
   const problem = deploymentProblem(d);
+  const pods = input.podProblems ?? {};
+  // What keeps the pods from serving, most specific first: a missing setting, then what the
+  // stable pods show, then the Deployment's own conditions.
+  const stableProblem = input.configProblem ?? pods.stable ?? null;
 
   let conditions: Condition[] = prev.conditions ?? [];
   const cond = (type: string, status: Condition['status'], reason: string, message: string) => {
@@ -136,10 +149,17 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
     );
   };
 
-  if (input.applyError) {
-    cond('Degraded', 'True', 'ApplyFailed', input.applyError);
-  } else if (problem && problem.reason !== 'WaitingForReplicas' && problem.reason !== 'DeploymentMissing') {
-    cond('Degraded', 'True', problem.reason, problem.message);
+  const degraded = [
+    input.applyError ? { reason: 'ApplyFailed', message: input.applyError } : null,
+    stableProblem,
+    problem && problem.reason !== 'WaitingForReplicas' && problem.reason !== 'DeploymentMissing'
+      ? problem
+      : null,
+    pods.canary ?? null,
+    pods.router ?? null,
+  ].find((x) => x !== null);
+  if (degraded) {
+    cond('Degraded', 'True', degraded.reason, degraded.message);
   } else {
     cond('Degraded', 'False', 'AsExpected', 'children applied and healthy');
   }
@@ -175,15 +195,18 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
   }
 
   const ready = !input.applyError && rolledOut && !problem;
+  // Not ready: say why in the most specific terms known (a pod's reason beats "waiting").
+  const why =
+    input.applyError !== undefined
+      ? { reason: 'ApplyFailed', message: input.applyError }
+      : (stableProblem ?? (problem ? { reason: problem.reason, message: problem.message } : null));
   cond(
     'Ready',
     ready ? 'True' : 'False',
-    ready ? 'Serving' : input.applyError ? 'ApplyFailed' : (problem?.reason ?? 'RollingOut'),
+    ready ? 'Serving' : (why?.reason ?? 'RollingOut'),
     ready
       ? `revision ${revision} serving with ${d?.readyReplicas ?? 0} ready replicas`
-      : input.applyError
-        ? input.applyError
-        : problem?.message || `waiting for revision ${revision} to roll out`,
+      : why?.message || `waiting for revision ${revision} to roll out`,
   );
 
   const lineage = lineageOf(model);
