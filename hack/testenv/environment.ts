@@ -276,11 +276,15 @@ async function startControllerManager(bin: TestEnvBinaries, dir: string): Promis
   });
 }
 
-/** Starts a redis-server with persistence off; it can be stopped and restarted on the same port. */
+/**
+ * Starts a redis-server with persistence off; it can be stopped and restarted on the same port.
+ * `bind`: addresses to listen on (default loopback; a node's IP too so pods reach it).
+ */
 export async function startRedis(
   dir: string,
   log: Log = defaultLog,
   pickPort?: () => Promise<number>,
+  bind: readonly string[] = ['127.0.0.1'],
 ): Promise<{ redis: RedisServer; procs: () => ManagedProcess[] }> {
   await ensureDebianPackages([{ command: 'redis-server', pkg: 'redis-server' }], log, 'Redis');
   const bin = which('redis-server');
@@ -294,7 +298,9 @@ export async function startRedis(
         '--port',
         String(port),
         '--bind',
-        '127.0.0.1',
+        ...bind,
+        '--protected-mode',
+        'no',
         '--save',
         '',
         '--appendonly',
@@ -422,7 +428,7 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
       setupHostNetwork(log);
     }
     const startRedisPart = async () => {
-      const r = await startRedis(dir, log);
+      const r = await startRedis(dir, log, undefined, wantNode ? ['127.0.0.1', NODE_IP] : ['127.0.0.1']);
       redisProcs = r.procs;
       redis = r.redis;
       timings['redis'] = Date.now() - t0;

@@ -641,7 +641,9 @@ export async function startNode(ctx: NodeContext): Promise<{ node: KubeNode; pro
         `--kubelet-certificate-authority=${join(dir, 'ca.crt')}`,
         '--kubelet-preferred-address-types=InternalIP',
         '--kubelet-use-node-status-port',
-        '--metric-resolution=10s',
+        // The shortest resolution metrics-server allows is above its kubelet timeout.
+        '--metric-resolution=15s',
+        '--kubelet-request-timeout=5s',
         '--v=1',
       ],
       dir,
@@ -658,6 +660,7 @@ export async function startNode(ctx: NodeContext): Promise<{ node: KubeNode; pro
       ),
       waitReady(proxy, () => probeHttp(`http://127.0.0.1:${proxyHealthz}/healthz`), 60_000, 'healthy'),
       waitReady(coredns, () => probeHttp(`http://127.0.0.1:${dnsReady}/ready`), 60_000, 'ready'),
+      waitReady(metricsServer, () => probeHttps(`https://${NODE_IP}:${metricsPort}/livez`), 60_000, 'live'),
       waitReady(scheduler, () => probeHttps(`https://127.0.0.1:${schedulerPort}/healthz`), 60_000, 'healthy'),
     ]);
     ctx.timings['kubelet'] = Date.now() - tKubelet;

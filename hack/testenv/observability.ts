@@ -39,6 +39,13 @@ export interface PrometheusOptions {
   readonly ruleFiles?: readonly string[];
   /** Where firing alerts go, e.g. http://127.0.0.1:9093. */
   readonly alertmanagerUrl?: string;
+  /**
+   * Also scrape pods annotated `prometheus.io/scrape: "true"` (port and path from
+   * `prometheus.io/port` and `prometheus.io/path`) in these namespaces, found through the API
+   * server (kubernetes_sd_configs, role pod), with `namespace` and `pod` target labels — what a
+   * Prometheus in the cluster does.
+   */
+  readonly kubernetesPods?: { readonly kubeconfigPath: string; readonly namespaces: readonly string[] };
   /** Binary; default /usr/bin/prometheus or `prometheus` on PATH. */
   readonly binary?: string;
   readonly log?: Log;
@@ -147,7 +154,12 @@ function hostPort(url: string): string {
 export function buildPrometheusConfig(
   opts: Pick<
     PrometheusOptions,
-    'scrapeTargets' | 'scrapeIntervalSeconds' | 'evaluationIntervalSeconds' | 'ruleFiles' | 'alertmanagerUrl'
+    | 'scrapeTargets'
+    | 'scrapeIntervalSeconds'
+    | 'evaluationIntervalSeconds'
+    | 'ruleFiles'
+    | 'alertmanagerUrl'
+    | 'kubernetesPods'
   >,
   rulesDir: string,
 ): string {
@@ -172,8 +184,38 @@ export function buildPrometheusConfig(
           },
         }
       : {}),
-    scrape_configs: [{ job_name: 'crema', static_configs: staticConfigs }],
+    scrape_configs: [
+      { job_name: 'crema', static_configs: staticConfigs },
+      ...(opts.kubernetesPods ? [kubernetesPodsJob(opts.kubernetesPods)] : []),
+    ],
   });
+}
+
+/** The usual annotation-driven pod scrape job, over the API server's pod list. */
+function kubernetesPodsJob(k: NonNullable<PrometheusOptions['kubernetesPods']>): Record<string, unknown> {
+  const ann = (a: string) => `__meta_kubernetes_pod_annotation_prometheus_io_${a}`;
+  return {
+    job_name: 'kubernetes-pods',
+    kubernetes_sd_configs: [
+      { role: 'pod', kubeconfig_file: k.kubeconfigPath, namespaces: { names: [...k.namespaces] } },
+    ],
+    relabel_configs: [
+      { source_labels: [ann('scrape')], action: 'keep', regex: 'true' },
+      // One target per pod: not per init container.
+      { source_labels: ['__meta_kubernetes_pod_container_init'], action: 'drop', regex: 'true' },
+      // Only running pods with an IP (a pod that is gone keeps no stale target).
+      { source_labels: ['__meta_kubernetes_pod_phase'], action: 'keep', regex: 'Running' },
+      {
+        source_labels: ['__meta_kubernetes_pod_ip', ann('port')],
+        regex: '(.+);(.+)',
+        replacement: '$1:$2',
+        target_label: '__address__',
+      },
+      { source_labels: [ann('path')], regex: '(.+)', target_label: '__metrics_path__' },
+      { source_labels: ['__meta_kubernetes_namespace'], target_label: 'namespace' },
+      { source_labels: ['__meta_kubernetes_pod_name'], target_label: 'pod' },
+    ],
+  };
 }
 
 /** Starts Prometheus with the lifecycle API on, and resolves when /-/ready answers. */
