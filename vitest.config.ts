@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
-// Two projects: `unit` runs fast tests with no external processes; `integration` gets a real
-// kube-apiserver + etcd + kube-controller-manager and a real redis-server from the global setup.
+// Three projects: `unit` runs fast tests with no external processes; `integration` gets a real
+// kube-apiserver + etcd + kube-controller-manager and a real redis-server from the global setup;
+// `node` (root) runs Crema's pods on a real node, one cluster per test file (hack/testenv/cluster.ts).
 export default defineConfig({
   test: {
     reporters: ['default', './hack/summary-reporter.ts'],
@@ -10,7 +11,7 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['{operator,serving,feature-jobs,manifests,hack,contracts,crds}/**/*.test.ts'],
-          exclude: ['**/*.int.test.ts', '**/node_modules/**'],
+          exclude: ['**/*.int.test.ts', '**/*.node.test.ts', '**/node_modules/**'],
         },
       },
       {
@@ -23,6 +24,17 @@ export default defineConfig({
           hookTimeout: 180_000,
           // The integration suites share one control plane and one Redis; running files in
           // parallel on 2 cores makes timing-sensitive watch tests flaky.
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: 'node',
+          include: ['{operator,serving,feature-jobs,manifests,hack,contracts,crds}/**/*.node.test.ts'],
+          exclude: ['**/node_modules/**'],
+          testTimeout: 180_000,
+          hookTimeout: 300_000,
+          // One node per machine: the files run one after another, each with its own cluster.
           fileParallelism: false,
         },
       },

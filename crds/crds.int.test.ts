@@ -203,6 +203,7 @@ describe('valid resources', () => {
       targetRpsPerPod: 200,
       port: 8080,
       resources: { requests: { cpu: '250m', memory: '256Mi' }, limits: { memory: '512Mi' } },
+      adminTokenSecretRef: { name: 'crema-serving-admin', key: 'token' },
     });
     expect(rm.spec.rollout?.steps).toEqual([
       { weight: 20, analysis: true },

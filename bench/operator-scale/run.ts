@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { startTestEnv } from '../../hack/testenv/environment.js';
 import { installCrds } from '../../operator/src/install.js';
 import { RESOURCES, resourcePath, type KubeList } from '../../operator/src/runtime/kube.js';
-import { auditedWrites, eventually, testClient } from '../../operator/src/testing/helpers.js';
+import { auditedWrites, eventually, testClient } from '../../operator/test/helpers.js';
 import type { RecommenderModel } from '../../operator/src/api/v1alpha1/index.js';
 
 const args = process.argv.slice(2);

@@ -24,7 +24,7 @@ import {
   seedFeatures,
   syntheticUser,
   writeModel,
-} from '../../serving/src/testing/fixtures.js';
+} from '../../serving/test/fixtures.js';
 
 async function time(name: string, n: number, fn: () => unknown): Promise<void> {
   for (let i = 0; i < Math.min(n, 500); i++) await fn();

@@ -31,7 +31,7 @@ import {
   seedFeatures,
   syntheticUser,
   writeModel,
-} from '../../serving/src/testing/fixtures.js';
+} from '../../serving/test/fixtures.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 6);

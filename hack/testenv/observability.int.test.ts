@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RecommenderModel } from '../../operator/src/api/v1alpha1/recommendermodel.js';
-import { startFakeServingMetrics } from '../../operator/src/analysis/fixtures/fake-serving-metrics.js';
+import { startFakeServingMetrics } from '../../operator/test/fake-serving-metrics.js';
 import { buildDriftRules } from '../../operator/src/analysis/rules.js';
 import { startAlertWebhook, type DriftAlert } from '../../operator/src/webhooks/alertmanager.js';
 import { TestEnvError } from './binaries.js';

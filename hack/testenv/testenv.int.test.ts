@@ -5,7 +5,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { eventually } from '../../operator/src/testing/helpers.js';
+import { eventually } from '../../operator/test/helpers.js';
 
 const kc = new k8s.KubeConfig();
 kc.loadFromFile(inject('kubeconfigPath'));

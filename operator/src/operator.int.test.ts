@@ -7,7 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { installCrds } from './install.js';
 import { RESOURCES, resourcePath, type KubeClient, type KubeList, type KubeObject } from './runtime/kube.js';
-import { auditedWrites, eventually, testClient } from './testing/helpers.js';
+import { auditedWrites, eventually, testClient } from '../test/helpers.js';
+import { TEST_SERVING_REDIS_URL } from '../test/operator.js';
 import type { RecommenderModel } from './api/v1alpha1/index.js';
 
 let client: KubeClient;
@@ -29,6 +30,7 @@ async function startOperatorProcess(
       CREMA_LEASE_DURATION_MS: String(leaseMs),
       CREMA_HEALTH_PORT: '0',
       CREMA_IDENTITY: identity,
+      CREMA_SERVING_REDIS_URL: TEST_SERVING_REDIS_URL,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -64,7 +66,13 @@ const CHILD_KINDS = [
   RESOURCES.service,
   RESOURCES.hpa,
   RESOURCES.pdb,
+  RESOURCES.serviceAccount,
+  RESOURCES.role,
+  RESOURCES.roleBinding,
 ];
+
+/** Children of one model without a canary: 2 ConfigMaps, 1 Deployment, 2 Services, HPA, PDB, router SA + Role + RoleBinding. */
+const PER_MODEL = 10;
 
 async function managedChildren(ns: string): Promise<KubeObject[]> {
   const lists = await Promise.all(
@@ -121,19 +129,19 @@ describe('operator processes', () => {
       first.kill('SIGKILL');
       await exited(first);
       const partial = (await managedChildren(ns)).length;
-      expect(partial).toBeLessThan(120);
+      expect(partial).toBeLessThan(PER_MODEL * 20);
 
       await startOperatorProcess(ns, 'crash-second');
       const children = await eventually(
         async () => {
           const c = await managedChildren(ns);
-          return c.length >= 120 ? c : undefined;
+          return c.length >= PER_MODEL * 20 ? c : undefined;
         },
         60_000,
-        'all 120 children',
+        `all ${PER_MODEL * 20} children`,
       );
-      // 20 models x 6 objects (2 ConfigMaps: model and router), no duplicates
-      expect(children).toHaveLength(120);
+      // 20 models x 10 objects, no duplicates
+      expect(children).toHaveLength(PER_MODEL * 20);
       const perKind = new Map<string, number>();
       for (const c of children) {
         perKind.set(c.kind!, (perKind.get(c.kind!) ?? 0) + 1);
@@ -142,11 +150,14 @@ describe('operator processes', () => {
         expect(uids.get(owners[0]!.uid)).toBe(owners[0]!.name); // owned by a live model of that name
       }
       expect(Object.fromEntries(perKind)).toEqual({
-        ConfigMap: 40,
+        ConfigMap: 40, // the model's and the router's
         Deployment: 20,
-        Service: 20,
+        Service: 40, // the entry point and stable's
         HorizontalPodAutoscaler: 20,
         PodDisruptionBudget: 20,
+        ServiceAccount: 20, // the router's, with its Role and RoleBinding
+        Role: 20,
+        RoleBinding: 20,
       });
       await eventually(
         async () => {

@@ -20,7 +20,8 @@ import {
   type KubeClient,
   type KubeObject,
 } from './runtime/kube.js';
-import { eventually, testClient } from './testing/helpers.js';
+import { eventually, testClient } from '../test/helpers.js';
+import { TEST_SERVING_REDIS_URL } from '../test/operator.js';
 import type { RecommenderModel } from './api/v1alpha1/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -107,6 +108,7 @@ describe('operator RBAC', () => {
       leaseNamespace: 'crema-system',
       leaseDurationMs: 3000,
       log: () => {},
+      servingRedisUrl: TEST_SERVING_REDIS_URL,
     });
     await eventually(() => op!.manager.isLeader, 15_000, 'leader with the SA token');
     await admin.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
@@ -135,6 +137,10 @@ describe('operator RBAC', () => {
     for (const [r, name] of [
       [RESOURCES.deployment, 'drinks-stable'],
       [RESOURCES.service, 'drinks'],
+      [RESOURCES.service, 'drinks-stable'],
+      [RESOURCES.serviceAccount, 'drinks-router'],
+      [RESOURCES.role, 'drinks-router'],
+      [RESOURCES.roleBinding, 'drinks-router'],
       [RESOURCES.hpa, 'drinks'],
       [RESOURCES.pdb, 'drinks'],
       [RESOURCES.configMap, 'drinks-model'],

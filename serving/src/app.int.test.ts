@@ -21,7 +21,7 @@ import {
   seedFeatures,
   syntheticUser,
   writeModel,
-} from './testing/fixtures.js';
+} from '../test/fixtures.js';
 
 type RedisServer = Awaited<ReturnType<typeof startRedis>>['redis'];
 
@@ -292,6 +292,7 @@ describe('saved snapshot', () => {
     expect((await app.inject({ url: '/readyz' })).json()).toEqual({
       ready: true,
       checks: { model: true, redis: false, fallback: true },
+      draining: false,
     });
     const res = await recommend(app, 'alice', { limit: 5 });
     expect(res.statusCode).toBe(200);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startRedis } from '../../hack/testenv/environment.js';
-import { seedFeatures, writeModel } from './testing/fixtures.js';
+import { seedFeatures, writeModel } from '../test/fixtures.js';
 
 let dir: string;
 let server: Awaited<ReturnType<typeof startRedis>>['redis'];

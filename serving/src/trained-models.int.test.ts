@@ -16,7 +16,7 @@ import { startRedis } from '../../hack/testenv/environment.js';
 import { build, createModelStore } from './app.js';
 import { createServingRedis } from './features/redis.js';
 import type { ModelStore } from './model/store.js';
-import { rng, seedFeatures, syntheticUser } from './testing/fixtures.js';
+import { rng, seedFeatures, syntheticUser } from '../test/fixtures.js';
 
 let dir: string;
 let server: Awaited<ReturnType<typeof startRedis>>['redis'];

@@ -10,7 +10,7 @@ import {
   startFakeServingMetrics,
   type FakeServing,
   type FakeServingState,
-} from './fixtures/fake-serving-metrics.js';
+} from '../../test/fake-serving-metrics.js';
 import { createPrometheusClient, PrometheusQueryError, type PrometheusClient } from './prometheus.js';
 import type { AnalysisResult } from './types.js';
 

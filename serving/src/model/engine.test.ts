@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeModel } from '../testing/fixtures.js';
+import { writeModel } from '../../test/fixtures.js';
 import { InferenceBatcher, NativeSession } from './engine.js';
 
 let dir: string;

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeModel } from '../testing/fixtures.js';
+import { writeModel } from '../../test/fixtures.js';
 import { loadModel, metadataUriOf } from './loader.js';
 import { ModelStore } from './store.js';
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeModel } from '../testing/fixtures.js';
+import { writeModel } from '../../test/fixtures.js';
 import { InferenceBatcher, NativeSession } from './engine.js';
 import { loadModel } from './loader.js';
 import { InferenceThread } from './thread.js';

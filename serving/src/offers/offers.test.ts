@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { USER_FEATURES } from '../../../contracts/features.js';
-import { buildCatalog } from '../testing/fixtures.js';
+import { buildCatalog } from '../../test/fixtures.js';
 import { buildOffers, heuristicChurnRisk, pointsCost, riskBand } from './offers.js';
 
 const user = (recency: number, frequency: number) => {

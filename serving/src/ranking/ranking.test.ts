@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ITEM_FEATURES, USER_FEATURES } from '../../../contracts/features.js';
-import { buildCatalog, buildItemMatrix } from '../testing/fixtures.js';
+import { buildCatalog, buildItemMatrix } from '../../test/fixtures.js';
 import { inSeason, LocalTimeResolver } from './context.js';
 import {
   buildRankingInput,

@@ -2,7 +2,7 @@ import { Errors } from 'typebox/value';
 import { describe, expect, it } from 'vitest';
 import type { CatalogItem } from '../../../contracts/features.js';
 import { RecommendationResponse } from '../routes/recommendations.js';
-import { buildCatalog } from '../testing/fixtures.js';
+import { buildCatalog } from '../../test/fixtures.js';
 import { recommendationJson, type AnswerMeta, type RankedDrink } from './response.js';
 
 /** What the answer means as a plain object (the generic serialization it replaces). */

@@ -4,7 +4,7 @@
  * spec changes; a step without analysis provider waits and says why; a StoreRegion freeze
  * window holds promotion; manual promotion works step by step.
  *
- * No kubelet: `markPodsReady` marks the pods Ready. No Prometheus here: steps opt out of
+ * Control plane only, no kubelet: `simulatePodsReady` marks the pods Ready (real pods: the node tests). No Prometheus here: steps opt out of
  * analysis, except in the test that checks an analysed step waits without one (the analysis
  * against a real Prometheus is tested in operator/src/analysis).
  */
@@ -17,8 +17,8 @@ import {
   type KubeObject,
 } from '../../runtime/kube.js';
 import { startOperator } from '../../operator.js';
-import { eventually } from '../../testing/helpers.js';
-import { startOperatorForTest, type OperatorTestEnv } from '../../testing/operator.js';
+import { eventually } from '../../../test/helpers.js';
+import { startOperatorForTest, TEST_SERVING_REDIS_URL, type OperatorTestEnv } from '../../../test/operator.js';
 import type { RecommenderModel } from './types.js';
 
 const ns = `canary-${Date.now().toString(36)}`;
@@ -84,7 +84,7 @@ beforeAll(async () => {
   env = await startOperatorForTest({
     kubeconfigPath: inject('kubeconfigPath'),
     namespace: ns,
-    kubeletStandIn: true,
+    simulatePodReadiness: true,
   });
   client = env.client;
 });
@@ -94,7 +94,7 @@ afterAll(async () => {
   await env?.stop();
 });
 
-describe('canary rollout', () => {
+describe('canary rollout (control plane only: pod readiness simulated)', () => {
   it('moves traffic through the steps and promotes the canary to stable', { timeout: 120_000 }, async () => {
     await createModel('drinks', {
       steps: [
@@ -180,6 +180,7 @@ describe('canary rollout', () => {
       healthHost: '127.0.0.1',
       leaderElection: false,
       log: () => {},
+      servingRedisUrl: TEST_SERVING_REDIS_URL,
     };
     const restarted = await startOperator(config);
     try {

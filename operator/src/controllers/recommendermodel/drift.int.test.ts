@@ -15,12 +15,12 @@ import {
   type AlertmanagerServer,
   type PrometheusServer,
 } from '../../../../hack/testenv/observability.js';
-import { startFakeServingMetrics, type FakeServing } from '../../analysis/fixtures/fake-serving-metrics.js';
+import { startFakeServingMetrics, type FakeServing } from '../../../test/fake-serving-metrics.js';
 import { buildDriftRules } from '../../analysis/rules.js';
 import type { RunningOperator } from '../../operator.js';
 import { RESOURCES, resourcePath, type KubeClient, type KubeObject } from '../../runtime/kube.js';
-import { eventually } from '../../testing/helpers.js';
-import { startOperatorForTest, type OperatorTestEnv } from '../../testing/operator.js';
+import { eventually } from '../../../test/helpers.js';
+import { startOperatorForTest, type OperatorTestEnv } from '../../../test/operator.js';
 import type { RecommenderModel } from './types.js';
 
 const ns = `drift-${Date.now().toString(36)}`;
@@ -52,7 +52,7 @@ beforeAll(async () => {
   env = await startOperatorForTest({
     kubeconfigPath: inject('kubeconfigPath'),
     namespace: ns,
-    kubeletStandIn: true,
+    simulatePodReadiness: true,
     operator: {
       alertWebhook: { port: 0, host: '127.0.0.1', bearerToken: TOKEN },
       log: (m) => {
@@ -72,7 +72,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe('drift alert on the canary', () => {
+describe('drift alert on the canary (control plane only: pod readiness simulated)', () => {
   it(
     'rolls the canary back through Prometheus, Alertmanager and the webhook',
     { timeout: 150_000 },

@@ -4,7 +4,7 @@
  * managers' fields, status from the cluster, garbage collection on delete, and zero writes on
  * a no-op resync (counted from the API server's audit log).
  *
- * There is no kubelet: `markPodsReady` patches pod status to Running/Ready so the ReplicaSet
+ * Control plane only, no kubelet: `simulatePodsReady` patches pod status to Running/Ready so the ReplicaSet
  * and Deployment controllers report ready replicas, as they would with real pods.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -18,8 +18,8 @@ import {
   type KubeList,
   type KubeObject,
 } from '../../runtime/kube.js';
-import { auditedWrites, eventually, markPodsReady } from '../../testing/helpers.js';
-import { startOperatorForTest, type OperatorTestEnv } from '../../testing/operator.js';
+import { auditedWrites, eventually, simulatePodsReady } from '../../../test/helpers.js';
+import { startOperatorForTest, type OperatorTestEnv } from '../../../test/operator.js';
 import type { RecommenderModel } from './types.js';
 
 const ns = `rm-${Date.now().toString(36)}`;
@@ -65,7 +65,7 @@ beforeAll(async () => {
 
 afterAll(() => env?.stop());
 
-describe('RecommenderModel controller', () => {
+describe('RecommenderModel controller (control plane only: pod readiness simulated)', () => {
   it('creates every child with the specified fields and owner references', async () => {
     const created = await client.request<RecommenderModel>(
       'POST',
@@ -92,10 +92,19 @@ describe('RecommenderModel controller', () => {
     const container = spec.template.spec.containers[0]!;
     expect(container['image']).toBe('crema/serving:0.1.0');
     expect(container['ports']).toEqual([expect.objectContaining({ containerPort: 9090 })]);
+    // The model is fetched and checked by the init container, then loaded from its volume.
     expect(container['env']).toEqual(
       expect.arrayContaining([
         { name: 'CREMA_RANKING_MODEL_SHA256', value: SHA1 },
-        { name: 'CREMA_RANKING_MODEL_URI', value: 'file:///models/drinks.onnx' },
+        { name: 'CREMA_RANKING_MODEL_URI', value: 'file:///var/lib/crema/models/drink-ranking.onnx' },
+        { name: 'REDIS_URL', value: 'redis://crema-redis.crema-system.svc:6379' },
+      ]),
+    );
+    const init = (spec.template.spec as { initContainers?: Array<{ env: unknown[] }> }).initContainers?.[0];
+    expect(init?.env).toEqual(
+      expect.arrayContaining([
+        { name: 'CREMA_FETCH_URI', value: 'file:///models/drinks.onnx' },
+        { name: 'CREMA_FETCH_SHA256', value: SHA1 },
       ]),
     );
     // The HPA owns replicas: the operator's applied configuration must not contain them.
@@ -144,7 +153,7 @@ describe('RecommenderModel controller', () => {
     // The HPA controller scales the Deployment to minReplicas; the stand-in kubelet readies the pods.
     const ready = await eventually(
       async () => {
-        await markPodsReady(client, ns, 'crema.dev/model=drinks');
+        await simulatePodsReady(client, ns, 'crema.dev/model=drinks');
         const m = await getModel('drinks');
         return condition(m, 'Ready')?.status === 'True' && m.status?.readyReplicas === 3 ? m : undefined;
       },

@@ -19,10 +19,10 @@ import {
   type Catalog,
   type CatalogItem,
   type StoreInfo,
-} from '../../../contracts/features.js';
-import type { BaselineHistogram, ModelMetadata, ModelTask } from '../../../contracts/model-metadata.js';
-import { buildMlp } from '../../../feature-jobs/src/onnx/builder.js';
-import { sha256Hex } from '../model/loader.js';
+} from '../../contracts/features.js';
+import type { BaselineHistogram, ModelMetadata, ModelTask } from '../../contracts/model-metadata.js';
+import { buildMlp } from '../../feature-jobs/src/onnx/builder.js';
+import { sha256Hex } from '../src/model/loader.js';
 
 /** A deterministic PRNG (mulberry32). */
 export function rng(seed: number): () => number {

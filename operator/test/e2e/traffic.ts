@@ -1,8 +1,9 @@
 /**
- * A bounded traffic generator for the end-to-end tests: POST /v1/recommendations through the
- * router (loopback only) for users picked at random from a seeded pool, recording per request
- * when it started and ended, the HTTP status, and which serving process answered (the body's
- * `variant` and `modelRevision`, written by the serving process itself).
+ * A bounded traffic generator for the end-to-end tests: POST /v1/recommendations to a model's
+ * Service (its ClusterIP from the host, through kube-proxy) for users picked at random from a
+ * seeded pool, recording per request when it started and ended, the HTTP status, which serving
+ * pod's variant and revision answered (the body's `variant` and `modelRevision`, written by the
+ * serving process itself), and which router config routed it (`x-crema-router-config`).
  */
 import { Pool } from 'undici';
 
@@ -16,11 +17,13 @@ export interface Sample {
   readonly revision?: string;
   /** Answered by serving's popularity fallback (e.g. the feature deadline passed): no model revision. */
   readonly fallback?: boolean;
+  /** The router config that routed it (absent when the Service sent it straight to stable pods). */
+  readonly routerConfig?: string;
   readonly error?: string;
 }
 
 export interface TrafficOptions {
-  /** http://127.0.0.1:PORT of the router. */
+  /** http://CLUSTER-IP of the model's Service. */
   readonly url: string;
   readonly users: readonly string[];
   /** Closed-loop workers (default 8). */
@@ -71,11 +74,13 @@ export function startTraffic(o: TrafficOptions): Traffic {
       } catch {
         /* not JSON: recorded by status */
       }
+      const routerConfig = res.headers['x-crema-router-config'];
       samples.push({
         userId,
         start,
         end: Date.now(),
         status: res.statusCode,
+        ...(typeof routerConfig === 'string' && routerConfig ? { routerConfig } : {}),
         ...(body.variant ? { variant: body.variant } : {}),
         ...(body.modelRevision ? { revision: body.modelRevision } : {}),
         ...(body.fallback ? { fallback: true } : {}),

@@ -1,11 +1,10 @@
 /**
  * Model revisions and users for the end-to-end tests, built from the real trained ranking model
- * in manifests/models/artifacts (drink-ranking.onnx + .meta.json).
+ * in manifests/models/artifacts (drink-ranking.onnx + .meta.json), written into the directory
+ * the test cluster's artifact store serves to pods.
  *
- * - Revision 1 of every test model is the trained file byte for byte (its sha256 is the one in
- *   manifests/models/drink-ranking.yaml); its metadata copy only renames the model, because
- *   serving labels the drift gauges with the metadata's `name` and the operator's drift rules
- *   select on the RecommenderModel's name.
+ * - Revision 1 of every test model is the trained file and metadata byte for byte (its sha256 is
+ *   the one in manifests/models/drink-ranking.yaml).
  * - A later revision is the same trained graph with a protobuf `doc_string` appended to the
  *   ModelProto (field 6): different bytes, so a different sha256, and a valid model serving
  *   loads and verifies like any other. Its metadata can carry a different training baseline.
@@ -19,7 +18,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Redis } from 'ioredis';
 import { SEGMENTS, USER_FEATURES } from '../../../contracts/features.js';
 import type { ModelMetadata } from '../../../contracts/model-metadata.js';
-import { buildCatalog, rng, seedFeatures } from '../../../serving/src/testing/fixtures.js';
+import { buildCatalog, rng, seedFeatures } from '../../../serving/test/fixtures.js';
 
 const ARTIFACTS = fileURLToPath(new URL('../../../manifests/models/artifacts/', import.meta.url));
 
@@ -55,21 +54,22 @@ export function withDocString(onnx: Buffer, doc: string): Buffer {
 
 /**
  * Writes `<dir>/<file>.onnx` + `.meta.json`: the trained ranker (or, with `doc`, a new revision
- * of it) under the model name `name`; `mutate` may change the metadata (e.g. the baseline).
+ * of it); `mutate` may change the metadata (e.g. the baseline). The URI is `<baseUri>/<file>.onnx`
+ * (where pods fetch it), or the file's own `file://` URI without a base.
  */
 export async function writeRevision(
   dir: string,
-  o: { name: string; file: string; doc?: string; mutate?: (meta: ModelMetadata) => ModelMetadata },
+  o: { file: string; doc?: string; mutate?: (meta: ModelMetadata) => ModelMetadata; baseUri?: string },
 ): Promise<Revision> {
   const trained = await trainedRanker();
   const bytes = o.doc ? withDocString(trained.bytes, o.doc) : trained.bytes;
   const sha256 = createHash('sha256').update(bytes).digest('hex');
-  const renamed: ModelMetadata = { ...trained.meta, name: o.name, sha256 };
-  const meta = o.mutate ? o.mutate(renamed) : renamed;
+  const same: ModelMetadata = { ...trained.meta, sha256 };
+  const meta = o.mutate ? o.mutate(same) : same;
   const onnx = join(dir, `${o.file}.onnx`);
   await writeFile(onnx, bytes);
   await writeFile(join(dir, `${o.file}.meta.json`), JSON.stringify(meta, null, 2));
-  return { uri: pathToFileURL(onnx).toString(), sha256 };
+  return { uri: o.baseUri ? `${o.baseUri}/${o.file}.onnx` : pathToFileURL(onnx).toString(), sha256 };
 }
 
 /** A value drawn from a baseline histogram: a bin by its probability, uniform inside the bin. */

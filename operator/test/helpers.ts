@@ -1,11 +1,11 @@
 /**
- * Helpers for integration tests against the real control plane: polling, counting writes from
- * the API server's audit log, and a stand-in for the kubelet (there is none) that marks pods
- * Ready so ReplicaSets and Deployments report ready replicas.
+ * Helpers for integration tests: polling, counting writes from the API server's audit log, and,
+ * for the control-plane-only tests of control flow (no kubelet there), a simulation of pod
+ * readiness. Tests of what pods really do run on the real node (`*.node.test.ts`).
  */
 import * as k8s from '@kubernetes/client-node';
 import { readFile } from 'node:fs/promises';
-import { createKubeClient, type KubeClient, type KubeList, type KubeObject } from '../runtime/kube.js';
+import { createKubeClient, type KubeClient, type KubeList, type KubeObject } from '../src/runtime/kube.js';
 
 /** Polls `fn` until it returns a truthy value; fails with the last value/error after `timeoutMs`. */
 export async function eventually<T>(
@@ -65,10 +65,12 @@ export async function auditedWrites(
 }
 
 /**
- * Stands in for the kubelet: marks every pod matching `labelSelector` in `namespace` Running
- * and Ready through the status subresource. Returns how many pods it marked.
+ * Control plane only (no kubelet, no container ever starts): simulates readiness by marking
+ * every pod matching `labelSelector` in `namespace` Running and Ready through the status
+ * subresource, so control-flow tests see ready replicas. Never used with a real node.
+ * Returns how many pods it marked.
  */
-export async function markPodsReady(
+export async function simulatePodsReady(
   client: KubeClient,
   namespace: string,
   labelSelector: string,
