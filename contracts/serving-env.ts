@@ -40,6 +40,11 @@ export const SERVING_ENV = {
   snapshotPath: 'CREMA_SNAPSHOT_PATH',
   /** Seconds a terminating process keeps answering (with `Connection: close`) before it closes. */
   drainSeconds: 'CREMA_DRAIN_SECONDS',
+  /**
+   * Client connections older than this many seconds are closed after their next answer, so a
+   * Service that moved (new pods, the router in front for a canary) reaches every client.
+   */
+  maxConnectionAgeSeconds: 'CREMA_MAX_CONNECTION_AGE_SECONDS',
   /** Router mode: the ConfigMap (in POD_NAMESPACE) whose router.json it watches through the API. */
   routerConfigMap: 'CREMA_ROUTER_CONFIGMAP',
   /** Router mode: a config file to watch instead (local runs). */

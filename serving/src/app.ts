@@ -54,6 +54,8 @@ export interface BuildOptions {
   readonly requiredTasks?: readonly ModelTask[];
   /** Set when the process terminates: /readyz answers 503 and answers close their connection. */
   readonly drain?: DrainState;
+  /** Close client connections older than this after their next answer (0 = never). Default 0. */
+  readonly maxConnectionAgeMs?: number;
   /** Bearer token for erase and admin routes; without it they always answer 401. */
   readonly adminToken?: string;
   /** Per-request feature deadline, ms. Default 25. */
@@ -179,7 +181,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     if (task === 'drink-ranking') track(next);
   });
 
-  registerDrain(app, ctx.drain);
+  registerDrain(app, ctx.drain, opts.maxConnectionAgeMs ?? 0);
 
   app.setErrorHandler((err: FastifyError | ServingError, req, reply) => {
     let body: ErrorBody;

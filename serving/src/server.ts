@@ -35,6 +35,7 @@ async function main(): Promise<void> {
   const host = env['HOST'] ?? '0.0.0.0';
   const drain = new DrainState();
   const drainSeconds = num(env, SERVING_ENV.drainSeconds) ?? 0;
+  const maxConnectionAgeMs = (num(env, SERVING_ENV.maxConnectionAgeSeconds) ?? 0) * 1000;
   let close: () => Promise<void>;
   let log: { info(o: object, m: string): void };
   if (mode === 'router') {
@@ -49,6 +50,7 @@ async function main(): Promise<void> {
       ...(configPath ? { configPath } : { configMap: { namespace: namespace!, name: configMap! } }),
       logger,
       drain,
+      maxConnectionAgeMs,
     });
     await app.listen({ port, host });
     log = app.log;
@@ -68,6 +70,7 @@ async function main(): Promise<void> {
       models,
       logger,
       drain,
+      maxConnectionAgeMs,
       requiredTasks,
       ...(env[SERVING_ENV.modelName] ? { modelName: env[SERVING_ENV.modelName] } : {}),
       variant: env[SERVING_ENV.variant] ?? 'stable',

@@ -1,10 +1,19 @@
 /**
- * Graceful drain of a terminating pod. On SIGTERM the kubelet also takes the pod out of its
- * Services, but kube-proxy and every client (a router's keep-alive pool, a load balancer) learn
- * that a little later. So the process keeps answering for a drain period, reports not ready,
- * and answers every request with `Connection: close`, which makes clients open their next
- * connection elsewhere; only then does it close. No request meets a closed socket.
+ * When a client's keep-alive connection should end, and how: with `Connection: close` on an
+ * answer, so the client opens its next connection (wherever the Service sends it now) and no
+ * request ever meets a closed socket.
+ *
+ * - Draining (a terminating pod): the kubelet takes the pod out of its Services on SIGTERM, but
+ *   kube-proxy and every client (a router's pool, a gateway) learn it a little later. So the
+ *   process keeps answering for a drain period, reports not ready, and closes every connection
+ *   after its next answer; then it stops.
+ * - Connection age: a Service that changes its endpoints (a new pod from the HPA, the model's
+ *   Service moved to the router pods for a canary) changes nothing for connections already
+ *   open; a client with a keep-alive pool would stay on the old pods for as long as it keeps
+ *   them busy. Ending connections older than `maxConnectionAgeMs` bounds that (the way gRPC's
+ *   MaxConnectionAge and Envoy's max_connection_duration do).
  */
+import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 
 /** Whether this process is draining; shared by the app's hook and its /readyz. */
@@ -18,10 +27,22 @@ export class DrainState {
   }
 }
 
-/** Adds `Connection: close` to every answer once `state` is active. */
-export function registerDrain(app: FastifyInstance, state: DrainState): void {
-  app.addHook('onSend', (_req, reply, payload, done) => {
+/**
+ * Adds `Connection: close` to an answer once `state` is active, or when its connection is older
+ * than `maxConnectionAgeMs` (0 = no limit).
+ */
+export function registerDrain(app: FastifyInstance, state: DrainState, maxConnectionAgeMs = 0): void {
+  const born = new WeakMap<Socket, number>();
+  if (maxConnectionAgeMs > 0) {
+    app.server.on('connection', (socket: Socket) => born.set(socket, Date.now()));
+  }
+  app.addHook('onSend', (req, reply, payload, done) => {
     if (state.active) void reply.header('connection', 'close');
+    else if (maxConnectionAgeMs > 0) {
+      const since = born.get(req.raw.socket);
+      if (since !== undefined && Date.now() - since > maxConnectionAgeMs)
+        void reply.header('connection', 'close');
+    }
     done(null, payload);
   });
 }

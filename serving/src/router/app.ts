@@ -35,6 +35,8 @@ export interface RouterOptions {
   readonly config?: RouterConfig;
   /** Set when the process terminates: /readyz answers 503 and answers close their connection. */
   readonly drain?: DrainState;
+  /** Close client connections older than this after their next answer (0 = never). Default 0. */
+  readonly maxConnectionAgeMs?: number;
   readonly logger?: FastifyBaseLogger | FastifyServerOptions['logger'];
   /** Upstream timeout, ms. Default 2000. */
   readonly upstreamTimeoutMs?: number;
@@ -106,7 +108,7 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
     c ? createHash('sha256').update(JSON.stringify(c)).digest('hex').slice(0, 12) : '';
   let configId = idOf(config);
   const drain = opts.drain ?? new DrainState();
-  registerDrain(app, drain);
+  registerDrain(app, drain, opts.maxConnectionAgeMs ?? 0);
   const timeoutMs = opts.upstreamTimeoutMs ?? 2000;
   // One keep-alive connection pool per upstream (undici's Pool does less work per request than
   // node:http's Agent; the router's cost is pure overhead on every request).
@@ -265,7 +267,9 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
     url: '/v1/*',
     handler: async (req, reply) => {
       const body = Buffer.isBuffer(req.body) ? req.body : undefined;
+      // This request is routed by the config in effect now, whatever changes while it is forwarded.
       const cfg = config;
+      const cfgId = configId;
       if (!cfg) return reply.code(503).send({ code: 'NOT_READY', message: 'router config not loaded yet' });
       const route = routeFor(cfg, userIdOf(req.url, body));
       if (route.rerouted) fallbacks.inc({ variant: route.variant, reason: 'unknown_upstream' });
@@ -290,7 +294,7 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
       }
       requests.inc({ variant: route.variant, served_by: served });
       duration.observe({ variant: served }, reply.elapsedTime / 1000);
-      void reply.code(answer.status).header('x-crema-variant', served).header('x-crema-router-config', configId);
+      void reply.code(answer.status).header('x-crema-variant', served).header('x-crema-router-config', cfgId);
       for (const h of RETURNED_HEADERS) {
         const v = answer.headers[h];
         if (typeof v === 'string') void reply.header(h, v);
