@@ -18,7 +18,11 @@ import {
 } from '../../runtime/kube.js';
 import { startOperator } from '../../operator.js';
 import { eventually } from '../../../test/helpers.js';
-import { startOperatorForTest, TEST_SERVING_REDIS_URL, type OperatorTestEnv } from '../../../test/operator.js';
+import {
+  startOperatorForTest,
+  TEST_SERVING_REDIS_URL,
+  type OperatorTestEnv,
+} from '../../../test/operator.js';
 import type { RecommenderModel } from './types.js';
 
 const ns = `canary-${Date.now().toString(36)}`;

@@ -33,6 +33,12 @@ export const SERVING_CONTAINER = 'serving';
 export const ROUTER_CONTAINER = 'router';
 /** Seconds a terminating serving or router pod keeps answering before it closes. */
 export const DRAIN_SECONDS = 5;
+/**
+ * Client connections to serving and router pods end after this many seconds (after an answer),
+ * so moving the model's Service to the router pods, or new pods, reaches clients that keep
+ * their connections open.
+ */
+export const MAX_CONNECTION_AGE_SECONDS = 10;
 /** The default Secret holding serving's admin token (the CRD defaults spec.serving.adminTokenSecretRef). */
 export const ADMIN_SECRET = { name: 'crema-serving-admin', key: 'token' } as const;
 
@@ -174,13 +180,20 @@ export function buildServingObjects(
     'prometheus.io/port': String(port),
     'prometheus.io/path': '/metrics',
   };
+  // Timeouts above kubelet's 1 s default: on a busy node (a rollout starting pods, a load spike)
+  // a probe answered late must not take every pod out of the Service at once.
   const probes = {
     readiness: kplus.Probe.fromHttpGet('/readyz', {
       port,
       periodSeconds: Duration.seconds(2),
-      failureThreshold: 2,
+      timeoutSeconds: Duration.seconds(2),
+      failureThreshold: 3,
     }),
-    liveness: kplus.Probe.fromHttpGet('/healthz', { port, periodSeconds: Duration.seconds(10) }),
+    liveness: kplus.Probe.fromHttpGet('/healthz', {
+      port,
+      periodSeconds: Duration.seconds(10),
+      timeoutSeconds: Duration.seconds(3),
+    }),
     startup: kplus.Probe.fromHttpGet('/healthz', {
       port,
       failureThreshold: 30,
@@ -266,6 +279,7 @@ export function buildServingObjects(
         ),
         [SERVING_ENV.snapshotPath]: kplus.EnvValue.fromValue('/var/lib/crema/state/features.snapshot'),
         [SERVING_ENV.drainSeconds]: kplus.EnvValue.fromValue(String(DRAIN_SECONDS)),
+        [SERVING_ENV.maxConnectionAgeSeconds]: kplus.EnvValue.fromValue(String(MAX_CONNECTION_AGE_SECONDS)),
       },
       volumeMounts: [
         { path: MODEL_DIR, volume: models, readOnly: true },
@@ -453,6 +467,7 @@ function buildRouterDeployment(
       [SERVING_ENV.routerConfigMap]: kplus.EnvValue.fromValue(o.configMap),
       [SERVING_ENV.podNamespace]: kplus.EnvValue.fromFieldRef(kplus.EnvFieldPaths.POD_NAMESPACE),
       [SERVING_ENV.drainSeconds]: kplus.EnvValue.fromValue(String(DRAIN_SECONDS)),
+      [SERVING_ENV.maxConnectionAgeSeconds]: kplus.EnvValue.fromValue(String(MAX_CONNECTION_AGE_SECONDS)),
     },
     ...o.probes,
     resources: {

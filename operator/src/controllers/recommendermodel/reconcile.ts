@@ -36,6 +36,7 @@ import {
   MANAGED_BY,
   MODEL_LABEL,
   MODEL_SHA_ANNOTATION,
+  TRACK_LABEL,
   buildServingObjects,
   childNames,
   redisUrlOf,
@@ -280,10 +281,17 @@ export async function reconcileRecommenderModel(
       break;
     }
   }
+  let retireRouterLater = false;
   if (!applyError) {
     // Children this model may own but should not have now (canary after promotion or rollback,
     // drift rules after spec.drift is removed).
     const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata?.name}`));
+    // The router goes only once the model's Service is seen pointing at stable again: deleting
+    // it in the same breath would let the endpoints controller see router pods terminating
+    // under the old selector, leaving the Service without endpoints for a moment.
+    const entry = informers.for(RESOURCES.service).get(namespace, names.service) as
+      (KubeObject & { spec?: { selector?: Record<string, string> } }) | undefined;
+    const routerStillInFront = entry?.spec?.selector?.[TRACK_LABEL] === 'router';
     for (const [resource, childName] of [
       [RESOURCES.deployment, names.canaryDeployment],
       [RESOURCES.deployment, names.routerDeployment],
@@ -292,6 +300,10 @@ export async function reconcileRecommenderModel(
     ] as const) {
       if (wanted.has(`${resource.kind}/${childName}`) || !informers.for(resource).get(namespace, childName))
         continue;
+      if (childName === names.routerDeployment && routerStillInFront) {
+        retireRouterLater = true;
+        continue;
+      }
       try {
         await deps.client.request('DELETE', resourcePath(resource, namespace, childName));
         deps.metrics.writes.inc({ controller: CONTROLLER, kind: resource.kind });
@@ -345,6 +357,7 @@ export async function reconcileRecommenderModel(
 
   // 6. When to come back.
   if (applyError) return { kind: 'error', error: new Error(applyError) };
+  if (retireRouterLater) return { kind: 'requeueAfter', ms: 1000 };
   if (decision.requeueAfterMs !== undefined)
     return { kind: 'requeueAfter', ms: Math.max(200, decision.requeueAfterMs) };
   return { kind: 'done' };
