@@ -5,9 +5,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { TestEnvError } from './binaries.js';
 import {
@@ -40,10 +40,11 @@ export interface PrometheusOptions {
   /** Where firing alerts go, e.g. http://127.0.0.1:9093. */
   readonly alertmanagerUrl?: string;
   /**
-   * Also scrape pods annotated `prometheus.io/scrape: "true"` (port and path from
-   * `prometheus.io/port` and `prometheus.io/path`) in these namespaces, found through the API
-   * server (kubernetes_sd_configs, role pod), with `namespace` and `pod` target labels — what a
-   * Prometheus in the cluster does.
+   * Also scrape the running pods annotated `prometheus.io/scrape: "true"` (port and path from
+   * `prometheus.io/port` and `prometheus.io/path`) in these namespaces, with `namespace` and
+   * `pod` target labels — what a Prometheus in the cluster does with kubernetes_sd_configs.
+   * Debian's Prometheus is built without Kubernetes service discovery, so the pods are listed
+   * through the API server here and handed over as file-based discovery (refreshed every 500 ms).
    */
   readonly kubernetesPods?: { readonly kubeconfigPath: string; readonly namespaces: readonly string[] };
   /** Binary; default /usr/bin/prometheus or `prometheus` on PATH. */
@@ -186,35 +187,82 @@ export function buildPrometheusConfig(
       : {}),
     scrape_configs: [
       { job_name: 'crema', static_configs: staticConfigs },
-      ...(opts.kubernetesPods ? [kubernetesPodsJob(opts.kubernetesPods)] : []),
+      ...(opts.kubernetesPods ? [kubernetesPodsJob(dirname(rulesDir))] : []),
     ],
   });
 }
 
-/** The usual annotation-driven pod scrape job, over the API server's pod list. */
-function kubernetesPodsJob(k: NonNullable<PrometheusOptions['kubernetesPods']>): Record<string, unknown> {
-  const ann = (a: string) => `__meta_kubernetes_pod_annotation_prometheus_io_${a}`;
+/** Where the pod targets file lives in Prometheus's dir. */
+const POD_TARGETS = 'pod-targets.json';
+
+/** The scrape job for annotated pods: file-based discovery, filled by `watchPodTargets`. */
+function kubernetesPodsJob(dir: string): Record<string, unknown> {
   return {
     job_name: 'kubernetes-pods',
-    kubernetes_sd_configs: [
-      { role: 'pod', kubeconfig_file: k.kubeconfigPath, namespaces: { names: [...k.namespaces] } },
-    ],
-    relabel_configs: [
-      { source_labels: [ann('scrape')], action: 'keep', regex: 'true' },
-      // One target per pod: not per init container.
-      { source_labels: ['__meta_kubernetes_pod_container_init'], action: 'drop', regex: 'true' },
-      // Only running pods with an IP (a pod that is gone keeps no stale target).
-      { source_labels: ['__meta_kubernetes_pod_phase'], action: 'keep', regex: 'Running' },
-      {
-        source_labels: ['__meta_kubernetes_pod_ip', ann('port')],
-        regex: '(.+);(.+)',
-        replacement: '$1:$2',
-        target_label: '__address__',
+    file_sd_configs: [{ files: [join(dir, POD_TARGETS)], refresh_interval: '1s' }],
+  };
+}
+
+interface PodList {
+  items: Array<{
+    metadata?: { name?: string; namespace?: string; annotations?: Record<string, string> };
+    status?: { phase?: string; podIP?: string };
+  }>;
+}
+
+/** The file_sd document for the annotated running pods of `list` (what the relabeling of kubernetes_sd would keep). */
+export function podTargets(list: PodList): Array<{ targets: string[]; labels: Record<string, string> }> {
+  return list.items
+    .filter(
+      (p) =>
+        p.metadata?.annotations?.['prometheus.io/scrape'] === 'true' &&
+        p.status?.phase === 'Running' &&
+        p.status.podIP &&
+        p.metadata.annotations['prometheus.io/port'],
+    )
+    .map((p) => ({
+      targets: [`${p.status!.podIP}:${p.metadata!.annotations!['prometheus.io/port']}`],
+      labels: {
+        namespace: p.metadata!.namespace!,
+        pod: p.metadata!.name!,
+        __metrics_path__: p.metadata!.annotations!['prometheus.io/path'] ?? '/metrics',
       },
-      { source_labels: [ann('path')], regex: '(.+)', target_label: '__metrics_path__' },
-      { source_labels: ['__meta_kubernetes_namespace'], target_label: 'namespace' },
-      { source_labels: ['__meta_kubernetes_pod_name'], target_label: 'pod' },
-    ],
+    }))
+    .sort((a, b) => a.labels.pod.localeCompare(b.labels.pod));
+}
+
+/** Lists the namespaces' pods every 500 ms and rewrites the targets file when they change. */
+function watchPodTargets(
+  dir: string,
+  k: NonNullable<PrometheusOptions['kubernetesPods']>,
+): () => Promise<void> {
+  let stopped = false;
+  const loop = (async () => {
+    const k8s = await import('@kubernetes/client-node');
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(k.kubeconfigPath);
+    const api = kc.makeApiClient(k8s.CoreV1Api);
+    let last = '';
+    while (!stopped) {
+      try {
+        const lists = await Promise.all(
+          k.namespaces.map((namespace) => api.listNamespacedPod({ namespace })),
+        );
+        const text = JSON.stringify(lists.flatMap((l) => podTargets(l as PodList)));
+        if (text !== last) {
+          await writeFile(join(dir, `${POD_TARGETS}.tmp`), text);
+          await rename(join(dir, `${POD_TARGETS}.tmp`), join(dir, POD_TARGETS));
+          last = text;
+        }
+      } catch {
+        /* the API server is busy or going away: next round */
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  })();
+  return async () => {
+    stopped = true;
+    await loop;
   };
 }
 
@@ -228,9 +276,14 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
   const rulesDir = join(dir, 'rules');
   const configPath = join(dir, 'prometheus.yml');
   let current = { ...opts };
+  let stopPods: (() => Promise<void>) | undefined;
   try {
     await mkdir(rulesDir);
     await writeFile(configPath, buildPrometheusConfig(current, rulesDir));
+    if (opts.kubernetesPods) {
+      await writeFile(join(dir, POD_TARGETS), '[]');
+      stopPods = watchPodTargets(dir, opts.kubernetesPods);
+    }
     const url = await startWithPortRetry(1, async ([port]) => {
       const url = `http://127.0.0.1:${port}`;
       const p = new ManagedProcess(
@@ -310,9 +363,13 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
           `scraping ${want.join(', ')}`,
         );
       },
-      stop: owned.stop,
+      stop: async () => {
+        await stopPods?.();
+        await owned.stop();
+      },
     };
   } catch (err) {
+    await stopPods?.();
     await owned.stop();
     throw err;
   }
