@@ -13,6 +13,7 @@ import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { ensureDebianPackages } from './debian.js';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -230,6 +231,14 @@ function explainGoFailure(stderr: string): string {
  * (build/pause/linux/pause.c, what the registry.k8s.io/pause image holds) as a static binary.
  */
 async function buildPause(out: string, env: NodeJS.ProcessEnv, log: Log): Promise<void> {
+  await ensureDebianPackages(
+    [
+      { command: 'cc', pkg: 'gcc' },
+      { command: '/usr/include/stdio.h', pkg: 'libc6-dev' },
+    ],
+    log,
+    'compiling the pod sandbox program (pause.c)',
+  );
   const dirRes = await run('go', ['list', '-m', '-f', '{{.Dir}}', 'k8s.io/kubernetes'], {
     cwd: join(goDir, 'kube'),
     env,

@@ -41,10 +41,10 @@ export async function ensureDebianPackages(
 ): Promise<void> {
   const missing = [...new Set(reqs.filter((r) => !which(r.command)).map((r) => r.pkg))];
   if (missing.length === 0) return;
-  const command = `apt-get update && apt-get install -y --no-install-recommends ${missing.join(' ')}`;
   if (!isRoot() || !which('apt-get')) {
     throw new TestEnvError(
-      `${why} needs the Debian packages ${missing.join(', ')}. Install them: sudo ${command}`,
+      `${why} needs the Debian packages ${missing.join(', ')}. Install them as root: ` +
+        `apt-get update && apt-get install -y ${missing.join(' ')}`,
     );
   }
   log(`installing Debian packages for ${why}: ${missing.join(' ')}`);

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { TestEnvError } from './binaries.js';
+import { ensureDebianPackages } from './debian.js';
 import {
   ManagedProcess,
   TEMP_PREFIX,
@@ -269,6 +270,8 @@ function watchPodTargets(
 /** Starts Prometheus with the lifecycle API on, and resolves when /-/ready answers. */
 export async function startPrometheus(opts: PrometheusOptions): Promise<PrometheusServer> {
   const log = opts.log ?? defaultLog;
+  if (!opts.binary)
+    await ensureDebianPackages([{ command: 'prometheus', pkg: 'prometheus' }], log, 'Prometheus');
   const bin = findBinary(opts.binary, ['/usr/bin/prometheus', 'prometheus'], 'prometheus');
   let proc: ManagedProcess | undefined;
   const owned = await ownedDir(() => (proc ? [proc] : []));
@@ -406,6 +409,12 @@ export function buildAlertmanagerConfig(
 /** Starts Alertmanager (clustering off) and resolves when /-/ready answers. */
 export async function startAlertmanager(opts: AlertmanagerOptions): Promise<AlertmanagerServer> {
   const log = opts.log ?? defaultLog;
+  if (!opts.binary)
+    await ensureDebianPackages(
+      [{ command: 'prometheus-alertmanager', pkg: 'prometheus-alertmanager' }],
+      log,
+      'Alertmanager',
+    );
   const bin = findBinary(opts.binary, ['/usr/bin/prometheus-alertmanager', 'alertmanager'], 'alertmanager');
   let proc: ManagedProcess | undefined;
   const owned = await ownedDir(() => (proc ? [proc] : []));
