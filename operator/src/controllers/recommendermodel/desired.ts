@@ -226,11 +226,12 @@ export function buildServingObjects(
       terminationGracePeriod: Duration.seconds(30),
     });
     d.select(kplus.LabelSelector.of({ labels: selector }));
+    // Sizes the API server stores as written (1024Mi would come back as 1Gi and never compare equal).
     const models = kplus.Volume.fromEmptyDir(chart, `${track}-models`, 'models', {
-      sizeLimit: Size.mebibytes(1024),
+      sizeLimit: Size.mebibytes(512),
     });
     const state = kplus.Volume.fromEmptyDir(chart, `${track}-state`, 'state', {
-      sizeLimit: Size.mebibytes(1024),
+      sizeLimit: Size.mebibytes(512),
     });
     const tmp = kplus.Volume.fromEmptyDir(chart, `${track}-tmp`, 'tmp', { sizeLimit: Size.mebibytes(64) });
     // 1. The model, fetched and digest-checked before serving starts.
