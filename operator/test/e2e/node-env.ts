@@ -201,13 +201,37 @@ export async function createModel(
       },
     },
   });
-  return eventually(
+  const ready = await eventually(
     async () => {
       const m = await getModel(e, name);
       return cond(m, 'Ready')?.status === 'True' ? m : undefined;
     },
     timeoutMs,
     `${name} Ready (its serving pods running and ready)`,
+  );
+  await serviceAnswers(e, name);
+  return ready;
+}
+
+/**
+ * Resolves once Service `name` has answered 10 requests in a row from the host. kube-proxy
+ * programs a new Service's endpoints up to a second (its nftables minSyncPeriod) after they are
+ * ready; until then connections are refused. Tests measure what follows, not that propagation.
+ */
+export async function serviceAnswers(e: NodeE2e, name: string): Promise<void> {
+  const url = `${await serviceUrl(e, name)}/healthz`;
+  let streak = 0;
+  await eventually(
+    async () => {
+      const ok = await fetch(url, { signal: AbortSignal.timeout(1000) }).then(
+        (r) => r.ok,
+        () => false,
+      );
+      streak = ok ? streak + 1 : 0;
+      return streak >= 10;
+    },
+    30_000,
+    `Service ${name} answering`,
   );
 }
 
