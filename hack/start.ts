@@ -300,7 +300,9 @@ async function runLocal(): Promise<void> {
       'GET',
       '/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io',
     );
-    return a.status?.conditions?.some((c) => c.type === 'Available' && c.status === 'True') ? true : undefined;
+    return a.status?.conditions?.some((c) => c.type === 'Available' && c.status === 'True')
+      ? true
+      : undefined;
   });
   console.log(`
 Crema is running on a local one-node cluster (everything above ran as real pods).

@@ -11,7 +11,8 @@ import { createReadStream } from 'node:fs';
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { gzipSync } from 'node:zlib';
+import { createGzip } from 'node:zlib';
+import { sha256File } from '../testenv/binaries.js';
 
 const run = promisify(execFile);
 
@@ -36,19 +37,8 @@ export interface Layer extends Descriptor {
   readonly gzipSize: number;
 }
 
-export function sha256Stream(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(path)
-      .on('data', (d) => h.update(d))
-      .on('error', reject)
-      .on('end', () => resolve(h.digest('hex')));
-  });
-}
-
 /** Size of `path` gzipped, counted in chunks (never holds the whole layer compressed). */
-async function gzipSizeOf(path: string): Promise<number> {
-  const { createGzip } = await import('node:zlib');
+function gzipSizeOf(path: string): Promise<number> {
   return new Promise((resolve, reject) => {
     let n = 0;
     createReadStream(path)
@@ -81,7 +71,7 @@ export async function writeLayer(blobs: string, root: string): Promise<Layer> {
       ],
       { maxBuffer: 16 << 20 },
     );
-    const digest = await sha256Stream(tmp);
+    const digest = await sha256File(tmp);
     const { size } = await stat(tmp);
     const gzipSize = await gzipSizeOf(tmp);
     await rename(tmp, join(blobs, 'sha256', digest));
@@ -174,9 +164,4 @@ export async function writeLayoutArchive(layoutDir: string, manifests: readonly 
     maxBuffer: 16 << 20,
   });
   await rename(tmp, out);
-}
-
-/** Gzip size of a small buffer (configs, manifests), for size totals. */
-export function gzipLength(b: Buffer): number {
-  return gzipSync(b).length;
 }

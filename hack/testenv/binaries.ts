@@ -14,6 +14,7 @@ import { mkdir, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/p
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ensureDebianPackages } from './debian.js';
+import { isAlive } from './process.js';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -287,15 +288,6 @@ async function withLock<T>(lockPath: string, log: Log, fn: () => Promise<T>): Pr
     return await fn();
   } finally {
     await rm(lockPath, { force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

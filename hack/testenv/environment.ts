@@ -7,8 +7,6 @@
  */
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +27,7 @@ import {
   ManagedProcess,
   TEMP_PREFIX,
   claimDir,
+  probeHttp,
   reapAbandoned,
   registerCleanup,
   startWithPortRetry,
@@ -100,20 +99,6 @@ function defaultLog(line: string) {
   console.error(`[testenv] ${line}`);
 }
 
-/** True when GET url answers 200. `tls` options apply to https URLs. */
-function probeHttp(url: string, tls: RequestOptions = {}): Promise<boolean> {
-  return new Promise((resolve) => {
-    const send = url.startsWith('https:') ? httpsRequest : httpRequest;
-    const req = send(url, { ...tls, timeout: 2000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('error', () => resolve(false));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
-}
-
 function probeRedis(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = connect(port, '127.0.0.1');
@@ -133,18 +118,29 @@ function probeRedis(port: number): Promise<boolean> {
 
 /** Builds an admin kubeconfig that embeds the CA and client certificate. */
 export function buildKubeconfig(server: string, pki: TestPki, name = 'crema-testenv'): string {
+  return kubeconfigFor(server, pki.caCert, { cert: pki.adminCert, key: pki.adminKey }, 'admin', name);
+}
+
+/** A kubeconfig for `server` that authenticates `user` with a client certificate (embedded). */
+export function kubeconfigFor(
+  server: string,
+  caCert: string,
+  client: { readonly cert: string; readonly key: string },
+  user: string,
+  name = 'crema-testenv',
+): string {
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   return stringify({
     apiVersion: 'v1',
     kind: 'Config',
-    clusters: [{ name, cluster: { server, 'certificate-authority-data': b64(pki.caCert) } }],
+    clusters: [{ name, cluster: { server, 'certificate-authority-data': b64(caCert) } }],
     users: [
       {
-        name: 'admin',
-        user: { 'client-certificate-data': b64(pki.adminCert), 'client-key-data': b64(pki.adminKey) },
+        name: user,
+        user: { 'client-certificate-data': b64(client.cert), 'client-key-data': b64(client.key) },
       },
     ],
-    contexts: [{ name, context: { cluster: name, user: 'admin', namespace: 'default' } }],
+    contexts: [{ name, context: { cluster: name, user, namespace: 'default' } }],
     'current-context': name,
   });
 }

@@ -24,16 +24,15 @@ import {
   type Dirent,
 } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { writeImage, writeLayer, writeLayoutArchive } from '../images/oci.js';
 import { TestEnvError, type TestEnvBinaries } from './binaries.js';
 import { ensureDebianPackages, isRoot, which, type Requirement } from './debian.js';
-import { issueCertificate, type IssuedCert, type TestPki } from './pki.js';
-import { ManagedProcess, freePort, waitReady } from './process.js';
+import { issueCertificate, type TestPki } from './pki.js';
+import { ManagedProcess, freePort, isAlive, probeHttp, waitReady } from './process.js';
+import { kubeconfigFor } from './environment.js';
 
 type Log = (line: string) => void;
 
@@ -102,15 +101,6 @@ function trySh(cmd: string, args: readonly string[]): boolean {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Checks that a node can run here (root; installs missing Debian packages) and takes the
  * machine-wide node lock for `dir`. A lock left by a dead owner is cleaned up first.
@@ -159,20 +149,6 @@ export function setupHostNetwork(log: Log): void {
   else log('bridge netfilter is not available: pod → Service → pod on the same bridge may fail');
 }
 
-function kubeconfigFor(server: string, caCert: string, cert: IssuedCert, user: string): string {
-  const b64 = (s: string) => Buffer.from(s).toString('base64');
-  return stringify({
-    apiVersion: 'v1',
-    kind: 'Config',
-    clusters: [{ name: 'crema', cluster: { server, 'certificate-authority-data': b64(caCert) } }],
-    users: [
-      { name: user, user: { 'client-certificate-data': b64(cert.cert), 'client-key-data': b64(cert.key) } },
-    ],
-    contexts: [{ name: 'crema', context: { cluster: 'crema', user } }],
-    'current-context': 'crema',
-  });
-}
-
 async function writeSecret(path: string, text: string): Promise<void> {
   await writeFile(path, text, { mode: 0o600 });
 }
@@ -181,7 +157,7 @@ async function writeSecret(path: string, text: string): Promise<void> {
 async function componentKubeconfig(ctx: NodeContext, name: string, subject: string): Promise<string> {
   const cert = await issueCertificate(ctx.pki, subject, 'client');
   const path = join(ctx.dir, 'node', `${name}.kubeconfig`);
-  await writeSecret(path, kubeconfigFor(ctx.server, ctx.pki.caCert, cert, name));
+  await writeSecret(path, kubeconfigFor(ctx.server, ctx.pki.caCert, cert, name, 'crema'));
   return path;
 }
 
@@ -438,31 +414,6 @@ function addonManifests(caCert: string, metricsPort: number): string {
   return docs.map((d) => stringify(d)).join('---\n');
 }
 
-/** GET over https without verifying the (self-signed, generated on the fly) serving certificate. */
-function probeHttps(url: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = httpsRequest(url, { timeout: 2000, rejectUnauthorized: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('error', () => resolve(false));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
-}
-
-function probeHttp(url: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = httpRequest(url, { timeout: 2000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('error', () => resolve(false));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
-}
-
 /** Builds the sandbox image (one layer: the static pause binary) as an OCI archive. */
 async function buildPauseArchive(pauseBin: string, out: string): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'crema-pause-'));
@@ -660,8 +611,18 @@ export async function startNode(ctx: NodeContext): Promise<{ node: KubeNode; pro
       ),
       waitReady(proxy, () => probeHttp(`http://127.0.0.1:${proxyHealthz}/healthz`), 60_000, 'healthy'),
       waitReady(coredns, () => probeHttp(`http://127.0.0.1:${dnsReady}/ready`), 60_000, 'ready'),
-      waitReady(metricsServer, () => probeHttps(`https://${NODE_IP}:${metricsPort}/livez`), 60_000, 'live'),
-      waitReady(scheduler, () => probeHttps(`https://127.0.0.1:${schedulerPort}/healthz`), 60_000, 'healthy'),
+      waitReady(
+        metricsServer,
+        () => probeHttp(`https://${NODE_IP}:${metricsPort}/livez`, { rejectUnauthorized: false }),
+        60_000,
+        'live',
+      ),
+      waitReady(
+        scheduler,
+        () => probeHttp(`https://127.0.0.1:${schedulerPort}/healthz`, { rejectUnauthorized: false }),
+        60_000,
+        'healthy',
+      ),
     ]);
     ctx.timings['kubelet'] = Date.now() - tKubelet;
     ctx.timings['node'] = Date.now() - t0;

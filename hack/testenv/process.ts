@@ -15,6 +15,8 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest, type RequestOptions as HttpsRequestOptions } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,6 +55,20 @@ export async function freeFixedPort(taken: ReadonlySet<number> = new Set()): Pro
     if (ok) return port;
   }
   throw new Error('no free port found in 20000-31999');
+}
+
+/** True when GET `url` answers 200 within 2 s. `tls` applies to https URLs. */
+export function probeHttp(url: string, tls: HttpsRequestOptions = {}): Promise<boolean> {
+  return new Promise((resolve) => {
+    const send = url.startsWith('https:') ? httpsRequest : httpRequest;
+    const req = send(url, { ...tls, timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
 }
 
 /** A started child whose output goes to a log file in the environment's directory. */
@@ -219,7 +235,8 @@ export function claimDir(dir: string): void {
   writeFileSync(join(dir, 'owner.pid'), String(process.pid));
 }
 
-function isAlive(pid: number): boolean {
+/** True when process `pid` exists (EPERM: it exists but is not ours). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -174,14 +174,13 @@ export const getModel = (e: NodeE2e, name: string) =>
 
 export const cond = (m: RecommenderModel, t: string) => m.status?.conditions?.find((c) => c.type === t);
 
-/** Creates a drink-ranking RecommenderModel serving `rev`; resolves once it is Ready (real pods). */
-export async function createModel(
+/** Creates a drink-ranking RecommenderModel for `rev` (small pods: two cores run the whole cluster). */
+export async function postModel(
   e: NodeE2e,
   name: string,
   rev: Revision,
   spec: Record<string, unknown> = {},
-  timeoutMs = 120_000,
-): Promise<RecommenderModel> {
+): Promise<void> {
   const { serving, ...rest } = spec as { serving?: Record<string, unknown> };
   await e.client.request('POST', resourcePath(RESOURCES.recommenderModel, e.ns), {
     body: {
@@ -190,7 +189,6 @@ export async function createModel(
       metadata: { name, namespace: e.ns },
       spec: {
         model: { uri: rev.uri, sha256: rev.sha256, task: 'drink-ranking' },
-        // Small pods: two cores run the whole cluster.
         serving: {
           minReplicas: 1,
           maxReplicas: 2,
@@ -201,6 +199,17 @@ export async function createModel(
       },
     },
   });
+}
+
+/** postModel, then resolves once the model is Ready (real pods) and its Service answers. */
+export async function createModel(
+  e: NodeE2e,
+  name: string,
+  rev: Revision,
+  spec: Record<string, unknown> = {},
+  timeoutMs = 120_000,
+): Promise<RecommenderModel> {
+  await postModel(e, name, rev, spec);
   const ready = await eventually(
     async () => {
       const m = await getModel(e, name);

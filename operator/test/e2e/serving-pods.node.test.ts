@@ -18,6 +18,7 @@ import {
   createModel,
   deleteModel,
   getModel,
+  postModel,
   serviceUrl,
   setModel,
   startNodeE2e,
@@ -299,29 +300,14 @@ describe('bad input and failure on a real node', () => {
       `${name} Degraded (${reason})`,
     );
 
-  async function createUnready(
-    name: string,
-    uri: string,
-    sha256: string,
-    serving: Record<string, unknown> = {},
-  ) {
-    await e.client.request('POST', resourcePath(RESOURCES.recommenderModel, e.ns), {
-      body: {
-        apiVersion: 'crema.dev/v1alpha1',
-        kind: 'RecommenderModel',
-        metadata: { name, namespace: e.ns },
-        spec: {
-          model: { uri, sha256, task: 'drink-ranking' },
-          serving: {
-            minReplicas: 1,
-            maxReplicas: 1,
-            resources: { requests: { cpu: '50m', memory: '64Mi' } },
-            ...serving,
-          },
-        },
-      },
-    });
-  }
+  /** A model whose pods are expected never to become ready. */
+  const createUnready = (name: string, uri: string, sha256: string, serving: Record<string, unknown> = {}) =>
+    postModel(
+      e,
+      name,
+      { uri, sha256 },
+      { serving: { maxReplicas: 1, resources: { requests: { cpu: '50m', memory: '64Mi' } }, ...serving } },
+    );
 
   it('an unreachable model URI: the pod is not Ready and the model is Degraded naming the URI', async () => {
     const uri = 'http://crema-models.crema-system.svc/no-such-model.onnx';

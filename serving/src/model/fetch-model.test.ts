@@ -1,15 +1,15 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startArtifactServer, type ArtifactServer } from '../../../hack/testenv/host-services.js';
 import { writeModel } from '../../test/fixtures.js';
 import { fetchModel, fetchSettingsFrom } from './fetch-model.js';
 import { ModelLoadError, sha256Hex } from './loader.js';
 
 let src: string;
 let out: string;
-let http: Server;
+let http: ArtifactServer;
 let base: string;
 let sha: string;
 
@@ -17,19 +17,13 @@ beforeAll(async () => {
   src = await mkdtemp(join(tmpdir(), 'crema-fetch-src-'));
   out = await mkdtemp(join(tmpdir(), 'crema-fetch-out-'));
   sha = (await writeModel({ dir: src, file: 'ranker', seed: 3 })).meta.sha256;
-  // The artifact store: serves files from src, 404 otherwise.
-  http = createServer((req, res) => {
-    readFile(join(src, req.url!.slice(1))).then(
-      (b) => res.end(b),
-      () => res.writeHead(404).end(),
-    );
-  });
-  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(http.address() as { port: number }).port}`;
+  // The artifact store: serves the files of src, 404 otherwise.
+  http = await startArtifactServer(src, '127.0.0.1');
+  base = `http://127.0.0.1:${http.port}`;
 });
 
 afterAll(async () => {
-  await new Promise((r) => http.close(r));
+  await http.close();
   await rm(src, { recursive: true, force: true });
   await rm(out, { recursive: true, force: true });
 });

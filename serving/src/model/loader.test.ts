@@ -1,14 +1,14 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startArtifactServer, type ArtifactServer } from '../../../hack/testenv/host-services.js';
 import { writeModel } from '../../test/fixtures.js';
 import { loadModel, metadataUriOf } from './loader.js';
 import { ModelStore } from './store.js';
 
 let dir: string;
-let http: Server;
+let http: ArtifactServer;
 let base: string;
 
 beforeAll(async () => {
@@ -16,19 +16,13 @@ beforeAll(async () => {
   await writeModel({ dir, file: 'good', seed: 1 });
   await writeModel({ dir, file: 'corrupt', seed: 2, corrupt: true });
   await writeModel({ dir, file: 'pickup', task: 'pickup-time', features: ['queue'] });
-  // A loopback model registry: serves files from dir, 404 otherwise.
-  http = createServer((req, res) => {
-    readFile(join(dir, req.url!.slice(1))).then(
-      (b) => res.end(b),
-      () => res.writeHead(404).end(),
-    );
-  });
-  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(http.address() as { port: number }).port}`;
+  // A loopback model registry: serves the files of dir, 404 otherwise.
+  http = await startArtifactServer(dir, '127.0.0.1');
+  base = `http://127.0.0.1:${http.port}`;
 });
 
 afterAll(async () => {
-  await new Promise((r) => http.close(r));
+  await http.close();
   await rm(dir, { recursive: true, force: true });
 });
 
