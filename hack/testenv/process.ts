@@ -77,6 +77,8 @@ export class ManagedProcess {
   readonly logPath: string;
   private exited = false;
   private readonly exitPromise: Promise<number | null>;
+  /** Resolves once everything the child wrote is in the log file (after it exited). */
+  private readonly logWritten: Promise<void>;
 
   constructor(
     readonly name: string,
@@ -88,8 +90,14 @@ export class ManagedProcess {
     this.logPath = join(dir, `${name}.log`);
     const out = createWriteStream(this.logPath, { flags: 'a' });
     this.child = spawn(command, args, { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child.stdout?.pipe(out);
-    this.child.stderr?.pipe(out);
+    // Both streams write into one file: neither may end it (the first to end would close it under
+    // the other, losing e.g. a usage message on stderr); it ends once the child's stdio closed.
+    this.child.stdout?.pipe(out, { end: false });
+    this.child.stderr?.pipe(out, { end: false });
+    this.logWritten = new Promise((resolve) => {
+      this.child.once('close', () => out.end(resolve));
+      this.child.once('error', () => out.end(resolve));
+    });
     this.exitPromise = new Promise((resolve) => {
       this.child.on('exit', (code, signal) => {
         this.exited = true;
@@ -109,6 +117,8 @@ export class ManagedProcess {
 
   /** The last lines of the process's log, for error messages. */
   async tail(lines = 25): Promise<string> {
+    // An exited child's last words may still be in the pipe: wait for them (briefly).
+    if (this.exited) await Promise.race([this.logWritten, new Promise((r) => setTimeout(r, 1000))]);
     const text = await readFile(this.logPath, 'utf8').catch(() => '');
     return text.trimEnd().split('\n').slice(-lines).join('\n');
   }
