@@ -60,8 +60,14 @@ function answeredPerSecond(samples: readonly Sample[]): number[] {
   return buckets;
 }
 
+const ADMIN_TOKEN = 'e2e-admin-token';
+
 beforeAll(async () => {
   e = await startNodeE2e({ name: 'serving-pods' });
+  // The Secret the operator renders the admin token from (spec.serving.adminTokenSecretRef default).
+  await e.client.request('POST', `/api/v1/namespaces/${e.ns}/secrets`, {
+    body: { metadata: { name: 'crema-serving-admin' }, stringData: { token: ADMIN_TOKEN } },
+  });
   v1 = await e.revision({ file: 'ranker-r1' });
   v2 = await e.revision({ file: 'ranker-r2', doc: 'revision 2' });
 }, 300_000);
@@ -106,6 +112,22 @@ describe('serving pods on a real node', () => {
     // The pods fetched the files from the artifact store (the init container), not from anywhere else.
     expect(e.cluster.artifacts.served.get('/ranker-r1.onnx')).toBeGreaterThanOrEqual(1);
     log({ test: 'pod start', modelCreateToReadyMs: readyMs, podCreateToReadyMs });
+  });
+
+  it('erase works with the admin token the operator renders from the Secret', async () => {
+    const url = await serviceUrl(e, 'drinks');
+    const user = e.users[3]!;
+    const erase = (token: string) =>
+      fetch(`${url}/v1/users/${encodeURIComponent(user)}`, {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${token}` },
+      });
+    expect((await erase('wrong')).status).toBe(401);
+    const res = await erase(ADMIN_TOKEN);
+    expect(res.status).toBe(200);
+    // The seeded user's batch feature blob was there, and is gone.
+    const body = (await res.json()) as { erased: { featureKeys: number } };
+    expect(body.erased.featureKeys).toBeGreaterThanOrEqual(1);
   });
 
   it('a rolling update under load loses no request', async () => {
