@@ -52,7 +52,13 @@ function leftovers(dir: string): string[] {
   return out;
 }
 
+const SYSCTLS = ['net/ipv4/ip_forward', 'vm/overcommit_memory', 'kernel/panic', 'kernel/panic_on_oops'];
+const sysctls = () =>
+  Object.fromEntries(SYSCTLS.map((k) => [k, readFileSync(`/proc/sys/${k}`, 'utf8').trim()]));
+let before: Record<string, string>;
+
 beforeAll(async () => {
+  before = sysctls();
   work = await mkdtemp(join(tmpdir(), 'crema-node-test-'));
   await writeFile(join(work, 'hello.txt'), 'hello from the artifact store\n');
   cluster = await startLocalCluster({ artifactsDir: work, log: () => {} });
@@ -166,6 +172,9 @@ describe('teardown and reaping', () => {
     await cluster!.stop();
     cluster = undefined;
     expect(leftovers(dir)).toEqual([]);
+    // The kubelet tunes the kernel (vm.overcommit_memory, kernel.panic…) and the node turns on
+    // forwarding: only while it runs.
+    expect(sysctls()).toEqual(before);
   });
 
   it('a node whose owner was SIGKILLed is cleaned up by the next start', { timeout: 240_000 }, async () => {

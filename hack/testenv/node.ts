@@ -133,7 +133,33 @@ export async function claimNode(dir: string, log: Log): Promise<void> {
     }
   }
   writeFileSync(LOCK_FILE, JSON.stringify({ pid: process.pid, dir }));
-  writeFileSync(join(dir, NODE_MARKER), JSON.stringify({ bridge: BRIDGE, ip: NODE_IP }));
+  // The host's kernel settings the node changes (setupHostNetwork, and the kubelet's own kernel
+  // tunables), recorded so teardown puts them back.
+  writeFileSync(
+    join(dir, NODE_MARKER),
+    JSON.stringify({ bridge: BRIDGE, ip: NODE_IP, sysctls: readSysctls() }),
+  );
+}
+
+/** Kernel settings a node changes: forwarding and bridge netfilter here, the rest by the kubelet. */
+const SYSCTLS = [
+  'net/ipv4/ip_forward',
+  'net/bridge/bridge-nf-call-iptables',
+  'vm/overcommit_memory',
+  'kernel/panic',
+  'kernel/panic_on_oops',
+] as const;
+
+function readSysctls(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of SYSCTLS) {
+    try {
+      out[k] = readFileSync(`/proc/sys/${k}`, 'utf8').trim();
+    } catch {
+      /* not on this kernel */
+    }
+  }
+  return out;
 }
 
 /** The node IP must exist before the API server advertises it: bridge up, forwarding on. */
@@ -794,12 +820,27 @@ export function cleanupNode(dir: string, log: Log = () => {}): void {
     }
   }
   if (trySh('ip', ['link', 'show', BRIDGE])) trySh('ip', ['link', 'del', BRIDGE]);
-  // 5. The lock, if it is ours.
+  // 5. The lock, if it is ours (the marker below may be the reaped environment's).
   try {
     const owner = JSON.parse(readFileSync(LOCK_FILE, 'utf8')) as { dir: string };
     if (owner.dir === dir) rmSync(LOCK_FILE, { force: true });
   } catch {
     /* no lock */
+  }
+  // 6. The kernel settings as they were before the node.
+  try {
+    const marker = JSON.parse(readFileSync(join(dir, NODE_MARKER), 'utf8')) as {
+      sysctls?: Record<string, string>;
+    };
+    for (const [k, v] of Object.entries(marker.sysctls ?? {})) {
+      try {
+        writeFileSync(`/proc/sys/${k}`, v);
+      } catch (err) {
+        log(`restoring ${k.replace(/\//g, '.')}=${v} failed: ${(err as Error).message}`);
+      }
+    }
+  } catch {
+    /* no marker */
   }
   rmSync(join(dir, NODE_MARKER), { force: true });
 }
