@@ -66,13 +66,17 @@ async function copyOnnxRuntime(out: string): Promise<void> {
   }
 }
 
-/** Writes the bundle of `component` (and its native packages) into `out`, which is emptied first. */
-export async function bundleComponent(component: Component, out: string): Promise<void> {
+/**
+ * Writes the bundle of `component` (and its native packages) into `out`, which is emptied first.
+ * Returns the source files it contains (relative to the repository).
+ */
+export async function bundleComponent(component: Component, out: string): Promise<{ inputs: string[] }> {
   await rm(out, { recursive: true, force: true });
   await mkdir(out, { recursive: true });
   const pkg = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8')) as { version: string };
-  await build({
+  const result = await build({
     absWorkingDir: REPO,
+    metafile: true,
     entryPoints: Object.fromEntries(Object.entries(component.entries).map(([k, v]) => [k, join(REPO, v)])),
     outdir: out,
     bundle: true,
@@ -91,6 +95,7 @@ export async function bundleComponent(component: Component, out: string): Promis
   await import('node:fs/promises').then((fs) =>
     fs.writeFile(join(out, 'package.json'), JSON.stringify({ type: 'module', private: true }) + '\n'),
   );
+  return { inputs: Object.keys(result.metafile.inputs) };
 }
 
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
