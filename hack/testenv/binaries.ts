@@ -401,7 +401,7 @@ export async function ensureBinaries(
       await rm(dir, { recursive: true, force: true });
       await rename(staging, dir);
       await pruneOtherEntries(root, dir, log);
-      log(`test control plane binaries cached in ${dir} (${manifest.buildSeconds} s)`);
+      log(`cluster binaries cached in ${dir} (${manifest.buildSeconds} s)`);
       return { ...paths, built: true };
     } finally {
       await rm(staging, { recursive: true, force: true });
