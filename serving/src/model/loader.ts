@@ -204,10 +204,15 @@ export async function fetchVerifiedArtifacts(
   uri: string,
   opts: Pick<LoadModelOptions, 'task' | 'check' | 'fetchImpl' | 'expectedSha256'> & { metadataUri?: string },
 ): Promise<VerifiedArtifacts> {
-  const [bytes, metaBytes] = await Promise.all([
+  // Both at once; when both fail, the model's own failure is the one reported.
+  const [model, metadata] = await Promise.allSettled([
     fetchUri(uri, opts.fetchImpl),
     fetchUri(opts.metadataUri ?? metadataUriOf(uri), opts.fetchImpl),
   ]);
+  if (model.status === 'rejected') throw model.reason;
+  if (metadata.status === 'rejected') throw metadata.reason;
+  const bytes = model.value;
+  const metaBytes = metadata.value;
   let meta: ModelMetadata;
   try {
     meta = JSON.parse(metaBytes.toString('utf8')) as ModelMetadata;
