@@ -30,7 +30,14 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { COMPONENTS, REPO, bundleComponent, type Component } from './bundle.js';
-import { writeImage, writeLayer, writeLayoutArchive, type Descriptor, type Layer } from './oci.js';
+import {
+  gzipSizeOf,
+  writeImage,
+  writeLayer,
+  writeLayoutArchive,
+  type Descriptor,
+  type Layer,
+} from './oci.js';
 
 const run = promisify(execFile);
 type Log = (line: string) => void;
@@ -54,8 +61,8 @@ export interface BuiltImage {
   readonly configDigest: string;
   /** Sum of layer tar sizes (what the runtime unpacks). */
   readonly bytes: number;
-  /** Sum of gzip-compressed layer sizes (what a registry would store). */
-  readonly gzipBytes: number;
+  /** Sum of gzip-compressed layer sizes (what a registry would store), with `sizes: true`. */
+  readonly gzipBytes?: number;
   readonly layers: readonly Layer[];
 }
 
@@ -175,6 +182,21 @@ async function appLayer(cache: string, component: Component): Promise<Layer> {
   }
 }
 
+/** What the layers take gzipped (each layer compressed once per build of this process). */
+async function gzippedSize(blobs: string, layers: readonly Layer[]): Promise<number> {
+  let total = 0;
+  for (const l of layers) {
+    let n = gzipCache.get(l.digest);
+    if (n === undefined) {
+      n = await gzipSizeOf(join(blobs, 'sha256', l.digest.slice(7)));
+      gzipCache.set(l.digest, n);
+    }
+    total += n;
+  }
+  return total;
+}
+const gzipCache = new Map<string, number>();
+
 /** Removes blobs no layer descriptor or current archive needs, and older archives. */
 async function prune(cache: string, keepArchive: string, keep: ReadonlySet<string>): Promise<void> {
   for (const f of await readdir(cache)) {
@@ -190,7 +212,7 @@ async function prune(cache: string, keepArchive: string, keep: ReadonlySet<strin
  * Builds (or reuses) the operator, serving and feature-jobs images and returns the archive to
  * import. Bundling runs every time (a few seconds); everything else only when its inputs change.
  */
-export async function ensureImages(opts: { log?: Log } = {}): Promise<ImageSet> {
+export async function ensureImages(opts: { log?: Log; sizes?: boolean } = {}): Promise<ImageSet> {
   const log = opts.log ?? ((l: string) => console.error(`[images] ${l}`));
   const t0 = Date.now();
   const cache = imagesCacheRoot();
@@ -226,7 +248,7 @@ export async function ensureImages(opts: { log?: Log } = {}): Promise<ImageSet> 
       manifestDigest: manifest.digest,
       configDigest: manifest.configDigest,
       bytes: layers.reduce((s, l) => s + l.size, 0),
-      gzipBytes: layers.reduce((s, l) => s + l.gzipSize, 0),
+      ...(opts.sizes ? { gzipBytes: await gzippedSize(blobs, layers) } : {}),
       layers,
     });
   }

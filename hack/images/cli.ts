@@ -17,12 +17,12 @@ Containerfiles for docker/podman/buildah: operator/Containerfile, serving/Contai
 feature-jobs/Containerfile.`);
   process.exit(0);
 }
-const set = await ensureImages();
+const set = await ensureImages({ sizes: true });
 console.log(`${set.built ? 'built' : 'up to date'} in ${set.seconds.toFixed(1)} s: ${set.archive}`);
 const mb = (b: number) => `${(b / 1e6).toFixed(1)} MB`;
 for (const i of set.images) {
   console.log(
-    `  ${i.ref.padEnd(26)} ${mb(i.bytes).padStart(9)} unpacked, ${mb(i.gzipBytes).padStart(8)} gzipped  ${i.manifestDigest}`,
+    `  ${i.ref.padEnd(26)} ${mb(i.bytes).padStart(9)} unpacked, ${mb(i.gzipBytes ?? 0).padStart(8)} gzipped  ${i.manifestDigest}`,
   );
   const [base, node, app] = i.layers;
   console.log(`    layers: Debian base ${mb(base!.size)}, Node ${mb(node!.size)}, app ${mb(app!.size)}`);

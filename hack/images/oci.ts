@@ -32,13 +32,10 @@ export interface Descriptor {
 }
 
 /** A layer: its descriptor and the sha256 of its uncompressed tar (the diff id, same here). */
-export interface Layer extends Descriptor {
-  /** Bytes a registry would store (gzip level 6), for reporting image sizes. */
-  readonly gzipSize: number;
-}
+export type Layer = Descriptor;
 
-/** Size of `path` gzipped, counted in chunks (never holds the whole layer compressed). */
-function gzipSizeOf(path: string): Promise<number> {
+/** Size of a blob gzipped (what a registry would store), counted in chunks; for size reports. */
+export function gzipSizeOf(path: string): Promise<number> {
   return new Promise((resolve, reject) => {
     let n = 0;
     createReadStream(path)
@@ -73,9 +70,8 @@ export async function writeLayer(blobs: string, root: string): Promise<Layer> {
     );
     const digest = await sha256File(tmp);
     const { size } = await stat(tmp);
-    const gzipSize = await gzipSizeOf(tmp);
     await rename(tmp, join(blobs, 'sha256', digest));
-    return { mediaType: MEDIA.layer, digest: `sha256:${digest}`, size, gzipSize };
+    return { mediaType: MEDIA.layer, digest: `sha256:${digest}`, size };
   } finally {
     await rm(tmp, { force: true });
   }

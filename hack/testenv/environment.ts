@@ -261,6 +261,8 @@ async function startControllerManager(bin: TestEnvBinaries, dir: string): Promis
         '--use-service-account-credentials=false',
         '--controllers=*',
         '--concurrent-gc-syncs=5',
+        // The HPA looks at metrics every 5 s (default 15): scale-up tests wait less for it.
+        '--horizontal-pod-autoscaler-sync-period=5s',
         '--v=1',
       ],
       dir,

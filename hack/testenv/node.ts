@@ -618,8 +618,8 @@ export async function startNode(ctx: NodeContext): Promise<{ node: KubeNode; pro
         `--kubelet-certificate-authority=${join(dir, 'ca.crt')}`,
         '--kubelet-preferred-address-types=InternalIP',
         '--kubelet-use-node-status-port',
-        // The shortest resolution metrics-server allows is above its kubelet timeout.
-        '--metric-resolution=15s',
+        // The shortest resolution metrics-server allows (10 s) needs a shorter kubelet timeout.
+        '--metric-resolution=10s',
         '--kubelet-request-timeout=5s',
         '--v=1',
       ],

@@ -153,7 +153,8 @@ const rolledBackModel = (name: string) =>
       const m = await getModel(e, name);
       return cond(m, 'RolledBack')?.status === 'True' ? m : undefined;
     },
-    30_000,
+    // C waits here for two failed analyses of pods that are still rolling in with the fault.
+    120_000,
     `${name} RolledBack`,
   );
 
