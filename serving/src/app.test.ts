@@ -240,6 +240,53 @@ describe('protection', () => {
     expect((await a.inject({ url: '/healthz', headers: { 'x-client-id': 'a' } })).statusCode).toBe(200);
   });
 
+  const busy = (ms: number) => {
+    const until = performance.now() + ms;
+    while (performance.now() < until) {
+      /* block the event loop */
+    }
+  };
+  const ok = (a: FastifyInstance) => a.inject({ url: '/v1/test-ok' });
+  const withOk = (x: FastifyInstance) => x.get('/v1/test-ok', async () => ({ ok: true }));
+
+  it('one event-loop stall does not shed the requests after it', async () => {
+    // Before: p99 over 500 ms windows, so one 300 ms stall (GC, a busy node) shed the next window.
+    const a = await app({ protection: { maxEventLoopDelayMs: 50 } }, withOk);
+    await new Promise((r) => setTimeout(r, 300));
+    busy(300);
+    const after = [];
+    for (let i = 0; i < 12; i++) {
+      after.push((await ok(a)).statusCode);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(after.every((c) => c === 200)).toBe(true);
+  });
+
+  it(
+    'a sustained event-loop lag sheds with 503, and answers again once it ends',
+    { timeout: 15_000 },
+    async () => {
+      const a = await app({ protection: { maxEventLoopDelayMs: 20 } }, withOk);
+      const load = setInterval(() => busy(60), 1);
+      let shed;
+      try {
+        const until = Date.now() + 6000;
+        while (Date.now() < until && !shed) {
+          const r = await ok(a);
+          if (r.statusCode === 503) shed = r;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      } finally {
+        clearInterval(load);
+      }
+      expect(shed?.json().code).toBe('OVERLOADED');
+      // The probes are never refused, even while lagging.
+      expect((await a.inject({ url: '/healthz' })).statusCode).toBe(200);
+      await new Promise((r) => setTimeout(r, 2200));
+      expect((await ok(a)).statusCode).toBe(200);
+    },
+  );
+
   it('sheds load beyond maxInFlight with 503 and Retry-After', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));

@@ -85,7 +85,7 @@ export class ServingMetrics {
     });
     this.shed = new Counter({
       name: `${prefix}requests_rejected_total`,
-      help: 'Requests refused before handling: overload (503) or per-client rate limit (429).',
+      help: 'Requests refused before handling: overload (503: in_flight, event_loop_delay) or per-client rate limit (429: rate_limit).',
       labelNames: ['reason'],
       registers: r,
     });

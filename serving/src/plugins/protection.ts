@@ -16,7 +16,13 @@ export interface ProtectionOptions {
   readonly metrics?: ServingMetrics;
   /** Requests handled at once before new ones get 503. Default 512; 0 disables. */
   readonly maxInFlight?: number;
-  /** p99 event loop delay (ms, sampled every 500 ms) above which new requests get 503. Default 200; 0 disables. */
+  /**
+   * Mean event loop delay (ms, over a 1 s window) above which new requests get 503. Default 100;
+   * 0 disables. The mean, not a high percentile: one stall (a GC, a busy node descheduling the
+   * process, a pod's first requests) is over by the time it is measured, and shedding every
+   * request of the next window for it fails answers a healthy process would have given. A
+   * sustained lag (real overload) moves the mean.
+   */
   readonly maxEventLoopDelayMs?: number;
   /** Token bucket per client (x-client-id header, else remote address); false disables. */
   readonly rateLimit?: { readonly perSecond: number; readonly burst: number } | false;
@@ -42,7 +48,7 @@ export function takeToken(b: Bucket, now: number, perSecond: number, burst: numb
 
 async function protection(app: FastifyInstance, opts: ProtectionOptions): Promise<void> {
   const maxInFlight = opts.maxInFlight ?? 512;
-  const maxDelay = opts.maxEventLoopDelayMs ?? 200;
+  const maxDelay = opts.maxEventLoopDelayMs ?? 100;
   const exempt = new Set(opts.exempt ?? ['/healthz', '/readyz', '/metrics']);
   const rl = opts.rateLimit;
   if (rl && (!(rl.perSecond > 0) || !(rl.burst >= 1))) {
@@ -56,9 +62,10 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
   if (histogram) {
     histogram.enable();
     sampler = setInterval(() => {
-      lagging = histogram.percentile(99) / 1e6 > maxDelay;
+      // No sample yet (count 0, mean NaN) is not lag.
+      lagging = histogram.count > 0 && histogram.mean / 1e6 > maxDelay;
       histogram.reset();
-    }, 500);
+    }, 1000);
     sampler.unref();
   }
   const buckets = new Map<string, Bucket>();
@@ -77,8 +84,10 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
   app.addHook('onRequest', (req, reply, done) => {
     const path = req.url.split('?', 1)[0]!;
     if (exempt.has(path)) return done();
-    if ((maxInFlight > 0 && inFlight >= maxInFlight) || lagging) {
-      opts.metrics?.shed.inc({ reason: 'overload' });
+    const overloaded =
+      maxInFlight > 0 && inFlight >= maxInFlight ? 'in_flight' : lagging ? 'event_loop_delay' : '';
+    if (overloaded) {
+      opts.metrics?.shed.inc({ reason: overloaded });
       return done(new ServingError('OVERLOADED', undefined, { retryAfterSeconds: 1 }));
     }
     if (rl) {
