@@ -274,7 +274,50 @@ describe('computeRolloutStep', () => {
       expect(d.state.canary).toMatchObject({ step: 1 });
     });
 
-    it('is due one interval after the step started or after the last non-passing result', () => {
+    it('keeps analysing through the pause: a canary that breaks after its first pass is rolled back', () => {
+      // A one-minute step analysed every 10 s: the first analysis passes early in the pause.
+      const longPause = {
+        specOver: {
+          analysisConfigured: true,
+          analysisIntervalMs: 10_000,
+          steps: [{ weight: 50, pause: '1m' }, { weight: 100 }],
+        },
+      };
+      const pass = computeRolloutStep(
+        input({
+          ...longPause,
+          canary: {},
+          now: at(10),
+          analysis: { verdict: 'Pass', message: 'ok', at: at(10).toISOString() },
+        }),
+      );
+      expect(pass.state.canary).toMatchObject({ step: 0, failures: 0 });
+      // The pause is not over: the operator comes back within one interval, and analysis is due then.
+      expect(pass.requeueAfterMs).toBe(10_000);
+      expect(analysisDue({ ...input({ ...longPause, now: at(20) }), state: pass.state })).toBe(true);
+      const fail = (t: number) => ({
+        verdict: 'Fail' as const,
+        message: 'errorRate 0.4 > 0.05',
+        at: at(t).toISOString(),
+      });
+      const first = computeRolloutStep({
+        ...input({ ...longPause, now: at(20), analysis: fail(20) }),
+        state: pass.state,
+      });
+      expect(first.rolledBack).toBeUndefined();
+      expect(first.waiting).toMatch(/analysis failed \(1\/1 tolerated\)/);
+      // Past the pause with a failed latest analysis: the step does not advance.
+      const held = computeRolloutStep({ ...input({ ...longPause, now: at(65) }), state: first.state });
+      expect(held.state.canary).toMatchObject({ step: 0 });
+      const second = computeRolloutStep({
+        ...input({ ...longPause, now: at(70), analysis: fail(70) }),
+        state: first.state,
+      });
+      expect(second.rolledBack).toMatchObject({ reason: 'AnalysisFailed' });
+      expect(second.state.canary).toBeUndefined();
+    });
+
+    it('is due one interval after the step started or after the last result', () => {
       const base = input({ ...gated, canary: {} });
       expect(analysisDue({ ...base, now: at(59) })).toBe(false);
       expect(analysisDue({ ...base, now: at(60) })).toBe(true);
@@ -283,7 +326,9 @@ describe('computeRolloutStep', () => {
         canary: { analysis: [{ step: 0, verdict: 'Pass', at: at(60).toISOString(), message: '' }] },
         now: at(500),
       });
-      expect(analysisDue(passed)).toBe(false);
+      // A pass does not stop the analysis of the step: due again one interval later.
+      expect(analysisDue(passed)).toBe(true);
+      expect(analysisDue({ ...passed, now: at(119) })).toBe(false);
       expect(
         analysisDue(
           input({

@@ -474,12 +474,15 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
   const elapsed = now.getTime() - new Date(canary.stepStartedAt!).getTime();
   const pauseMs = parseDuration(step.pause);
   if (elapsed < pauseMs) {
+    // A gated step keeps being analysed through its pause: a canary that passed its first
+    // analysis and breaks later (a bad config rolled in, a slow leak) must not be promoted.
+    const gated = stepIsGated(spec, canary.step);
     return keep(
       canary,
       `step ${canary.step + 1} pauses ${step.pause} (${Math.ceil((pauseMs - elapsed) / 1000)} s left)`,
       {
-        requeueAfterMs: pauseMs - elapsed,
-        wantsAnalysis: false,
+        requeueAfterMs: gated ? Math.min(pauseMs - elapsed, spec.analysisIntervalMs) : pauseMs - elapsed,
+        wantsAnalysis: gated,
       },
     );
   }
@@ -493,14 +496,15 @@ export function stepIsGated(spec: RolloutInput['spec'], i: number): boolean {
 
 /**
  * Whether the caller should run analysis now: a canary is on a gated step, has a ready pod and
- * its last analysis of this step (if any) is at least one interval old and not a Pass.
+ * its last analysis of this step (if any) is at least one interval old. A Pass does not end
+ * the analysis of a step: it runs every interval until the step is left, and the step is left
+ * only when the latest result is a Pass.
  */
 export function analysisDue(input: Omit<RolloutInput, 'analysis'>): boolean {
   const c = input.state.canary;
   if (!c || c.modelSha !== input.spec.modelSha || input.observed.canaryReadyReplicas < 1) return false;
   if (!stepIsGated(input.spec, c.step) || !c.stepStartedAt) return false;
   const last = c.analysis.find((r) => r.step === c.step);
-  if (last?.verdict === 'Pass') return false;
   const since = last ? new Date(last.at).getTime() : new Date(c.stepStartedAt).getTime();
   return input.now.getTime() - since >= input.spec.analysisIntervalMs;
 }
