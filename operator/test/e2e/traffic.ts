@@ -20,6 +20,8 @@ export interface Sample {
   /** The router config that routed it (absent when the Service sent it straight to stable pods). */
   readonly routerConfig?: string;
   readonly error?: string;
+  /** The error code of a non-2xx answer (e.g. OVERLOADED). */
+  readonly code?: string;
 }
 
 export interface TrafficOptions {
@@ -68,7 +70,7 @@ export function startTraffic(o: TrafficOptions): Traffic {
         bodyTimeout: 10_000,
       });
       const text = await res.body.text();
-      let body: { variant?: string; modelRevision?: string; fallback?: boolean } = {};
+      let body: { variant?: string; modelRevision?: string; fallback?: boolean; code?: string } = {};
       try {
         body = JSON.parse(text) as typeof body;
       } catch {
@@ -84,6 +86,7 @@ export function startTraffic(o: TrafficOptions): Traffic {
         ...(body.variant ? { variant: body.variant } : {}),
         ...(body.modelRevision ? { revision: body.modelRevision } : {}),
         ...(body.fallback ? { fallback: true } : {}),
+        ...(typeof body.code === 'string' ? { code: body.code } : {}),
       });
     } catch (err) {
       samples.push({ userId, start, end: Date.now(), status: 0, error: (err as Error).message });
