@@ -20,6 +20,7 @@ async function startOperatorProcess(
   ns: string,
   identity: string,
   leaseMs = 3000,
+  extraEnv: Record<string, string> = {},
 ): Promise<ChildProcess & { output: () => string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'operator/src/main.ts'], {
     env: {
@@ -31,6 +32,7 @@ async function startOperatorProcess(
       CREMA_HEALTH_PORT: '0',
       CREMA_IDENTITY: identity,
       CREMA_SERVING_REDIS_URL: TEST_SERVING_REDIS_URL,
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -170,6 +172,56 @@ describe('operator processes', () => {
         30_000,
         'all statuses current',
       );
+    },
+  );
+
+  it(
+    'a restarted operator sends zero writes for models that already converged, at start and at every resync',
+    { timeout: 120_000 },
+    async () => {
+      const ns = `restart-${suffix}`;
+      await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
+      const resync = { CREMA_RESYNC_MS: '2000' };
+      const first = await startOperatorProcess(ns, 'restart-first', 3000, resync);
+      const n = 10;
+      for (let i = 0; i < n; i++)
+        await client.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
+          body: model(ns, `m${i}`),
+        });
+      await eventually(
+        async () => (await managedChildren(ns)).length >= PER_MODEL * n,
+        60_000,
+        'all children',
+      );
+      // Converged: the first operator has stopped writing (two resyncs without a write).
+      const objectWrites = async (agent: string) =>
+        (await auditedWrites(inject('auditLogPath'), agent, ns)).filter(
+          (e) => e.objectRef?.resource !== 'leases',
+        ).length;
+      for (let last = -1, deadline = Date.now() + 60_000; ;) {
+        const now = await objectWrites('crema-operator/restart-first');
+        if (now === last) break;
+        if (Date.now() > deadline) throw new Error(`the first operator never went quiet (${now} writes)`);
+        last = now;
+        await new Promise((r) => setTimeout(r, 4500));
+      }
+      first.kill('SIGTERM');
+      await exited(first);
+
+      // The restarted operator fills its cache from a list, not from watch events.
+      const second = await startOperatorProcess(ns, 'restart-second', 3000, resync);
+      await eventually(() => second.output().includes('became leader'), 15_000, 'second leads');
+      // Its first pass over every model, then two resyncs.
+      await new Promise((r) => setTimeout(r, 6000));
+      const writes = (
+        await auditedWrites(inject('auditLogPath'), 'crema-operator/restart-second', ns)
+      ).filter((e) => e.objectRef?.resource !== 'leases');
+      expect(
+        writes.map((e) => `${e.verb} ${e.objectRef?.resource}/${e.objectRef?.name}`),
+        'writes of an operator restarted over converged models',
+      ).toEqual([]);
+      second.kill('SIGTERM');
+      await exited(second);
     },
   );
 

@@ -38,6 +38,18 @@ function fakeClient(lists: KubeObject[][], watches: Array<Array<WatchEvent<KubeO
 }
 
 describe('Informer', () => {
+  it('caches listed objects with their kind and apiVersion, like watched ones', async () => {
+    const f = fakeClient(
+      [[cm('a', '1')]],
+      [[{ type: 'ADDED', object: { ...cm('b', '2'), kind: 'Deployment', apiVersion: 'apps/v1' } }]],
+    );
+    const inf = new Informer(f.client, { resource: RESOURCES.deployment });
+    await inf.start();
+    await new Promise((r) => setTimeout(r, 20));
+    await inf.stop();
+    expect(inf.get('ns', 'a')).toMatchObject({ apiVersion: 'apps/v1', kind: 'Deployment' });
+  });
+
   it('resumes a closed watch from the last resourceVersion it saw', async () => {
     const f = fakeClient(
       [[cm('a', '1')]],

@@ -7,6 +7,7 @@
  */
 import {
   KubeApiError,
+  apiVersionOf,
   objectKey,
   resourcePath,
   type KubeClient,
@@ -113,7 +114,11 @@ export class Informer<T extends KubeObject> {
       const page = await this.client.request<KubeList<T>>('GET', this.collectionPath(), {
         query: { labelSelector: this.opts.labelSelector, limit: 500, continue: cont },
       });
-      for (const item of page.items) fresh.set(objectKey(item), item);
+      // A list's items carry no kind and apiVersion (the list has them); watch events' objects
+      // do. Cached objects must look the same whichever way they came, or every comparison with
+      // a desired object (which has both) fails and a restarted operator rewrites everything.
+      const typed = { apiVersion: apiVersionOf(this.opts.resource), kind: this.opts.resource.kind };
+      for (const item of page.items) fresh.set(objectKey(item), { ...item, ...typed });
       cont = page.metadata?.continue || undefined;
       rv = page.metadata?.resourceVersion ?? rv;
     } while (cont);
