@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { FEATURE_SCHEMA_VERSION } from '../../../contracts/features.js';
+import { OFFLINE_METRICS_ANNOTATION, lineageAnnotations } from '../../../contracts/lineage.js';
 import {
   validateModelMetadata,
   type BaselineHistogram,
@@ -104,11 +105,8 @@ export function buildRecommenderModelYaml(
       name: meta.name,
       labels: { 'crema.dev/task': meta.task },
       annotations: {
-        'crema.dev/dataset-hash': meta.lineage.datasetHash,
-        'crema.dev/feature-job-version': meta.lineage.featureJobVersion,
-        'crema.dev/git-commit': meta.lineage.gitCommit,
-        'crema.dev/trained-at': meta.lineage.trainedAt,
-        'crema.dev/offline-metrics': JSON.stringify(meta.metrics),
+        ...lineageAnnotations(meta.lineage),
+        [OFFLINE_METRICS_ANNOTATION]: JSON.stringify(meta.metrics),
       },
     },
     spec: {

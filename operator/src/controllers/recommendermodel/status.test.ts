@@ -9,6 +9,8 @@ import {
   type StatusInput,
 } from './status.js';
 import type { Condition, RecommenderModel } from './types.js';
+import { parse } from 'yaml';
+import { buildRecommenderModelYaml } from '../../../../feature-jobs/src/train/artifacts.js';
 
 const T0 = new Date('2026-11-24T06:00:00Z');
 const T1 = new Date('2026-11-24T06:05:00Z');
@@ -156,13 +158,38 @@ describe('computeStatus', () => {
     expect(next.phase).toBe('Progressing'); // the pods still carry SHA1
   });
 
-  it('copies lineage from the annotations training writes', () => {
+  it('copies lineage from the resource training generates', () => {
+    // The manifest the training job writes, not annotations typed here: the two sides once
+    // used different keys and a test with the operator's own key could not see it.
+    const meta = {
+      name: 'm',
+      task: 'churn',
+      sha256: SHA1,
+      featureSchemaVersion: 1,
+      metrics: {},
+      lineage: {
+        datasetHash: 'abc',
+        featureJobVersion: 'fj-1',
+        gitCommit: 'deadbeef',
+        trainedAt: T0.toISOString(),
+      },
+    } as unknown as Parameters<typeof buildRecommenderModelYaml>[0];
+    const generated = parse(
+      buildRecommenderModelYaml(meta, 'http://x/m.onnx', 'http://x/m.meta.json'),
+    ) as RecommenderModel;
     const m = model();
-    m.metadata!.annotations = { 'crema.dev/dataset-hash': 'abc', 'crema.dev/code-version': 'deadbeef' };
+    m.metadata!.annotations = generated.metadata!.annotations;
     expect(status({ model: m, deployment: deploy(), now: T0 }).lineage).toEqual({
       datasetHash: 'abc',
+      featureJobVersion: 'fj-1',
       codeVersion: 'deadbeef',
     });
+  });
+
+  it('still reads the older code-version annotation', () => {
+    const m = model();
+    m.metadata!.annotations = { 'crema.dev/code-version': 'cafe' };
+    expect(status({ model: m, deployment: deploy(), now: T0 }).lineage).toEqual({ codeVersion: 'cafe' });
   });
 });
 

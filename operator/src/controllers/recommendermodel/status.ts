@@ -5,6 +5,7 @@
  * conditions. lastTransitionTime only moves when a condition's status changes, so an
  * unchanged world computes an identical status and the reconcile writes nothing.
  */
+import { lineageFromAnnotations } from '../../../../contracts/lineage.js';
 import type { RolloutDecision, RolloutState } from '../../rollout/machine.js';
 import type { PodProblem } from './pods.js';
 import type { Condition, RecommenderModel, RecommenderModelStatus } from './types.js';
@@ -262,11 +263,6 @@ export function derivePhase(conditions: readonly Condition[]): NonNullable<Recom
 
 /** Lineage from the annotations training writes on the model resource. */
 function lineageOf(model: RecommenderModel): RecommenderModelStatus['lineage'] | undefined {
-  const a = model.metadata?.annotations ?? {};
-  const lineage = {
-    ...(a['crema.dev/dataset-hash'] ? { datasetHash: a['crema.dev/dataset-hash'] } : {}),
-    ...(a['crema.dev/feature-job-version'] ? { featureJobVersion: a['crema.dev/feature-job-version'] } : {}),
-    ...(a['crema.dev/code-version'] ? { codeVersion: a['crema.dev/code-version'] } : {}),
-  };
+  const lineage = lineageFromAnnotations(model.metadata?.annotations ?? {});
   return Object.keys(lineage).length ? lineage : undefined;
 }
