@@ -1,7 +1,13 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { QUANTITY_PATTERN, isQuantity, parseQuantity, sameQuantity } from './quantity.js';
 import { USER_FEATURES, decodeUserFeatures, encodeUserFeatures } from './features.js';
 import { validateModelMetadata } from './model-metadata.js';
 import { assignVariant, bucketOf } from './variant-hash.js';
+
+const CRDS = join(import.meta.dirname, '..', 'crds');
 
 describe('user feature blob', () => {
   it('round-trips a vector and rejects a wrong length', () => {
@@ -67,5 +73,44 @@ describe('serving env', () => {
       sha256: 'CREMA_RANKING_MODEL_SHA256',
     });
     expect(new Set(MODEL_TASKS.map((t) => modelEnvNames(t).uri)).size).toBe(4);
+  });
+});
+
+describe('quantities', () => {
+  it.each([
+    ['250m', 0.25],
+    ['1', 1],
+    ['0.5', 0.5],
+    ['1.5Gi', 1.5 * 2 ** 30],
+    ['500M', 5e8],
+    ['1e3', 1000],
+    ['.5Ki', 512],
+  ])('%s = %d', (q, v) => expect(parseQuantity(q)).toBeCloseTo(v, 9));
+
+  it('refuses what the API server would, naming the field', () => {
+    for (const q of ['1GB', 'lots', '-1', '1e1.5', '']) expect(isQuantity(q)).toBe(false);
+    expect(() => parseQuantity('1GB', 'spec.x.memory')).toThrow(
+      /spec.x.memory: "1GB" is not a Kubernetes quantity/,
+    );
+  });
+
+  it('compares spellings of one amount as equal', () => {
+    expect(sameQuantity('1.5Gi', '1536Mi')).toBe(true);
+    expect(sameQuantity('1000m', '1')).toBe(true);
+    expect(sameQuantity('1G', '1Gi')).toBe(false);
+  });
+
+  it('is the grammar of every quantity field in the CRDs', () => {
+    const patterns: string[] = [];
+    const walk = (node: unknown, path: string) => {
+      if (node === null || typeof node !== 'object') return;
+      const n = node as Record<string, unknown>;
+      if (/\.(requests|limits)\.properties\.(cpu|memory)$/.test(path)) patterns.push(String(n['pattern']));
+      for (const [k, v] of Object.entries(n)) walk(v, `${path}.${k}`);
+    };
+    for (const f of readdirSync(CRDS).filter((x) => x.endsWith('.yaml')))
+      walk(parse(readFileSync(join(CRDS, f), 'utf8')), f);
+    expect(patterns.length).toBeGreaterThanOrEqual(4);
+    expect(new Set(patterns)).toEqual(new Set([QUANTITY_PATTERN]));
   });
 });

@@ -13,6 +13,26 @@ describe('isSubset (does the cluster already hold what we would apply?)', () => 
     ['zero values the server omits', { minReadySeconds: 0, hostNetwork: false }, {}, true],
     ['non-zero value absent', { minReadySeconds: 5 }, {}, false],
     ['object vs scalar', { a: { b: 1 } }, { a: 1 }, false],
+    // The API server stores quantities in canonical form.
+    [
+      'quantities in canonical form',
+      { resources: { requests: { cpu: '1000m', memory: '1.5Gi' }, limits: { memory: '1024Mi' } } },
+      { resources: { requests: { cpu: '1', memory: '1536Mi' }, limits: { memory: '1Gi' } } },
+      true,
+    ],
+    [
+      'an emptyDir size limit',
+      { emptyDir: { sizeLimit: '1024Mi' } },
+      { emptyDir: { sizeLimit: '1Gi' } },
+      true,
+    ],
+    ['a changed quantity', { requests: { memory: '1.5Gi' } }, { requests: { memory: '1Gi' } }, false],
+    [
+      'quantity-like strings elsewhere compare as strings',
+      { labels: { v: '1000m' } },
+      { labels: { v: '1' } },
+      false,
+    ],
   ])('%s', (_name, desired, observed, expected) => {
     expect(isSubset(desired, observed)).toBe(expected);
   });

@@ -4,6 +4,7 @@
  * the cluster already matches, so a no-op resync sends zero writes.
  */
 import { isDeepStrictEqual } from 'node:util';
+import { sameQuantity } from '../../../contracts/quantity.js';
 import { apiVersionOf, resourcePath, type KubeClient, type KubeObject, type ResourceDef } from './kube.js';
 
 /** The field manager every operator write uses. */
@@ -14,20 +15,28 @@ export const FIELD_MANAGER = 'crema-operator';
  * `observed`, such as server defaults or other managers' fields, are ignored). Lists must
  * match element by element; a zero value matches an absent field.
  */
-export function isSubset(desired: unknown, observed: unknown): boolean {
+export function isSubset(desired: unknown, observed: unknown, key = '', parentKey = ''): boolean {
   // The API server drops zero values of non-pointer fields (`minReadySeconds: 0`,
   // `hostNetwork: false`): absent there means the same as zero here.
   if (observed === undefined && (desired === 0 || desired === false || desired === '')) return true;
+  // It also rewrites quantities in canonical form ("1.5Gi" → "1536Mi", "1000m" → "1").
+  if (typeof desired === 'string' && typeof observed === 'string' && isQuantityField(key, parentKey))
+    return sameQuantity(desired, observed);
   if (desired === null || typeof desired !== 'object') return isDeepStrictEqual(desired, observed);
   if (Array.isArray(desired)) {
     if (!Array.isArray(observed) || observed.length !== desired.length) return false;
-    return desired.every((d, i) => isSubset(d, observed[i]));
+    return desired.every((d, i) => isSubset(d, observed[i], key, parentKey));
   }
   if (observed === null || typeof observed !== 'object' || Array.isArray(observed)) return false;
   const o = observed as Record<string, unknown>;
   return Object.entries(desired as Record<string, unknown>).every(
-    ([k, v]) => v === undefined || isSubset(v, o[k]),
+    ([k, v]) => v === undefined || isSubset(v, o[k], k, key),
   );
+}
+
+/** Fields holding a resource.Quantity: container requests/limits entries and volume size limits. */
+function isQuantityField(key: string, parentKey: string): boolean {
+  return key === 'sizeLimit' || parentKey === 'requests' || parentKey === 'limits';
 }
 
 /**

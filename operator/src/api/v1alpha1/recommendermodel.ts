@@ -209,13 +209,15 @@ export interface RecommenderModelSpecServingResources {
 export interface RecommenderModelSpecServingResourcesRequests {
   /**
    * CPU request as a Kubernetes quantity, e.g. 250m or 1. Defaults to 250m.
-   * Constraints: length ≤ 32; pattern `^[0-9]+(\.[0-9]+)?m?$`.
+   * Constraints: length ≤ 32; pattern
+   * `^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$`.
    * @default "250m"
    */
   cpu?: string;
   /**
    * Memory request as a Kubernetes quantity, e.g. 256Mi. Defaults to 256Mi.
-   * Constraints: length ≤ 32; pattern `^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$`.
+   * Constraints: length ≤ 32; pattern
+   * `^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$`.
    * @default "256Mi"
    */
   memory?: string;
@@ -227,12 +229,14 @@ export interface RecommenderModelSpecServingResourcesRequests {
 export interface RecommenderModelSpecServingResourcesLimits {
   /**
    * CPU limit as a Kubernetes quantity, e.g. 1 or 500m.
-   * Constraints: length ≤ 32; pattern `^[0-9]+(\.[0-9]+)?m?$`.
+   * Constraints: length ≤ 32; pattern
+   * `^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$`.
    */
   cpu?: string;
   /**
    * Memory limit as a Kubernetes quantity, e.g. 512Mi. Defaults to 512Mi.
-   * Constraints: length ≤ 32; pattern `^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$`.
+   * Constraints: length ≤ 32; pattern
+   * `^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$`.
    * @default "512Mi"
    */
   memory?: string;

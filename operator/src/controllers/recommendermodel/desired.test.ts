@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { KubeObject } from '../../runtime/kube.js';
-import { buildServingObjects, cpuMillis, memSize } from './desired.js';
+import { buildServingObjects } from './desired.js';
 import type { RecommenderModel } from './types.js';
 
 const rm = (serving: Record<string, unknown> = {}): RecommenderModel =>
@@ -18,7 +18,10 @@ interface DeploymentLike {
   replicas?: number;
   template: {
     metadata: { annotations: Record<string, string> };
-    spec: { containers: Array<{ image: string; ports: unknown; resources: { requests: unknown } }> };
+    spec: {
+      containers: Array<{ image: string; ports: unknown; resources: unknown }>;
+      initContainers?: Array<{ resources: unknown }>;
+    };
   };
 }
 const byKind = (objs: KubeObject[], kind: string) =>
@@ -73,27 +76,68 @@ describe('buildServingObjects', () => {
   it('uses the requested port, image and resources', () => {
     const d = byKind(
       buildServingObjects(
-        rm({ port: 9000, image: 'crema/serving:9', resources: { requests: { cpu: '1', memory: '1Gi' } } }),
+        rm({
+          port: 9000,
+          image: 'crema/serving:9',
+          resources: { requests: { cpu: '1', memory: '1Gi' }, limits: { memory: '2Gi' } },
+        }),
       ),
       'Deployment',
     );
     const c = d.spec.template.spec.containers[0]!;
     expect(c.image).toBe('crema/serving:9');
     expect(c.ports).toEqual([{ containerPort: 9000 }]);
-    expect(c.resources.requests).toEqual({ cpu: '1000m', memory: '1024Mi' });
+    expect(c.resources).toEqual({ requests: { cpu: '1', memory: '1Gi' }, limits: { memory: '2Gi' } });
   });
 });
 
 describe('quantities', () => {
+  const resources = (r: unknown) =>
+    byKind(buildServingObjects(rm(r === undefined ? {} : { resources: r })), 'Deployment').spec.template.spec;
+
+  it('renders any Kubernetes quantity as written, for the serving and the init container', () => {
+    const pod = resources({
+      requests: { cpu: '0.5', memory: '1.5Gi' },
+      limits: { memory: '2G', cpu: '1500m' },
+    });
+    expect(pod.containers[0]!.resources).toEqual({
+      requests: { cpu: '0.5', memory: '1.5Gi' },
+      limits: { memory: '2G', cpu: '1500m' },
+    });
+    expect(pod.initContainers![0]!.resources).toEqual({
+      requests: { cpu: '50m', memory: '64Mi' },
+      limits: { memory: '2G' },
+    });
+  });
+
+  it('defaults to 250m / 256Mi requests and a 512Mi limit', () => {
+    expect(resources(undefined).containers[0]!.resources).toEqual({
+      requests: { cpu: '250m', memory: '256Mi' },
+      limits: { memory: '512Mi' },
+    });
+  });
+
+  it('the init container never asks for more than the pod may use', () => {
+    expect(
+      resources({ requests: { memory: '32Mi' }, limits: { memory: '48Mi' } }).initContainers![0]!.resources,
+    ).toEqual({
+      requests: { cpu: '50m', memory: '48Mi' },
+      limits: { memory: '48Mi' },
+    });
+  });
+
   it.each([
-    ['250m', 250],
-    ['1', 1000],
-    ['0.5', 500],
-  ])('cpu %s = %i millicores', (q, m) => expect(cpuMillis(q)).toBe(m));
-  it('rejects malformed quantities naming them', () => {
-    expect(() => cpuMillis('lots')).toThrow(/"lots"/);
-    expect(() => memSize('1GB')).toThrow(/"1GB"/);
-    expect(memSize('2Gi').toMebibytes()).toBe(2048);
+    [
+      { requests: { memory: '1Gi' } },
+      /spec.serving.resources.requests.memory \(1Gi\) is above spec.serving.resources.limits.memory \(512Mi\)/,
+    ],
+    [{ requests: { cpu: '2' }, limits: { cpu: '1' } }, /requests.cpu \(2\) is above .*limits.cpu \(1\)/],
+    [
+      { requests: { memory: '1GB' } },
+      /spec.serving.resources.requests.memory: "1GB" is not a Kubernetes quantity/,
+    ],
+  ])('refuses %j naming the field', (r, message) => {
+    expect(() => resources(r)).toThrow(message);
   });
 });
 

@@ -17,6 +17,7 @@ import {
   fetchedModelUri,
   modelEnvNames,
 } from '../../../../contracts/serving-env.js';
+import { parseQuantity } from '../../../../contracts/quantity.js';
 import type { RecommenderModel } from './types.js';
 
 /** Labels on every child; the operator's informers select on `managed-by`. */
@@ -164,15 +165,12 @@ export function buildServingObjects(
     capabilities: { drop: [kplus.Capability.ALL] },
     seccompProfile: { type: kplus.SeccompProfileType.RUNTIME_DEFAULT },
   };
-  const memoryLimit = memSize(serving.resources?.limits?.memory ?? '512Mi');
-  const servingResources: kplus.ContainerResources = {
-    cpu: {
-      request: kplus.Cpu.millis(cpuMillis(serving.resources?.requests?.cpu ?? '250m')),
-      ...(serving.resources?.limits?.cpu
-        ? { limit: kplus.Cpu.millis(cpuMillis(serving.resources.limits.cpu)) }
-        : {}),
-    },
-    memory: { request: memSize(serving.resources?.requests?.memory ?? '256Mi'), limit: memoryLimit },
+  // Quantities go out as the spec spells them (any Kubernetes quantity); cdk8s-plus would only
+  // render whole Mi and millicores. They replace the placeholders below after synthesis.
+  const quantities = containerResources(rm);
+  const placeholder: kplus.ContainerResources = {
+    cpu: { request: kplus.Cpu.millis(1) },
+    memory: { request: Size.mebibytes(1) },
   };
   const podLabels = (track: Track) => ({ ...common, [MODEL_LABEL]: name, [TRACK_LABEL]: track });
   const scrape = {
@@ -251,10 +249,7 @@ export function buildServingObjects(
           : {}),
       },
       volumeMounts: [{ path: MODEL_DIR, volume: models }],
-      resources: {
-        cpu: { request: kplus.Cpu.millis(50) },
-        memory: { request: Size.mebibytes(64), limit: memoryLimit },
-      },
+      resources: placeholder,
       securityContext: containerSecurity,
     });
     // 2. Serving, reading the verified files from the shared volume.
@@ -288,7 +283,7 @@ export function buildServingObjects(
         { path: '/tmp', volume: tmp },
       ],
       ...probes,
-      resources: servingResources,
+      resources: placeholder,
       securityContext: containerSecurity,
     });
     new kplus.Service(chart, `${track}-service`, {
@@ -398,7 +393,7 @@ export function buildServingObjects(
   );
   return [...chart.toJson(), ...routed].map((o: KubeObject) =>
     normalize({
-      ...withLogFallbackMessages(o),
+      ...withLogFallbackMessages(withResources(o, quantities)),
       metadata: { ...o.metadata, labels: { ...common, ...o.metadata?.labels }, ownerReferences: [owner] },
     }),
   );
@@ -496,20 +491,71 @@ function normalize<T>(value: T): T {
   return out as T;
 }
 
-/** Parses a CPU quantity ("250m", "1", "0.5") into millicores. */
-export function cpuMillis(q: string): number {
-  const m = /^(\d+(?:\.\d+)?)(m?)$/.exec(q);
-  if (!m) throw new Error(`invalid CPU quantity ${JSON.stringify(q)}`);
-  return m[2] ? Math.round(Number(m[1])) : Math.round(Number(m[1]) * 1000);
+/** A container's `resources`, quantities as strings. */
+export interface QuantityResources {
+  readonly requests: Readonly<Record<string, string>>;
+  readonly limits: Readonly<Record<string, string>>;
 }
 
-/** Parses a binary memory quantity ("256Mi", "1Gi") into a cdk8s Size. */
-export function memSize(q: string): Size {
-  const m = /^(\d+)(Ki|Mi|Gi|Ti)$/.exec(q);
-  if (!m) throw new Error(`invalid memory quantity ${JSON.stringify(q)} (use Ki, Mi, Gi or Ti)`);
-  const n = Number(m[1]);
-  const unit = { Ki: Size.kibibytes, Mi: Size.mebibytes, Gi: Size.gibibytes, Ti: Size.tebibytes }[
-    m[2] as 'Ki'
-  ];
-  return unit(n);
+/** Defaults of `spec.serving.resources` (the CRD's defaults too). */
+const DEFAULT_RESOURCES = { cpu: '250m', memory: '256Mi', memoryLimit: '512Mi' } as const;
+/** What the model-fetching init container asks for (at most the pod's memory limit). */
+const FETCH_REQUESTS = { cpu: '50m', memory: '64Mi' } as const;
+
+/**
+ * The serving and init containers' resources from `spec.serving.resources`. Throws a message
+ * naming the field when a value is not a quantity or a request exceeds its limit (the API
+ * server would refuse the pods, far from the resource the user wrote).
+ */
+export function containerResources(rm: RecommenderModel): Record<string, QuantityResources> {
+  const r = rm.spec.serving?.resources;
+  const field = 'spec.serving.resources';
+  const requests = {
+    cpu: r?.requests?.cpu ?? DEFAULT_RESOURCES.cpu,
+    memory: r?.requests?.memory ?? DEFAULT_RESOURCES.memory,
+  };
+  const limits: Record<string, string> = { memory: r?.limits?.memory ?? DEFAULT_RESOURCES.memoryLimit };
+  if (r?.limits?.cpu) limits['cpu'] = r.limits.cpu;
+  const amounts = {
+    requests: {
+      cpu: parseQuantity(requests.cpu, `${field}.requests.cpu`),
+      memory: parseQuantity(requests.memory, `${field}.requests.memory`),
+    },
+    limits: {
+      memory: parseQuantity(limits['memory']!, `${field}.limits.memory`),
+      ...(limits['cpu'] ? { cpu: parseQuantity(limits['cpu'], `${field}.limits.cpu`) } : {}),
+    },
+  };
+  for (const k of ['cpu', 'memory'] as const) {
+    const limit = amounts.limits[k];
+    if (limit !== undefined && amounts.requests[k] > limit) {
+      throw new RangeError(
+        `${field}.requests.${k} (${requests[k]}) is above ${field}.limits.${k} (${limits[k]})`,
+      );
+    }
+  }
+  if (amounts.requests.cpu <= 0) throw new RangeError(`${field}.requests.cpu must be above 0`);
+  if (amounts.limits.memory <= 0) throw new RangeError(`${field}.limits.memory must be above 0`);
+  const fetchMemory =
+    amounts.limits.memory < parseQuantity(FETCH_REQUESTS.memory) ? limits['memory']! : FETCH_REQUESTS.memory;
+  return {
+    [SERVING_CONTAINER]: { requests, limits },
+    [FETCH_CONTAINER]: {
+      requests: { cpu: FETCH_REQUESTS.cpu, memory: fetchMemory },
+      limits: { memory: limits['memory']! },
+    },
+  };
+}
+
+/** Sets the resources of the named containers (and init containers) of a Deployment. */
+function withResources(o: KubeObject, byContainer: Record<string, QuantityResources>): KubeObject {
+  const pod = (o as { spec?: { template?: { spec?: Record<string, unknown> } } }).spec?.template?.spec;
+  if (o.kind !== 'Deployment' || !pod) return o;
+  for (const list of ['initContainers', 'containers']) {
+    for (const c of (pod[list] as Array<Record<string, unknown>> | undefined) ?? []) {
+      const r = byContainer[c['name'] as string];
+      if (r) c['resources'] = { requests: { ...r.requests }, limits: { ...r.limits } };
+    }
+  }
+  return o;
 }

@@ -79,6 +79,14 @@ describe('RecommenderModel controller (control plane only: pod readiness simulat
       20_000,
       'deployment',
     );
+    // Children are applied one after another: wait for the last ones too before reading them.
+    for (const [r, child] of [
+      [RESOURCES.hpa, 'drinks'],
+      [RESOURCES.service, 'drinks'],
+      [RESOURCES.pdb, 'drinks'],
+      [RESOURCES.configMap, 'drinks-model'],
+    ] as const)
+      await eventually(() => get(r, child).catch(() => undefined), 20_000, `${r.kind} ${child}`);
     const spec = deploy.spec as {
       replicas?: number;
       selector: { matchLabels: Record<string, string> };
@@ -260,6 +268,71 @@ describe('RecommenderModel controller (control plane only: pod readiness simulat
       /crema_operator_writes_total\{controller="recommendermodel",kind="Deployment"\} [1-9]/,
     );
     expect(metrics).toMatch(/crema_operator_api_requests\{method="PATCH"\} [1-9]/);
+  });
+
+  it('accepts any Kubernetes quantity, renders it as written and then leaves the canonical form alone', async () => {
+    await client.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
+      // One replica, the HPA's minimum: its first sync (15 s in) then changes nothing.
+      body: model('sized', SHA1, {
+        minReplicas: 1,
+        maxReplicas: 2,
+        resources: { requests: { cpu: '0.5', memory: '1.5Gi' }, limits: { memory: '2G', cpu: '1500m' } },
+      }),
+    });
+    const deploy = await eventually(
+      () => get(RESOURCES.deployment, 'sized-stable').catch(() => undefined),
+      20_000,
+    );
+    const pod = deploy.spec!['template'] as {
+      spec: { containers: Array<{ name: string; resources: unknown }> };
+    };
+    // The API server stores the canonical form.
+    expect(pod.spec.containers.find((c) => c.name === 'serving')!.resources).toEqual({
+      requests: { cpu: '500m', memory: '1536Mi' },
+      limits: { memory: '2G', cpu: '1500m' },
+    });
+    const m = await eventually(async () => {
+      const x = await getModel('sized');
+      return x.status?.observedGeneration === x.metadata?.generation ? x : undefined;
+    });
+    expect(condition(m, 'Degraded')).toMatchObject({ status: 'False' });
+    // Resyncs compare amounts, not spellings: no write.
+    await eventually(async () => op.manager.queueDepth('recommendermodel') === 0, 10_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    const before = (await auditedWrites(inject('auditLogPath'), 'crema-operator', ns)).length;
+    await new Promise((r) => setTimeout(r, 3500));
+    const after = await auditedWrites(inject('auditLogPath'), 'crema-operator', ns);
+    expect(after.slice(before).map((e) => `${e.verb} ${e.requestURI}`)).toEqual([]);
+  });
+
+  it('a spec it cannot render is Degraded, naming the field, and nothing running is touched', async () => {
+    const before = await get(RESOURCES.deployment, 'sized-stable');
+    await client.request('PATCH', resourcePath(RESOURCES.recommenderModel, ns, 'sized'), {
+      contentType: 'application/merge-patch+json',
+      body: { spec: { serving: { resources: { requests: { memory: '4Gi' } } } } },
+    });
+    const m = await eventually(async () => {
+      const x = await getModel('sized');
+      return condition(x, 'Degraded')?.reason === 'InvalidSpec' ? x : undefined;
+    }, 20_000);
+    expect(condition(m, 'Degraded')).toMatchObject({
+      status: 'True',
+      message:
+        'spec.serving.resources.requests.memory (4Gi) is above spec.serving.resources.limits.memory (2G)',
+    });
+    expect((await get(RESOURCES.deployment, 'sized-stable')).metadata?.resourceVersion).toBe(
+      before.metadata?.resourceVersion,
+    );
+    // And the API server refuses what is no quantity at all, naming the field.
+    const refused = await client
+      .request('PATCH', resourcePath(RESOURCES.recommenderModel, ns, 'sized'), {
+        contentType: 'application/merge-patch+json',
+        body: { spec: { serving: { resources: { requests: { memory: '1.5GB' } } } } },
+      })
+      .catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(KubeApiError);
+    expect((refused as KubeApiError).message).toMatch(/spec.serving.resources.requests.memory/);
+    await client.request('DELETE', resourcePath(RESOURCES.recommenderModel, ns, 'sized'));
   });
 
   it('garbage-collects every child when the model is deleted', { timeout: 120_000 }, async () => {

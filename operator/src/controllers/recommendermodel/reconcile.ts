@@ -235,13 +235,17 @@ export async function reconcileRecommenderModel(
   };
   let analysis: RolloutInput['analysis'];
   if (analysisDue(base) && state.canary && state.stable) {
+    // An analysis that cannot run (Prometheus down, a query refused) is no verdict: the step
+    // waits, and Progressing says why.
+    const { stable: s, canary: c } = state;
     analysis = deps.analyzer
-      ? await deps.analyzer.analyze({
-          namespace,
-          model,
-          stableSha: state.stable.modelSha,
-          canarySha: state.canary.modelSha,
-        })
+      ? await deps.analyzer
+          .analyze({ namespace, model, stableSha: s.modelSha, canarySha: c.modelSha })
+          .catch((err: unknown) => ({
+            verdict: 'Inconclusive' as const,
+            message: `analysis could not run: ${err instanceof Error ? err.message : String(err)}`,
+            at: now.toISOString(),
+          }))
       : {
           verdict: 'Inconclusive',
           message: 'no analysis provider configured (set CREMA_PROMETHEUS_URL)',
@@ -263,10 +267,18 @@ export async function reconcileRecommenderModel(
 
   // 4. Apply what differs; remove canary objects that should no longer exist.
   const defaults = deps.servingDefaults ?? {};
-  const desired = deps.desiredCache.get(key, model, plan, () =>
-    buildServingObjects(model, plan, undefined, defaults),
-  );
   let applyError: string | undefined;
+  let specError: string | undefined;
+  let desired: KubeObject[] = [];
+  try {
+    desired = deps.desiredCache.get(key, model, plan, () =>
+      buildServingObjects(model, plan, undefined, defaults),
+    );
+  } catch (err) {
+    // A spec the builder refuses (a request above its limit): nothing is applied or removed,
+    // the pods keep running what they run, and the status names the field.
+    specError = err instanceof Error ? err.message : String(err);
+  }
   let deployment: KubeObject | undefined;
   for (const obj of desired) {
     const resource = byKind.get(obj.kind ?? '');
@@ -282,7 +294,7 @@ export async function reconcileRecommenderModel(
     }
   }
   let retireRouterLater = false;
-  if (!applyError) {
+  if (!applyError && !specError) {
     // Children this model may own but should not have now (canary after promotion or rollback,
     // drift rules after spec.drift is removed).
     const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata?.name}`));
@@ -323,8 +335,12 @@ export async function reconcileRecommenderModel(
     model,
     deployment: observeDeployment(deployment) ?? stableDeployment,
     ...(canaryDeployment && plan.canary ? { canaryDeployment } : {}),
-    rollout: decision,
+    // With a spec the builder refused nothing was applied: the rollout stays where it was.
+    rollout: specError
+      ? { state, canaryWeight: state.canary?.weight ?? 0, notices: [], wantsAnalysis: false }
+      : decision,
     ...(applyError ? { applyError } : {}),
+    ...(specError ? { specError } : {}),
     ...(redisUrlOf(model, defaults)
       ? {}
       : {
@@ -345,7 +361,8 @@ export async function reconcileRecommenderModel(
   try {
     if (await patchStatus(deps.client, RESOURCES.recommenderModel, current, status)) {
       deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'RecommenderModel/status' });
-      for (const n of decision.notices) await deps.events.record(obj, n.type, n.reason, n.message);
+      if (!specError)
+        for (const n of decision.notices) await deps.events.record(obj, n.type, n.reason, n.message);
       await recordTransitions(deps.events, model, status);
     }
   } catch (err) {

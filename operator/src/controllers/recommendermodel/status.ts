@@ -34,6 +34,8 @@ export interface StatusInput {
   readonly rollout: RolloutDecision;
   /** Error from applying children, if the apply step failed. */
   readonly applyError?: string;
+  /** The spec could not be turned into children (a request above its limit): nothing applied. */
+  readonly specError?: string;
   /** A setting the pods need is missing (e.g. no Redis address). */
   readonly configProblem?: PodProblem;
   /** Why pods of each track do not serve, read from the pods (pods.ts). */
@@ -150,8 +152,13 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
     );
   };
 
+  const failure = input.specError
+    ? { reason: 'InvalidSpec', message: input.specError }
+    : input.applyError
+      ? { reason: 'ApplyFailed', message: input.applyError }
+      : null;
   const degraded = [
-    input.applyError ? { reason: 'ApplyFailed', message: input.applyError } : null,
+    failure,
     stableProblem,
     problem && problem.reason !== 'WaitingForReplicas' && problem.reason !== 'DeploymentMissing'
       ? problem
@@ -195,12 +202,11 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
     cond('RolledBack', 'False', 'NewRollout', `canary revision ${canary.revision} started`);
   }
 
+  // A refused spec leaves running pods as they are: Ready still says whether they serve.
   const ready = !input.applyError && rolledOut && !problem;
   // Not ready: say why in the most specific terms known (a pod's reason beats "waiting").
   const why =
-    input.applyError !== undefined
-      ? { reason: 'ApplyFailed', message: input.applyError }
-      : (stableProblem ?? (problem ? { reason: problem.reason, message: problem.message } : null));
+    failure ?? stableProblem ?? (problem ? { reason: problem.reason, message: problem.message } : null);
   cond(
     'Ready',
     ready ? 'True' : 'False',
