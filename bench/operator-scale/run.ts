@@ -57,6 +57,13 @@ const sumOf = (m: Record<string, number>, prefix: string) =>
     .filter(([k]) => k.startsWith(prefix))
     .reduce((s, [, v]) => s + v, 0);
 
+/** CPU time (user + system) a process has used, in seconds. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  // After "pid (comm) ": state is field 0, utime 11, stime 12 (clock ticks, 100 per second).
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 async function main(): Promise<void> {
   const env = await startTestEnv({ redis: false, controllerManager: WITH_KCM, log: () => {} });
   const kubeconfig = env.kube!.kubeconfigPath;
@@ -74,34 +81,40 @@ async function main(): Promise<void> {
         stdio: 'inherit',
       },
     );
-    const op = spawn(process.execPath, [join(root, 'dist/operator/src/main.js')], {
-      env: {
-        ...process.env,
-        KUBECONFIG: kubeconfig,
-        CREMA_HEALTH_PORT: '0',
-        CREMA_LEASE_NAMESPACE: 'default',
-        CREMA_RESYNC_MS: String(RESYNC_MS),
-        CREMA_CONCURRENCY: '8',
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    let failures = 0;
-    op.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      // Surface the first few reconcile failures: they explain a slow or stuck run.
-      for (const line of d.toString().split('\n')) {
-        if (line.includes('failed') && failures++ < 5) console.error(`[operator] ${line}`);
-      }
-    });
-    const port = Number(
-      (await eventually(
-        () => /health and metrics on :(\d+)/.exec(out)?.[1],
-        60_000,
-        'operator started',
-      )) as string,
-    );
-    await eventually(() => out.includes('became leader'), 30_000, 'operator leads');
+    const startOperatorProcess = async () => {
+      const child = spawn(process.execPath, [join(root, 'dist/operator/src/main.js')], {
+        env: {
+          ...process.env,
+          KUBECONFIG: kubeconfig,
+          CREMA_HEALTH_PORT: '0',
+          CREMA_LEASE_NAMESPACE: 'default',
+          CREMA_RESYNC_MS: String(RESYNC_MS),
+          CREMA_CONCURRENCY: '8',
+          // Rendered into the pods only (none runs here); without it every model is Degraded.
+          CREMA_SERVING_REDIS_URL: 'redis://crema-redis.crema-system.svc:6379',
+        },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      let failures = 0;
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        // Surface the first few reconcile failures: they explain a slow or stuck run.
+        for (const line of d.toString().split('\n')) {
+          if (line.includes('failed') && failures++ < 5) console.error(`[operator] ${line}`);
+        }
+      });
+      const port = Number(
+        (await eventually(
+          () => /health and metrics on :(\d+)/.exec(out)?.[1],
+          60_000,
+          'operator started',
+        )) as string,
+      );
+      await eventually(() => out.includes('became leader'), 30_000, 'operator leads');
+      return { op: child, port };
+    };
+    const { op, port } = await startOperatorProcess();
     const rssIdleKiB = rssKiB(op.pid!, 'VmRSS');
     const m0 = await scrape(port);
 
@@ -184,6 +197,25 @@ async function main(): Promise<void> {
     op.kill('SIGTERM');
     await new Promise((r) => op.once('exit', r));
 
+    // Restart: the new operator fills its cache from lists (not watch events), reconciles every
+    // model once and then resyncs; none of it should write. CPU from /proc (user + system).
+    const restartWritesBefore = (await auditedWrites(audit, 'crema-operator', NS)).length;
+    const restarted = await startOperatorProcess();
+    const cpu0 = cpuSeconds(restarted.op.pid!);
+    const r0 = sumOf(await scrape(restarted.port), 'crema_operator_reconcile_total');
+    await eventually(
+      async () => sumOf(await scrape(restarted.port), 'crema_operator_reconcile_total') - r0 >= MODELS,
+      300_000,
+      'the restarted operator reconciled every model',
+    );
+    const firstPassCpuSeconds = cpuSeconds(restarted.op.pid!) - cpu0;
+    const firstPassReconciles = sumOf(await scrape(restarted.port), 'crema_operator_reconcile_total') - r0;
+    await new Promise((r) => setTimeout(r, RESYNC_MS * 1.5));
+    const restartReconciles = sumOf(await scrape(restarted.port), 'crema_operator_reconcile_total') - r0;
+    const restartWrites = (await auditedWrites(audit, 'crema-operator', NS)).length - restartWritesBefore;
+    restarted.op.kill('SIGTERM');
+    await new Promise((r) => restarted.op.once('exit', r));
+
     const summary = {
       benchmark: 'operator-scale',
       models: MODELS,
@@ -199,6 +231,12 @@ async function main(): Promise<void> {
       apiRequestsPerReconcile: +(apiRequests / reconciles).toFixed(2),
       serverSideWritesPerModel: +(serverWrites / MODELS).toFixed(2),
       noopResync: { reconciles: resyncReconciles, writes: resyncWrites, goalWrites: 0 },
+      afterRestart: {
+        reconciles: restartReconciles,
+        writes: restartWrites,
+        goalWrites: 0,
+        firstPassCpuMsPerReconcile: +((firstPassCpuSeconds * 1000) / firstPassReconciles).toFixed(2),
+      },
       machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
     };
     await mkdir(join(root, 'bench/results'), { recursive: true });
