@@ -184,6 +184,76 @@ describe('computeRolloutStep', () => {
     expect(d.waiting).toMatch(/waits for a ready stable pod/);
   });
 
+  describe('manual commands: consumed when they act, kept (and said) while they cannot', () => {
+    it.each([
+      ['promote-full', input({ canary: {}, command: 'promote-full' }), 'acted'],
+      ['promote-step', input({ canary: {}, command: 'promote-step' }), 'acted'],
+      ['abort', input({ canary: {}, command: 'abort' }), 'acted'],
+      [
+        'abort while stable has no ready pod',
+        input({
+          canary: { weight: 50, step: 1 },
+          command: 'abort',
+          observed: { stableReadyReplicas: 0, canaryReadyReplicas: 2 },
+        }),
+        'held',
+      ],
+      [
+        'promote-full during a freeze',
+        input({ canary: {}, command: 'promote-full', freeze: { name: 'morning-rush' } }),
+        'held',
+      ],
+      [
+        'promote-step on the last step during a freeze',
+        input({
+          canary: { step: 2, weight: 100 },
+          command: 'promote-step',
+          freeze: { name: 'morning-rush' },
+        }),
+        'held',
+      ],
+      [
+        'promote-step before a canary pod is ready',
+        input({
+          canary: {},
+          command: 'promote-step',
+          observed: { stableReadyReplicas: 2, canaryReadyReplicas: 0 },
+        }),
+        'held',
+      ],
+      ['abort with no rollout', input({ command: 'abort', specOver: { modelSha: A } }), 'ignored'],
+    ] as const)('%s → %s', (_name, i, outcome) => {
+      const d = computeRolloutStep(i);
+      expect(d.command?.outcome).toBe(outcome);
+      if (outcome === 'held') {
+        expect(d.state.canary).toBeDefined();
+        expect(d.waiting).toMatch(/^crema.dev\/(abort|promote=(full|step)) held: /);
+      }
+    });
+
+    it('a held promotion names the freeze window; a held abort the missing stable pod', () => {
+      expect(
+        computeRolloutStep(input({ canary: {}, command: 'promote-full', freeze: { name: 'morning-rush' } }))
+          .waiting,
+      ).toBe(
+        'crema.dev/promote=full held: promotion to stable held: StoreRegion freeze window morning-rush is active',
+      );
+      expect(
+        computeRolloutStep(
+          input({
+            canary: { weight: 50, step: 1 },
+            command: 'abort',
+            observed: { stableReadyReplicas: 0, canaryReadyReplicas: 2 },
+          }),
+        ).waiting,
+      ).toMatch(/^crema.dev\/abort held: rollback \(Aborted\) waits for a ready stable pod/);
+    });
+
+    it('no decision without a command says anything about one', () => {
+      expect(computeRolloutStep(input({ canary: {} })).command).toBeUndefined();
+    });
+  });
+
   it('pauses when spec.paused is set', () => {
     expect(
       computeRolloutStep(input({ canary: {}, now: at(100), specOver: { paused: true } })).waiting,

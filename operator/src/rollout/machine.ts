@@ -130,6 +130,11 @@ export interface RolloutDecision {
   readonly requeueAfterMs?: number;
   /** True when the caller should run analysis before the next decision. */
   readonly wantsAnalysis: boolean;
+  /**
+   * What became of `input.command`: `acted` (consume it now), `held` (it cannot act yet: keep
+   * it, and say why), `ignored` (nothing for it to act on: consume it and say so).
+   */
+  readonly command?: { readonly outcome: 'acted' | 'held' | 'ignored'; readonly message: string };
 }
 
 const HISTORY_LIMIT = 10;
@@ -159,6 +164,21 @@ function pushHistory(history: readonly HistoryEntry[], e: HistoryEntry): History
 
 /** Computes the next rollout state. Pure: the same input always gives the same decision. */
 export function computeRolloutStep(input: RolloutInput): RolloutDecision {
+  const acted = { value: false };
+  const d = decide(input, acted);
+  if (!input.command) return d;
+  const name = input.command === 'abort' ? 'crema.dev/abort' : `crema.dev/promote=${input.command.slice(8)}`;
+  if (acted.value) return { ...d, command: { outcome: 'acted', message: `${name} acted on` } };
+  // A command given while a canary runs waits until it can act; with no canary there is
+  // nothing for it to do (kept, it would hit the next rollout by surprise).
+  if (d.state.canary && input.state.canary) {
+    const message = `${name} held: ${d.waiting ?? 'it cannot act yet'}`;
+    return { ...d, waiting: message, command: { outcome: 'held', message } };
+  }
+  return { ...d, command: { outcome: 'ignored', message: `${name} ignored: no canary rollout in progress` } };
+}
+
+function decide(input: RolloutInput, acted: { value: boolean }): RolloutDecision {
   const { spec, state, observed, now } = input;
   const iso = now.toISOString();
   const notices: RolloutNotice[] = [];
@@ -181,7 +201,7 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
     );
     if (input.driftAction !== 'Rollback' || !previous) {
       // Alert only (or nothing to go back to): everything else proceeds as usual.
-      return { ...computeRolloutStep({ ...input, stableDrift: undefined }), stableDrift: input.stableDrift };
+      return { ...decide({ ...input, stableDrift: undefined }, acted), stableDrift: input.stableDrift };
     }
     const message = `stable revision ${drifted.revision} drifted (${input.stableDrift.message}); back to revision ${previous.revision}`;
     notices.push({ type: 'Warning', reason: 'RolledBack', message });
@@ -323,6 +343,7 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
         wantsAnalysis: false,
       };
     }
+    if (reason === 'Aborted') acted.value = true;
     notices.push({
       type: 'Warning',
       reason: 'RolledBack',
@@ -374,6 +395,7 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
       });
     }
     const old = state.stable!;
+    if (input.command === 'promote-full' || input.command === 'promote-step') acted.value = true;
     notices.push({
       type: 'Normal',
       reason: 'Promoted',
@@ -418,6 +440,7 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
     const c = canary!;
     if (c.step + 1 >= spec.steps.length) return promote();
     const next = c.step + 1;
+    if (input.command === 'promote-step') acted.value = true;
     const weight = spec.steps[next]!.weight;
     notices.push({
       type: 'Normal',

@@ -344,12 +344,31 @@ describe('canary rollout (control plane only: pod readiness simulated)', () => {
     );
     expect(held.status?.stable?.modelSha).toBe(sha('a'));
     expect(cond(held, 'Progressing')?.message).toMatch(/everywhere\/freezeWindows\[0\]/);
-    // Lifting the freeze lets it promote.
+    // A promotion asked for by hand during the freeze is not dropped: it stays, and says why.
+    await annotate('churn', { 'crema.dev/promote': 'full' });
+    const waiting = await eventually(
+      async () => {
+        const m = await getModel('churn');
+        return /crema.dev\/promote=full held: .*freeze window/.test(cond(m, 'Progressing')?.message ?? '')
+          ? m
+          : undefined;
+      },
+      30_000,
+      'the held promotion shown',
+    );
+    await new Promise((r) => setTimeout(r, 2000));
+    expect((await getModel('churn')).metadata?.annotations?.['crema.dev/promote']).toBe('full');
+    expect(waiting.status?.stable?.modelSha).toBe(sha('a'));
+    // Lifting the freeze lets it promote, and the command is consumed then.
     await client.request('DELETE', resourcePath(RESOURCES.storeRegion, ns, 'everywhere'));
-    await eventually(
-      async () => (await getModel('churn')).status?.stable?.modelSha === sha('f'),
+    const promoted = await eventually(
+      async () => {
+        const m = await getModel('churn');
+        return m.status?.stable?.modelSha === sha('f') ? m : undefined;
+      },
       60_000,
       'promoted after the freeze',
     );
+    expect(promoted.metadata?.annotations?.['crema.dev/promote']).toBeUndefined();
   });
 });

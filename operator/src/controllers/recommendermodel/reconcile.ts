@@ -8,7 +8,8 @@
  *      canary's objects when no canary should exist;
  *   5. compute status from all of it (pure) and write it only if it changed; Events;
  *   6. say when to come back.
- * A manual command (annotation) is consumed in step 2, before it acts.
+ * A manual command (annotation) is consumed in step 3 once the decision acts on it (or finds
+ * nothing to act on), before anything is applied; one that cannot act yet stays, and says why.
  */
 import type { StoreRegion } from '../../api/v1alpha1/index.js';
 import { applyOwned, patchStatus } from '../../runtime/apply.js';
@@ -171,35 +172,11 @@ export async function reconcileRecommenderModel(
     .filter((p) => p.metadata?.namespace === namespace && p.metadata?.labels?.[MODEL_LABEL] === name);
   const state = rolloutStateOf(model);
   const analysisSpec = model.spec.rollout?.analysis;
-  // Commands are consumed before they act (at most once): the annotation is removed with a
-  // resourceVersion precondition, so a command a user adds meanwhile is never lost or doubled.
+  // A command (annotation) is read here and consumed below only once the decision says it acts
+  // (or has nothing to act on), before anything is applied: at most once, and never dropped
+  // while it waits (an abort while stable has no ready pod, a promotion during a freeze).
   let current = model;
   const command = commandOf(model);
-  if (command) {
-    try {
-      const consumed = await deps.client.request<RecommenderModel>(
-        'PATCH',
-        resourcePath(RESOURCES.recommenderModel, namespace, name),
-        {
-          contentType: 'application/merge-patch+json',
-          body: {
-            metadata: {
-              resourceVersion: model.metadata?.resourceVersion,
-              annotations: { [ABORT_ANNOTATION]: null, [PROMOTE_ANNOTATION]: null },
-            },
-          },
-        },
-      );
-      current = {
-        ...model,
-        metadata: { ...model.metadata, resourceVersion: consumed.metadata?.resourceVersion },
-      };
-    } catch (err) {
-      if (err instanceof KubeApiError && (err.conflict || err.notFound))
-        return { kind: 'requeueAfter', ms: 200 };
-      throw err;
-    }
-  }
   const regions = informers
     .for<StoreRegion>(RESOURCES.storeRegion)
     .list()
@@ -255,6 +232,42 @@ export async function reconcileRecommenderModel(
 
   // 3. Decide.
   const decision = computeRolloutStep({ ...base, ...(analysis ? { analysis } : {}) });
+  if (decision.command && decision.command.outcome !== 'held') {
+    try {
+      const consumed = await deps.client.request<RecommenderModel>(
+        'PATCH',
+        resourcePath(RESOURCES.recommenderModel, namespace, name),
+        {
+          contentType: 'application/merge-patch+json',
+          body: {
+            metadata: {
+              // A command a user adds meanwhile changes the resourceVersion: this then fails,
+              // and the next reconcile sees both.
+              resourceVersion: model.metadata?.resourceVersion,
+              annotations: { [ABORT_ANNOTATION]: null, [PROMOTE_ANNOTATION]: null },
+            },
+          },
+        },
+      );
+      current = {
+        ...model,
+        metadata: { ...model.metadata, resourceVersion: consumed.metadata?.resourceVersion },
+      };
+      deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'RecommenderModel' });
+    } catch (err) {
+      if (err instanceof KubeApiError && (err.conflict || err.notFound))
+        return { kind: 'requeueAfter', ms: 200 };
+      throw err;
+    }
+    if (decision.command.outcome === 'ignored') {
+      await deps.events.record(
+        { ...model, apiVersion: 'crema.dev/v1alpha1', kind: 'RecommenderModel' },
+        'Warning',
+        'CommandIgnored',
+        decision.command.message,
+      );
+    }
+  }
   const stable = decision.state.stable!;
   const plan: ServingPlan = {
     stable: { sha256: stable.modelSha, uri: stable.uri },
