@@ -97,6 +97,30 @@ async function leaseHolder(ns: string): Promise<string | undefined> {
   return lease?.spec.holderIdentity || undefined;
 }
 
+/** Creates models `${prefix}0` … and waits until all their children exist. */
+async function createModels(ns: string, prefix: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i++)
+    await client.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
+      body: model(ns, `${prefix}${i}`),
+    });
+  await eventually(async () => (await managedChildren(ns)).length >= PER_MODEL * n, 60_000, 'all children');
+}
+
+/** A fresh namespace with two operator replicas, `${prefix}-a` and `${prefix}-b`, once one leads. */
+async function twoReplicas(ns: string, prefix: string) {
+  await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
+  const a = await startOperatorProcess(ns, `${prefix}-a`);
+  const b = await startOperatorProcess(ns, `${prefix}-b`);
+  const leader = await eventually(() => leaseHolder(ns), 15_000, 'a leader');
+  const aLeads = leader === `${prefix}-a`;
+  return {
+    leader,
+    lead: aLeads ? a : b,
+    standby: aLeads ? b : a,
+    standbyId: aLeads ? `${prefix}-b` : `${prefix}-a`,
+  };
+}
+
 beforeAll(async () => {
   client = await testClient(inject('kubeconfigPath'));
   await installCrds(client);
@@ -183,16 +207,7 @@ describe('operator processes', () => {
       await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
       const resync = { CREMA_RESYNC_MS: '2000' };
       const first = await startOperatorProcess(ns, 'restart-first', 3000, resync);
-      const n = 10;
-      for (let i = 0; i < n; i++)
-        await client.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
-          body: model(ns, `m${i}`),
-        });
-      await eventually(
-        async () => (await managedChildren(ns)).length >= PER_MODEL * n,
-        60_000,
-        'all children',
-      );
+      await createModels(ns, 'm', 10);
       // Converged: the first operator has stopped writing (two resyncs without a write).
       const objectWrites = async (agent: string) =>
         (await auditedWrites(inject('auditLogPath'), agent, ns)).filter(
@@ -230,12 +245,7 @@ describe('operator processes', () => {
     { timeout: 120_000 },
     async () => {
       const ns = `ha-${suffix}`;
-      await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
-      const a = await startOperatorProcess(ns, 'replica-a');
-      const b = await startOperatorProcess(ns, 'replica-b');
-      const leader = await eventually(() => leaseHolder(ns), 15_000, 'a leader');
-      const [lead, standby] = leader === 'replica-a' ? [a, b] : [b, a];
-      const standbyId = leader === 'replica-a' ? 'replica-b' : 'replica-a';
+      const { leader, lead, standby, standbyId } = await twoReplicas(ns, 'replica');
 
       await client.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
         body: model(ns, 'before'),
@@ -261,6 +271,50 @@ describe('operator processes', () => {
         client.request('GET', resourcePath(RESOURCES.deployment, ns, 'after-stable')).catch(() => undefined),
       );
       expect(standby.output()).toContain(`became leader as ${standbyId}`);
+    },
+  );
+
+  it(
+    'a leader frozen past its lease (SIGSTOP) writes nothing when it wakes (SIGCONT), and stands down',
+    { timeout: 120_000 },
+    async () => {
+      const ns = `fence-${suffix}`;
+      const { leader, lead, standbyId } = await twoReplicas(ns, 'fence');
+      const n = 3;
+      await createModels(ns, 'f', n);
+
+      lead.kill('SIGSTOP');
+      await eventually(async () => (await leaseHolder(ns)) === standbyId, 15_000, 'the standby takes over');
+      // Work waiting for the frozen leader when it wakes: spec changes the new leader applies.
+      for (let i = 0; i < n; i++)
+        await client.request('PATCH', resourcePath(RESOURCES.recommenderModel, ns, `f${i}`), {
+          contentType: 'application/merge-patch+json',
+          body: { spec: { serving: { maxReplicas: 7 } } },
+        });
+      await eventually(
+        async () => {
+          const hpas = await client.request<KubeList<KubeObject & { spec: { maxReplicas: number } }>>(
+            'GET',
+            resourcePath(RESOURCES.hpa, ns),
+          );
+          return hpas.items.length === n && hpas.items.every((h) => h.spec.maxReplicas === 7);
+        },
+        30_000,
+        'the new leader applied the changes',
+      );
+      const writesOf = async (id: string) =>
+        auditedWrites(inject('auditLogPath'), `crema-operator/${id}`, ns);
+      const before = (await writesOf(leader)).length;
+      lead.kill('SIGCONT');
+      // It finds its lease gone by its monotonic clock, writes nothing, and exits.
+      await Promise.race([exited(lead), new Promise((r) => setTimeout(r, 20_000))]);
+      const stale = (await writesOf(leader)).slice(before);
+      expect(
+        stale.map((e) => `${e.verb} ${e.objectRef?.resource}/${e.objectRef?.name} ${e.responseStatus?.code}`),
+        'writes of the stale leader after SIGCONT',
+      ).toEqual([]);
+      expect(lead.exitCode ?? lead.signalCode).not.toBeNull();
+      expect(lead.output()).toContain('lost leadership');
     },
   );
 

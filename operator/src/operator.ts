@@ -18,6 +18,7 @@ import { DriftAlertStore } from './rollout/alerts.js';
 import { startAlertWebhook } from './webhooks/alertmanager.js';
 import { createEventRecorder } from './runtime/events.js';
 import { startHealthServer } from './runtime/health.js';
+import { fenceWrites } from './runtime/fence.js';
 import { createKubeClient, type KubeClient } from './runtime/kube.js';
 import { Manager } from './runtime/manager.js';
 import { OperatorMetrics } from './runtime/metrics.js';
@@ -70,7 +71,11 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
   const client = await createKubeClient(kc, { userAgent: `crema-operator/${identity}` });
   const metrics = new OperatorMetrics();
   metrics.trackApiRequests(client.requestCounts);
-  const events = createEventRecorder(client, { instance: identity, log });
+  // Controllers and events write through a fenced client: no write without a valid lease.
+  // (The manager itself reads, watches and renews the lease with the plain one.)
+  let fence: () => boolean = () => false;
+  const writer = fenceWrites(client, () => fence());
+  const events = createEventRecorder(writer, { instance: identity, log });
   const manager = new Manager({
     client,
     metrics,
@@ -96,6 +101,7 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
     log,
     ...(cfg.onLostLeadership ? { onLostLeadership: cfg.onLostLeadership } : {}),
   });
+  fence = () => manager.mayWrite();
   const driftAlerts = new DriftAlertStore();
   const prometheus = cfg.prometheusUrl
     ? createPrometheusClient(cfg.prometheusUrl, { timeoutMs: 10_000 })
@@ -117,7 +123,7 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
   };
   manager.add(
     recommenderModelController({
-      client,
+      client: writer,
       events,
       metrics,
       now: () => new Date(),

@@ -5,6 +5,11 @@
  * does not matter); updates carry the resourceVersion, so two candidates racing for an
  * expired lease cannot both win (the loser gets 409 Conflict). Release on shutdown clears
  * the holder so a standby takes over at once.
+ *
+ * Fencing: `holdsLease` is true only until `renewDeadline` after the start of the last
+ * successful acquire or renew, measured on a monotonic clock. A replica frozen past that
+ * (SIGSTOP, a long GC pause, a stalled VM) finds it false the moment it runs again, before any
+ * timer or callback of its own can write: a standby may already lead.
  */
 import { KubeApiError, RESOURCES, apiVersionOf, resourcePath, type KubeClient } from './kube.js';
 
@@ -17,6 +22,8 @@ export interface LeaderElectorOptions {
   readonly renewDeadlineMs?: number; // default 10 000
   readonly retryPeriodMs?: number; // default 2 000
   readonly now?: () => Date;
+  /** Monotonic milliseconds (default performance.now): never jumps with the wall clock. */
+  readonly monotonicMs?: () => number;
   readonly log?: (msg: string) => void;
 }
 
@@ -48,6 +55,9 @@ export class LeaderElector {
   private readonly renewDeadlineMs: number;
   private readonly retryPeriodMs: number;
   private readonly now: () => Date;
+  private readonly monotonicMs: () => number;
+  /** Monotonic time until which this replica may act as leader. */
+  private validUntil = 0;
 
   constructor(
     private readonly client: KubeClient,
@@ -57,10 +67,20 @@ export class LeaderElector {
     this.renewDeadlineMs = opts.renewDeadlineMs ?? 10_000;
     this.retryPeriodMs = opts.retryPeriodMs ?? 2_000;
     this.now = opts.now ?? (() => new Date());
+    this.monotonicMs = opts.monotonicMs ?? (() => performance.now());
   }
 
   get isLeader(): boolean {
     return this.leading;
+  }
+
+  /**
+   * Whether this replica may write now: it leads and its last successful acquire or renew
+   * started less than `renewDeadline` ago (monotonic clock). Others take over only after seeing
+   * the lease unchanged for `leaseDuration`, which is longer.
+   */
+  holdsLease(): boolean {
+    return this.leading && this.monotonicMs() < this.validUntil;
   }
 
   private path(name?: string): string {
@@ -79,6 +99,15 @@ export class LeaderElector {
 
   /** One attempt to acquire or renew; true when we hold the lease afterwards. */
   async tryAcquireOrRenew(): Promise<boolean> {
+    const ok = await this.acquireOrRenew(this.monotonicMs());
+    return ok;
+  }
+
+  private async acquireOrRenew(startedAt: number): Promise<boolean> {
+    const held = () => {
+      this.validUntil = startedAt + this.renewDeadlineMs;
+      return true;
+    };
     const now = this.now();
     const desired = {
       holderIdentity: this.opts.identity,
@@ -99,7 +128,7 @@ export class LeaderElector {
             spec: { ...desired, acquireTime: microTime(now), leaseTransitions: 0 },
           },
         });
-        return true;
+        return held();
       } catch (e) {
         if (e instanceof KubeApiError && (e.conflict || e.status === 409)) return false;
         throw e;
@@ -126,7 +155,7 @@ export class LeaderElector {
       await this.client.request('PUT', this.path(this.opts.name), { body: { ...lease, spec } });
       this.observedRecord = `${spec.holderIdentity}|${spec.renewTime}`;
       this.observedAt = now.getTime();
-      return true;
+      return held();
     } catch (e) {
       if (e instanceof KubeApiError && e.conflict) return false;
       throw e;
@@ -153,7 +182,6 @@ export class LeaderElector {
     if (this.stopped) return;
     this.opts.log?.(`became leader as ${this.opts.identity}`);
     onStartedLeading();
-    let lastRenew = Date.now();
     while (!this.stopped) {
       await this.sleep(this.retryPeriodMs);
       if (this.stopped) break;
@@ -163,8 +191,7 @@ export class LeaderElector {
       } catch (err) {
         this.opts.log?.(`lease renewal failed: ${String(err)}`);
       }
-      if (ok) lastRenew = Date.now();
-      else if (Date.now() - lastRenew > this.renewDeadlineMs) {
+      if (!ok && this.monotonicMs() >= this.validUntil) {
         this.leading = false;
         onStoppedLeading('lease renewal deadline exceeded');
         return;

@@ -100,6 +100,15 @@ export class Manager {
     });
   }
 
+  /**
+   * Whether a write may be sent now: without leader election always; with it only while the
+   * lease is held and valid by the monotonic clock (see `fenceWrites`).
+   */
+  mayWrite(): boolean {
+    if (!this.opts.leaderElection) return true;
+    return this.elector?.holdsLease() ?? false;
+  }
+
   get isLeader(): boolean {
     return this.elector ? this.elector.isLeader : this.started;
   }

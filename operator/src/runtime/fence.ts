@@ -1,0 +1,30 @@
+/**
+ * Write fencing: every write the controllers send goes through a client that first asks
+ * whether this replica still holds a valid lease (`LeaderElector.holdsLease`, monotonic clock).
+ * Reads pass; a write without the lease fails with `NotLeaderError` before it is sent, so a
+ * leader that was frozen (SIGSTOP, GC, a stalled VM) and wakes after a standby took over writes
+ * nothing, even from a reconcile that was in flight when it froze.
+ */
+import type { KubeClient } from './kube.js';
+
+export class NotLeaderError extends Error {
+  constructor(method: string, path: string) {
+    super(`${method} ${path} refused: this replica does not hold a valid leader lease`);
+    this.name = 'NotLeaderError';
+  }
+}
+
+/** `client`, with every non-GET request refused unless `mayWrite()` says yes at that moment. */
+export function fenceWrites(client: KubeClient, mayWrite: () => boolean): KubeClient {
+  return {
+    request(method, path, opts) {
+      if (method !== 'GET' && !mayWrite()) return Promise.reject(new NotLeaderError(method, path));
+      return client.request(method, path, opts);
+    },
+    watch: (path, query, onEvent, signal) => client.watch(path, query, onEvent, signal),
+    get requestCounts() {
+      return client.requestCounts;
+    },
+    close: () => client.close(),
+  };
+}
