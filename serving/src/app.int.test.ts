@@ -372,8 +372,19 @@ describe('models', () => {
     expect(metrics).not.toContain(`revision="${modelA.meta.sha256}"} 1`);
   });
 
-  it('publishes drift PSI per monitored feature, without user ids', async () => {
+  it('publishes no drift PSI until the window holds enough values, only their count', async () => {
+    // A canary's first requests read a PSI of 0.2-0.3 by chance alone and tripped the alert.
     const { app } = await serve();
+    for (let i = 0; i < 30; i++) await recommend(app, `user-${i}`, { limit: 3 });
+    const metrics = (await app.inject({ url: '/metrics' })).body;
+    expect(metrics).not.toMatch(/crema_feature_drift_psi\{/);
+    expect(metrics).toMatch(
+      /crema_feature_drift_observations\{model="ranker",revision="[0-9a-f]{64}",feature="recency_days"\} 30/,
+    );
+  });
+
+  it('publishes drift PSI per monitored feature, without user ids', async () => {
+    const { app } = await serve({ driftMinObservations: 20 });
     for (let i = 0; i < 30; i++) await recommend(app, i % 2 ? 'alice' : 'bob', { limit: 3 });
     const metrics = (await app.inject({ url: '/metrics' })).body;
     const line = new RegExp(

@@ -74,6 +74,8 @@ export interface BuildOptions {
   readonly eventDedupTtlSeconds?: number;
   /** Observations per feature in the drift window. Default 5000. */
   readonly driftWindow?: number;
+  /** Observations before drift PSI is published. Default DRIFT_MIN_OBSERVATIONS (500). */
+  readonly driftMinObservations?: number;
 }
 
 /**
@@ -168,6 +170,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
       m.meta,
       monitored.map((x) => x.feature),
       opts.driftWindow ?? 5000,
+      ...(opts.driftMinObservations !== undefined ? [opts.driftMinObservations] : []),
     );
     ranking.set(m, { plan, drift, monitored });
     metrics.setDriftMonitor(drift);

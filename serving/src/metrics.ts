@@ -124,8 +124,23 @@ export class ServingMetrics {
         const d = current();
         if (!d) return;
         for (const x of d.featureReadings()) {
-          this.set({ model: label(d), revision: d.meta.sha256, feature: x.feature }, x.psi);
+          // No series until the window is big enough to mean something (DRIFT_MIN_OBSERVATIONS).
+          if (x.psi !== undefined)
+            this.set({ model: label(d), revision: d.meta.sha256, feature: x.feature }, x.psi);
         }
+      },
+    });
+    new Gauge({
+      name: `${prefix}feature_drift_observations`,
+      help: 'Values of a monitored feature in the drift window (PSI is published from DRIFT_MIN_OBSERVATIONS on).',
+      labelNames: ['model', 'revision', 'feature'],
+      registers: r,
+      collect() {
+        this.reset();
+        const d = current();
+        if (!d) return;
+        for (const x of d.featureReadings())
+          this.set({ model: label(d), revision: d.meta.sha256, feature: x.feature }, x.observations);
       },
     });
     new Gauge({
@@ -137,7 +152,7 @@ export class ServingMetrics {
         this.reset();
         const d = current();
         const x = d?.scoreReading();
-        if (d && x) this.set({ model: label(d), revision: d.meta.sha256 }, x.psi);
+        if (d && x?.psi !== undefined) this.set({ model: label(d), revision: d.meta.sha256 }, x.psi);
       },
     });
     new Gauge({

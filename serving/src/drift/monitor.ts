@@ -14,9 +14,17 @@ interface Monitored {
 }
 
 /** A PSI reading. */
+/**
+ * Observations a window needs before its PSI is reported. PSI over a handful of requests is
+ * large by chance alone (about bins/n): a canary's first hundred requests read 0.2–0.3 on a
+ * healthy model and tripped the drift alert, which rolls a canary back at once.
+ */
+export const DRIFT_MIN_OBSERVATIONS = 500;
+
 export interface DriftReading {
   readonly feature: string;
-  readonly psi: number;
+  /** Undefined until the window holds `minObservations` values. */
+  readonly psi: number | undefined;
   readonly observations: number;
   /** Observed share per baseline bin. */
   readonly shares: readonly number[];
@@ -31,6 +39,7 @@ export class DriftMonitor {
     readonly meta: ModelMetadata,
     features: readonly string[],
     windowSize = 5000,
+    private readonly minObservations = Math.min(DRIFT_MIN_OBSERVATIONS, windowSize),
   ) {
     for (const f of features) {
       const b = meta.baseline.features[f];
@@ -69,21 +78,21 @@ export class DriftMonitor {
 
   /** PSI of each monitored feature over its window. */
   featureReadings(): DriftReading[] {
-    return [...this.monitored.values()].map(reading);
+    return [...this.monitored.values()].map((m) => reading(m, this.minObservations));
   }
 
   /** PSI of the score distribution, when the baseline has one. */
   scoreReading(): DriftReading | undefined {
-    return this.score ? reading(this.score) : undefined;
+    return this.score ? reading(this.score, this.minObservations) : undefined;
   }
 }
 
-function reading(m: Monitored): DriftReading {
+function reading(m: Monitored, minObservations: number): DriftReading {
   const counts = m.window.binCounts();
   const n = m.window.size;
   return {
     feature: m.feature,
-    psi: computePsi(m.baseline, counts),
+    psi: n >= minObservations ? computePsi(m.baseline, counts) : undefined,
     observations: n,
     shares: Array.from(counts, (c) => (n === 0 ? 0 : c / n)),
   };
