@@ -211,7 +211,10 @@ export async function reconcileRecommenderModel(
     now,
   };
   let analysis: RolloutInput['analysis'];
-  if (analysisDue(base) && state.canary && state.stable) {
+  // A stop signal (abort, a drift alert on the canary) decides on its own: no analysis query
+  // (up to Prometheus' timeout) stands between an alert and the rollback.
+  const stopSignal = command === 'abort' || !!canaryDrift;
+  if (!stopSignal && analysisDue(base) && state.canary && state.stable) {
     // An analysis that cannot run (Prometheus down, a query refused) is no verdict: the step
     // waits, and Progressing says why.
     const { stable: s, canary: c } = state;
