@@ -4,7 +4,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ModelTask } from '../../contracts/model-metadata.js';
-import type { DriftMonitor } from './drift/monitor.js';
+import type { DriftMonitor, DriftReading } from './drift/monitor.js';
 
 /** Keeps a label's cardinality bounded: values beyond the first `max` distinct ones become 'other'. */
 export class BoundedLabel {
@@ -114,35 +114,35 @@ export class ServingMetrics {
       registers: r,
     });
     const current = () => this.drift;
-    new Gauge({
-      name: `${prefix}feature_drift_psi`,
-      help: 'Population stability index of a monitored feature over the rolling window vs the model baseline.',
-      labelNames: ['model', 'revision', 'feature'],
-      registers: r,
-      collect() {
-        this.reset();
-        const d = current();
-        if (!d) return;
-        for (const x of d.featureReadings()) {
-          // No series until the window is big enough to mean something (DRIFT_MIN_OBSERVATIONS).
-          if (x.psi !== undefined)
-            this.set({ model: label(d), revision: d.meta.sha256, feature: x.feature }, x.psi);
-        }
-      },
-    });
-    new Gauge({
-      name: `${prefix}feature_drift_observations`,
-      help: 'Values of a monitored feature in the drift window (PSI is published from DRIFT_MIN_OBSERVATIONS on).',
-      labelNames: ['model', 'revision', 'feature'],
-      registers: r,
-      collect() {
-        this.reset();
-        const d = current();
-        if (!d) return;
-        for (const x of d.featureReadings())
-          this.set({ model: label(d), revision: d.meta.sha256, feature: x.feature }, x.observations);
-      },
-    });
+    // One series per monitored feature of the current model; `value` undefined → no series.
+    const perFeature = (name: string, help: string, value: (x: DriftReading) => number | undefined) =>
+      new Gauge({
+        name: `${prefix}${name}`,
+        help,
+        labelNames: ['model', 'revision', 'feature'],
+        registers: r,
+        collect() {
+          this.reset();
+          const d = current();
+          if (!d) return;
+          for (const x of d.featureReadings()) {
+            const v = value(x);
+            if (v !== undefined)
+              this.set({ model: label(d), revision: d.meta.sha256, feature: x.feature }, v);
+          }
+        },
+      });
+    // No PSI series until the window is big enough to mean something (DRIFT_MIN_OBSERVATIONS).
+    perFeature(
+      'feature_drift_psi',
+      'Population stability index of a monitored feature over the rolling window vs the model baseline.',
+      (x) => x.psi,
+    );
+    perFeature(
+      'feature_drift_observations',
+      'Values of a monitored feature in the drift window (PSI is published from DRIFT_MIN_OBSERVATIONS on).',
+      (x) => x.observations,
+    );
     new Gauge({
       name: `${prefix}score_drift_psi`,
       help: 'Population stability index of ranking scores over the rolling window vs the model baseline.',
