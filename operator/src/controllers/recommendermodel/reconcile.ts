@@ -8,8 +8,9 @@
  *      canary's objects when no canary should exist;
  *   5. compute status from all of it (pure) and write it only if it changed; Events;
  *   6. say when to come back.
- * A manual command (annotation) is consumed in step 3 once the decision acts on it (or finds
- * nothing to act on), before anything is applied; one that cannot act yet stays, and says why.
+ * A manual command (annotation) is consumed in step 4 once the decision acts on it (or finds
+ * nothing to act on) and the spec renders, before anything is applied; one that cannot act yet
+ * stays, and says why.
  */
 import type { StoreRegion } from '../../api/v1alpha1/index.js';
 import { applyOwned, patchStatus } from '../../runtime/apply.js';
@@ -235,7 +236,32 @@ export async function reconcileRecommenderModel(
 
   // 3. Decide.
   const decision = computeRolloutStep({ ...base, ...(analysis ? { analysis } : {}) });
-  if (decision.command && decision.command.outcome !== 'held') {
+  const stable = decision.state.stable!;
+  const plan: ServingPlan = {
+    stable: { sha256: stable.modelSha, uri: stable.uri },
+    ...(decision.state.canary
+      ? { canary: { sha256: decision.state.canary.modelSha, uri: decision.state.canary.uri } }
+      : {}),
+    canaryWeight: decision.canaryWeight,
+    routeThroughRouter: !!decision.state.canary && routerReady,
+  };
+
+  // 4. Apply what differs; remove canary objects that should no longer exist.
+  const defaults = deps.servingDefaults ?? {};
+  let applyError: string | undefined;
+  let specError: string | undefined;
+  let desired: KubeObject[] = [];
+  try {
+    desired = deps.desiredCache.get(key, model, plan, () =>
+      buildServingObjects(model, plan, undefined, defaults),
+    );
+  } catch (err) {
+    // A spec the builder refuses (a request above its limit): nothing is applied or removed,
+    // the pods keep running what they run, and the status names the field.
+    specError = err instanceof Error ? err.message : String(err);
+  }
+  // The command is consumed only when its decision can be carried out (the spec renders).
+  if (!specError && decision.command && decision.command.outcome !== 'held') {
     try {
       const consumed = await deps.client.request<RecommenderModel>(
         'PATCH',
@@ -270,30 +296,6 @@ export async function reconcileRecommenderModel(
         decision.command.message,
       );
     }
-  }
-  const stable = decision.state.stable!;
-  const plan: ServingPlan = {
-    stable: { sha256: stable.modelSha, uri: stable.uri },
-    ...(decision.state.canary
-      ? { canary: { sha256: decision.state.canary.modelSha, uri: decision.state.canary.uri } }
-      : {}),
-    canaryWeight: decision.canaryWeight,
-    routeThroughRouter: !!decision.state.canary && routerReady,
-  };
-
-  // 4. Apply what differs; remove canary objects that should no longer exist.
-  const defaults = deps.servingDefaults ?? {};
-  let applyError: string | undefined;
-  let specError: string | undefined;
-  let desired: KubeObject[] = [];
-  try {
-    desired = deps.desiredCache.get(key, model, plan, () =>
-      buildServingObjects(model, plan, undefined, defaults),
-    );
-  } catch (err) {
-    // A spec the builder refuses (a request above its limit): nothing is applied or removed,
-    // the pods keep running what they run, and the status names the field.
-    specError = err instanceof Error ? err.message : String(err);
   }
   let deployment: KubeObject | undefined;
   for (const obj of desired) {
