@@ -118,8 +118,91 @@ describe('computeRolloutStep', () => {
       revision: 1,
       reason: expect.stringMatching(/Replaced by revision 2/),
     });
-    expect(d.canaryWeight).toBe(0);
+    // The canary pods keep their share until every stable pod runs revision 2.
+    expect(d.state.promotion).toMatchObject({ modelSha: B, revision: 2, weight: 100 });
+    expect(d.canaryWeight).toBe(100);
     expect(d.notices.map((n) => n.reason)).toContain('Promoted');
+  });
+
+  describe('a promotion in progress', () => {
+    const promoting = (over: Partial<RolloutInput> = {}): RolloutInput => {
+      const base = input({ specOver: { modelSha: B } });
+      return {
+        ...base,
+        state: {
+          stable: { modelSha: B, uri: 'file:///b.onnx', revision: 2, since: at(11).toISOString() },
+          promotion: {
+            modelSha: B,
+            uri: 'file:///b.onnx',
+            revision: 2,
+            startedAt: at(11).toISOString(),
+            weight: 50,
+          },
+          history: [],
+        },
+        now: at(15),
+        ...over,
+      };
+    };
+    it('keeps the canary pods at their share until every stable pod runs the promoted model', () => {
+      const d = computeRolloutStep(
+        promoting({ observed: { stableReadyReplicas: 2, canaryReadyReplicas: 1, stableRolledOut: false } }),
+      );
+      expect(d.state.promotion).toMatchObject({ revision: 2, weight: 50 });
+      expect(d.canaryWeight).toBe(50);
+      expect(d.waiting).toMatch(/every stable pod runs it/);
+      expect(d.requeueAfterMs).toBeGreaterThan(0);
+    });
+    it('ends once they do: all traffic to stable', () => {
+      const d = computeRolloutStep(
+        promoting({ observed: { stableReadyReplicas: 2, canaryReadyReplicas: 1, stableRolledOut: true } }),
+      );
+      expect(d.state.promotion).toBeUndefined();
+      expect(d.state.stable?.revision).toBe(2);
+      expect(d.canaryWeight).toBe(0);
+      expect(d.notices.map((n) => n.reason)).toEqual(['PromotionComplete']);
+    });
+    it('finishes before a new spec.model starts a canary', () => {
+      const d = computeRolloutStep(
+        promoting({
+          spec: { ...promoting().spec, modelSha: 'c'.repeat(64), uri: 'file:///c.onnx' },
+          observed: { stableReadyReplicas: 2, canaryReadyReplicas: 1, stableRolledOut: false },
+        }),
+      );
+      expect(d.state.canary).toBeUndefined();
+      expect(d.state.promotion?.revision).toBe(2);
+    });
+    it('a command meanwhile is ignored, and says why', () => {
+      const d = computeRolloutStep(promoting({ command: 'abort' }));
+      expect(d.command).toEqual({
+        outcome: 'ignored',
+        message: 'crema.dev/abort ignored: revision 2 is already promoted (its pods are rolling out)',
+      });
+    });
+    it('a stable drift rollback ends it', () => {
+      const d = computeRolloutStep(
+        promoting({
+          state: {
+            ...promoting().state,
+            history: [
+              {
+                revision: 1,
+                modelSha: A,
+                uri: 'file:///a.onnx',
+                track: 'stable',
+                startedAt: T0.toISOString(),
+                endedAt: at(11).toISOString(),
+                reason: 'Replaced',
+              },
+            ],
+          },
+          stableDrift: { message: 'psi 0.4' },
+          driftAction: 'Rollback',
+        }),
+      );
+      expect(d.state.promotion).toBeUndefined();
+      expect(d.state.stable?.modelSha).toBe(A);
+    });
   });
 
   it('holds promotion inside a StoreRegion freeze window', () => {

@@ -48,6 +48,20 @@ export interface CanaryState {
   readonly analysis: readonly AnalysisRecord[];
 }
 
+/**
+ * A promotion in progress: stable already names the promoted revision, and its pods are being
+ * replaced. Until every stable pod runs it, the canary pods keep carrying the share of traffic
+ * they had (`weight`), so no request the promoted revision should answer reaches an old pod.
+ */
+export interface PromotionState {
+  readonly modelSha: string;
+  readonly uri: string;
+  readonly revision: number;
+  readonly startedAt: string;
+  /** The canary's traffic percent when it was promoted; the router keeps it during the roll. */
+  readonly weight: number;
+}
+
 /** A revision that ended, and why. */
 export interface HistoryEntry {
   readonly revision: number;
@@ -65,6 +79,8 @@ export interface HistoryEntry {
 export interface RolloutState {
   readonly stable?: StableState;
   readonly canary?: CanaryState;
+  /** Set from the promotion decision until every stable pod runs the promoted revision. */
+  readonly promotion?: PromotionState;
   /** A digest that was rolled back or aborted: not retried until spec.model changes to another one. */
   readonly abortedModelSha?: string;
   readonly history: readonly HistoryEntry[];
@@ -89,6 +105,11 @@ export interface RolloutInput {
   readonly observed: {
     readonly stableReadyReplicas: number;
     readonly canaryReadyReplicas: number;
+    /**
+     * Every pod of the stable Deployment runs `state.stable` and is ready (the Deployment has
+     * observed its latest spec and holds no pod of an older template).
+     */
+    readonly stableRolledOut?: boolean;
   };
   /** Latest analysis of the canary at its current step, if one ran since the last decision. */
   readonly analysis?: {
@@ -175,7 +196,10 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
     const message = `${name} held: ${d.waiting ?? 'it cannot act yet'}`;
     return { ...d, waiting: message, command: { outcome: 'held', message } };
   }
-  return { ...d, command: { outcome: 'ignored', message: `${name} ignored: no canary rollout in progress` } };
+  const why = input.state.promotion
+    ? `revision ${input.state.promotion.revision} is already promoted (its pods are rolling out)`
+    : 'no canary rollout in progress';
+  return { ...d, command: { outcome: 'ignored', message: `${name} ignored: ${why}` } };
 }
 
 function decide(input: RolloutInput, acted: { value: boolean }): RolloutDecision {
@@ -226,6 +250,7 @@ function decide(input: RolloutInput, acted: { value: boolean }): RolloutDecision
           since: iso,
         },
         canary: undefined,
+        promotion: undefined,
         abortedModelSha: drifted.modelSha,
         history,
       },
@@ -235,6 +260,28 @@ function decide(input: RolloutInput, acted: { value: boolean }): RolloutDecision
       notices,
       wantsAnalysis: false,
     };
+  }
+
+  // 1b. A promotion in progress finishes before anything else moves: traffic leaves the canary
+  // pods only once every stable pod runs the promoted revision.
+  if (state.promotion) {
+    const p = state.promotion;
+    if (!observed.stableRolledOut) {
+      return {
+        state,
+        canaryWeight: p.weight,
+        waiting: `promotion of revision ${p.revision}: waiting until every stable pod runs it (the canary pods keep ${p.weight}% meanwhile)`,
+        notices,
+        requeueAfterMs: 2000,
+        wantsAnalysis: false,
+      };
+    }
+    notices.push({
+      type: 'Normal',
+      reason: 'PromotionComplete',
+      message: `revision ${p.revision} serves all traffic: every stable pod runs it`,
+    });
+    return { state: { ...state, promotion: undefined }, canaryWeight: 0, notices, wantsAnalysis: false };
   }
 
   // 2. The spec asks for what stable already runs: no rollout (a running canary is cancelled).
@@ -399,13 +446,20 @@ function decide(input: RolloutInput, acted: { value: boolean }): RolloutDecision
     notices.push({
       type: 'Normal',
       reason: 'Promoted',
-      message: `canary revision ${c.revision} promoted to stable (was revision ${old.revision})`,
+      message: `canary revision ${c.revision} promoted to stable (was revision ${old.revision}); the canary pods keep ${c.weight}% until every stable pod runs it`,
     });
     return {
       state: {
         ...state,
         stable: { modelSha: c.modelSha, uri: c.uri, revision: c.revision, since: iso },
         canary: undefined,
+        promotion: {
+          modelSha: c.modelSha,
+          uri: c.uri,
+          revision: c.revision,
+          startedAt: iso,
+          weight: c.weight,
+        },
         history: pushHistory(
           history,
           ended(
@@ -417,8 +471,9 @@ function decide(input: RolloutInput, acted: { value: boolean }): RolloutDecision
           ),
         ),
       },
-      canaryWeight: 0,
+      canaryWeight: c.weight,
       notices,
+      requeueAfterMs: 2000,
       wantsAnalysis: false,
     };
   };

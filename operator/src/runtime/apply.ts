@@ -81,16 +81,17 @@ function comparableMeta(obj: KubeObject): Record<string, unknown> {
 /**
  * Replaces `.status` through the status subresource when it differs from `current`. Uses a
  * JSON merge patch guarded by the resourceVersion we computed from, so a concurrent change
- * makes the write fail (409) and the reconcile retry with fresh state.
+ * makes the write fail (409) and the reconcile retry with fresh state. Returns the object as
+ * written (its new resourceVersion), or undefined when nothing differed.
  */
-export async function patchStatus(
+export async function patchStatus<T extends KubeObject & { status?: unknown }>(
   client: KubeClient,
   resource: ResourceDef,
-  obj: KubeObject & { status?: unknown },
+  obj: T,
   status: unknown,
-): Promise<boolean> {
-  if (isDeepStrictEqual(obj.status ?? {}, status)) return false;
-  await client.request(
+): Promise<T | undefined> {
+  if (isDeepStrictEqual(obj.status ?? {}, status)) return undefined;
+  return await client.request<T>(
     'PATCH',
     resourcePath(resource, obj.metadata?.namespace, obj.metadata?.name, 'status'),
     {
@@ -101,7 +102,6 @@ export async function patchStatus(
       contentType: 'application/merge-patch+json',
     },
   );
-  return true;
 }
 
 /** A merge patch that also deletes keys present before and absent now (merge patch needs explicit nulls). */

@@ -348,10 +348,31 @@ describe('progressive delivery end to end on a real node', () => {
             revisions,
           };
         });
+        // Once every router pod sends all traffic to the canary, revision 1 never answers again:
+        // the promotion keeps the canary pods in front until every stable pod runs revision 2.
+        const written = configs.get(name) ?? [];
+        const firstFull = written.findIndex((c) => canaryWeight(c.doc) === 100);
+        // The partial steps' configs (the weight-0 config recurs once the canary is gone).
+        const before = new Set(
+          written
+            .slice(0, firstFull)
+            .filter((c) => canaryWeight(c.doc) > 0)
+            .map((c) => c.id),
+        );
+        const cutoff = Math.max(
+          ...samples.filter((s) => s.routerConfig && before.has(s.routerConfig)).map((s) => s.start),
+        );
+        const afterFull = samples.filter((s) => s.start > cutoff && !s.fallback && !failed(s));
+        const oldAnswers = afterFull.filter((s) => s.revision !== v2.sha256);
         const failedTotal = samples.filter(failed);
         console.log(
           `[e2e] ${JSON.stringify({
             scenario: 'A',
+            afterFullCanary: afterFull.length,
+            revision1AnswersAfterFullCanary: oldAnswers.length,
+            revision1Examples: oldAnswers
+              .slice(0, 3)
+              .map((s) => ({ ms: s.start - cutoff, variant: s.variant, routerConfig: s.routerConfig })),
             requests: samples.length,
             fallbackAnswers: samples.filter((s) => s.fallback).length,
             steps: steps.map((s) => ({
@@ -376,6 +397,10 @@ describe('progressive delivery end to end on a real node', () => {
             expect(s.canaryShare).toBe(100);
           }
         }
+        expect(afterFull.length).toBeGreaterThan(100);
+        expect(oldAnswers.slice(0, 5), 'revision 1 answered after all traffic went to revision 2').toEqual(
+          [],
+        );
         expect(failedTotal).toHaveLength(0);
       } finally {
         await cleanup(name);

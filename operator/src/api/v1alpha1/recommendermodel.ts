@@ -442,6 +442,16 @@ export interface RecommenderModelStatus {
    */
   canary?: RecommenderModelStatusCanary;
   /**
+   * A promotion in progress: stable already names this revision and its pods are being replaced; the
+   * canary pods keep their share of traffic until every stable pod runs it. Absent otherwise.
+   */
+  promotion?: RecommenderModelStatusPromotion;
+  /**
+   * A crema.dev/promote or crema.dev/abort command this status already acted on, set until the
+   * annotation is removed (an operator restarted in between does not act on it twice).
+   */
+  pendingCommand?: 'promote-step' | 'promote-full' | 'abort';
+  /**
    * A model digest that was rolled back or aborted; it is not rolled out again until spec.model names
    * a different digest.
    * Constraints: length ≤ 64.
@@ -599,6 +609,36 @@ export interface RecommenderModelStatusCanaryAnalysi {
    * Constraints: length ≤ 2048.
    */
   message?: string;
+}
+
+/**
+ * A promotion in progress: stable already names this revision and its pods are being replaced; the
+ * canary pods keep their share of traffic until every stable pod runs it. Absent otherwise.
+ */
+export interface RecommenderModelStatusPromotion {
+  /**
+   * sha256 of the promoted model.
+   * Constraints: length ≤ 64.
+   */
+  modelSha?: string;
+  /**
+   * Where the promoted model is loaded from.
+   * Constraints: length ≤ 2048.
+   */
+  uri?: string;
+  /**
+   * Revision number of the promoted model.
+   */
+  revision?: number;
+  /**
+   * When the promotion was decided.
+   * Constraints: format date-time.
+   */
+  startedAt?: string;
+  /**
+   * Percent of traffic the canary pods keep until the stable pods run the promoted model.
+   */
+  weight?: number;
 }
 
 /**

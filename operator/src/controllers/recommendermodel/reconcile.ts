@@ -1,16 +1,17 @@
 /**
  * RecommenderModel reconcile, as numbered steps:
  *   1. load the model from the cache (gone → nothing to do: owner references clean up);
- *   2. gather what the cluster shows: stable and canary Deployments, manual commands,
- *      StoreRegion freeze windows, drift alerts, and (when due) a canary analysis;
+ *   2. gather what the cluster shows (reads only): stable and canary Deployments, manual
+ *      commands, StoreRegion freeze windows, drift alerts, and (when due) a canary analysis;
  *   3. decide the rollout's next state (pure state machine);
- *   4. build the desired children for that decision (pure) and apply what differs; remove the
- *      canary's objects when no canary should exist;
- *   5. compute status from all of it (pure) and write it only if it changed; Events;
- *   6. say when to come back.
- * A manual command (annotation) is consumed in step 4 once the decision acts on it (or finds
- * nothing to act on) and the spec renders, before anything is applied; one that cannot act yet
- * stays, and says why.
+ *   4. build the desired children for that decision (pure);
+ *   5. when the decision moves the rollout (a step, a promotion, a rollback, an abort), write
+ *      it to status first: the intent, so a restart at any later point resumes it;
+ *   6. consume the manual command it acted on (or that had nothing to act on); one that cannot
+ *      act yet stays, and says why;
+ *   7. apply what differs; remove the canary's objects when no canary should exist;
+ *   8. compute status from all of it (pure) and write it only if it changed; Events;
+ *   9. say when to come back.
  */
 import type { StoreRegion } from '../../api/v1alpha1/index.js';
 import { applyOwned, patchStatus } from '../../runtime/apply.js';
@@ -33,6 +34,7 @@ import {
   parseDuration,
   type Command,
   type RolloutInput,
+  type RolloutState,
 } from '../../rollout/machine.js';
 import {
   MANAGED_BY,
@@ -46,7 +48,7 @@ import {
   type ServingPlan,
 } from './desired.js';
 import { findPodProblem, type PodObject } from './pods.js';
-import { computeStatus, rolloutStateOf, type ObservedDeployment } from './status.js';
+import { computeStatus, rolloutStateOf, runsEverywhere, type ObservedDeployment } from './status.js';
 import type { RecommenderModel } from './types.js';
 
 /** Annotations users set to steer a rollout (removed by the operator once acted on). */
@@ -176,8 +178,11 @@ export async function reconcileRecommenderModel(
   // A command (annotation) is read here and consumed below only once the decision says it acts
   // (or has nothing to act on), before anything is applied: at most once, and never dropped
   // while it waits (an abort while stable has no ready pod, a promotion during a freeze).
-  let current = model;
-  const command = commandOf(model);
+  // A command a previous run already acted on (its decision is in status, marked
+  // pendingCommand) is only removed now, never acted on twice.
+  const given = commandOf(model);
+  const alreadyActed = given !== undefined && given === model.status?.pendingCommand;
+  const command = alreadyActed ? undefined : given;
   const regions = informers
     .for<StoreRegion>(RESOURCES.storeRegion)
     .list()
@@ -198,6 +203,15 @@ export async function reconcileRecommenderModel(
     state,
     observed: {
       stableReadyReplicas: stableDeployment?.readyReplicas ?? 0,
+      // Terminating pods count too: they drain for a while and would answer with the old model.
+      stableRolledOut:
+        !!state.stable &&
+        runsEverywhere(stableDeployment, state.stable.modelSha) &&
+        !pods.some(
+          (p) =>
+            p.metadata?.labels?.[TRACK_LABEL] === 'stable' &&
+            p.metadata?.annotations?.[MODEL_SHA_ANNOTATION] !== state.stable!.modelSha,
+        ),
       // Only pods running the canary digest count, and only once the router can reach them.
       canaryReadyReplicas:
         canaryDeployment && canaryDeployment.modelSha === state.canary?.modelSha && routerReady
@@ -237,18 +251,17 @@ export async function reconcileRecommenderModel(
   // 3. Decide.
   const decision = computeRolloutStep({ ...base, ...(analysis ? { analysis } : {}) });
   const stable = decision.state.stable!;
+  // During a promotion the canary pods keep their share until every stable pod runs the model.
+  const secondary = decision.state.canary ?? decision.state.promotion;
   const plan: ServingPlan = {
     stable: { sha256: stable.modelSha, uri: stable.uri },
-    ...(decision.state.canary
-      ? { canary: { sha256: decision.state.canary.modelSha, uri: decision.state.canary.uri } }
-      : {}),
+    ...(secondary ? { canary: { sha256: secondary.modelSha, uri: secondary.uri } } : {}),
     canaryWeight: decision.canaryWeight,
-    routeThroughRouter: !!decision.state.canary && routerReady,
+    routeThroughRouter: !!secondary && routerReady,
   };
 
-  // 4. Apply what differs; remove canary objects that should no longer exist.
+  // 4. Build the desired children (pure).
   const defaults = deps.servingDefaults ?? {};
-  let applyError: string | undefined;
   let specError: string | undefined;
   let desired: KubeObject[] = [];
   try {
@@ -260,8 +273,84 @@ export async function reconcileRecommenderModel(
     // the pods keep running what they run, and the status names the field.
     specError = err instanceof Error ? err.message : String(err);
   }
-  // The command is consumed only when its decision can be carried out (the spec renders).
-  if (!specError && decision.command && decision.command.outcome !== 'held') {
+  const actedCommand = decision.command?.outcome === 'acted' ? command : undefined;
+  const stablePods = findPodProblem(pods, 'stable', plan.stable.sha256);
+  const canaryPods = plan.canary ? findPodProblem(pods, 'canary', plan.canary.sha256) : null;
+  const routerPods = plan.canary ? findPodProblem(pods, 'router') : null;
+  const statusOf = (
+    applied: ObservedDeployment | undefined,
+    extra: { applyError?: string; pendingCommand?: Command },
+  ) =>
+    computeStatus({
+      model,
+      deployment: applied,
+      ...(canaryDeployment && plan.canary ? { canaryDeployment } : {}),
+      // With a spec the builder refused nothing was applied: the rollout stays where it was.
+      rollout: specError
+        ? { state, canaryWeight: state.canary?.weight ?? 0, notices: [], wantsAnalysis: false }
+        : decision,
+      ...(extra.applyError ? { applyError: extra.applyError } : {}),
+      ...(specError ? { specError } : {}),
+      ...(extra.pendingCommand ? { pendingCommand: extra.pendingCommand } : {}),
+      ...(redisUrlOf(model, defaults)
+        ? {}
+        : {
+            configProblem: {
+              reason: 'RedisNotConfigured',
+              message:
+                "no Redis address: set spec.serving.redisUrl or the operator's CREMA_SERVING_REDIS_URL (serving pods cannot become ready without features)",
+            },
+          }),
+      podProblems: {
+        ...(stablePods ? { stable: stablePods } : {}),
+        ...(canaryPods ? { canary: { ...canaryPods, message: `canary: ${canaryPods.message}` } } : {}),
+        ...(routerPods ? { router: { ...routerPods, message: `router: ${routerPods.message}` } } : {}),
+      },
+      now,
+    });
+  const obj = { ...model, apiVersion: 'crema.dev/v1alpha1', kind: 'RecommenderModel' };
+  let current = model;
+  let noticesRecorded = false;
+  /** Writes status when it differs; events for what changed. False on a conflict (requeue). */
+  const writeStatus = async (status: RecommenderModel['status']): Promise<boolean> => {
+    try {
+      const written = await patchStatus(deps.client, RESOURCES.recommenderModel, current, status);
+      if (!written) return true;
+      deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'RecommenderModel/status' });
+      const before = current;
+      current = {
+        ...current,
+        metadata: { ...current.metadata, resourceVersion: written.metadata?.resourceVersion },
+        ...(status ? { status } : {}),
+      };
+      if (!specError && !noticesRecorded) {
+        noticesRecorded = true;
+        for (const n of decision.notices) await deps.events.record(obj, n.type, n.reason, n.message);
+      }
+      await recordTransitions(deps.events, before, status);
+      return true;
+    } catch (err) {
+      // A conflict means our cached copy is stale; the watch brings the fresh one and re-queues.
+      if (err instanceof KubeApiError && (err.conflict || err.notFound)) return false;
+      throw err;
+    }
+  };
+
+  // 5. Intent first: a decision that moves the rollout (a step, a promotion, a rollback, an
+  // abort) is written to status before any child changes, so an operator killed half-way
+  // through resumes that same transition from status instead of deciding again from the state
+  // before it (which would undo a promotion and roll the fleet twice). The command it acted on
+  // is marked in the same write, so a restart between this write and the command's removal
+  // does not act on it twice.
+  if (!specError && state.stable && rolloutMoved(state, decision.state)) {
+    const intent = statusOf(stableDeployment, actedCommand ? { pendingCommand: actedCommand } : {});
+    if (!(await writeStatus(intent))) return { kind: 'requeueAfter', ms: 200 };
+  }
+
+  // 6. The command is consumed once its decision is recorded (or it had nothing to act on, or
+  // a previous run already acted on it), and only when the spec renders.
+  const consume = alreadyActed || (!specError && decision.command && decision.command.outcome !== 'held');
+  if (consume) {
     try {
       const consumed = await deps.client.request<RecommenderModel>(
         'PATCH',
@@ -272,15 +361,15 @@ export async function reconcileRecommenderModel(
             metadata: {
               // A command a user adds meanwhile changes the resourceVersion: this then fails,
               // and the next reconcile sees both.
-              resourceVersion: model.metadata?.resourceVersion,
+              resourceVersion: current.metadata?.resourceVersion,
               annotations: { [ABORT_ANNOTATION]: null, [PROMOTE_ANNOTATION]: null },
             },
           },
         },
       );
       current = {
-        ...model,
-        metadata: { ...model.metadata, resourceVersion: consumed.metadata?.resourceVersion },
+        ...current,
+        metadata: { ...current.metadata, resourceVersion: consumed.metadata?.resourceVersion },
       };
       deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'RecommenderModel' });
     } catch (err) {
@@ -288,15 +377,13 @@ export async function reconcileRecommenderModel(
         return { kind: 'requeueAfter', ms: 200 };
       throw err;
     }
-    if (decision.command.outcome === 'ignored') {
-      await deps.events.record(
-        { ...model, apiVersion: 'crema.dev/v1alpha1', kind: 'RecommenderModel' },
-        'Warning',
-        'CommandIgnored',
-        decision.command.message,
-      );
+    if (decision.command?.outcome === 'ignored') {
+      await deps.events.record(obj, 'Warning', 'CommandIgnored', decision.command.message);
     }
   }
+
+  // 7. Apply what differs; remove canary objects that should no longer exist.
+  let applyError: string | undefined;
   let deployment: KubeObject | undefined;
   for (const obj of desired) {
     const resource = byKind.get(obj.kind ?? '');
@@ -345,57 +432,33 @@ export async function reconcileRecommenderModel(
     }
   }
 
-  // 5. Status from the cluster and the decision.
-  const stablePods = findPodProblem(pods, 'stable', plan.stable.sha256);
-  const canaryPods = plan.canary ? findPodProblem(pods, 'canary', plan.canary.sha256) : null;
-  const routerPods = plan.canary ? findPodProblem(pods, 'router') : null;
-  const status = computeStatus({
-    model,
-    deployment: observeDeployment(deployment) ?? stableDeployment,
-    ...(canaryDeployment && plan.canary ? { canaryDeployment } : {}),
-    // With a spec the builder refused nothing was applied: the rollout stays where it was.
-    rollout: specError
-      ? { state, canaryWeight: state.canary?.weight ?? 0, notices: [], wantsAnalysis: false }
-      : decision,
-    ...(applyError ? { applyError } : {}),
-    ...(specError ? { specError } : {}),
-    ...(redisUrlOf(model, defaults)
-      ? {}
-      : {
-          configProblem: {
-            reason: 'RedisNotConfigured',
-            message:
-              "no Redis address: set spec.serving.redisUrl or the operator's CREMA_SERVING_REDIS_URL (serving pods cannot become ready without features)",
-          },
-        }),
-    podProblems: {
-      ...(stablePods ? { stable: stablePods } : {}),
-      ...(canaryPods ? { canary: { ...canaryPods, message: `canary: ${canaryPods.message}` } } : {}),
-      ...(routerPods ? { router: { ...routerPods, message: `router: ${routerPods.message}` } } : {}),
-    },
-    now,
-  });
-  const obj = { ...model, apiVersion: 'crema.dev/v1alpha1', kind: 'RecommenderModel' };
-  try {
-    if (await patchStatus(deps.client, RESOURCES.recommenderModel, current, status)) {
-      deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'RecommenderModel/status' });
-      if (!specError)
-        for (const n of decision.notices) await deps.events.record(obj, n.type, n.reason, n.message);
-      await recordTransitions(deps.events, model, status);
-    }
-  } catch (err) {
-    // A conflict means our cached copy is stale; the watch brings the fresh one and re-queues.
-    if (err instanceof KubeApiError && (err.conflict || err.notFound))
-      return { kind: 'requeueAfter', ms: 200 };
-    throw err;
-  }
+  // 8. Status from the cluster and the decision.
+  const applied = observeDeployment(deployment) ?? stableDeployment;
+  // The command marker stays only if the command could not be removed (a conflict returned above).
+  if (!(await writeStatus(statusOf(applied, applyError ? { applyError } : {}))))
+    return { kind: 'requeueAfter', ms: 200 };
 
-  // 6. When to come back.
+  // 9. When to come back.
   if (applyError) return { kind: 'error', error: new Error(applyError) };
   if (retireRouterLater) return { kind: 'requeueAfter', ms: 1000 };
   if (decision.requeueAfterMs !== undefined)
     return { kind: 'requeueAfter', ms: Math.max(200, decision.requeueAfterMs) };
   return { kind: 'done' };
+}
+
+/** Whether a decision moves the rollout (traffic, revisions, or what is remembered as rolled back). */
+function rolloutMoved(before: RolloutState, after: RolloutState): boolean {
+  const key = (s: RolloutState) =>
+    JSON.stringify([
+      s.stable?.modelSha,
+      s.stable?.revision,
+      s.canary?.modelSha,
+      s.canary?.step,
+      s.canary?.weight,
+      s.promotion?.modelSha,
+      s.abortedModelSha,
+    ]);
+  return key(before) !== key(after);
 }
 
 async function recordTransitions(

@@ -4,6 +4,7 @@ import {
   computeStatus,
   derivePhase,
   rolloutStateOf,
+  runsEverywhere,
   setCondition,
   type ObservedDeployment,
   type StatusInput,
@@ -242,5 +243,60 @@ describe('conditions', () => {
     ],
   ] as const)('phase of %j is %s', (conds, phase) => {
     expect(derivePhase(conds as unknown as Condition[])).toBe(phase);
+  });
+});
+
+describe('runsEverywhere (a promotion ends only when every stable pod runs the promoted model)', () => {
+  it.each([
+    ['every pod updated, ready and available', deploy(), true],
+    ['the template still names the old model', deploy({ modelSha: SHA2 }), false],
+    ['the controller has not seen the new spec yet', deploy({ generation: 3 }), false],
+    ['a pod of the old template is left', deploy({ replicas: 3 }), false],
+    ['an updated pod is not ready yet', deploy({ readyReplicas: 1 }), false],
+    [
+      'no pod at all',
+      deploy({ replicas: 0, updatedReplicas: 0, readyReplicas: 0, availableReplicas: 0 }),
+      false,
+    ],
+  ])('%s → %s', (_n, d, expected) => {
+    expect(runsEverywhere(d, SHA1)).toBe(expected);
+  });
+
+  it('status keeps the promotion (restart-safe) and Progressing says what it waits for', () => {
+    const promotion = {
+      modelSha: SHA2,
+      uri: 'file:///m2.onnx',
+      revision: 2,
+      startedAt: T0.toISOString(),
+      weight: 60,
+    };
+    const m = model(SHA2, {
+      stable: { modelSha: SHA2, uri: 'file:///m2.onnx', revision: 2, since: T0.toISOString() },
+      promotion,
+    });
+    expect(rolloutStateOf(m).promotion).toEqual(promotion);
+    const decision = computeRolloutStep({
+      spec: {
+        modelSha: SHA2,
+        uri: 'file:///m2.onnx',
+        steps: [{ weight: 60 }],
+        analysisConfigured: false,
+        failureLimit: 2,
+        analysisIntervalMs: 60_000,
+        paused: false,
+      },
+      state: rolloutStateOf(m),
+      observed: { stableReadyReplicas: 2, canaryReadyReplicas: 1, stableRolledOut: false },
+      now: T1,
+    });
+    const status = computeStatus({
+      model: m,
+      deployment: deploy({ updatedReplicas: 1, modelSha: SHA2 }),
+      rollout: decision,
+      now: T1,
+    });
+    expect(status.promotion).toEqual(promotion);
+    expect(cond(status, 'Progressing')).toMatchObject({ status: 'True', reason: 'Promoting' });
+    expect(status.phase).toBe('Progressing');
   });
 });

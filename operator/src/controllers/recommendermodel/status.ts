@@ -36,6 +36,8 @@ export interface StatusInput {
   readonly applyError?: string;
   /** The spec could not be turned into children (a request above its limit): nothing applied. */
   readonly specError?: string;
+  /** A manual command this status acts on and whose annotation is not removed yet. */
+  readonly pendingCommand?: 'promote-step' | 'promote-full' | 'abort';
   /** A setting the pods need is missing (e.g. no Redis address). */
   readonly configProblem?: PodProblem;
   /** Why pods of each track do not serve, read from the pods (pods.ts). */
@@ -83,6 +85,17 @@ export function rolloutStateOf(model: RecommenderModel): RolloutState {
           },
         }
       : {}),
+    ...(s.promotion?.modelSha
+      ? {
+          promotion: {
+            modelSha: s.promotion.modelSha,
+            uri: s.promotion.uri ?? spec.uri,
+            revision: s.promotion.revision ?? s.stable?.revision ?? 1,
+            startedAt: s.promotion.startedAt ?? '',
+            weight: s.promotion.weight ?? 0,
+          },
+        }
+      : {}),
     ...(s.abortedModelSha ? { abortedModelSha: s.abortedModelSha } : {}),
     history: (s.history ?? []).map((h) => ({
       revision: h.revision ?? 0,
@@ -103,6 +116,22 @@ export function setCondition(list: readonly Condition[], c: Condition, now: Date
     old && old.status === c.status && old.lastTransitionTime ? old.lastTransitionTime : now.toISOString();
   return [...list.filter((x) => x.type !== c.type), { ...c, lastTransitionTime }].sort((a, b) =>
     a.type.localeCompare(b.type),
+  );
+}
+
+/**
+ * Whether every pod of Deployment `d` runs model `sha` and is ready: the Deployment has observed
+ * its latest spec, that spec carries `sha`, and no pod of an older template is left.
+ */
+export function runsEverywhere(d: ObservedDeployment | undefined, sha: string): boolean {
+  if (!d || d.modelSha !== sha) return false;
+  if ((d.observedGeneration ?? 0) < (d.generation ?? 0)) return false;
+  const replicas = d.replicas ?? 0;
+  return (
+    replicas >= 1 &&
+    (d.updatedReplicas ?? 0) >= replicas &&
+    (d.readyReplicas ?? 0) >= replicas &&
+    (d.availableReplicas ?? 0) >= replicas
   );
 }
 
@@ -128,7 +157,7 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
   const { model, deployment: d, now, rollout } = input;
   const prev = model.status ?? {};
   const generation = model.metadata?.generation ?? 0;
-  const { stable, canary, abortedModelSha, history } = rollout.state;
+  const { stable, canary, promotion, abortedModelSha, history } = rollout.state;
   const stableSha = stable?.modelSha ?? model.spec.model.sha256;
   const revision = stable?.revision ?? 1;
 
@@ -175,6 +204,14 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
   if (canary) {
     const where = `canary revision ${canary.revision} at step ${canary.step + 1}, weight ${canary.weight}%`;
     cond('Progressing', 'True', 'Canary', rollout.waiting ? `${where}: ${rollout.waiting}` : where);
+  } else if (promotion) {
+    cond(
+      'Progressing',
+      'True',
+      'Promoting',
+      rollout.waiting ??
+        `revision ${promotion.revision} promoted; stable pods rolling to it (${d?.updatedReplicas ?? 0}/${d?.replicas ?? 0} updated)`,
+    );
   } else if (!rolledOut) {
     cond('Progressing', 'True', 'RollingOut', `rolling out revision ${revision} (${stableSha.slice(0, 12)})`);
   } else if (problem) {
@@ -247,6 +284,8 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
           },
         }
       : {}),
+    ...(promotion ? { promotion: { ...promotion } } : {}),
+    ...(input.pendingCommand ? { pendingCommand: input.pendingCommand } : {}),
     ...(abortedModelSha ? { abortedModelSha } : {}),
     readyReplicas: d?.readyReplicas ?? 0,
     replicas: d?.replicas ?? 0,
@@ -259,7 +298,8 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
 export function derivePhase(conditions: readonly Condition[]): NonNullable<RecommenderModelStatus['phase']> {
   const is = (t: string) => conditions.find((c) => c.type === t)?.status === 'True';
   if (is('Degraded')) return 'Degraded';
-  if (is('Progressing') && conditions.find((c) => c.type === 'Progressing')?.reason === 'Canary')
+  const progressing = conditions.find((c) => c.type === 'Progressing');
+  if (is('Progressing') && (progressing?.reason === 'Canary' || progressing?.reason === 'Promoting'))
     return 'Progressing';
   if (is('RolledBack')) return 'RolledBack';
   if (is('Ready')) return 'Ready';
