@@ -3,56 +3,29 @@
  * restarted it converges with no duplicates or orphans; with two replicas exactly one acts,
  * and the other takes over when the leader dies (SIGKILL) or steps down (SIGTERM).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { installCrds } from './install.js';
 import { RESOURCES, resourcePath, type KubeClient, type KubeList, type KubeObject } from './runtime/kube.js';
 import { auditedWrites, eventually, testClient } from '../test/helpers.js';
-import { TEST_SERVING_REDIS_URL } from '../test/operator.js';
+import { exited, startOperatorProcess as startProcess, type OperatorProcess } from '../test/process.js';
 import type { RecommenderModel } from './api/v1alpha1/index.js';
 
 let client: KubeClient;
 const procs: ChildProcess[] = [];
 const suffix = Date.now().toString(36);
 
-/** Starts `operator/src/main.ts` as a process; resolves once it logged that it runs. */
-async function startOperatorProcess(
+/** Starts the operator as a process for `ns`. */
+const startOperatorProcess = (
   ns: string,
   identity: string,
   leaseMs = 3000,
-  extraEnv: Record<string, string> = {},
-): Promise<ChildProcess & { output: () => string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'operator/src/main.ts'], {
-    env: {
-      ...process.env,
-      KUBECONFIG: inject('kubeconfigPath'),
-      CREMA_NAMESPACE: ns,
-      CREMA_LEASE_NAMESPACE: ns,
-      CREMA_LEASE_DURATION_MS: String(leaseMs),
-      CREMA_HEALTH_PORT: '0',
-      CREMA_IDENTITY: identity,
-      CREMA_SERVING_REDIS_URL: TEST_SERVING_REDIS_URL,
-      ...extraEnv,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  env: Record<string, string> = {},
+): Promise<OperatorProcess> =>
+  startProcess({ kubeconfigPath: inject('kubeconfigPath'), ns, identity, leaseMs, env }).then((p) => {
+    procs.push(p);
+    return p;
   });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  procs.push(child);
-  await eventually(
-    () => out.includes('running (health') || child.exitCode !== null,
-    30_000,
-    `${identity} started`,
-  );
-  if (child.exitCode !== null) throw new Error(`operator exited: ${out}`);
-  return Object.assign(child, { output: () => out });
-}
-
-async function exited(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  await new Promise((r) => p.once('exit', r));
-}
 
 const model = (ns: string, name: string): RecommenderModel =>
   ({
