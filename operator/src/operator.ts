@@ -140,6 +140,8 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
         ...(cfg.alertWebhook.host ? { host: cfg.alertWebhook.host } : {}),
         bearerToken: cfg.alertWebhook.bearerToken,
         onAlert: (alert) => {
+          // This in-memory store only knows firing alerts; it lets them expire.
+          if (alert.status === 'resolved') return 'ignored';
           const key = driftAlerts.record(alert);
           log(
             `drift alert ${alert.alertname} for ${key} revision ${alert.revision.slice(0, 12)} (${alert.variant ?? '?'})`,

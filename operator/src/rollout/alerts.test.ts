@@ -3,6 +3,7 @@ import type { DriftAlert } from '../webhooks/alertmanager.js';
 import { DriftAlertStore } from './alerts.js';
 
 const alert = (over: Partial<DriftAlert> = {}): DriftAlert => ({
+  status: 'firing',
   alertname: 'CremaFeatureDrift',
   namespace: 'stores',
   model: 'drinks',
