@@ -66,7 +66,14 @@ const condition = (m: RecommenderModel, type: string) => m.status?.conditions?.f
 /** POSTs one Alertmanager notification with one alert to `op`'s webhook; the HTTP status and body. */
 async function notify(
   op: RunningOperator,
-  alert: { status: 'firing' | 'resolved'; model: string; revision: string; variant: string; psi: number },
+  alert: {
+    status: 'firing' | 'resolved';
+    model: string;
+    revision: string;
+    variant: string;
+    psi: number;
+    feature?: string;
+  },
 ) {
   const res = await fetch(`http://127.0.0.1:${op.alertWebhookPort}/alerts`, {
     method: 'POST',
@@ -89,7 +96,7 @@ async function notify(
             crema_model: alert.model,
             revision: alert.revision,
             variant: alert.variant,
-            feature: 'hour',
+            feature: alert.feature ?? 'hour',
           },
           annotations: {
             value: String(alert.psi),
@@ -320,6 +327,36 @@ describe('drift alert state in the cluster (control plane only: pod readiness si
       expect(standbyWrites.every((w) => w.endsWith(`configmaps/${DRIFT_ALERTS_CONFIGMAP}`))).toBe(true);
       expect(standbyWrites.length).toBeLessThanOrEqual(2);
       expect(leaderWrites).toContain(`patch configmaps/${DRIFT_ALERTS_CONFIGMAP}`);
+    },
+  );
+
+  it(
+    'two replicas writing alerts at once, into a namespace with no alert ConfigMap yet, lose none',
+    { timeout: 60_000 },
+    async () => {
+      const [a, b] = ops;
+      await client.request('DELETE', resourcePath(RESOURCES.configMap, ns, DRIFT_ALERTS_CONFIGMAP));
+      const features = Array.from({ length: 12 }, (_, i) => `f${i}`);
+      const send = (status: 'firing' | 'resolved') =>
+        Promise.all(
+          features.map((feature, i) =>
+            notify(i % 2 ? a! : b!, {
+              status,
+              model: 'pickup',
+              revision: A,
+              variant: 'stable',
+              psi: 0.5,
+              feature,
+            }),
+          ),
+        );
+      expect((await send('firing')).map((r) => r.status)).toEqual(features.map(() => 200));
+      const entries = Object.values(await alertEntries());
+      expect(entries.map((v) => (JSON.parse(v) as { feature: string }).feature).sort()).toEqual(
+        [...features].sort(),
+      );
+      expect((await send('resolved')).map((r) => r.status)).toEqual(features.map(() => 200));
+      expect(await alertEntries()).toEqual({});
     },
   );
 });
