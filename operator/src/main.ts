@@ -14,6 +14,7 @@
  *   CREMA_ALERT_WEBHOOK_PORT   Alertmanager webhook port (default off); needs CREMA_ALERT_WEBHOOK_TOKEN
  *   CREMA_ALERT_WEBHOOK_HOST   address the webhook listens on (default 0.0.0.0: reachable in-cluster)
  *   CREMA_ALERT_WEBHOOK_TOKEN  bearer token Alertmanager must send
+ *   CREMA_DRIFT_ALERT_TTL_MS   a recorded drift alert counts this long after its last notification (default 600000)
  *   CREMA_SERVING_REDIS_URL    Redis for serving pods of models without spec.serving.redisUrl
  *   CREMA_IDENTITY             leader-election identity (default: hostname + random suffix)
  */
@@ -48,6 +49,7 @@ const op = await startOperator({
   ...(num(env['CREMA_RESYNC_MS']) ? { resyncMs: num(env['CREMA_RESYNC_MS'])! } : {}),
   ...(env['CREMA_PROMETHEUS_URL'] ? { prometheusUrl: env['CREMA_PROMETHEUS_URL'] } : {}),
   ...(env['CREMA_ALERT_WEBHOOK_PORT'] ? { alertWebhook: webhookConfig() } : {}),
+  ...(num(env['CREMA_DRIFT_ALERT_TTL_MS']) ? { driftAlertTtlMs: num(env['CREMA_DRIFT_ALERT_TTL_MS'])! } : {}),
   ...(env['CREMA_IDENTITY'] ? { identity: env['CREMA_IDENTITY'] } : {}),
   ...(env['CREMA_SERVING_REDIS_URL'] ? { servingRedisUrl: env['CREMA_SERVING_REDIS_URL'] } : {}),
 });

@@ -14,12 +14,19 @@ import {
   recommenderModelController,
   type CanaryAnalyzer,
 } from './controllers/recommendermodel/reconcile.js';
-import { DriftAlertStore } from './rollout/alerts.js';
+import { MANAGED_BY } from './controllers/recommendermodel/desired.js';
+import {
+  ClusterDriftAlerts,
+  DEFAULT_DRIFT_ALERT_TTL_MS,
+  DRIFT_ALERTS_CONFIGMAP,
+  checkRecordable,
+} from './rollout/alerts.js';
+import { patchDriftAlert, startDriftAlertPruning } from './webhooks/alert-state.js';
 import { startAlertWebhook } from './webhooks/alertmanager.js';
 import { createEventRecorder } from './runtime/events.js';
 import { startHealthServer } from './runtime/health.js';
 import { fenceWrites } from './runtime/fence.js';
-import { createKubeClient, type KubeClient } from './runtime/kube.js';
+import { RESOURCES, createKubeClient, type KubeClient, type KubeObject } from './runtime/kube.js';
 import { Manager } from './runtime/manager.js';
 import { OperatorMetrics } from './runtime/metrics.js';
 
@@ -47,6 +54,11 @@ export interface OperatorConfig {
   readonly alertWebhook?: { readonly port: number; readonly host?: string; readonly bearerToken: string };
   /** Redis the serving pods use when a model's spec.serving.redisUrl is not set. */
   readonly servingRedisUrl?: string;
+  /**
+   * A recorded drift alert counts this long after Alertmanager last sent it (default 10 minutes);
+   * Alertmanager's repeat_interval must be shorter.
+   */
+  readonly driftAlertTtlMs?: number;
 }
 
 export interface RunningOperator {
@@ -102,7 +114,7 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
     ...(cfg.onLostLeadership ? { onLostLeadership: cfg.onLostLeadership } : {}),
   });
   fence = () => manager.mayWrite();
-  const driftAlerts = new DriftAlertStore();
+  const driftAlertTtlMs = cfg.driftAlertTtlMs ?? DEFAULT_DRIFT_ALERT_TTL_MS;
   const prometheus = cfg.prometheusUrl
     ? createPrometheusClient(cfg.prometheusUrl, { timeoutMs: 10_000 })
     : undefined;
@@ -121,6 +133,21 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
       return { verdict: result.verdict, message: result.message, at: result.at };
     },
   };
+  // Drift alert state lives in ConfigMaps (ADR 0004), read from the controller's ConfigMap
+  // informer (managed-by label): the leader sees what any replica's webhook recorded.
+  const configMaps = manager.informers.for<KubeObject & { data?: Record<string, string> }>(
+    RESOURCES.configMap,
+    Object.entries(MANAGED_BY)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(','),
+  );
+  const driftAlerts = new ClusterDriftAlerts(
+    (namespace) => configMaps.get(namespace, DRIFT_ALERTS_CONFIGMAP),
+    () => new Date(),
+  );
+  configMaps.on((event, obj) => {
+    for (const key of driftAlerts.keysFor(event, obj)) manager.enqueue('recommendermodel', key);
+  });
   manager.add(
     recommenderModelController({
       client: writer,
@@ -134,17 +161,25 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
       servingDefaults: { ...(cfg.servingRedisUrl ? { redisUrl: cfg.servingRedisUrl } : {}) },
     }),
   );
+  // After add: the controller created the primary's informer (with its resync).
+  const models = manager.informers.for(RESOURCES.recommenderModel);
   const webhook = cfg.alertWebhook
     ? await startAlertWebhook({
         port: cfg.alertWebhook.port,
         ...(cfg.alertWebhook.host ? { host: cfg.alertWebhook.host } : {}),
         bearerToken: cfg.alertWebhook.bearerToken,
-        onAlert: (alert) => {
-          const key = driftAlerts.record(alert);
-          log(
-            `drift alert ${alert.alertname} for ${key} revision ${alert.revision.slice(0, 12)} (${alert.variant ?? '?'})`,
-          );
-          manager.enqueue('recommendermodel', key);
+        // Answered (200) only once the alert is in the cluster; a failed write answers 500 and
+        // Alertmanager retries. Any replica records; the leader acts through its informer.
+        onAlert: async (alert) => {
+          const what = `${alert.alertname} ${alert.status} for ${alert.namespace}/${alert.model} revision ${alert.revision.slice(0, 12)} (${alert.variant ?? '?'})`;
+          log(`drift alert ${what}`);
+          if (!manager.synced) throw new Error('caches not synced yet: retry');
+          const skip = checkRecordable(alert, !!models.get(alert.namespace, alert.model));
+          if (skip) {
+            log(`ignored drift alert ${what}: ${skip}`);
+            return 'ignored';
+          }
+          await patchDriftAlert(client, alert, { now: new Date(), ttlMs: driftAlertTtlMs });
         },
       })
     : undefined;
@@ -161,6 +196,14 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
   const addr = health.address();
   const healthPort = typeof addr === 'object' && addr ? addr.port : 0;
   await manager.start();
+  const pruning = startDriftAlertPruning({
+    client: writer,
+    configMaps: () => configMaps.list().filter((cm) => cm.metadata?.name === DRIFT_ALERTS_CONFIGMAP),
+    mayWrite: () => manager.mayWrite(),
+    now: () => new Date(),
+    intervalMs: Math.max(500, Math.min(30_000, Math.round(driftAlertTtlMs / 4))),
+    log,
+  });
   log(`crema-operator ${identity} running (health and metrics on :${healthPort})`);
   let stopping: Promise<void> | undefined;
   return {
@@ -174,6 +217,7 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
     stop() {
       stopping ??= (async () => {
         await webhook?.close();
+        await pruning.stop();
         await manager.stop();
         await new Promise<void>((r) => health.close(() => r()));
         client.close();

@@ -1,7 +1,8 @@
 /**
  * The shipped RBAC (manifests/operator/rbac.yaml) is enough and no more: the operator, running
  * with a token of the crema-operator ServiceAccount against the real API server (RBAC
- * authorization), elects itself, reconciles a model end to end, and is refused Secrets.
+ * authorization), elects itself, reconciles a model end to end, records a drift alert from its
+ * webhook in the namespace's alert ConfigMap, and is refused Secrets.
  */
 import * as k8s from '@kubernetes/client-node';
 import { readFile, rm, writeFile, mkdtemp } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
 import { installCrds } from './install.js';
 import { startOperator, type RunningOperator } from './operator.js';
+import { DRIFT_ALERTS_CONFIGMAP } from './rollout/alerts.js';
 import {
   KubeApiError,
   RESOURCES,
@@ -109,6 +111,7 @@ describe('operator RBAC', () => {
       leaseDurationMs: 3000,
       log: () => {},
       servingRedisUrl: TEST_SERVING_REDIS_URL,
+      alertWebhook: { port: 0, host: '127.0.0.1', bearerToken: 'rbac-token' },
     });
     await eventually(() => op!.manager.isLeader, 15_000, 'leader with the SA token');
     await admin.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
@@ -149,6 +152,43 @@ describe('operator RBAC', () => {
     ] as const) {
       await admin.request('GET', resourcePath(r, ns, name));
     }
+  });
+
+  it('records drift alerts in the cluster (create and merge-patch of the alert ConfigMap)', async () => {
+    const notify = (status: 'firing' | 'resolved') =>
+      fetch(`http://127.0.0.1:${op!.alertWebhookPort}/alerts`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer rbac-token', 'content-type': 'application/json' },
+        body: JSON.stringify({
+          version: '4',
+          alerts: [
+            {
+              status,
+              labels: {
+                alertname: 'CremaFeatureDrift',
+                namespace: ns,
+                crema_model: 'drinks',
+                revision: 'd'.repeat(64),
+                variant: 'stable',
+                feature: 'hour',
+              },
+              annotations: { value: '0.4' },
+              startsAt: new Date().toISOString(),
+            },
+          ],
+        }),
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown }));
+    expect(await notify('firing')).toEqual({ status: 200, body: { accepted: 1, ignored: 0 } });
+    const entries = async () =>
+      (
+        await admin.request<KubeObject & { data?: Record<string, string> }>(
+          'GET',
+          resourcePath(RESOURCES.configMap, ns, DRIFT_ALERTS_CONFIGMAP),
+        )
+      ).data ?? {};
+    expect(Object.keys(await entries())).toHaveLength(1);
+    expect(await notify('resolved')).toEqual({ status: 200, body: { accepted: 1, ignored: 0 } });
+    expect(await entries()).toEqual({});
   });
 
   it('is refused what it does not need', async () => {

@@ -53,6 +53,7 @@ describe('parseAlertPayload', () => {
     expect(ignored).toBe(0);
     expect(alerts).toEqual([
       {
+        status: 'firing',
         alertname: 'CremaFeatureDrift',
         namespace: 'shop',
         model: 'drinks',
@@ -67,12 +68,23 @@ describe('parseAlertPayload', () => {
     ]);
   });
 
-  it('skips resolved alerts and alerts without Crema labels', () => {
+  it('decodes resolved alerts too (they clear the recorded state), with their endsAt', () => {
+    const resolved = { ...alert('resolved'), endsAt: '2026-11-24T12:05:00.000Z' };
+    const { alerts, ignored } = parseAlertPayload(payload([resolved]));
+    expect(ignored).toBe(0);
+    expect(alerts).toEqual([
+      expect.objectContaining({ status: 'resolved', revision: 'abc', endsAt: '2026-11-24T12:05:00.000Z' }),
+    ]);
+    // Firing alerts carry Alertmanager's zero endsAt: not kept.
+    expect(parseAlertPayload(payload([alert('firing')])).alerts[0]).not.toHaveProperty('endsAt');
+  });
+
+  it('skips alerts without Crema labels', () => {
     const foreign = alert('firing');
     delete (foreign.labels as Partial<typeof foreign.labels>).namespace;
     const r = parseAlertPayload(payload([alert('resolved'), foreign, alert('firing', { crema_model: 'x' })]));
-    expect(r.ignored).toBe(2);
-    expect(r.alerts.map((a) => a.model)).toEqual(['x']);
+    expect(r.ignored).toBe(1);
+    expect(r.alerts.map((a) => `${a.status} ${a.model}`)).toEqual(['resolved drinks', 'firing x']);
   });
 
   it.each([
@@ -126,15 +138,45 @@ describe('startAlertWebhook', () => {
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   }
 
-  it('calls onAlert for each firing alert and answers with the counts', async () => {
+  it('calls onAlert for each Crema alert, in order, and answers with the counts', async () => {
     const got: DriftAlert[] = [];
     hook = await startAlertWebhook({ port: 0, bearerToken: TOKEN, onAlert: (a) => void got.push(a) });
+    const foreign = alert('firing', { alertname: 'Other' });
+    delete (foreign.labels as Partial<typeof foreign.labels>).revision;
     const res = await post(
-      JSON.stringify(payload([alert('firing'), alert('resolved'), alert('firing', { feature: 'temp' })])),
+      JSON.stringify(payload([alert('firing'), foreign, alert('resolved', { feature: 'temp' })])),
       `Bearer ${TOKEN}`,
     );
     expect(res).toEqual({ status: 200, body: { accepted: 2, ignored: 1 } });
-    expect(got.map((a) => a.feature)).toEqual(['hour', 'temp']);
+    expect(got.map((a) => `${a.status} ${a.feature}`)).toEqual(['firing hour', 'resolved temp']);
+  });
+
+  it('counts alerts onAlert ignores as ignored', async () => {
+    hook = await startAlertWebhook({
+      port: 0,
+      bearerToken: TOKEN,
+      onAlert: (a) => (a.model === 'gone' ? 'ignored' : undefined),
+    });
+    const res = await post(
+      JSON.stringify(payload([alert('firing'), alert('firing', { crema_model: 'gone' })])),
+      `Bearer ${TOKEN}`,
+    );
+    expect(res).toEqual({ status: 200, body: { accepted: 1, ignored: 1 } });
+  });
+
+  it('answers only after onAlert has finished (the state is written before Alertmanager hears 200)', async () => {
+    let written = false;
+    hook = await startAlertWebhook({
+      port: 0,
+      bearerToken: TOKEN,
+      onAlert: async () => {
+        await new Promise((r) => setTimeout(r, 50));
+        written = true;
+      },
+    });
+    const res = await post(JSON.stringify(payload([alert('firing')])), `Bearer ${TOKEN}`);
+    expect(res.status).toBe(200);
+    expect(written).toBe(true);
   });
 
   it('refuses a missing or wrong token with 401 and never calls onAlert', async () => {

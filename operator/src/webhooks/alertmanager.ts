@@ -1,18 +1,20 @@
 /**
  * The Alertmanager webhook receiver: `POST /alerts` with an Alertmanager v4 payload and
- * `Authorization: Bearer <token>`. Every firing alert that names a Crema model becomes one
- * `onAlert` call; resolved alerts and alerts without the Crema labels are acknowledged and skipped.
+ * `Authorization: Bearer <token>`. Every alert, firing or resolved, that names a Crema model
+ * becomes one `onAlert` call; alerts without the Crema labels are acknowledged and skipped.
  *
- * Answers: 200 `{ accepted, ignored }`; 400 malformed body (the message names the problem);
- * 401 missing or wrong token; 404 other paths; 405 other methods on /alerts; 413 body over 1 MiB;
- * 500 when `onAlert` throws, so Alertmanager retries the notification.
+ * Answers: 200 `{ accepted, ignored }` once every `onAlert` finished; 400 malformed body (the
+ * message names the problem); 401 missing or wrong token; 404 other paths; 405 other methods on
+ * /alerts; 413 body over 1 MiB; 500 when `onAlert` throws, so Alertmanager retries the notification.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-/** A firing drift alert, decoded from its labels and annotations. */
+/** A drift alert (firing or resolved), decoded from its labels and annotations. */
 export interface DriftAlert {
+  /** Resolved: Prometheus no longer sees the condition. */
+  status: 'firing' | 'resolved';
   alertname: string;
   /** Label `namespace`. */
   namespace: string;
@@ -28,6 +30,8 @@ export interface DriftAlert {
   value?: number;
   /** RFC 3339, when Prometheus first saw the condition firing. */
   startsAt: string;
+  /** RFC 3339, when a resolved alert stopped firing (Alertmanager zeroes it while firing). */
+  endsAt?: string;
   labels: Record<string, string>;
   annotations: Record<string, string>;
 }
@@ -39,11 +43,17 @@ export interface AlertWebhookOptions {
   readonly host?: string;
   /** The token Alertmanager sends as `Authorization: Bearer <token>`. */
   readonly bearerToken: string;
-  /** Called once per firing alert; a rejection answers 500 so Alertmanager retries. */
-  readonly onAlert: (alert: DriftAlert) => void | Promise<void>;
+  /**
+   * Called once per Crema alert, in order; a rejection answers 500 so Alertmanager retries.
+   * Resolving to 'ignored' counts the alert as ignored (acknowledged, nothing to do).
+   */
+  readonly onAlert: (alert: DriftAlert) => AlertOutcome | Promise<AlertOutcome>;
   /** Largest accepted body. Default 1 MiB. */
   readonly maxBodyBytes?: number;
 }
+
+/** What `onAlert` did: nothing to report (handled), or 'ignored'. */
+export type AlertOutcome = void | 'ignored';
 
 export interface AlertWebhook {
   readonly port: number;
@@ -61,7 +71,7 @@ const isRecordOfStrings = (v: unknown): v is Record<string, string> =>
   !Array.isArray(v) &&
   Object.values(v).every((x) => typeof x === 'string');
 
-/** Decodes an Alertmanager v4 payload into the firing Crema alerts and a count of skipped ones (pure). */
+/** Decodes an Alertmanager v4 payload into its Crema alerts and a count of skipped ones (pure). */
 export function parseAlertPayload(body: unknown): { alerts: DriftAlert[]; ignored: number } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new AlertPayloadError('body must be a JSON object');
@@ -91,12 +101,14 @@ export function parseAlertPayload(body: unknown): { alerts: DriftAlert[]; ignore
     const labels = a['labels'];
     const model = labels['crema_model'] ?? labels['model'];
     const { namespace, revision } = labels;
-    if (a['status'] !== 'firing' || !model || !namespace || !revision) {
+    if (!model || !namespace || !revision) {
       ignored++;
       return;
     }
     const value = annotations['value'] === undefined ? undefined : Number(annotations['value']);
+    const endsAt = a['endsAt'];
     alerts.push({
+      status: a['status'],
       alertname: labels['alertname'] ?? '',
       namespace,
       model,
@@ -105,6 +117,9 @@ export function parseAlertPayload(body: unknown): { alerts: DriftAlert[]; ignore
       ...(labels['feature'] ? { feature: labels['feature'] } : {}),
       ...(value !== undefined && Number.isFinite(value) ? { value } : {}),
       startsAt: a['startsAt'],
+      ...(a['status'] === 'resolved' && typeof endsAt === 'string' && !Number.isNaN(Date.parse(endsAt))
+        ? { endsAt }
+        : {}),
       labels: { ...labels },
       annotations: { ...annotations },
     });
@@ -190,12 +205,13 @@ export async function startAlertWebhook(opts: AlertWebhookOptions): Promise<Aler
         return send(res, 400, { code: 'BAD_PAYLOAD', message: err.message });
       throw err;
     }
+    let ignored = parsed.ignored;
     try {
-      for (const alert of parsed.alerts) await opts.onAlert(alert);
+      for (const alert of parsed.alerts) if ((await opts.onAlert(alert)) === 'ignored') ignored++;
     } catch (err) {
       return send(res, 500, { code: 'HANDLER_FAILED', message: (err as Error).message });
     }
-    return send(res, 200, { accepted: parsed.alerts.length, ignored: parsed.ignored });
+    return send(res, 200, { accepted: parsed.alerts.length + parsed.ignored - ignored, ignored });
   };
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
