@@ -342,6 +342,12 @@ const AUDIT_POLICY = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+  # Status writes of models with their body: the chaos tests find a transition's first write.
+  - level: Request
+    verbs: [patch, update]
+    resources:
+      - group: crema.dev
+        resources: [recommendermodels/status]
   - level: Metadata
     verbs: [create, update, patch, delete, deletecollection]
   - level: None

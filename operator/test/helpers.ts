@@ -36,13 +36,15 @@ export async function testClient(kubeconfigPath: string, userAgent = 'crema-test
   return createKubeClient(kc, { userAgent });
 }
 
-interface AuditEvent {
+export interface AuditEvent {
   stage: string;
   verb: string;
   userAgent?: string;
   requestURI: string;
   objectRef?: { resource?: string; namespace?: string; name?: string; subresource?: string };
   responseStatus?: { code?: number };
+  /** The request body, for the resources the audit policy logs at Request level. */
+  requestObject?: unknown;
 }
 
 /** Write requests (create/update/patch/delete) recorded by the API server whose user agent starts with `agentPrefix`. */
