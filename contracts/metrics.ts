@@ -1,7 +1,7 @@
 /**
  * The serving tier's Prometheus metrics: every name and label name, defined once. Serving
  * registers them (serving/src/metrics.ts); the operator's canary analysis and drift rules select
- * on them (operator/src/analysis/). Docs: docs/serving.md (metrics), ADR 0004 (identity labels).
+ * on them (operator/src/analysis/). Docs: docs/serving.md (metrics), ADR 0005 (identity labels).
  */
 
 /** Every serving metric name starts with this. */

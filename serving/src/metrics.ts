@@ -5,7 +5,7 @@
  *
  * Every series that analysis or an SRE slices by model carries the identity labels `model`
  * (RecommenderModel name), `namespace` and `revision` (sha256 of the served task's model that
- * answered), so concurrent canaries of different models are never pooled (docs/adr/0004).
+ * answered), so concurrent canaries of different models are never pooled (docs/adr/0005).
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import {
