@@ -104,11 +104,17 @@ describe('buildDriftRules', () => {
   it('selects its own namespace, so a same-named model at the same revision elsewhere raises no alert here', () => {
     const staging = model('drinks');
     staging.metadata!.namespace = 'shop-staging';
-    const exprs = groupsOf(buildDriftRules([model('drinks'), staging])).map((g) => g.rules[0]!.expr);
-    expect(exprs).toEqual([
-      expect.stringContaining('{model="drinks",namespace="shop",revision='),
-      expect.stringContaining('{model="drinks",namespace="shop-staging",revision='),
-    ]);
+    const exprs = Object.fromEntries(
+      groupsOf(buildDriftRules([model('drinks'), staging])).map((g) => [g.name, g.rules[0]!.expr]),
+    );
+    expect(exprs).toEqual({
+      'crema-drift/shop/drinks': expect.stringContaining(
+        '{model="drinks",namespace="shop",revision=',
+      ) as string,
+      'crema-drift/shop-staging/drinks': expect.stringContaining(
+        '{model="drinks",namespace="shop-staging",revision=',
+      ) as string,
+    });
   });
 
   it('renders an empty rule file for no models', () => {
