@@ -1,7 +1,8 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import { parse } from 'yaml';
+import { IDENTITY_LABELS, METRIC_PREFIX, SERVING_METRICS, type LabelsOf } from './metrics.js';
 import { QUANTITY_PATTERN, isQuantity, parseQuantity, sameQuantity } from './quantity.js';
 import { USER_FEATURES, decodeUserFeatures, encodeUserFeatures } from './features.js';
 import { validateModelMetadata } from './model-metadata.js';
@@ -73,6 +74,34 @@ describe('serving env', () => {
       sha256: 'CREMA_RANKING_MODEL_SHA256',
     });
     expect(new Set(MODEL_TASKS.map((t) => modelEnvNames(t).uri)).size).toBe(4);
+  });
+});
+
+describe('serving metrics', () => {
+  const all = Object.values(SERVING_METRICS);
+
+  it('have unique, prefixed, valid names and label names', () => {
+    expect(new Set(all.map((m) => m.name)).size).toBe(all.length);
+    for (const m of all) {
+      expect(m.name).toMatch(new RegExp(`^${METRIC_PREFIX}[a-z_]+$`));
+      expect(new Set(m.labels).size, m.name).toBe(m.labels.length);
+      for (const l of m.labels) expect(l).toMatch(/^[a-z_]+$/);
+    }
+  });
+
+  it('carry model and namespace everywhere, and revision wherever a series is about one model revision', () => {
+    for (const m of all) expect(m.labels.slice(0, 2), m.name).toEqual(['model', 'namespace']);
+    const withoutRevision = all
+      .filter((m) => !(m.labels as readonly string[]).includes('revision'))
+      .map((m) => m.name);
+    expect(withoutRevision).toEqual(['crema_model_loads_total']);
+    expect(IDENTITY_LABELS).toEqual(['model', 'namespace', 'revision']);
+  });
+
+  it('type each metric with exactly its label names', () => {
+    expectTypeOf<LabelsOf<'fallbacks'>>().toEqualTypeOf<
+      'model' | 'namespace' | 'revision' | 'route' | 'reason'
+    >();
   });
 });
 

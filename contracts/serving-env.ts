@@ -49,6 +49,10 @@ export const SERVING_ENV = {
   routerConfigMap: 'CREMA_ROUTER_CONFIGMAP',
   /** Router mode: a config file to watch instead (local runs). */
   routerConfigPath: 'CREMA_ROUTER_CONFIG',
+  /**
+   * The pod's namespace (downward API). Serving mode: the `namespace` label of its metrics;
+   * router mode: where its ConfigMap is.
+   */
   podNamespace: 'POD_NAMESPACE',
 } as const;
 

@@ -23,6 +23,7 @@ import autocannon from 'autocannon';
 import { Pool } from 'undici';
 import { Redis } from 'ioredis';
 import { encodeUserFeatures, KEYS, USER_FEATURES } from '../../contracts/features.js';
+import { SERVING_METRICS } from '../../contracts/metrics.js';
 import { startRedis } from '../../hack/testenv/environment.js';
 import {
   buildCatalog,
@@ -197,8 +198,8 @@ async function closedLoop(url: string, body: string[], connections: number, seco
 async function fallbackCounts(url: string): Promise<Record<string, number>> {
   const text = await (await fetch(url)).text();
   const out: Record<string, number> = {};
-  for (const m of text.matchAll(/^crema_fallbacks_total\{[^}]*reason="([^"]+)"[^}]*\} (\d+)/gm))
-    out[m[1]!] = (out[m[1]!] ?? 0) + Number(m[2]);
+  const line = new RegExp(`^${SERVING_METRICS.fallbacks.name}\\{[^}]*reason="([^"]+)"[^}]*\\} (\\d+)`, 'gm');
+  for (const m of text.matchAll(line)) out[m[1]!] = (out[m[1]!] ?? 0) + Number(m[2]);
   return out;
 }
 

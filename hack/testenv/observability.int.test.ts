@@ -141,8 +141,9 @@ describe('drift pipeline: rendered rules → Prometheus → Alertmanager → sta
       status: { stable: { modelSha: STABLE }, canary: { modelSha: CANARY, weight: 25, step: 1 } },
     } as RecommenderModel;
 
-    const stable = await startFakeServingMetrics({ variant: 'stable', model: 'drinks', revision: STABLE });
-    const canary = await startFakeServingMetrics({ variant: 'canary', model: 'drinks', revision: CANARY });
+    const id = { model: 'drinks', namespace: 'shop' };
+    const stable = await startFakeServingMetrics({ ...id, variant: 'stable', revision: STABLE });
+    const canary = await startFakeServingMetrics({ ...id, variant: 'canary', revision: CANARY });
     cleanups.push(
       () => stable.close(),
       () => canary.close(),

@@ -32,6 +32,8 @@ let modelA: { uri: string; meta: { sha256: string } };
 let modelB: { uri: string; meta: { sha256: string } };
 const catalog = buildCatalog(150, 40);
 const TOKEN = 'test-token';
+/** The identity labels of a process started without CREMA_MODEL_NAME and POD_NAMESPACE. */
+const LOCAL = 'model="local",namespace="local"';
 
 const userVec = (seed: number, patch: Partial<Record<(typeof USER_FEATURES)[number], number>> = {}) => {
   const v = syntheticUser(rng(seed), 150);
@@ -176,7 +178,9 @@ describe('recommendations', () => {
     );
     const cold = (await recommend(app, 'never-seen', { limit: 5 })).json();
     expect(cold).toMatchObject({ fallback: false, personalization: 'segment' });
-    expect((await app.inject({ url: '/metrics' })).body).toMatch(/crema_cold_start_requests_total 1/);
+    expect((await app.inject({ url: '/metrics' })).body).toContain(
+      `crema_cold_start_requests_total{${LOCAL},revision="${modelA.meta.sha256}"} 1`,
+    );
   });
 
   it('with an add-on model, each drink gets the add-ons that pair best with it', async () => {
@@ -220,8 +224,9 @@ describe('recommendations', () => {
     // store-1 is in Los Angeles: 12:00Z in July is 05:00 local.
     const want = expectedPopular(1, 5, ['drink-0', 'drink-1'], (i) => i % 10 !== 9, 5);
     expect(body.items.map((x: { itemId: string }) => x.itemId)).toEqual(want);
-    expect((await app.inject({ url: '/metrics' })).body).toMatch(
-      /crema_fallbacks_total\{route="\/v1\/recommendations",reason="model_unavailable"\} 1/,
+    // No model loaded: revision "none".
+    expect((await app.inject({ url: '/metrics' })).body).toContain(
+      `crema_fallbacks_total{${LOCAL},revision="none",route="/v1/recommendations",reason="model_unavailable"} 1`,
     );
   });
 
@@ -272,7 +277,7 @@ describe('recommendations', () => {
       .poll(async () => (await recommend(app, 'alice')).json().fallback, { timeout: 10_000, interval: 100 })
       .toBe(false);
     expect((await app.inject({ url: '/metrics' })).body).toMatch(
-      /crema_fallbacks_total\{route="\/v1\/recommendations",reason="redis_unavailable"\} [1-9]/,
+      /crema_fallbacks_total\{model="local",namespace="local",revision="[0-9a-f]{64}",route="\/v1\/recommendations",reason="redis_unavailable"\} [1-9]/,
     );
   });
 });
@@ -367,34 +372,87 @@ describe('models', () => {
     expect((await recommend(app, 'alice')).json().modelRevision).toBe(modelB.meta.sha256);
     const metrics = (await app.inject({ url: '/metrics' })).body;
     expect(metrics).toContain(
-      `crema_model_info{task="drink-ranking",model="ranker",revision="${modelB.meta.sha256}"} 1`,
+      `crema_model_info{${LOCAL},revision="${modelB.meta.sha256}",task="drink-ranking",metadata_name="ranker"} 1`,
     );
-    expect(metrics).not.toContain(`revision="${modelA.meta.sha256}"} 1`);
+    expect(metrics).not.toMatch(new RegExp(`crema_model_info\\{[^}]*revision="${modelA.meta.sha256}"`));
+    // Each revision's request count is exactly the answers it gave, including requests that were
+    // in flight during the swap (labelled with the model they used, not the one current at the end).
+    const served = (rev: string) =>
+      Number(
+        new RegExp(
+          `crema_http_request_duration_seconds_count\\{${LOCAL},revision="${rev}",variant="stable",route="/v1/recommendations",method="POST",status_code="200"\\} (\\d+)`,
+        ).exec(metrics)?.[1] ?? 0,
+      );
+    expect(served(modelA.meta.sha256)).toBe(revisions.get(modelA.meta.sha256));
+    expect(served(modelB.meta.sha256)).toBe(revisions.get(modelB.meta.sha256)! + 1);
+  });
+
+  it('labels a request with the revision that answered it, also when a swap lands while it runs', async () => {
+    const { app, models } = await serve({ featureDeadlineMs: 10_000 });
+    const old = models.peek('drink-ranking')!;
+    // The request takes model A, then waits for its features while Redis is paused (Redis 7
+    // queues even CLIENT UNPAUSE during PAUSE ALL, so the pause simply runs out).
+    const pauser = new Redis(server.url);
+    await pauser.client('PAUSE', 3000, 'ALL');
+    pauser.disconnect();
+    let answeredAt = 0;
+    const pending = recommend(app, 'alice', { limit: 3 }).then((res) => {
+      answeredAt = performance.now();
+      return res;
+    });
+    await expect.poll(() => old.inFlight, { timeout: 2000, interval: 5 }).toBe(1);
+    const swap = await app.inject({
+      method: 'PUT',
+      url: '/v1/admin/models/drink-ranking',
+      headers: { authorization: `Bearer ${TOKEN}` },
+      payload: { uri: modelB.uri },
+    });
+    expect(swap.json().revision).toBe(modelB.meta.sha256);
+    expect(answeredAt, 'the swap landed while the request ran').toBe(0);
+    const answer = await pending;
+    expect(answer.json()).toMatchObject({ fallback: false, modelRevision: modelA.meta.sha256 });
+    const metrics = (await app.inject({ url: '/metrics' })).body;
+    const recs = metrics
+      .split('\n')
+      .filter(
+        (l) =>
+          l.startsWith('crema_http_request_duration_seconds_count{') && l.includes('/v1/recommendations'),
+      );
+    expect(recs).toEqual([
+      `crema_http_request_duration_seconds_count{${LOCAL},revision="${modelA.meta.sha256}",variant="stable",route="/v1/recommendations",method="POST",status_code="200"} 1`,
+    ]);
+    // Requests after the swap are model B's.
+    await recommend(app, 'alice', { limit: 3 });
+    expect((await app.inject({ url: '/metrics' })).body).toContain(
+      `crema_http_request_duration_seconds_count{${LOCAL},revision="${modelB.meta.sha256}",variant="stable",route="/v1/recommendations",method="POST",status_code="200"} 1`,
+    );
   });
 
   it('publishes no drift PSI until the window holds enough values, only their count', async () => {
     // A canary's first requests read a PSI of 0.2-0.3 by chance alone and tripped the alert.
-    const { app } = await serve();
+    const { app } = await serve({ modelName: 'drinks', namespace: 'shop' });
     for (let i = 0; i < 30; i++) await recommend(app, `user-${i}`, { limit: 3 });
     const metrics = (await app.inject({ url: '/metrics' })).body;
     expect(metrics).not.toMatch(/crema_feature_drift_psi\{/);
-    expect(metrics).toMatch(
-      /crema_feature_drift_observations\{model="ranker",revision="[0-9a-f]{64}",feature="recency_days"\} 30/,
+    expect(metrics).toContain(
+      `crema_feature_drift_observations{model="drinks",namespace="shop",revision="${modelA.meta.sha256}",feature="recency_days"} 30`,
     );
   });
 
   it('publishes drift PSI per monitored feature, without user ids', async () => {
-    const { app } = await serve({ driftMinObservations: 20 });
+    const { app } = await serve({ driftMinObservations: 20, modelName: 'drinks', namespace: 'shop' });
     for (let i = 0; i < 30; i++) await recommend(app, i % 2 ? 'alice' : 'bob', { limit: 3 });
     const metrics = (await app.inject({ url: '/metrics' })).body;
     const line = new RegExp(
-      `crema_feature_drift_psi\\{model="ranker",revision="${modelA.meta.sha256}",feature="recency_days"\\} ([0-9.e+-]+)`,
+      `crema_feature_drift_psi\\{model="drinks",namespace="shop",revision="${modelA.meta.sha256}",feature="recency_days"\\} ([0-9.e+-]+)`,
     );
     const m = line.exec(metrics);
     expect(m).not.toBeNull();
     // Two users only: the window is far from the uniform baseline.
     expect(Number(m![1])).toBeGreaterThan(0.5);
-    expect(metrics).toMatch(/crema_score_drift_psi\{model="ranker"/);
+    expect(metrics).toContain(
+      `crema_score_drift_psi{model="drinks",namespace="shop",revision="${modelA.meta.sha256}"}`,
+    );
     expect(metrics).not.toMatch(/alice|bob/);
   });
 });
@@ -503,9 +561,10 @@ describe('events, offers and erasure', () => {
       expect.arrayContaining(['userId', 'alice', 'itemIds', 'drink-3,drink-4', 'type', 'impression']),
     );
     const metrics = (await app.inject({ url: '/metrics' })).body;
-    expect(metrics).toMatch(/crema_experiment_exposures_total\{variant="canary"\} 1/);
-    expect(metrics).toMatch(/crema_experiment_conversions_total\{variant="canary"\} 1/);
-    expect(metrics).toMatch(/crema_experiment_conversion_value_dollars_total\{variant="canary"\} 6.5/);
+    const id = `${LOCAL},revision="${modelA.meta.sha256}",variant="canary"`;
+    expect(metrics).toContain(`crema_experiment_exposures_total{${id}} 1`);
+    expect(metrics).toContain(`crema_experiment_conversions_total{${id}} 1`);
+    expect(metrics).toContain(`crema_experiment_conversion_value_dollars_total{${id}} 6.5`);
   });
 
   it('offers a win-back on a favorite to a lapsing user, redemptions by points, a welcome to newcomers', async () => {

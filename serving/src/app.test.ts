@@ -221,8 +221,44 @@ describe('auth, readiness and ops routes', () => {
     expect(text).toContain('crema_http_request_duration_seconds_bucket');
     expect(text).toContain('route="/v1/users/:id/offers"');
     expect(text).not.toContain('alice-123');
+    // Without CREMA_MODEL_NAME and POD_NAMESPACE (a local run) and without a model loaded.
+    expect(text).toContain(
+      'crema_http_request_duration_seconds_count{model="local",namespace="local",revision="none",',
+    );
     expect(text).toContain('process_resident_memory_bytes');
   });
+
+  // Two apps to build: more than the default 5 s on a busy 2-core machine.
+  it(
+    'labels request metrics with the RecommenderModel, namespace and revision, so two models are told apart',
+    { timeout: 20_000 },
+    async () => {
+      // Two canaries of different RecommenderModels, as the operator renders them (no model
+      // loaded here: revision "none"); the second one's requests fail the same way.
+      const north = await app({ modelName: 'drinks', namespace: 'north', variant: 'canary' });
+      const south = await app({ modelName: 'addons', namespace: 'south', variant: 'canary' });
+      for (let i = 0; i < 3; i++)
+        await north.inject({ method: 'POST', url: '/v1/recommendations', payload: rec });
+      await south.inject({ method: 'POST', url: '/v1/recommendations', payload: rec });
+      const series = (a: FastifyInstance) =>
+        a
+          .inject({ url: '/metrics' })
+          .then((r) =>
+            r.body
+              .split('\n')
+              .filter(
+                (l) => l.startsWith('crema_http_request_duration_seconds_count{') && l.includes('/v1/'),
+              ),
+          );
+      const labels = 'variant="canary",route="/v1/recommendations",method="POST",status_code="503"';
+      expect(await series(north)).toEqual([
+        `crema_http_request_duration_seconds_count{model="drinks",namespace="north",revision="none",${labels}} 3`,
+      ]);
+      expect(await series(south)).toEqual([
+        `crema_http_request_duration_seconds_count{model="addons",namespace="south",revision="none",${labels}} 1`,
+      ]);
+    },
+  );
 });
 
 describe('protection', () => {

@@ -46,10 +46,17 @@ export interface BuildOptions {
   /** Variant name of this process. Default 'stable'. */
   readonly variant?: string;
   /**
-   * The RecommenderModel this process serves (the operator renders CREMA_MODEL_NAME): the
-   * `model` label of the drift gauges. Default: the model metadata's name.
+   * The RecommenderModel this process serves (the operator renders CREMA_MODEL_NAME): the `model`
+   * label of every metric the operator's analysis and rules select on. Default 'local'.
    */
   readonly modelName?: string;
+  /** Its namespace (the operator renders POD_NAMESPACE): the `namespace` label. Default 'local'. */
+  readonly namespace?: string;
+  /**
+   * The RecommenderModel's task: the sha256 of its model is the `revision` label of request
+   * metrics (the model that answered each request). Default: the first of `requiredTasks`.
+   */
+  readonly servedTask?: ModelTask;
   /** Tasks whose model must be loaded before /readyz answers 200. Default ['drink-ranking']. */
   readonly requiredTasks?: readonly ModelTask[];
   /** Set when the process terminates: /readyz answers 503 and answers close their connection. */
@@ -133,7 +140,12 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
-  const metrics = new ServingMetrics('crema_', opts.modelName);
+  const requiredTasks: readonly ModelTask[] = opts.requiredTasks ?? ['drink-ranking'];
+  const metrics = new ServingMetrics({
+    ...(opts.modelName ? { model: opts.modelName } : {}),
+    ...(opts.namespace ? { namespace: opts.namespace } : {}),
+    task: opts.servedTask ?? requiredTasks[0] ?? 'drink-ranking',
+  });
   const features = new FeatureStore({
     redis: opts.redis,
     clock,
@@ -153,7 +165,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     variant: opts.variant ?? 'stable',
     featureDeadlineMs: opts.featureDeadlineMs ?? 25,
     adminToken: opts.adminToken,
-    requiredTasks: opts.requiredTasks ?? ['drink-ranking'],
+    requiredTasks,
     drain: opts.drain ?? new DrainState(),
     eventsMaxLen: opts.eventsMaxLen ?? 1_000_000,
     eventDedupTtlSeconds: opts.eventDedupTtlSeconds ?? 172_800,
@@ -218,10 +230,11 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
   app.addHook('onResponse', (req, reply, done) => {
     metrics.httpDuration.observe(
       {
+        ...metrics.labelsFor(req),
+        variant: ctx.variant,
         route: req.routeOptions.url ?? 'unmatched',
         method: req.method,
         status_code: String(reply.statusCode),
-        variant: ctx.variant,
       },
       reply.elapsedTime / 1000,
     );

@@ -1,10 +1,26 @@
 /**
- * The serving tier's Prometheus metrics, on a registry owned by one app instance. Labels carry
- * routes, variants, reasons, model names and revisions, never user ids.
+ * The serving tier's Prometheus metrics, on a registry owned by one app instance. Names and label
+ * names come from contracts/metrics.ts, which the operator's analysis queries select on. Labels
+ * carry routes, variants, reasons, models and revisions, never user ids.
+ *
+ * Every series that analysis or an SRE slices by model carries the identity labels `model`
+ * (RecommenderModel name), `namespace` and `revision` (sha256 of the served task's model that
+ * answered), so concurrent canaries of different models are never pooled (docs/adr/0005).
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import {
+  type IDENTITY_LABELS,
+  SERVING_METRICS as M,
+  type LabelsOf,
+  type MetricSpec,
+} from '../../contracts/metrics.js';
 import type { ModelTask } from '../../contracts/model-metadata.js';
 import type { DriftMonitor, DriftReading } from './drift/monitor.js';
+
+/** `model` and `namespace` of a process started without the operator's environment (a local run). */
+export const LOCAL_LABEL = 'local';
+/** `revision` while no model of the served task is loaded. */
+export const NO_REVISION = 'none';
 
 /** Keeps a label's cardinality bounded: values beyond the first `max` distinct ones become 'other'. */
 export class BoundedLabel {
@@ -19,107 +35,123 @@ export class BoundedLabel {
   }
 }
 
+/** Which process this is, for the identity labels. */
+export interface ServingIdentity {
+  /** The RecommenderModel served (CREMA_MODEL_NAME). Default LOCAL_LABEL. */
+  readonly model?: string;
+  /** Its namespace (POD_NAMESPACE, from the downward API). Default LOCAL_LABEL. */
+  readonly namespace?: string;
+  /** The RecommenderModel's task: its model's sha256 is the `revision` label. Default 'drink-ranking'. */
+  readonly task?: ModelTask;
+}
+
+/** Values of the identity labels. */
+export type IdentityLabelValues = Record<(typeof IDENTITY_LABELS)[number], string>;
+
+/** prom-client's `name`, `labelNames` of a metric from the contract. */
+const spec = <L extends string>(m: MetricSpec<L>) => ({ name: m.name, labelNames: m.labels });
+
 export class ServingMetrics {
   readonly registry = new Registry();
-  readonly httpDuration: Histogram<'route' | 'method' | 'status_code' | 'variant'>;
-  readonly fallbacks: Counter<'route' | 'reason'>;
-  readonly modelInfo: Gauge<'task' | 'model' | 'revision'>;
-  readonly modelLoads: Counter<'task' | 'outcome'>;
-  readonly scores: Histogram<'model'>;
-  readonly coldStarts: Counter;
-  readonly shed: Counter<'reason'>;
-  readonly events: Counter<'type' | 'outcome'>;
-  readonly exposures: Counter<'variant'>;
-  readonly conversions: Counter<'variant'>;
-  readonly conversionValue: Counter<'variant'>;
+  readonly httpDuration: Histogram<LabelsOf<'httpRequestDuration'>>;
+  readonly fallbacks: Counter<LabelsOf<'fallbacks'>>;
+  readonly modelInfo: Gauge<LabelsOf<'modelInfo'>>;
+  readonly modelLoads: Counter<LabelsOf<'modelLoads'>>;
+  readonly scores: Histogram<LabelsOf<'recommendationScore'>>;
+  readonly coldStarts: Counter<LabelsOf<'coldStartRequests'>>;
+  readonly shed: Counter<LabelsOf<'requestsRejected'>>;
+  readonly events: Counter<LabelsOf<'events'>>;
+  readonly exposures: Counter<LabelsOf<'experimentExposures'>>;
+  readonly conversions: Counter<LabelsOf<'experimentConversions'>>;
+  readonly conversionValue: Counter<LabelsOf<'experimentConversionValue'>>;
   readonly variantLabel = new BoundedLabel();
+  readonly model: string;
+  readonly namespace: string;
+  /** The task whose model's sha256 is the `revision` label. */
+  readonly task: ModelTask;
   private drift: DriftMonitor | undefined;
+  /** Identity labels with the served task's current revision. */
+  private current: IdentityLabelValues;
+  /** The revision that answered each request, where it acquired the served task's model. */
+  private readonly answered = new WeakMap<object, string>();
 
-  /**
-   * `modelName`: the `model` label of the drift gauges — the RecommenderModel's name, which the
-   * operator's drift rules and analysis select on; default the model metadata's own name.
-   */
-  constructor(
-    prefix = 'crema_',
-    private readonly modelName?: string,
-  ) {
+  constructor(identity: ServingIdentity = {}) {
+    this.model = identity.model || LOCAL_LABEL;
+    this.namespace = identity.namespace || LOCAL_LABEL;
+    this.task = identity.task ?? 'drink-ranking';
+    this.current = { model: this.model, namespace: this.namespace, revision: NO_REVISION };
     const r = [this.registry];
-    const label = (d: DriftMonitor) => this.modelName ?? d.meta.name;
+    const self = () => ({ model: this.model, namespace: this.namespace });
     collectDefaultMetrics({ register: this.registry });
     this.httpDuration = new Histogram({
-      name: `${prefix}http_request_duration_seconds`,
-      help: 'Request latency by route template, method, status code and variant.',
-      labelNames: ['route', 'method', 'status_code', 'variant'],
+      ...spec(M.httpRequestDuration),
+      help: 'Request latency by model, namespace, revision, variant, route template, method and status code.',
       buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: r,
     });
     this.fallbacks = new Counter({
-      name: `${prefix}fallbacks_total`,
+      ...spec(M.fallbacks),
       help: 'Requests answered by the popularity fallback, by route and reason.',
-      labelNames: ['route', 'reason'],
       registers: r,
     });
     this.modelInfo = new Gauge({
-      name: `${prefix}model_info`,
-      help: 'The model revision currently serving each task (value 1).',
-      labelNames: ['task', 'model', 'revision'],
+      ...spec(M.modelInfo),
+      help: 'The model revision currently loaded for each task (value 1); metadata_name is the name in its metadata.',
       registers: r,
     });
     this.modelLoads = new Counter({
-      name: `${prefix}model_loads_total`,
+      ...spec(M.modelLoads),
       help: 'Model load attempts by task and outcome (loaded, failed).',
-      labelNames: ['task', 'outcome'],
       registers: r,
     });
     this.scores = new Histogram({
-      name: `${prefix}recommendation_score`,
+      ...spec(M.recommendationScore),
       help: 'Ranking model scores of the drinks returned to users.',
-      labelNames: ['model'],
       buckets: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1],
       registers: r,
     });
     this.coldStarts = new Counter({
-      name: `${prefix}cold_start_requests_total`,
+      ...spec(M.coldStartRequests),
       help: 'Recommendations for users without batch features (segment features used).',
       registers: r,
     });
     this.shed = new Counter({
-      name: `${prefix}requests_rejected_total`,
+      ...spec(M.requestsRejected),
       help: 'Requests refused before handling: overload (503: in_flight, event_loop_delay) or per-client rate limit (429: rate_limit).',
-      labelNames: ['reason'],
       registers: r,
     });
     this.events = new Counter({
-      name: `${prefix}events_total`,
+      ...spec(M.events),
       help: 'App events received, by type and outcome (accepted, duplicate).',
-      labelNames: ['type', 'outcome'],
       registers: r,
     });
     this.exposures = new Counter({
-      name: `${prefix}experiment_exposures_total`,
-      help: 'Impression events per variant.',
-      labelNames: ['variant'],
+      ...spec(M.experimentExposures),
+      help: 'Impression events per variant (the variant named in the event).',
       registers: r,
     });
     this.conversions = new Counter({
-      name: `${prefix}experiment_conversions_total`,
-      help: 'Order events per variant.',
-      labelNames: ['variant'],
+      ...spec(M.experimentConversions),
+      help: 'Order events per variant (the variant named in the event).',
       registers: r,
     });
     this.conversionValue = new Counter({
-      name: `${prefix}experiment_conversion_value_dollars_total`,
-      help: 'Order value in dollars per variant.',
-      labelNames: ['variant'],
+      ...spec(M.experimentConversionValue),
+      help: 'Order value in dollars per variant (the variant named in the event).',
       registers: r,
     });
     const current = () => this.drift;
+    // The drift gauges describe the ranking model the monitor watches: its own revision.
+    const driftLabels = (d: DriftMonitor) => ({ ...self(), revision: d.meta.sha256 });
     // One series per monitored feature of the current model; `value` undefined → no series.
-    const perFeature = (name: string, help: string, value: (x: DriftReading) => number | undefined) =>
+    const perFeature = (
+      m: MetricSpec<LabelsOf<'featureDriftPsi'>>,
+      help: string,
+      value: (x: DriftReading) => number | undefined,
+    ) =>
       new Gauge({
-        name: `${prefix}${name}`,
+        ...spec(m),
         help,
-        labelNames: ['model', 'revision', 'feature'],
         registers: r,
         collect() {
           this.reset();
@@ -127,38 +159,35 @@ export class ServingMetrics {
           if (!d) return;
           for (const x of d.featureReadings()) {
             const v = value(x);
-            if (v !== undefined)
-              this.set({ model: label(d), revision: d.meta.sha256, feature: x.feature }, v);
+            if (v !== undefined) this.set({ ...driftLabels(d), feature: x.feature }, v);
           }
         },
       });
     // No PSI series until the window is big enough to mean something (DRIFT_MIN_OBSERVATIONS).
     perFeature(
-      'feature_drift_psi',
+      M.featureDriftPsi,
       'Population stability index of a monitored feature over the rolling window vs the model baseline.',
       (x) => x.psi,
     );
     perFeature(
-      'feature_drift_observations',
+      M.featureDriftObservations,
       'Values of a monitored feature in the drift window (PSI is published from DRIFT_MIN_OBSERVATIONS on).',
       (x) => x.observations,
     );
     new Gauge({
-      name: `${prefix}score_drift_psi`,
+      ...spec(M.scoreDriftPsi),
       help: 'Population stability index of ranking scores over the rolling window vs the model baseline.',
-      labelNames: ['model', 'revision'],
       registers: r,
       collect() {
         this.reset();
         const d = current();
         const x = d?.scoreReading();
-        if (d && x?.psi !== undefined) this.set({ model: label(d), revision: d.meta.sha256 }, x.psi);
+        if (d && x?.psi !== undefined) this.set(driftLabels(d), x.psi);
       },
     });
     new Gauge({
-      name: `${prefix}feature_window_share`,
+      ...spec(M.featureWindowShare),
       help: 'Share of the rolling window in each baseline bin of a monitored feature (the live distribution).',
-      labelNames: ['model', 'feature', 'bin'],
       registers: r,
       collect() {
         this.reset();
@@ -166,11 +195,30 @@ export class ServingMetrics {
         if (!d) return;
         for (const x of d.featureReadings()) {
           x.shares.forEach((s, bin) =>
-            this.set({ model: label(d), feature: x.feature, bin: String(bin) }, s),
+            this.set({ ...driftLabels(d), feature: x.feature, bin: String(bin) }, s),
           );
         }
       },
     });
+  }
+
+  /**
+   * The identity labels of `req`: the revision of the served task's model that answered it (see
+   * `answeredBy`), else the one loaded now. Without `req`, the process's labels now.
+   */
+  labelsFor(req?: object): IdentityLabelValues {
+    const answered = req === undefined ? undefined : this.answered.get(req);
+    return answered === undefined || answered === this.current.revision
+      ? this.current
+      : { model: this.model, namespace: this.namespace, revision: answered };
+  }
+
+  /**
+   * Records that `model` of `task` answers `req`. For the served task this fixes the request's
+   * `revision`, so a request that started before a hot swap is counted for the model it used.
+   */
+  answeredBy(req: object, task: ModelTask, model: { readonly revision: string }): void {
+    if (task === this.task) this.answered.set(req, model.revision);
   }
 
   /** Points the drift gauges at a new model's monitor. */
@@ -178,14 +226,23 @@ export class ServingMetrics {
     this.drift = d;
   }
 
-  /** Records a swap in the model info gauge. */
+  /** Records a swap in the model info gauge (and, for the served task, the current revision). */
   modelSwapped(
     task: ModelTask,
     next: { name: string; sha256: string },
     prev?: { name: string; sha256: string },
   ): void {
-    if (prev) this.modelInfo.remove({ task, model: prev.name, revision: prev.sha256 });
-    this.modelInfo.set({ task, model: next.name, revision: next.sha256 }, 1);
-    this.modelLoads.inc({ task, outcome: 'loaded' });
+    const info = (m: { name: string; sha256: string }) => ({
+      model: this.model,
+      namespace: this.namespace,
+      revision: m.sha256,
+      task,
+      metadata_name: m.name,
+    });
+    if (prev) this.modelInfo.remove(info(prev));
+    this.modelInfo.set(info(next), 1);
+    this.modelLoads.inc({ model: this.model, namespace: this.namespace, task, outcome: 'loaded' });
+    if (task === this.task)
+      this.current = { model: this.model, namespace: this.namespace, revision: next.sha256 };
   }
 }

@@ -1,6 +1,7 @@
 /**
  * The real entry point as a process: serving mode loads its model from the environment before
- * listening, answers, and exits cleanly on SIGTERM; router mode forwards to it.
+ * listening, answers, labels its metrics from the environment, and exits cleanly on SIGTERM;
+ * router mode forwards to it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -54,6 +55,9 @@ it('serving and router processes answer, and SIGTERM stops them cleanly', async 
     REDIS_URL: server.url,
     CREMA_RANKING_MODEL_URI: model.uri,
     CREMA_VARIANT: 'stable',
+    // What the operator renders: the metrics' identity labels.
+    CREMA_MODEL_NAME: 'drinks',
+    POD_NAMESPACE: 'shop',
   });
   const ready = await fetch(`http://127.0.0.1:${serving.port}/readyz`);
   expect(ready.status).toBe(200);
@@ -69,6 +73,10 @@ it('serving and router processes answer, and SIGTERM stops them cleanly', async 
     body,
   });
   expect(await direct.json()).toMatchObject({ fallback: false, modelRevision: model.meta.sha256 });
+  const metrics = await fetch(`http://127.0.0.1:${serving.port}/metrics`).then((r) => r.text());
+  expect(metrics).toContain(
+    `crema_http_request_duration_seconds_count{model="drinks",namespace="shop",revision="${model.meta.sha256}",variant="stable",route="/v1/recommendations",method="POST",status_code="200"} 1`,
+  );
 
   const config = join(dir, 'router.yaml');
   await writeFile(

@@ -72,7 +72,10 @@ async function main(): Promise<void> {
       drain,
       maxConnectionAgeMs,
       requiredTasks,
+      // The identity labels of the metrics; the served task (the `revision` label) is the first
+      // of requiredTasks: a pod the operator renders has exactly one.
       ...(env[SERVING_ENV.modelName] ? { modelName: env[SERVING_ENV.modelName] } : {}),
+      ...(env[SERVING_ENV.podNamespace] ? { namespace: env[SERVING_ENV.podNamespace] } : {}),
       variant: env[SERVING_ENV.variant] ?? 'stable',
       adminToken: env[SERVING_ENV.adminToken] || undefined,
       featureDeadlineMs: num(env, 'CREMA_FEATURE_DEADLINE_MS'),

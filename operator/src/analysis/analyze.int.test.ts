@@ -1,6 +1,8 @@
 /**
  * Canary analysis against a real Prometheus scraping fake serving /metrics endpoints (one per
- * variant and scenario, told apart by a `scenario` target label that the analysis scopes on).
+ * variant and scenario). Each scenario is the same RecommenderModel name and revisions in its own
+ * namespace, all canarying at once: only the serving metrics' `namespace` label tells them apart,
+ * so a scenario that passes while its neighbour fails shows the analysis pools nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrometheus, type PrometheusServer } from '../../../hack/testenv/observability.js';
@@ -43,21 +45,19 @@ const fakes: FakeServing[] = [];
 beforeAll(async () => {
   const targets = [];
   for (const [scenario, canaryState] of Object.entries(scenarios)) {
-    const stable = await startFakeServingMetrics({
-      variant: 'stable',
-      model: 'drinks',
-      revision: STABLE_SHA,
-    });
+    const id = { model: 'drinks', namespace: scenario };
+    const stable = await startFakeServingMetrics({ ...id, variant: 'stable', revision: STABLE_SHA });
     const canary = await startFakeServingMetrics({
+      ...id,
       variant: 'canary',
-      model: 'drinks',
       revision: CANARY_SHA,
       state: canaryState,
     });
     fakes.push(stable, canary);
+    // A target label as a Prometheus scraping several clusters would add; the analysis scopes on it.
     targets.push(
-      { target: stable.target, labels: { scenario } },
-      { target: canary.target, labels: { scenario } },
+      { target: stable.target, labels: { cluster: 'test' } },
+      { target: canary.target, labels: { cluster: 'test' } },
     );
   }
   prom = await startPrometheus({ scrapeTargets: targets });
@@ -72,12 +72,12 @@ afterAll(async () => {
 const analyze = (scenario: string) =>
   analyzeCanary(client, {
     model: 'drinks',
-    namespace: 'shop',
+    namespace: scenario,
     stableSha: STABLE_SHA,
     canarySha: CANARY_SHA,
     window: WINDOW,
     analysis,
-    scope: { scenario },
+    scope: { cluster: 'test' },
   });
 
 /** Analyses until the healthy scenario has enough samples (about one window after start). */
@@ -98,7 +98,7 @@ describe('analyzeCanary against a real Prometheus', () => {
     results = await analyzeOnceWarm();
   }, 45_000);
 
-  it('passes a healthy canary on every metric, with real numbers', () => {
+  it('passes a healthy canary on every metric, with real numbers, beside a failing one', () => {
     const r = results['healthy']!;
     expect(r.verdict, r.message).toBe('Pass');
     const by = Object.fromEntries(r.metrics.map((m) => [m.metric, m]));
@@ -109,6 +109,8 @@ describe('analyzeCanary against a real Prometheus', () => {
     expect(by['driftPsi']!.canary).toBeCloseTo(0.03, 5);
     expect(by['businessKpi']!.canary).toBeCloseTo(0.25, 1);
     expect(by['errorRate']!.samples.canary).toBeGreaterThanOrEqual(100);
+    // Its own ~50 req/s over 10 s, not the ~100 req/s of all canaries of this model name.
+    expect(by['errorRate']!.samples.canary).toBeLessThan(700);
   });
 
   it('fails a canary with a high 5xx share and says so', () => {

@@ -10,19 +10,19 @@ import type { AnalysisMetric, AnalysisResult, ByVariant, Variant } from './types
 import { computeVerdict, type AnalysisSamples, type AnalysisValues } from './verdict.js';
 
 export interface AnalyzeCanaryInput {
-  /** RecommenderModel name (the drift gauges' `model` label). */
+  /** RecommenderModel name (the serving metrics' `model` label). */
   readonly model: string;
-  /** The model's namespace. Queries filter on it only through `scope` (serving metrics carry no namespace label). */
+  /** The model's namespace (the serving metrics' `namespace` label). */
   readonly namespace: string;
-  /** sha256 of the stable and canary models (the drift gauges' `revision` label). */
+  /** sha256 of the stable and canary models (the serving metrics' `revision` label). */
   readonly stableSha: string;
   readonly canarySha: string;
   /** PromQL range the rates are taken over, e.g. 1m. */
   readonly window: string;
   readonly analysis: RecommenderModelSpecRolloutAnalysis | undefined;
   /**
-   * Extra label matchers for every query, e.g. `{ namespace }` when Prometheus adds that target
-   * label to serving pods. Default none: serving metrics carry no namespace or model label.
+   * Extra label matchers for every query, e.g. `{ cluster: 'eu-1' }` when one Prometheus scrapes
+   * several clusters. Default none: model, namespace and revision are always selected.
    */
   readonly scope?: Readonly<Record<string, string>>;
   /** Drift features to consider (spec.drift.features); default all. */
@@ -48,6 +48,7 @@ export async function analyzeCanary(
   const target = (variant: Variant): QueryTarget => ({
     variant,
     model: input.model,
+    namespace: input.namespace,
     revision: variant === 'canary' ? input.canarySha : input.stableSha,
     window: input.window,
     ...(input.scope ? { scope: input.scope } : {}),

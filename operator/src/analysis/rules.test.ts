@@ -50,7 +50,7 @@ describe('buildDriftRules', () => {
     expect(group!.rules).toEqual([
       {
         alert: 'CremaFeatureDrift',
-        expr: `max by (model, revision, feature) (crema_feature_drift_psi{model="drinks",revision="${SHA_A}"}) > 0.25`,
+        expr: `max by (model, revision, feature) (crema_feature_drift_psi{model="drinks",namespace="shop",revision="${SHA_A}"}) > 0.25`,
         for: '60s',
         labels: {
           namespace: 'shop',
@@ -86,7 +86,7 @@ describe('buildDriftRules', () => {
       buildDriftRules([model('drinks', {}, { features: ['hour', 'temp.c'], action: 'Rollback' })]),
     )[0]!.rules;
     expect(rules[0]!.expr).toBe(
-      `max by (model, revision, feature) (crema_feature_drift_psi{model="drinks",revision="${SHA_A}",feature=~"hour|temp\\\\.c"}) > 0.2`,
+      `max by (model, revision, feature) (crema_feature_drift_psi{model="drinks",namespace="shop",revision="${SHA_A}",feature=~"hour|temp\\\\.c"}) > 0.2`,
     );
     expect(rules[0]!.for).toBe('300s');
     expect(rules[0]!.labels).toMatchObject({ severity: 'critical', crema_action: 'Rollback' });
@@ -99,6 +99,22 @@ describe('buildDriftRules', () => {
     other.metadata!.namespace = 'alpha';
     const names = groupsOf(buildDriftRules([model('drinks'), noDrift, other])).map((g) => g.name);
     expect(names).toEqual(['crema-drift/alpha/coffee', 'crema-drift/shop/drinks']);
+  });
+
+  it('selects its own namespace, so a same-named model at the same revision elsewhere raises no alert here', () => {
+    const staging = model('drinks');
+    staging.metadata!.namespace = 'shop-staging';
+    const exprs = Object.fromEntries(
+      groupsOf(buildDriftRules([model('drinks'), staging])).map((g) => [g.name, g.rules[0]!.expr]),
+    );
+    expect(exprs).toEqual({
+      'crema-drift/shop/drinks': expect.stringContaining(
+        '{model="drinks",namespace="shop",revision=',
+      ) as string,
+      'crema-drift/shop-staging/drinks': expect.stringContaining(
+        '{model="drinks",namespace="shop-staging",revision=',
+      ) as string,
+    });
   });
 
   it('renders an empty rule file for no models', () => {

@@ -4,6 +4,7 @@
  * labelled with the variant so the webhook knows whether to roll back a canary or to flag stable.
  */
 import { stringify } from 'yaml';
+import { METRIC_LABELS as L, SERVING_METRICS as M } from '../../../contracts/metrics.js';
 import type { RecommenderModel } from '../api/v1alpha1/recommendermodel.js';
 import { AnalysisInputError, quoteLabelValue } from './queries.js';
 import type { Variant } from './types.js';
@@ -69,16 +70,22 @@ export function buildDriftRule(m: RecommenderModel, rev: LiveRevision): Record<s
   if (!name) throw new AnalysisInputError('a RecommenderModel without metadata.name has no drift rule');
   const threshold = drift.psiThreshold ?? DEFAULT_PSI_THRESHOLD;
   const window = drift.window ?? DEFAULT_DRIFT_WINDOW;
-  const matchers = [`model=${quoteLabelValue(name)}`, `revision=${quoteLabelValue(rev.sha)}`];
+  // The namespace too: the same model name and file in two namespaces (staging and production)
+  // must not raise each other's alerts, which would roll back the other one's canary.
+  const matchers = [
+    `${L.model}=${quoteLabelValue(name)}`,
+    `${L.namespace}=${quoteLabelValue(namespace)}`,
+    `${L.revision}=${quoteLabelValue(rev.sha)}`,
+  ];
   if (drift.features?.length) {
-    matchers.push(`feature=~${quoteLabelValue(drift.features.map(escapeRegex).join('|'))}`);
+    matchers.push(`${L.feature}=~${quoteLabelValue(drift.features.map(escapeRegex).join('|'))}`);
   }
   // A canary with drift is rolled back at once; drift on stable asks for a human (or a rollback
   // when spec.drift.action says so), hence the different severities.
   const severity = rev.variant === 'canary' || drift.action === 'Rollback' ? 'critical' : 'warning';
   return {
     alert: DRIFT_ALERT,
-    expr: `max by (model, revision, feature) (crema_feature_drift_psi{${matchers.join(',')}}) > ${threshold}`,
+    expr: `max by (${L.model}, ${L.revision}, ${L.feature}) (${M.featureDriftPsi.name}{${matchers.join(',')}}) > ${threshold}`,
     for: computeDriftFor(window),
     labels: {
       [ALERT_LABELS.namespace]: namespace,

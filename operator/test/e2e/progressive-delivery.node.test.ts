@@ -34,6 +34,7 @@
  */
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SERVING_METRICS } from '../../../contracts/metrics.js';
 import { assignVariant } from '../../../contracts/variant-hash.js';
 import { createPrometheusClient } from '../../src/analysis/prometheus.js';
 import type { RecommenderModel } from '../../src/controllers/recommendermodel/types.js';
@@ -470,10 +471,10 @@ describe('progressive delivery end to end on a real node', () => {
         // What the real canary pods reported (labelled with the RecommenderModel's name, as the
         // rules select), and stable's PSI now over its full window.
         const canaryPsi = await psi(
-          `max(max_over_time(crema_feature_drift_psi{namespace="${e.ns}",model="${name}",revision="${v2.sha256}",feature=~"${features}"}[3m]))`,
+          `max(max_over_time(${SERVING_METRICS.featureDriftPsi.name}{namespace="${e.ns}",model="${name}",revision="${v2.sha256}",feature=~"${features}"}[3m]))`,
         );
         const stablePsi = await psi(
-          `max(crema_feature_drift_psi{namespace="${e.ns}",model="${name}",revision="${v1.sha256}",feature=~"${features}"})`,
+          `max(${SERVING_METRICS.featureDriftPsi.name}{namespace="${e.ns}",model="${name}",revision="${v1.sha256}",feature=~"${features}"})`,
         );
         const afterRollback = t.samples.filter((s) => s.start >= zeroAt + 3000);
         const result = {
@@ -560,7 +561,7 @@ describe('progressive delivery end to end on a real node', () => {
       expect(canaryErrors.length).toBeGreaterThan(0);
       const prom = createPrometheusClient(e.prom!.url);
       const [seen] = await prom.query(
-        `sum(max_over_time(crema_http_request_duration_seconds_count{namespace="${e.ns}",variant="canary",route="/v1/recommendations",status_code="503"}[5m]))`,
+        `sum(max_over_time(${SERVING_METRICS.httpRequestDuration.name}_count{namespace="${e.ns}",variant="canary",route="/v1/recommendations",status_code="503"}[5m]))`,
       );
       expect(seen?.value ?? 0).toBeGreaterThan(0);
       const afterRollback = t.samples.filter((s) => s.start >= zeroAt + 3000);

@@ -87,7 +87,7 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
     const overloaded =
       maxInFlight > 0 && inFlight >= maxInFlight ? 'in_flight' : lagging ? 'event_loop_delay' : '';
     if (overloaded) {
-      opts.metrics?.shed.inc({ reason: overloaded });
+      opts.metrics?.shed.inc({ ...opts.metrics.labelsFor(), reason: overloaded });
       return done(new ServingError('OVERLOADED', undefined, { retryAfterSeconds: 1 }));
     }
     if (rl) {
@@ -99,7 +99,7 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
       }
       const wait = takeToken(b, opts.clock.now(), rl.perSecond, rl.burst);
       if (wait > 0) {
-        opts.metrics?.shed.inc({ reason: 'rate_limit' });
+        opts.metrics?.shed.inc({ ...opts.metrics.labelsFor(), reason: 'rate_limit' });
         return done(new ServingError('RATE_LIMITED', undefined, { retryAfterSeconds: wait }));
       }
     }

@@ -104,13 +104,14 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = a
       } catch (err) {
         throw new ServingError('STORE_UNAVAILABLE', undefined, { retryAfterSeconds: 1, cause: err });
       }
-      ctx.metrics.events.inc({ type: e.type, outcome: r.added ? 'accepted' : 'duplicate' });
+      const self = ctx.metrics.labelsFor(req);
+      ctx.metrics.events.inc({ ...self, type: e.type, outcome: r.added ? 'accepted' : 'duplicate' });
       if (r.added) {
-        const variant = ctx.metrics.variantLabel.value(e.variant);
-        if (e.type === 'impression') ctx.metrics.exposures.inc({ variant });
+        const labels = { ...self, variant: ctx.metrics.variantLabel.value(e.variant) };
+        if (e.type === 'impression') ctx.metrics.exposures.inc(labels);
         if (e.type === 'order') {
-          ctx.metrics.conversions.inc({ variant });
-          ctx.metrics.conversionValue.inc({ variant }, e.value ?? 0);
+          ctx.metrics.conversions.inc(labels);
+          ctx.metrics.conversionValue.inc(labels, e.value ?? 0);
         }
       }
       return reply

@@ -70,7 +70,12 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = asy
         const m = await ctx.models.load(req.params.task, req.body.uri);
         return { task: req.params.task, model: m.meta.name, revision: m.revision };
       } catch (err) {
-        ctx.metrics.modelLoads.inc({ task: req.params.task, outcome: 'failed' });
+        ctx.metrics.modelLoads.inc({
+          model: ctx.metrics.model,
+          namespace: ctx.metrics.namespace,
+          task: req.params.task,
+          outcome: 'failed',
+        });
         if (err instanceof ModelLoadError)
           throw new ServingError('MODEL_LOAD_FAILED', err.message, { field: 'uri' });
         throw err;

@@ -103,6 +103,7 @@ export const pickupRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = 
       let revision: string | null = null;
       let mae: number | undefined;
       const model = ctx.models.acquire('pickup-time');
+      if (model) ctx.metrics.answeredBy(req, 'pickup-time', model);
       if (model && !reason) {
         try {
           const names = model.meta.inputs[0]!.features as readonly PickupFeature[];
@@ -122,7 +123,8 @@ export const pickupRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = 
         }
       }
       model?.release();
-      if (reason) ctx.metrics.fallbacks.inc({ route: '/v1/pickup-estimate', reason });
+      if (reason)
+        ctx.metrics.fallbacks.inc({ ...ctx.metrics.labelsFor(req), route: '/v1/pickup-estimate', reason });
 
       const band = uncertaintyBand(minutes, mae);
       const iso = (ms: number) => new Date(Math.round(ms / 1000) * 1000).toISOString();

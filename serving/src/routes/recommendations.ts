@@ -16,7 +16,7 @@ import { explainRecommendation } from '../ranking/reasons.js';
 import { recommendationJson, type AnswerMeta, type RankedDrink } from '../ranking/response.js';
 import { topK } from '../ranking/topk.js';
 import { buildAddonInput, compileAddonPlan, pickAddonsPerDrink } from '../ranking/addons.js';
-import type { FastifyBaseLogger } from 'fastify';
+import type { FastifyRequest } from 'fastify';
 import { errorResponses, StoreId, Timestamp, UserId, stringEnum } from './schemas.js';
 
 export const RecommendationRequest = Type.Object(
@@ -116,9 +116,10 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
     addonCandidates: readonly number[],
     user: Float32Array,
     items: Float32Array,
-    log: FastifyBaseLogger,
+    req: FastifyRequest,
   ): Promise<number[][] | undefined> => {
     const m = ctx.models.acquire('addon-attach');
+    if (m) ctx.metrics.answeredBy(req, 'addon-attach', m);
     if (!m || drinks.length === 0 || addonCandidates.length === 0) {
       m?.release();
       return undefined;
@@ -129,7 +130,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
       const out = await m.run(input, drinks.length * addonCandidates.length);
       return pickAddonsPerDrink(out, drinks, addonCandidates, ADDONS_PER_DRINK);
     } catch (err) {
-      log.warn({ err: (err as Error).message }, 'add-on inference failed; shared add-ons used');
+      req.log.warn({ err: (err as Error).message }, 'add-on inference failed; shared add-ons used');
       return undefined;
     } finally {
       m.release();
@@ -162,8 +163,8 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
       /** Scores by row of cand.all (a view of the batch's output, valid during this request). */
       let scores: Float32Array | undefined;
       let revision: string | null = null;
-      let modelName = 'unknown';
       const model = ctx.models.acquire('drink-ranking');
+      if (model) ctx.metrics.answeredBy(req, 'drink-ranking', model);
       try {
         const state = model && ctx.ranking.get(model);
         if (!model || !state) {
@@ -200,7 +201,6 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
               // One score per row: the batcher checks it (engine.ts).
               scores = out;
               revision = model.revision;
-              modelName = model.meta.name;
               // Monitored features are user and context values: the same on every row.
               for (const m of state.monitored)
                 state.drift.observe(m.feature, sharedColumnValue(rankingBatch, m.column));
@@ -228,7 +228,11 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
 
       if (!scores || reason) {
         const why = reason ?? 'inference_error';
-        ctx.metrics.fallbacks.inc({ route: '/v1/recommendations', reason: why });
+        ctx.metrics.fallbacks.inc({
+          ...ctx.metrics.labelsFor(req),
+          route: '/v1/recommendations',
+          reason: why,
+        });
         const drinks = rankByPopularity(popularity, local.hour, nItems, cand.drinks, limit);
         const addons = rankByPopularity(popularity, local.hour, nItems, cand.addons, ADDONS_PER_DRINK);
         return send(
@@ -251,14 +255,15 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
         );
       }
 
-      if (user!.source === 'segment') ctx.metrics.coldStarts.inc();
-      const scoreLabels = { model: modelName };
+      // Labelled like the request: with the revision that answered it, not one swapped in since.
+      const labels = ctx.metrics.labelsFor(req);
+      if (user!.source === 'segment') ctx.metrics.coldStarts.inc(labels);
       const personalized = user!.source === 'user';
       const drinkRows = topK(scores, cand.drinkRows, limit);
       const drinks = drinkRows.map((r) => cand.all[r]!);
-      for (const r of drinkRows) ctx.metrics.scores.observe(scoreLabels, scores[r]!);
+      for (const r of drinkRows) ctx.metrics.scores.observe(labels, scores[r]!);
       const addons = topK(scores, cand.addonRows, ADDONS_PER_DRINK).map((r) => cand.all[r]!);
-      const perDrink = await addonsPerDrink(drinks, cand.addons, user!.values, snap.items, req.log);
+      const perDrink = await addonsPerDrink(drinks, cand.addons, user!.values, snap.items, req);
       return send(
         drinks.map((i, k) => ({
           index: i,

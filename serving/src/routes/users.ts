@@ -102,6 +102,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = as
         risk = heuristicChurnRisk(user);
         const model = ctx.models.acquire('churn');
         if (model) {
+          ctx.metrics.answeredBy(req, 'churn', model);
           try {
             const names = model.meta.inputs[0]!.features;
             const row = Float32Array.from(names, (f) => user![USER_FEATURES.indexOf(f as 'segment')] ?? 0);
@@ -118,7 +119,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = as
           }
         }
       }
-      if (reason) ctx.metrics.fallbacks.inc({ route: '/v1/users/:id/offers', reason });
+      if (reason)
+        ctx.metrics.fallbacks.inc({ ...ctx.metrics.labelsFor(req), route: '/v1/users/:id/offers', reason });
       const favorites: CatalogItem[] = [];
       if (user) {
         for (const c of RECENT) {

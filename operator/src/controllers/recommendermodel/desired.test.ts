@@ -257,6 +257,8 @@ describe('what a serving pod needs, rendered', () => {
       CREMA_RANKING_MODEL_URI: 'file:///var/lib/crema/models/drink-ranking.onnx',
       CREMA_RANKING_MODEL_SHA256: 'a'.repeat(64),
       CREMA_MODEL_NAME: 'drinks',
+      // The metrics' `namespace` label, from the downward API.
+      POD_NAMESPACE: { fieldRef: { fieldPath: 'metadata.namespace' } },
     });
     expect(serving.volumeMounts).toContainEqual({
       mountPath: '/var/lib/crema/models',

@@ -260,6 +260,8 @@ export function buildServingObjects(
       portNumber: port,
       envVariables: {
         [SERVING_ENV.modelName]: kplus.EnvValue.fromValue(name),
+        // With the model name, the identity labels of the metrics the analysis selects on.
+        [SERVING_ENV.podNamespace]: kplus.EnvValue.fromFieldRef(kplus.EnvFieldPaths.POD_NAMESPACE),
         // serving/src/server.ts reads the model of each task from these (contracts/serving-env.ts).
         [modelEnv.uri]: kplus.EnvValue.fromValue(fetchedModelUri(model.task)),
         [modelEnv.sha256]: kplus.EnvValue.fromValue(rev.sha256),

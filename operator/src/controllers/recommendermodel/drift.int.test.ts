@@ -117,6 +117,7 @@ describe('drift alert on the canary (control plane only: pod readiness simulated
       fake = await startFakeServingMetrics({
         variant: 'canary',
         model: 'drinks',
+        namespace: ns,
         revision: B,
         state: { psi: { hour: 0.05 } },
       });
