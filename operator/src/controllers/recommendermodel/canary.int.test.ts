@@ -369,6 +369,15 @@ describe('canary rollout (control plane only: pod readiness simulated)', () => {
       60_000,
       'promoted after the freeze',
     );
-    expect(promoted.metadata?.annotations?.['crema.dev/promote']).toBeUndefined();
+    expect(promoted.status?.stable?.modelSha).toBe(sha('f'));
+    // The decision is recorded first (marked pendingCommand), then the annotation is removed.
+    await eventually(
+      async () => {
+        const m = await getModel('churn');
+        return m.metadata?.annotations?.['crema.dev/promote'] === undefined && !m.status?.pendingCommand;
+      },
+      10_000,
+      'the command consumed',
+    );
   });
 });
