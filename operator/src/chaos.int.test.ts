@@ -22,7 +22,13 @@ import {
   type KubeObject,
 } from './runtime/kube.js';
 import type { RecommenderModel } from './api/v1alpha1/index.js';
-import { auditedWrites, eventually, simulatePodsReady, testClient } from '../test/helpers.js';
+import {
+  auditedWrites,
+  eventually,
+  notifyAlertWebhook,
+  simulatePodsReady,
+  testClient,
+} from '../test/helpers.js';
 import { startKillProxy, type SeenWrite } from '../test/kill-proxy.js';
 import { exited, startOperatorProcess, type OperatorProcess } from '../test/process.js';
 
@@ -82,37 +88,12 @@ const exists = (ns: string, r: Parameters<typeof resourcePath>[0], name: string)
   );
 
 async function postDriftAlert(port: number, ns: string): Promise<void> {
-  const res = await fetch(`http://127.0.0.1:${port}/alerts`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({
-      version: '4',
-      status: 'firing',
-      receiver: 'crema',
-      groupLabels: {},
-      commonLabels: {},
-      commonAnnotations: {},
-      externalURL: 'http://alertmanager',
-      groupKey: 'k',
-      alerts: [
-        {
-          status: 'firing',
-          labels: {
-            alertname: 'CremaFeatureDrift',
-            namespace: ns,
-            crema_model: NAME,
-            revision: sha('b'),
-            variant: 'canary',
-            feature: 'hour',
-          },
-          annotations: { value: '0.41', summary: 'Feature hour drifted: PSI 0.410 > 0.2' },
-          startsAt: new Date().toISOString(),
-          endsAt: '0001-01-01T00:00:00Z',
-          generatorURL: '',
-          fingerprint: 'f',
-        },
-      ],
-    }),
+  const res = await notifyAlertWebhook(port, TOKEN, {
+    namespace: ns,
+    model: NAME,
+    revision: sha('b'),
+    variant: 'canary',
+    psi: 0.41,
   });
   if (res.status !== 200) throw new Error(`webhook answered ${res.status}`);
 }

@@ -22,7 +22,7 @@ import {
   type KubeClient,
   type KubeObject,
 } from './runtime/kube.js';
-import { eventually, testClient } from '../test/helpers.js';
+import { eventually, notifyAlertWebhook, testClient } from '../test/helpers.js';
 import { TEST_SERVING_REDIS_URL } from '../test/operator.js';
 import type { RecommenderModel } from './api/v1alpha1/index.js';
 
@@ -156,28 +156,14 @@ describe('operator RBAC', () => {
 
   it('records drift alerts in the cluster (create and merge-patch of the alert ConfigMap)', async () => {
     const notify = (status: 'firing' | 'resolved') =>
-      fetch(`http://127.0.0.1:${op!.alertWebhookPort}/alerts`, {
-        method: 'POST',
-        headers: { authorization: 'Bearer rbac-token', 'content-type': 'application/json' },
-        body: JSON.stringify({
-          version: '4',
-          alerts: [
-            {
-              status,
-              labels: {
-                alertname: 'CremaFeatureDrift',
-                namespace: ns,
-                crema_model: 'drinks',
-                revision: 'd'.repeat(64),
-                variant: 'stable',
-                feature: 'hour',
-              },
-              annotations: { value: '0.4' },
-              startsAt: new Date().toISOString(),
-            },
-          ],
-        }),
-      }).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown }));
+      notifyAlertWebhook(op!.alertWebhookPort!, 'rbac-token', {
+        status,
+        namespace: ns,
+        model: 'drinks',
+        revision: 'd'.repeat(64),
+        variant: 'stable',
+        psi: 0.4,
+      });
     expect(await notify('firing')).toEqual({ status: 200, body: { accepted: 1, ignored: 0 } });
     const entries = async () =>
       (

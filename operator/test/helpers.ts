@@ -103,3 +103,66 @@ export async function simulatePodsReady(
   }
   return marked;
 }
+
+/** One drift alert, as the tests send it through Alertmanager's webhook format. */
+export interface WebhookDriftAlert {
+  readonly status?: 'firing' | 'resolved';
+  readonly namespace: string;
+  /** The RecommenderModel's name (label `crema_model`). */
+  readonly model: string;
+  readonly revision: string;
+  readonly variant: string;
+  readonly feature?: string;
+  readonly psi: number;
+  /** Default: now. */
+  readonly startsAt?: string;
+}
+
+/**
+ * POSTs one Alertmanager v4 notification carrying `alert` to the operator's webhook on
+ * `port` with bearer `token`, as Alertmanager does; resolves with the HTTP status and JSON body.
+ */
+export async function notifyAlertWebhook(
+  port: number,
+  token: string,
+  alert: WebhookDriftAlert,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const status = alert.status ?? 'firing';
+  const feature = alert.feature ?? 'hour';
+  const res = await fetch(`http://127.0.0.1:${port}/alerts`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      version: '4',
+      status,
+      receiver: 'crema',
+      groupLabels: {},
+      commonLabels: {},
+      commonAnnotations: {},
+      externalURL: 'http://alertmanager',
+      groupKey: 'k',
+      alerts: [
+        {
+          status,
+          labels: {
+            alertname: 'CremaFeatureDrift',
+            namespace: alert.namespace,
+            crema_model: alert.model,
+            revision: alert.revision,
+            variant: alert.variant,
+            feature,
+          },
+          annotations: {
+            value: String(alert.psi),
+            summary: `Feature ${feature} drifted: PSI ${alert.psi.toFixed(3)} > 0.2`,
+          },
+          startsAt: alert.startsAt ?? new Date().toISOString(),
+          endsAt: status === 'resolved' ? new Date().toISOString() : '0001-01-01T00:00:00Z',
+          generatorURL: '',
+          fingerprint: 'f',
+        },
+      ],
+    }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}

@@ -9,7 +9,12 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startOperator, type OperatorConfig, type RunningOperator } from '../../operator.js';
 import { DRIFT_ALERTS_CONFIGMAP } from '../../rollout/alerts.js';
 import { RESOURCES, resourcePath, type KubeClient, type KubeObject } from '../../runtime/kube.js';
-import { auditedWrites, eventually } from '../../../test/helpers.js';
+import {
+  auditedWrites,
+  eventually,
+  notifyAlertWebhook,
+  type WebhookDriftAlert,
+} from '../../../test/helpers.js';
 import {
   TEST_SERVING_REDIS_URL,
   startOperatorForTest,
@@ -64,53 +69,12 @@ const getModel = (name: string) =>
 const condition = (m: RecommenderModel, type: string) => m.status?.conditions?.find((c) => c.type === type);
 
 /** POSTs one Alertmanager notification with one alert to `op`'s webhook; the HTTP status and body. */
-async function notify(
-  op: RunningOperator,
-  alert: {
-    status: 'firing' | 'resolved';
-    model: string;
-    revision: string;
-    variant: string;
-    psi: number;
-    feature?: string;
-  },
-) {
-  const res = await fetch(`http://127.0.0.1:${op.alertWebhookPort}/alerts`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({
-      version: '4',
-      status: alert.status,
-      receiver: 'crema',
-      groupLabels: {},
-      commonLabels: {},
-      commonAnnotations: {},
-      externalURL: 'http://alertmanager',
-      groupKey: 'k',
-      alerts: [
-        {
-          status: alert.status,
-          labels: {
-            alertname: 'CremaFeatureDrift',
-            namespace: ns,
-            crema_model: alert.model,
-            revision: alert.revision,
-            variant: alert.variant,
-            feature: alert.feature ?? 'hour',
-          },
-          annotations: {
-            value: String(alert.psi),
-            summary: `Feature hour drifted: PSI ${alert.psi.toFixed(3)} > 0.2`,
-          },
-          startsAt: new Date(Date.now() - 60_000).toISOString(),
-          endsAt: alert.status === 'resolved' ? new Date().toISOString() : '0001-01-01T00:00:00Z',
-          generatorURL: '',
-          fingerprint: 'f',
-        },
-      ],
-    }),
+async function notify(op: RunningOperator, alert: Omit<WebhookDriftAlert, 'namespace' | 'startsAt'>) {
+  return notifyAlertWebhook(op.alertWebhookPort!, TOKEN, {
+    ...alert,
+    namespace: ns,
+    startsAt: new Date(Date.now() - 60_000).toISOString(),
   });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
 async function alertEntries(): Promise<Record<string, string>> {

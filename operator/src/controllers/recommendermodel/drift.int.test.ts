@@ -19,7 +19,7 @@ import { startFakeServingMetrics, type FakeServing } from '../../../test/fake-se
 import { buildDriftRules } from '../../analysis/rules.js';
 import type { RunningOperator } from '../../operator.js';
 import { RESOURCES, resourcePath, type KubeClient, type KubeObject } from '../../runtime/kube.js';
-import { eventually } from '../../../test/helpers.js';
+import { eventually, notifyAlertWebhook } from '../../../test/helpers.js';
 import { startOperatorForTest, type OperatorTestEnv } from '../../../test/operator.js';
 import type { RecommenderModel } from './types.js';
 
@@ -164,37 +164,12 @@ describe('drift alert on the canary (control plane only: pod readiness simulated
 
   it('a drift alert on stable sets DriftDetected; the webhook refuses a wrong token', async () => {
     const payload = (token: string) =>
-      fetch(`http://127.0.0.1:${op.alertWebhookPort}/alerts`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({
-          version: '4',
-          status: 'firing',
-          receiver: 'crema',
-          groupLabels: {},
-          commonLabels: {},
-          commonAnnotations: {},
-          externalURL: 'http://alertmanager',
-          groupKey: 'k',
-          alerts: [
-            {
-              status: 'firing',
-              labels: {
-                alertname: 'CremaFeatureDrift',
-                namespace: ns,
-                crema_model: 'drinks',
-                revision: A,
-                variant: 'stable',
-                feature: 'hour',
-              },
-              annotations: { value: '0.37', summary: 'Feature hour drifted: PSI 0.370 > 0.2' },
-              startsAt: new Date().toISOString(),
-              endsAt: '0001-01-01T00:00:00Z',
-              generatorURL: '',
-              fingerprint: 'f',
-            },
-          ],
-        }),
+      notifyAlertWebhook(op.alertWebhookPort!, token, {
+        namespace: ns,
+        model: 'drinks',
+        revision: A,
+        variant: 'stable',
+        psi: 0.37,
       });
     expect((await payload('wrong-token')).status).toBe(401);
     expect((await payload(TOKEN)).status).toBe(200);
