@@ -120,19 +120,26 @@ export function setCondition(list: readonly Condition[], c: Condition, now: Date
 }
 
 /**
- * Whether every pod of Deployment `d` runs model `sha` and is ready: the Deployment has observed
- * its latest spec, that spec carries `sha`, and no pod of an older template is left.
+ * Whether Deployment `d`'s template carries model `sha` and has replaced every pod of an older
+ * template (the Deployment controller has observed its latest spec).
+ */
+function templateRolledOut(d: ObservedDeployment | undefined, sha: string): d is ObservedDeployment {
+  return (
+    !!d &&
+    d.modelSha === sha &&
+    (d.observedGeneration ?? 0) >= (d.generation ?? 0) &&
+    (d.updatedReplicas ?? 0) >= (d.replicas ?? 0)
+  );
+}
+
+/**
+ * Whether every pod of Deployment `d` runs model `sha` and is ready: the template rolled out,
+ * and at least one replica, all of them ready and available.
  */
 export function runsEverywhere(d: ObservedDeployment | undefined, sha: string): boolean {
-  if (!d || d.modelSha !== sha) return false;
-  if ((d.observedGeneration ?? 0) < (d.generation ?? 0)) return false;
+  if (!templateRolledOut(d, sha)) return false;
   const replicas = d.replicas ?? 0;
-  return (
-    replicas >= 1 &&
-    (d.updatedReplicas ?? 0) >= replicas &&
-    (d.readyReplicas ?? 0) >= replicas &&
-    (d.availableReplicas ?? 0) >= replicas
-  );
+  return replicas >= 1 && (d.readyReplicas ?? 0) >= replicas && (d.availableReplicas ?? 0) >= replicas;
 }
 
 /** The first rollout-health violation of a Deployment, or null when it serves. */
@@ -161,11 +168,7 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
   const stableSha = stable?.modelSha ?? model.spec.model.sha256;
   const revision = stable?.revision ?? 1;
 
-  const rolledOut =
-    !!d &&
-    d.modelSha === stableSha &&
-    (d.observedGeneration ?? 0) >= (d.generation ?? 0) &&
-    (d.updatedReplicas ?? 0) >= (d.replicas ?? 0);
+  const rolledOut = templateRolledOut(d, stableSha);
   const problem = deploymentProblem(d);
   const pods = input.podProblems ?? {};
   // What keeps the pods from serving, most specific first: a missing setting, then what the
