@@ -308,7 +308,7 @@ export async function reconcileRecommenderModel(
       },
       now,
     });
-  const obj = { ...model, apiVersion: 'crema.dev/v1alpha1', kind: 'RecommenderModel' };
+  const target = eventTarget(model);
   let current = model;
   let noticesRecorded = false;
   /** Writes status when it differs; events for what changed. False on a conflict (requeue). */
@@ -325,7 +325,7 @@ export async function reconcileRecommenderModel(
       };
       if (!specError && !noticesRecorded) {
         noticesRecorded = true;
-        for (const n of decision.notices) await deps.events.record(obj, n.type, n.reason, n.message);
+        for (const n of decision.notices) await deps.events.record(target, n.type, n.reason, n.message);
       }
       await recordTransitions(deps.events, before, status);
       return true;
@@ -378,7 +378,7 @@ export async function reconcileRecommenderModel(
       throw err;
     }
     if (decision.command?.outcome === 'ignored') {
-      await deps.events.record(obj, 'Warning', 'CommandIgnored', decision.command.message);
+      await deps.events.record(target, 'Warning', 'CommandIgnored', decision.command.message);
     }
   }
 
@@ -461,13 +461,18 @@ function rolloutMoved(before: RolloutState, after: RolloutState): boolean {
   return key(before) !== key(after);
 }
 
+/** The model as an Event's involved object (cached objects may lack kind and apiVersion). */
+function eventTarget(model: RecommenderModel): RecommenderModel {
+  return { ...model, apiVersion: 'crema.dev/v1alpha1', kind: 'RecommenderModel' };
+}
+
 async function recordTransitions(
   events: EventRecorder,
   model: RecommenderModel,
   next: RecommenderModel['status'],
 ) {
   const before = new Map((model.status?.conditions ?? []).map((c) => [c.type, c]));
-  const obj = { ...model, apiVersion: 'crema.dev/v1alpha1', kind: 'RecommenderModel' };
+  const obj = eventTarget(model);
   for (const c of next?.conditions ?? []) {
     const old = before.get(c.type);
     if (old?.status === c.status && old?.reason === c.reason) continue;
