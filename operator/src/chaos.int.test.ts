@@ -192,7 +192,7 @@ async function trial(
   kind: Kind,
   id: string,
   kill: { write: string; occurrence: number } | { afterMs: number } | undefined,
-): Promise<TrialResult & { writes: SeenWrite[]; ms: number }> {
+): Promise<TrialResult & { ms: number }> {
   const ns = `chaos-${id}-${suffix}`;
   await client.request('POST', '/api/v1/namespaces', { body: { metadata: { name: ns } } });
   const kubelet = setInterval(
@@ -321,7 +321,6 @@ async function trial(
       killed,
       ms,
       ...(after ? { killedAfter: describeWrite(after.method, after.path, ns) } : {}),
-      writes: proxy.writes,
     };
   } finally {
     clearInterval(kubelet);

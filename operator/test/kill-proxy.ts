@@ -38,8 +38,6 @@ export interface KillAt {
 export interface KillProxy {
   /** A kubeconfig pointing at the proxy. */
   readonly kubeconfigPath: string;
-  /** Every write through the proxy, in order. */
-  readonly writes: SeenWrite[];
   /** Arms the kill; `killedAfter` says which write it followed once it fired. */
   arm(at: KillAt): void;
   readonly killedAfter: () => SeenWrite | undefined;
@@ -59,7 +57,6 @@ export async function startKillProxy(kubeconfigPath: string): Promise<KillProxy>
   const tls: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
   await kc.applyToHTTPSOptions(tls);
   const agent = new Agent({ keepAlive: true, ca: tls.ca, cert: tls.cert, key: tls.key });
-  const writes: SeenWrite[] = [];
   let armed: KillAt | undefined;
   let anchored = false;
   let hits = 0;
@@ -105,7 +102,6 @@ export async function startKillProxy(kubeconfigPath: string): Promise<KillProxy>
             ...(parsed !== undefined ? { body: parsed } : {}),
             ...(ur.statusCode ? { status: ur.statusCode } : {}),
           };
-          writes.push(w);
           if (armed) {
             if (!anchored && armed.anchor(w)) anchored = true;
             if (anchored && armed.target(w) && ++hits === armed.occurrence) {
@@ -152,7 +148,6 @@ export async function startKillProxy(kubeconfigPath: string): Promise<KillProxy>
   );
   return {
     kubeconfigPath: path,
-    writes,
     arm(at) {
       armed = at;
       anchored = false;
