@@ -4,6 +4,7 @@ import { describe, expect, expectTypeOf, it } from 'vitest';
 import { parse } from 'yaml';
 import { IDENTITY_LABELS, METRIC_PREFIX, SERVING_METRICS, type LabelsOf } from './metrics.js';
 import { QUANTITY_PATTERN, isQuantity, parseQuantity, sameQuantity } from './quantity.js';
+import { DURATION_PATTERN, parseDurationMs } from './duration.js';
 import { USER_FEATURES, decodeUserFeatures, encodeUserFeatures } from './features.js';
 import { validateModelMetadata } from './model-metadata.js';
 import { assignVariant, bucketOf } from './variant-hash.js';
@@ -130,16 +131,49 @@ describe('quantities', () => {
   });
 
   it('is the grammar of every quantity field in the CRDs', () => {
-    const patterns: string[] = [];
-    const walk = (node: unknown, path: string) => {
-      if (node === null || typeof node !== 'object') return;
-      const n = node as Record<string, unknown>;
-      if (/\.(requests|limits)\.properties\.(cpu|memory)$/.test(path)) patterns.push(String(n['pattern']));
-      for (const [k, v] of Object.entries(n)) walk(v, `${path}.${k}`);
-    };
-    for (const f of readdirSync(CRDS).filter((x) => x.endsWith('.yaml')))
-      walk(parse(readFileSync(join(CRDS, f), 'utf8')), f);
+    const patterns = crdNodes()
+      .filter(({ path }) => /\.(requests|limits)\.properties\.(cpu|memory)$/.test(path))
+      .map(({ node }) => String(node['pattern']));
     expect(patterns.length).toBeGreaterThanOrEqual(4);
     expect(new Set(patterns)).toEqual(new Set([QUANTITY_PATTERN]));
+  });
+});
+
+/** Every node of every CRD schema with its dotted path. */
+function crdNodes(): Array<{ path: string; node: Record<string, unknown> }> {
+  const out: Array<{ path: string; node: Record<string, unknown> }> = [];
+  const walk = (node: unknown, path: string) => {
+    if (node === null || typeof node !== 'object') return;
+    const n = node as Record<string, unknown>;
+    out.push({ path, node: n });
+    for (const [k, v] of Object.entries(n)) walk(v, `${path}.${k}`);
+  };
+  for (const f of readdirSync(CRDS).filter((x) => x.endsWith('.yaml')))
+    walk(parse(readFileSync(join(CRDS, f), 'utf8')), f);
+  return out;
+}
+
+describe('durations (contracts/duration.ts)', () => {
+  it.each([
+    ['30s', 30_000],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+    ['0s', 0],
+  ])('%s is %d ms', (d, ms) => {
+    expect(parseDurationMs(d)).toBe(ms);
+  });
+
+  it.each(['1.5m', '5', 'm', '1d', '-1s', ' 5m', '5ms'])('refuses %j and names it', (d) => {
+    expect(() => parseDurationMs(d)).toThrow(`invalid duration ${JSON.stringify(d)}`);
+  });
+
+  it('is the grammar of every duration field in the CRDs', () => {
+    const patterns = crdNodes()
+      .filter(
+        ({ node }) => typeof node['pattern'] === 'string' && /\(s\|m\|h\)/.test(String(node['pattern'])),
+      )
+      .map(({ node }) => String(node['pattern']));
+    expect(patterns.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(patterns)).toEqual(new Set([DURATION_PATTERN]));
   });
 });

@@ -5,6 +5,7 @@
  */
 import { stringify } from 'yaml';
 import { METRIC_LABELS as L, SERVING_METRICS as M } from '../../../contracts/metrics.js';
+import { parseDurationMs } from '../../../contracts/duration.js';
 import type { RecommenderModel } from '../api/v1alpha1/recommendermodel.js';
 import { AnalysisInputError, quoteLabelValue } from './queries.js';
 import type { Variant } from './types.js';
@@ -26,13 +27,13 @@ export const ALERT_LABELS = {
   severity: 'severity',
 } as const;
 
-const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600 };
-
-/** Seconds in a CRD duration such as 30s, 5m or 1h. */
+/** Seconds in a CRD duration such as 30s, 5m or 1h (contracts/duration.ts). */
 export function parseDurationSeconds(d: string): number {
-  const m = /^([0-9]+)(s|m|h)$/.exec(d);
-  if (!m) throw new AnalysisInputError(`duration ${JSON.stringify(d)} is not like 30s, 5m or 1h`);
-  return Number(m[1]) * UNIT_SECONDS[m[2]!]!;
+  try {
+    return parseDurationMs(d) / 1000;
+  } catch {
+    throw new AnalysisInputError(`duration ${JSON.stringify(d)} is not like 30s, 5m or 1h`);
+  }
 }
 
 /**
