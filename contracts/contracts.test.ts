@@ -5,6 +5,7 @@ import { parse } from 'yaml';
 import { IDENTITY_LABELS, METRIC_PREFIX, SERVING_METRICS, type LabelsOf } from './metrics.js';
 import { QUANTITY_PATTERN, isQuantity, parseQuantity, sameQuantity } from './quantity.js';
 import { DURATION_PATTERN, parseDurationMs } from './duration.js';
+import { MODEL_TASKS } from './model-metadata.js';
 import { USER_FEATURES, decodeUserFeatures, encodeUserFeatures } from './features.js';
 import { validateModelMetadata } from './model-metadata.js';
 import { assignVariant, bucketOf } from './variant-hash.js';
@@ -175,5 +176,15 @@ describe('durations (contracts/duration.ts)', () => {
       .map(({ node }) => String(node['pattern']));
     expect(patterns.length).toBeGreaterThanOrEqual(3);
     expect(new Set(patterns)).toEqual(new Set([DURATION_PATTERN]));
+  });
+});
+
+describe('the task list (contracts/model-metadata.ts)', () => {
+  it("is the CRD's spec.model.task enum", () => {
+    const enums = crdNodes()
+      .filter(({ path }) => path.endsWith('.properties.model.properties.task'))
+      .map(({ node }) => node['enum']);
+    expect(enums.length).toBeGreaterThanOrEqual(1);
+    for (const e of enums) expect(e).toEqual([...MODEL_TASKS]);
   });
 });

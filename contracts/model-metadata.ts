@@ -4,8 +4,14 @@
  * its baselines for drift (PSI); the operator copies lineage into RecommenderModel status.
  */
 
+/**
+ * What a model can predict, in a stable order: the one task list (the CRD's `spec.model.task`
+ * enum, serving's routes and env, training's outputs; contracts.test.ts checks the CRD).
+ */
+export const MODEL_TASKS = ['drink-ranking', 'addon-attach', 'pickup-time', 'churn'] as const;
+
 /** What a model predicts. */
-export type ModelTask = 'drink-ranking' | 'addon-attach' | 'pickup-time' | 'churn';
+export type ModelTask = (typeof MODEL_TASKS)[number];
 
 /** A histogram over fixed bin edges: `edges` has one more entry than `probs`; probs sum to 1. */
 export interface BaselineHistogram {
@@ -72,8 +78,8 @@ export function validateModelMetadata(m: unknown): string[] {
   if (!o || typeof o !== 'object') return ['metadata: not an object'];
   if (o.metadataVersion !== 1) errors.push('metadataVersion: must be 1');
   if (typeof o.name !== 'string' || !o.name) errors.push('name: required');
-  if (!['drink-ranking', 'addon-attach', 'pickup-time', 'churn'].includes(o.task as string)) {
-    errors.push('task: must be drink-ranking, addon-attach, pickup-time or churn');
+  if (!(MODEL_TASKS as readonly string[]).includes(o.task as string)) {
+    errors.push(`task: must be ${MODEL_TASKS.slice(0, -1).join(', ')} or ${MODEL_TASKS.at(-1)}`);
   }
   if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(o.sha256))
     errors.push('sha256: 64 hex characters');

@@ -2,7 +2,9 @@
  * The environment a serving pod reads its models from: the operator renders it, serving's
  * server.ts reads it. One URI and one pinned digest per task.
  */
-import type { ModelTask } from './model-metadata.js';
+import { MODEL_TASKS, type ModelTask } from './model-metadata.js';
+
+export { MODEL_TASKS };
 
 const PREFIX: Record<ModelTask, string> = {
   'drink-ranking': 'CREMA_RANKING_MODEL',
@@ -17,9 +19,6 @@ export function modelEnvNames(task: ModelTask): { readonly uri: string; readonly
   if (!p) throw new RangeError(`unknown model task ${JSON.stringify(task)}`);
   return { uri: `${p}_URI`, sha256: `${p}_SHA256` };
 }
-
-/** Every task, in a stable order. */
-export const MODEL_TASKS = Object.keys(PREFIX) as ModelTask[];
 
 /**
  * Every other setting the operator renders into a serving or router container (and serving's

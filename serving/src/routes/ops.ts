@@ -1,13 +1,11 @@
 /** Probes, metrics, the OpenAPI document and the admin route that hot-swaps a model. */
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { ModelTask } from '../../../contracts/model-metadata.js';
+import { MODEL_TASKS } from '../../../contracts/model-metadata.js';
 import type { ServingContext } from '../context.js';
 import { ServingError } from '../errors.js';
 import { withDeadline } from '../features/deadline.js';
 import { ModelLoadError } from '../model/loader.js';
 import { errorResponses, stringEnum, requireBearer } from './schemas.js';
-
-const TASKS: readonly ModelTask[] = ['drink-ranking', 'addon-attach', 'pickup-time', 'churn'];
 
 export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = async (app, { ctx }) => {
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
@@ -52,7 +50,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = asy
       preValidation: requireBearer(ctx.adminToken),
       schema: {
         summary: 'Load, verify, warm and swap in a model revision (bearer token required)',
-        params: Type.Object({ task: stringEnum(TASKS) }),
+        params: Type.Object({ task: stringEnum(MODEL_TASKS) }),
         body: Type.Object(
           { uri: Type.String({ minLength: 1, maxLength: 2048 }) },
           { additionalProperties: false },
