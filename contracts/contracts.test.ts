@@ -6,6 +6,8 @@ import { IDENTITY_LABELS, METRIC_PREFIX, SERVING_METRICS, type LabelsOf } from '
 import { QUANTITY_PATTERN, isQuantity, parseQuantity, sameQuantity } from './quantity.js';
 import { DURATION_PATTERN, parseDurationMs } from './duration.js';
 import { MODEL_TASKS } from './model-metadata.js';
+import { validateRouterConfig } from './router-config.js';
+import { buildRouterConfig } from '../operator/src/traffic/router.js';
 import { USER_FEATURES, decodeUserFeatures, encodeUserFeatures } from './features.js';
 import { validateModelMetadata } from './model-metadata.js';
 import { assignVariant, bucketOf } from './variant-hash.js';
@@ -186,5 +188,30 @@ describe('the task list (contracts/model-metadata.ts)', () => {
       .map(({ node }) => node['enum']);
     expect(enums.length).toBeGreaterThanOrEqual(1);
     for (const e of enums) expect(e).toEqual([...MODEL_TASKS]);
+  });
+});
+
+describe('the router config (contracts/router-config.ts)', () => {
+  it.each([0, 1, 37, 50, 100])(
+    'what the operator writes at canary weight %d is what serving accepts',
+    (w) => {
+      const targets = {
+        namespace: 'shop',
+        model: 'drinks',
+        stableUpstream: 'http://drinks-stable.shop.svc:80',
+      };
+      expect(validateRouterConfig(buildRouterConfig(targets, 0))).toEqual([]);
+      expect(
+        validateRouterConfig(
+          buildRouterConfig({ ...targets, canaryUpstream: 'http://drinks-canary.shop.svc:80' }, w),
+        ),
+      ).toEqual([]);
+    },
+  );
+
+  it('names what is wrong with a config', () => {
+    expect(
+      validateRouterConfig({ salt: 's', stable: 'stable', variants: [{ name: 'stable', weight: 90 }] }),
+    ).toEqual(['variants: weights sum to 90, must be 100', 'stable: must have an upstream']);
   });
 });

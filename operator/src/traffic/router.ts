@@ -2,8 +2,10 @@
  * Traffic splitting between a model's stable and canary revisions sits behind one interface;
  * each mechanism is one implementation. The first writes the config the serving tier's router
  * mode reads (a ConfigMap with router.json: salt, stable variant, variants with weights and
- * upstreams — serving/src/router/config.ts validates the same shape).
+ * upstreams — the shape in contracts/router-config.ts, which serving validates).
  */
+import type { RouterConfig } from '../../../contracts/router-config.js';
+import { ROUTER_CONFIG_KEY } from '../../../contracts/serving-env.js';
 import type { KubeObject } from '../runtime/kube.js';
 
 /** Where each track is served inside the cluster. */
@@ -24,19 +26,8 @@ export interface TrafficRouter {
   objectNames(model: string): string[];
 }
 
-/** Router config as read by serving's router mode. */
-export interface RouterConfigDoc {
-  readonly salt: string;
-  readonly stable: string;
-  readonly variants: ReadonlyArray<{
-    readonly name: string;
-    readonly weight: number;
-    readonly upstream?: string;
-  }>;
-}
-
 /** Builds the router config for a split. The salt is per model, so users keep their variant across weight changes. */
-export function buildRouterConfig(t: TrafficTargets, canaryWeight: number): RouterConfigDoc {
+export function buildRouterConfig(t: TrafficTargets, canaryWeight: number): RouterConfig {
   if (!(canaryWeight >= 0 && canaryWeight <= 100))
     throw new RangeError(`canary weight ${canaryWeight} is not within 0..100`);
   return {
@@ -62,16 +53,16 @@ export class ConfigMapTrafficRouter implements TrafficRouter {
         apiVersion: 'v1',
         kind: 'ConfigMap',
         metadata: { name: `${t.model}-router`, namespace: t.namespace },
-        data: { 'router.json': JSON.stringify(doc) },
+        data: { [ROUTER_CONFIG_KEY]: JSON.stringify(doc) },
       } as KubeObject,
     ];
   }
 
   observedWeight(observed: KubeObject | undefined): number | undefined {
-    const text = (observed as { data?: Record<string, string> } | undefined)?.data?.['router.json'];
+    const text = (observed as { data?: Record<string, string> } | undefined)?.data?.[ROUTER_CONFIG_KEY];
     if (!text) return undefined;
     try {
-      const doc = JSON.parse(text) as RouterConfigDoc;
+      const doc = JSON.parse(text) as RouterConfig;
       return doc.variants.find((v) => v.name === 'canary')?.weight ?? 0;
     } catch {
       return undefined;

@@ -38,7 +38,7 @@ import { SERVING_METRICS } from '../../../contracts/metrics.js';
 import { assignVariant } from '../../../contracts/variant-hash.js';
 import { createPrometheusClient } from '../../src/analysis/prometheus.js';
 import type { RecommenderModel } from '../../src/controllers/recommendermodel/types.js';
-import type { RouterConfigDoc } from '../../src/traffic/router.js';
+import type { RouterConfig } from '../../../contracts/router-config.js';
 import { KubeApiError, RESOURCES, resourcePath, type KubeObject } from '../../src/runtime/kube.js';
 import { eventually } from '../helpers.js';
 import {
@@ -60,7 +60,7 @@ const traffics: Traffic[] = [];
 /** Every router.json written for a model, by the id the router reports for it. */
 interface Written {
   readonly id: string;
-  readonly doc: RouterConfigDoc;
+  readonly doc: RouterConfig;
   readonly at: number;
 }
 const configs = new Map<string, Written[]>();
@@ -68,7 +68,7 @@ let watching = true;
 let watcher: Promise<void> = Promise.resolve();
 
 const routerId = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 12);
-const canaryWeight = (doc: RouterConfigDoc) => doc.variants.find((v) => v.name === 'canary')?.weight ?? 0;
+const canaryWeight = (doc: RouterConfig) => doc.variants.find((v) => v.name === 'canary')?.weight ?? 0;
 
 async function routerConfigText(name: string): Promise<string | undefined> {
   try {
@@ -93,7 +93,7 @@ function watchRouterConfigs(names: () => string[]): void {
         const list = configs.get(name) ?? [];
         const id = routerId(text);
         if (list[list.length - 1]?.id !== id)
-          list.push({ id, doc: JSON.parse(text) as RouterConfigDoc, at: Date.now() });
+          list.push({ id, doc: JSON.parse(text) as RouterConfig, at: Date.now() });
         configs.set(name, list);
       }
       await new Promise((r) => setTimeout(r, 50));
@@ -145,7 +145,7 @@ async function weightZeroAt(name: string, timeoutMs: number): Promise<number> {
   return eventually(
     async () => {
       const text = await routerConfigText(name);
-      return text && canaryWeight(JSON.parse(text) as RouterConfigDoc) === 0 ? Date.now() : undefined;
+      return text && canaryWeight(JSON.parse(text) as RouterConfig) === 0 ? Date.now() : undefined;
     },
     timeoutMs,
     `${name}: canary weight 0`,

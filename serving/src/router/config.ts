@@ -5,55 +5,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
+import {
+  validateRouterConfig,
+  type RouterConfig,
+  type RouterVariant,
+} from '../../../contracts/router-config.js';
 import { assignVariant } from '../../../contracts/variant-hash.js';
 
-/** One variant: its traffic share in percent and where it is served. */
-export interface RouterVariant {
-  readonly name: string;
-  readonly weight: number;
-  /** Base URL, e.g. http://serving-canary:8080; absent = unknown upstream (routes to stable). */
-  readonly upstream?: string;
-}
-
-export interface RouterConfig {
-  /** Experiment salt: changing it reshuffles every user. */
-  readonly salt: string;
-  /** Name of the variant that takes traffic when another variant cannot. */
-  readonly stable: string;
-  readonly variants: readonly RouterVariant[];
-}
-
-/** Problems with a config (empty when valid). */
-export function validateRouterConfig(c: unknown): string[] {
-  const o = c as Partial<RouterConfig> | null;
-  if (!o || typeof o !== 'object') return ['config: not an object'];
-  const errors: string[] = [];
-  if (typeof o.salt !== 'string' || o.salt === '') errors.push('salt: required');
-  if (!Array.isArray(o.variants) || o.variants.length === 0) return [...errors, 'variants: at least one'];
-  const names = new Set<string>();
-  o.variants.forEach((v: Partial<RouterVariant>, i) => {
-    if (typeof v?.name !== 'string' || !/^[A-Za-z0-9_.-]{1,40}$/.test(v.name))
-      errors.push(`variants[${i}].name: required`);
-    else if (names.has(v.name)) errors.push(`variants[${i}].name: duplicate ${v.name}`);
-    else names.add(v.name);
-    if (typeof v?.weight !== 'number' || !(v.weight >= 0))
-      errors.push(`variants[${i}].weight: a number >= 0`);
-    if (v?.upstream !== undefined) {
-      try {
-        const u = new URL(v.upstream);
-        if (u.protocol !== 'http:') errors.push(`variants[${i}].upstream: only http:// is supported`);
-      } catch {
-        errors.push(`variants[${i}].upstream: not a URL`);
-      }
-    }
-  });
-  const total = o.variants.reduce((s, v) => s + (typeof v?.weight === 'number' ? v.weight : 0), 0);
-  if (Math.abs(total - 100) > 1e-6) errors.push(`variants: weights sum to ${total}, must be 100`);
-  if (typeof o.stable !== 'string' || !names.has(o.stable)) errors.push('stable: must name a variant');
-  else if (!o.variants.find((v) => v.name === o.stable)?.upstream)
-    errors.push('stable: must have an upstream');
-  return errors;
-}
+export { validateRouterConfig, type RouterConfig, type RouterVariant };
 
 /** Parses and validates a config file's text (JSON or YAML). */
 export function parseRouterConfig(text: string): RouterConfig {
