@@ -3,7 +3,9 @@ import {
   analysisDue,
   computeRolloutStep,
   parseDuration,
+  ROLLOUT_CHECK_NAMES,
   type CanaryState,
+  type RolloutCheckName,
   type RolloutInput,
   type RolloutState,
 } from './machine.js';
@@ -560,4 +562,101 @@ describe('parseDuration', () => {
     ['1h', 3_600_000],
   ])('%s', (d, ms) => expect(parseDuration(d)).toBe(ms));
   it('names a bad duration', () => expect(() => parseDuration('5 min')).toThrow(/"5 min"/));
+});
+
+describe('the decision chain', () => {
+  it('tries its checks in this order', () => {
+    // Stable drift before a promotion in progress (a drift rollback ends it); stop signals before
+    // readiness; each command before the gates it overrides.
+    expect(ROLLOUT_CHECK_NAMES).toEqual([
+      'firstRevision',
+      'stableDrift',
+      'promotionInProgress',
+      'specIsStable',
+      'rolledBackDigest',
+      'noSteps',
+      'startCanary',
+      'abortCommand',
+      'canaryDrift',
+      'canaryNotReady',
+      'promoteFullCommand',
+      'stepWeight',
+      'promoteStepCommand',
+      'paused',
+      'analysisGate',
+      'timeGate',
+    ]);
+  });
+
+  const previousStable: RolloutState['history'][number] = {
+    revision: 1,
+    modelSha: 'c'.repeat(64),
+    uri: 'file:///c.onnx',
+    track: 'stable',
+    startedAt: '',
+    endedAt: '',
+    reason: 'Superseded',
+  };
+  const promotion = { modelSha: A, uri: 'file:///a.onnx', revision: 1, startedAt: '', weight: 50 };
+  const gated = { analysisConfigured: true };
+  const decidedBy: [string, RolloutInput, RolloutCheckName][] = [
+    ['no stable yet', { ...input(), state: { history: [] } }, 'firstRevision'],
+    [
+      'stable drifts, action Rollback, a previous stable exists (even mid-promotion)',
+      {
+        ...input({ stableDrift: { message: 'psi' }, driftAction: 'Rollback' }),
+        state: { stable, promotion, history: [previousStable] },
+      },
+      'stableDrift',
+    ],
+    [
+      'a promotion rolls out',
+      { ...input(), state: { stable, promotion, history: [] } },
+      'promotionInProgress',
+    ],
+    ['spec.model is stable again', input({ canary: {}, specOver: { modelSha: A } }), 'specIsStable'],
+    [
+      'spec.model names the rolled-back digest',
+      { ...input(), state: { stable, abortedModelSha: B, history: [] } },
+      'rolledBackDigest',
+    ],
+    ['no steps', input({ specOver: { steps: [] } }), 'noSteps'],
+    ['abort', input({ canary: {}, command: 'abort' }), 'abortCommand'],
+    ['canary drift', input({ canary: {}, canaryDrift: { message: 'psi' } }), 'canaryDrift'],
+    [
+      'no ready canary pod (a new canary)',
+      input({ observed: { stableReadyReplicas: 2, canaryReadyReplicas: 0 } }),
+      'canaryNotReady',
+    ],
+    ['promote-full', input({ canary: {}, command: 'promote-full' }), 'promoteFullCommand'],
+    ['promote-step', input({ canary: {}, command: 'promote-step' }), 'promoteStepCommand'],
+    ['spec.paused', input({ canary: {}, specOver: { paused: true } }), 'paused'],
+    ['a gated step without analysis', input({ canary: {}, specOver: gated }), 'analysisGate'],
+    [
+      'a gated step past its failure limit',
+      input({
+        canary: { failures: 1 },
+        specOver: gated,
+        analysis: { verdict: 'Fail', message: 'ctr', at: '' },
+      }),
+      'analysisGate',
+    ],
+    ['a step in its pause', input({ canary: {} }), 'timeGate'],
+    ['a step past its pause', input({ canary: {}, now: at(31) }), 'timeGate'],
+    // Alert only: the rest of the chain decides, and stableDrift is added to its decision.
+    [
+      'stable drifts, action Alert',
+      input({ canary: {}, stableDrift: { message: 'psi' }, driftAction: 'Alert' }),
+      'timeGate',
+    ],
+  ];
+  it.each(decidedBy)('%s: decided by %s', (_, i, check) => {
+    expect(computeRolloutStep(i).decidedBy).toBe(check);
+  });
+
+  it('names the check on a command it holds, too', () => {
+    const d = computeRolloutStep(input({ canary: {}, command: 'promote-full', freeze: { name: 'bf' } }));
+    expect(d.command?.outcome).toBe('held');
+    expect(d.decidedBy).toBe('promoteFullCommand');
+  });
 });

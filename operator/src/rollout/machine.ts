@@ -156,6 +156,8 @@ export interface RolloutDecision {
    * it, and say why), `ignored` (nothing for it to act on: consume it and say so).
    */
   readonly command?: { readonly outcome: 'acted' | 'held' | 'ignored'; readonly message: string };
+  /** For tests and logs: which check of the decision chain took this decision. */
+  readonly decidedBy?: RolloutCheckName;
 }
 
 const HISTORY_LIMIT = 10;
@@ -185,11 +187,10 @@ function pushHistory(history: readonly HistoryEntry[], e: HistoryEntry): History
 
 /** Computes the next rollout state. Pure: the same input always gives the same decision. */
 export function computeRolloutStep(input: RolloutInput): RolloutDecision {
-  const acted = { value: false };
-  const d = decide(input, acted);
+  const { acted, ...d } = runChecks(input);
   if (!input.command) return d;
   const name = input.command === 'abort' ? 'crema.dev/abort' : `crema.dev/promote=${input.command.slice(8)}`;
-  if (acted.value) return { ...d, command: { outcome: 'acted', message: `${name} acted on` } };
+  if (acted) return { ...d, command: { outcome: 'acted', message: `${name} acted on` } };
   // A command given while a canary runs waits until it can act; with no canary there is
   // nothing for it to do (kept, it would hit the next rollout by surprise).
   if (d.state.canary && input.state.canary) {
@@ -202,369 +203,508 @@ export function computeRolloutStep(input: RolloutInput): RolloutDecision {
   return { ...d, command: { outcome: 'ignored', message: `${name} ignored: ${why}` } };
 }
 
-function decide(input: RolloutInput, acted: { value: boolean }): RolloutDecision {
-  const { spec, state, observed, now } = input;
-  const iso = now.toISOString();
-  const notices: RolloutNotice[] = [];
+/**
+ * What the checks of one decision share. Only `canary`, `history` and `notices` change, and
+ * only forward: a check that does not decide may start the canary, set its step weight or
+ * record an analysis, and the checks after it work on that canary.
+ */
+interface RolloutContext {
+  readonly input: RolloutInput;
+  /** `input.now` as status records it. */
+  readonly iso: string;
+  /** The canary being worked on: set by startCanary, moved by stepWeight and analysisGate. */
+  canary?: CanaryState;
+  /** `input.state.history` plus the canary startCanary superseded, if any. */
+  history: readonly HistoryEntry[];
+  /** What to tell the user, in the order the checks raised it. */
+  readonly notices: RolloutNotice[];
+}
 
-  // 1. First revision: it becomes stable directly.
-  if (!state.stable) {
-    const stable = { modelSha: spec.modelSha, uri: spec.uri, revision: 1, since: iso };
-    return { state: { ...state, stable }, canaryWeight: 0, notices, wantsAnalysis: false };
-  }
+/** A check's decision; `acted` when it carried out `input.command`. */
+type CheckDecision = RolloutDecision & { readonly acted?: true };
 
-  // 2a. Drift on stable: report it; with action Rollback return to the previous stable revision.
-  if (input.stableDrift) {
-    const drifted = state.stable;
-    const previous = state.history.find(
-      (h) =>
-        h.track === 'stable' &&
-        h.uri &&
-        h.modelSha !== drifted.modelSha &&
-        h.modelSha !== state.abortedModelSha,
-    );
-    if (input.driftAction !== 'Rollback' || !previous) {
-      // Alert only (or nothing to go back to): everything else proceeds as usual.
-      return { ...decide({ ...input, stableDrift: undefined }, acted), stableDrift: input.stableDrift };
-    }
-    const message = `stable revision ${drifted.revision} drifted (${input.stableDrift.message}); back to revision ${previous.revision}`;
-    notices.push({ type: 'Warning', reason: 'RolledBack', message });
-    let history = pushHistory(
-      state.history,
-      ended(drifted, 'stable', drifted.since, iso, `DriftDetected: ${input.stableDrift.message}`),
-    );
-    if (state.canary) {
-      const c = state.canary;
-      history = pushHistory(
-        history,
-        ended(c, 'canary', c.startedAt, iso, 'Cancelled: stable rolled back after drift'),
-      );
-    }
-    return {
-      state: {
-        ...state,
-        stable: {
-          modelSha: previous.modelSha,
-          uri: previous.uri!,
-          revision: previous.revision,
-          since: iso,
-        },
-        canary: undefined,
-        promotion: undefined,
-        abortedModelSha: drifted.modelSha,
-        history,
-      },
-      canaryWeight: 0,
-      rolledBack: { reason: 'DriftDetected', message },
-      stableDrift: input.stableDrift,
-      notices,
-      wantsAnalysis: false,
-    };
-  }
+/** One link of the decision chain: a decision, or undefined to let the next check decide. */
+type RolloutCheck = (ctx: RolloutContext) => CheckDecision | undefined;
 
-  // 1b. A promotion in progress finishes before anything else moves: traffic leaves the canary
-  // pods only once every stable pod runs the promoted revision.
-  if (state.promotion) {
-    const p = state.promotion;
-    if (!observed.stableRolledOut) {
-      return {
-        state,
-        canaryWeight: p.weight,
-        waiting: `promotion of revision ${p.revision}: waiting until every stable pod runs it (the canary pods keep ${p.weight}% meanwhile)`,
-        notices,
-        requeueAfterMs: 2000,
-        wantsAnalysis: false,
-      };
-    }
-    notices.push({
-      type: 'Normal',
-      reason: 'PromotionComplete',
-      message: `revision ${p.revision} serves all traffic: every stable pod runs it`,
-    });
-    return { state: { ...state, promotion: undefined }, canaryWeight: 0, notices, wantsAnalysis: false };
-  }
+/** Stable, which every check after firstRevision can count on. */
+function stableOf(ctx: RolloutContext): StableState {
+  const s = ctx.input.state.stable;
+  if (!s) throw new Error('rollout check ran before firstRevision');
+  return s;
+}
 
-  // 2. The spec asks for what stable already runs: no rollout (a running canary is cancelled).
-  if (spec.modelSha === state.stable.modelSha) {
-    if (!state.canary) return { state, canaryWeight: 0, notices, wantsAnalysis: false };
-    const c = state.canary;
-    notices.push({
-      type: 'Normal',
-      reason: 'CanaryCancelled',
-      message: `spec.model is back to the stable revision; canary revision ${c.revision} removed`,
-    });
-    return {
-      state: {
-        ...state,
-        canary: undefined,
-        history: pushHistory(
-          state.history,
-          ended(c, 'canary', c.startedAt, iso, 'Cancelled: spec.model returned to the stable revision'),
-        ),
-      },
-      canaryWeight: 0,
-      notices,
-      wantsAnalysis: false,
-    };
-  }
+/** The canary, which every check after startCanary can count on. */
+function canaryOf(ctx: RolloutContext): CanaryState {
+  if (!ctx.canary) throw new Error('rollout check ran before startCanary');
+  return ctx.canary;
+}
 
-  // 3. A digest that was rolled back is not retried until the spec names another one.
-  if (spec.modelSha === state.abortedModelSha && !state.canary) {
-    return {
-      state,
-      canaryWeight: 0,
-      waiting: `revision ${spec.modelSha.slice(0, 12)} was rolled back; change spec.model to roll out another revision`,
-      notices,
-      wantsAnalysis: false,
-    };
-  }
-
-  // 4. No steps: replace stable at once.
-  if (spec.steps.length === 0) {
-    const old = state.stable;
-    const stable = { modelSha: spec.modelSha, uri: spec.uri, revision: old.revision + 1, since: iso };
-    notices.push({
-      type: 'Normal',
-      reason: 'NewRevision',
-      message: `revision ${stable.revision} (${spec.modelSha.slice(0, 12)}) replaces revision ${old.revision} (no rollout steps)`,
-    });
-    return {
-      state: {
-        ...state,
-        stable,
-        canary: undefined,
-        history: pushHistory(
-          state.history,
-          ended(old, 'stable', old.since, iso, `Superseded by revision ${stable.revision}`),
-        ),
-      },
-      canaryWeight: 0,
-      notices,
-      wantsAnalysis: false,
-    };
-  }
-
-  // 5. Start (or restart, if the spec moved on mid-rollout) the canary at step 0, weight 0.
-  let history = state.history;
-  let canary = state.canary;
-  if (!canary || canary.modelSha !== spec.modelSha) {
-    if (canary) {
-      history = pushHistory(
-        history,
-        ended(
-          canary,
-          'canary',
-          canary.startedAt,
-          iso,
-          `Superseded mid-rollout by ${spec.modelSha.slice(0, 12)}`,
-        ),
-      );
-    }
-    canary = {
-      modelSha: spec.modelSha,
-      uri: spec.uri,
-      revision: state.stable.revision + 1,
-      startedAt: iso,
-      step: 0,
-      weight: 0,
-      failures: 0,
-      analysis: [],
-    };
-    notices.push({
-      type: 'Normal',
-      reason: 'CanaryStarted',
-      message: `canary revision ${canary.revision} (${spec.modelSha.slice(0, 12)}) started`,
-    });
-  }
-
-  const rollback = (reason: string, message: string): RolloutDecision => {
-    const c = canary!;
-    if (observed.stableReadyReplicas < 1) {
-      // Never shift traffic onto a stable with no ready pod: hold the canary until stable is back.
-      return {
-        state: { ...state, canary: c, history },
-        canaryWeight: c.weight,
-        waiting: `rollback (${reason}) waits for a ready stable pod before moving traffic off the canary`,
-        notices,
-        requeueAfterMs: 2000,
-        wantsAnalysis: false,
-      };
-    }
-    if (reason === 'Aborted') acted.value = true;
-    notices.push({
-      type: 'Warning',
-      reason: 'RolledBack',
-      message: `canary revision ${c.revision} rolled back: ${message}`,
-    });
-    return {
-      state: {
-        ...state,
-        canary: undefined,
-        abortedModelSha: c.modelSha,
-        history: pushHistory(history, ended(c, 'canary', c.startedAt, iso, `${reason}: ${message}`)),
-      },
-      canaryWeight: 0,
-      rolledBack: { reason, message },
-      notices,
-      wantsAnalysis: false,
-    };
-  };
-
-  // 6. Stop signals win over everything else.
-  if (input.command === 'abort') return rollback('Aborted', 'aborted by a user (crema.dev/abort)');
-  if (input.canaryDrift) return rollback('DriftDetected', input.canaryDrift.message);
-
-  const keep = (
-    c: CanaryState,
-    waiting: string | undefined,
-    extra: Partial<RolloutDecision> = {},
-  ): RolloutDecision => ({
-    state: { ...state, canary: c, history },
+/** The canary stays (at `c`, its weight serving), possibly waiting for something. */
+function keep(
+  ctx: RolloutContext,
+  c: CanaryState,
+  waiting: string | undefined,
+  extra: Partial<RolloutDecision> = {},
+): CheckDecision {
+  return {
+    state: { ...ctx.input.state, canary: c, history: ctx.history },
     canaryWeight: c.weight,
     ...(waiting ? { waiting } : {}),
-    notices,
+    notices: ctx.notices,
     wantsAnalysis: false,
     ...extra,
-  });
+  };
+}
 
-  // 7. No traffic before the canary can serve it.
-  if (observed.canaryReadyReplicas < 1) {
-    return keep({ ...canary, weight: 0 }, `waiting for a ready canary pod (revision ${canary.revision})`, {
-      requeueAfterMs: 5000,
-    });
-  }
-
-  const promote = (): RolloutDecision => {
-    const c = canary!;
-    if (input.freeze) {
-      return keep(c, `promotion to stable held: StoreRegion freeze window ${input.freeze.name} is active`, {
-        requeueAfterMs: 30_000,
-      });
-    }
-    const old = state.stable!;
-    if (input.command === 'promote-full' || input.command === 'promote-step') acted.value = true;
-    notices.push({
-      type: 'Normal',
-      reason: 'Promoted',
-      message: `canary revision ${c.revision} promoted to stable (was revision ${old.revision}); the canary pods keep ${c.weight}% until every stable pod runs it`,
-    });
+/** The canary is rolled back: all traffic to stable, and its digest is not retried. */
+function rollback(ctx: RolloutContext, reason: string, message: string): CheckDecision {
+  const { input, iso, notices } = ctx;
+  const c = canaryOf(ctx);
+  if (input.observed.stableReadyReplicas < 1) {
+    // Never shift traffic onto a stable with no ready pod: hold the canary until stable is back.
     return {
-      state: {
-        ...state,
-        stable: { modelSha: c.modelSha, uri: c.uri, revision: c.revision, since: iso },
-        canary: undefined,
-        promotion: {
-          modelSha: c.modelSha,
-          uri: c.uri,
-          revision: c.revision,
-          startedAt: iso,
-          weight: c.weight,
-        },
-        history: pushHistory(
-          history,
-          ended(
-            old,
-            'stable',
-            old.since,
-            iso,
-            `Replaced by revision ${c.revision} after a successful canary`,
-          ),
-        ),
-      },
+      state: { ...input.state, canary: c, history: ctx.history },
       canaryWeight: c.weight,
+      waiting: `rollback (${reason}) waits for a ready stable pod before moving traffic off the canary`,
       notices,
       requeueAfterMs: 2000,
       wantsAnalysis: false,
     };
-  };
-
-  if (input.command === 'promote-full') return promote();
-
-  // 8. Bring traffic to the current step's weight; its pause starts when the weight is set.
-  const step = spec.steps[canary.step]!;
-  if (canary.weight !== step.weight || !canary.stepStartedAt) {
-    notices.push({
-      type: 'Normal',
-      reason: 'StepStarted',
-      message: `step ${canary.step + 1}/${spec.steps.length}: canary weight ${step.weight}%`,
-    });
-    canary = { ...canary, weight: step.weight, stepStartedAt: iso };
   }
-
-  const advance = (): RolloutDecision => {
-    const c = canary!;
-    if (c.step + 1 >= spec.steps.length) return promote();
-    const next = c.step + 1;
-    if (input.command === 'promote-step') acted.value = true;
-    const weight = spec.steps[next]!.weight;
-    notices.push({
-      type: 'Normal',
-      reason: 'StepStarted',
-      message: `step ${next + 1}/${spec.steps.length}: canary weight ${weight}%`,
-    });
-    return keep({ ...c, step: next, weight, stepStartedAt: iso }, undefined, {
-      wantsAnalysis: false,
-      requeueAfterMs: 1000,
-    });
+  notices.push({
+    type: 'Warning',
+    reason: 'RolledBack',
+    message: `canary revision ${c.revision} rolled back: ${message}`,
+  });
+  return {
+    state: {
+      ...input.state,
+      canary: undefined,
+      abortedModelSha: c.modelSha,
+      history: pushHistory(ctx.history, ended(c, 'canary', c.startedAt, iso, `${reason}: ${message}`)),
+    },
+    canaryWeight: 0,
+    rolledBack: { reason, message },
+    notices,
+    wantsAnalysis: false,
+    ...(reason === 'Aborted' ? { acted: true } : {}),
   };
+}
 
-  if (input.command === 'promote-step') return advance();
-  if (spec.paused) return keep(canary, 'paused (spec.paused is true)');
-
-  // 9. Analysis gate.
-  if (stepIsGated(spec, canary.step)) {
-    const a = input.analysis;
-    if (a) {
-      canary = {
-        ...canary,
-        analysis: [
-          { step: canary.step, verdict: a.verdict, at: a.at, message: a.message },
-          ...canary.analysis,
-        ].slice(0, ANALYSIS_LIMIT),
-      };
-      if (a.verdict === 'Fail') {
-        canary = { ...canary, failures: canary.failures + 1 };
-        if (canary.failures > spec.failureLimit) {
-          return rollback(
-            'AnalysisFailed',
-            `${a.message} (${canary.failures} failed analyses, limit ${spec.failureLimit})`,
-          );
-        }
-      }
-    }
-    const last = canary.analysis.find((r) => r.step === canary!.step);
-    if (last?.verdict !== 'Pass') {
-      const why = !last
-        ? 'waiting for the first analysis of this step'
-        : last.verdict === 'Inconclusive'
-          ? `analysis inconclusive: ${last.message}`
-          : `analysis failed (${canary.failures}/${spec.failureLimit} tolerated): ${last.message}`;
-      return keep(canary, why, { wantsAnalysis: true, requeueAfterMs: spec.analysisIntervalMs });
-    }
-  }
-
-  // 10. Time gate: the step's pause, or a manual promotion when it has none.
-  if (step.pause === undefined)
+/** The canary becomes stable; its pods keep their share until every stable pod runs it. */
+function promote(ctx: RolloutContext): CheckDecision {
+  const { input, iso, notices } = ctx;
+  const c = canaryOf(ctx);
+  if (input.freeze) {
     return keep(
-      canary,
-      `step ${canary.step + 1} holds until promoted (kubectl annotate rm ... crema.dev/promote=step)`,
-    );
-  const elapsed = now.getTime() - new Date(canary.stepStartedAt!).getTime();
-  const pauseMs = parseDuration(step.pause);
-  if (elapsed < pauseMs) {
-    // A gated step keeps being analysed through its pause: a canary that passed its first
-    // analysis and breaks later (a bad config rolled in, a slow leak) must not be promoted.
-    const gated = stepIsGated(spec, canary.step);
-    return keep(
-      canary,
-      `step ${canary.step + 1} pauses ${step.pause} (${Math.ceil((pauseMs - elapsed) / 1000)} s left)`,
+      ctx,
+      c,
+      `promotion to stable held: StoreRegion freeze window ${input.freeze.name} is active`,
       {
-        requeueAfterMs: gated ? Math.min(pauseMs - elapsed, spec.analysisIntervalMs) : pauseMs - elapsed,
-        wantsAnalysis: gated,
+        requeueAfterMs: 30_000,
       },
     );
   }
-  return advance();
+  const old = stableOf(ctx);
+  notices.push({
+    type: 'Normal',
+    reason: 'Promoted',
+    message: `canary revision ${c.revision} promoted to stable (was revision ${old.revision}); the canary pods keep ${c.weight}% until every stable pod runs it`,
+  });
+  return {
+    state: {
+      ...input.state,
+      stable: { modelSha: c.modelSha, uri: c.uri, revision: c.revision, since: iso },
+      canary: undefined,
+      promotion: {
+        modelSha: c.modelSha,
+        uri: c.uri,
+        revision: c.revision,
+        startedAt: iso,
+        weight: c.weight,
+      },
+      history: pushHistory(
+        ctx.history,
+        ended(old, 'stable', old.since, iso, `Replaced by revision ${c.revision} after a successful canary`),
+      ),
+    },
+    canaryWeight: c.weight,
+    notices,
+    requeueAfterMs: 2000,
+    wantsAnalysis: false,
+    ...(input.command === 'promote-full' || input.command === 'promote-step' ? { acted: true } : {}),
+  };
+}
+
+/** The canary moves to its next step, or is promoted after the last one. */
+function advance(ctx: RolloutContext): CheckDecision {
+  const { spec } = ctx.input;
+  const c = canaryOf(ctx);
+  if (c.step + 1 >= spec.steps.length) return promote(ctx);
+  const next = c.step + 1;
+  const weight = spec.steps[next]!.weight;
+  ctx.notices.push({
+    type: 'Normal',
+    reason: 'StepStarted',
+    message: `step ${next + 1}/${spec.steps.length}: canary weight ${weight}%`,
+  });
+  return {
+    ...keep(ctx, { ...c, step: next, weight, stepStartedAt: ctx.iso }, undefined, {
+      wantsAnalysis: false,
+      requeueAfterMs: 1000,
+    }),
+    ...(ctx.input.command === 'promote-step' ? { acted: true } : {}),
+  };
+}
+
+/** The first revision becomes stable directly. */
+function firstRevision({ input, iso, notices }: RolloutContext): CheckDecision | undefined {
+  const { spec, state } = input;
+  if (state.stable) return undefined;
+  const stable = { modelSha: spec.modelSha, uri: spec.uri, revision: 1, since: iso };
+  return { state: { ...state, stable }, canaryWeight: 0, notices, wantsAnalysis: false };
+}
+
+/**
+ * Drift on stable is reported; with action Rollback (and a previous stable revision to go
+ * back to) stable returns to it, and the drifted digest is not retried.
+ */
+function stableDrift(ctx: RolloutContext): CheckDecision | undefined {
+  const { input, iso, notices } = ctx;
+  const { state } = input;
+  if (!input.stableDrift) return undefined;
+  const drifted = stableOf(ctx);
+  const previous = state.history.find(
+    (h) =>
+      h.track === 'stable' &&
+      h.uri &&
+      h.modelSha !== drifted.modelSha &&
+      h.modelSha !== state.abortedModelSha,
+  );
+  if (input.driftAction !== 'Rollback' || !previous) {
+    // Alert only (or nothing to go back to): the rest of the chain decides as if no drift fired.
+    return { ...runChecks({ ...input, stableDrift: undefined }), stableDrift: input.stableDrift };
+  }
+  const message = `stable revision ${drifted.revision} drifted (${input.stableDrift.message}); back to revision ${previous.revision}`;
+  notices.push({ type: 'Warning', reason: 'RolledBack', message });
+  let history = pushHistory(
+    state.history,
+    ended(drifted, 'stable', drifted.since, iso, `DriftDetected: ${input.stableDrift.message}`),
+  );
+  if (state.canary) {
+    const c = state.canary;
+    history = pushHistory(
+      history,
+      ended(c, 'canary', c.startedAt, iso, 'Cancelled: stable rolled back after drift'),
+    );
+  }
+  return {
+    state: {
+      ...state,
+      stable: { modelSha: previous.modelSha, uri: previous.uri!, revision: previous.revision, since: iso },
+      canary: undefined,
+      promotion: undefined,
+      abortedModelSha: drifted.modelSha,
+      history,
+    },
+    canaryWeight: 0,
+    rolledBack: { reason: 'DriftDetected', message },
+    stableDrift: input.stableDrift,
+    notices,
+    wantsAnalysis: false,
+  };
+}
+
+/**
+ * A promotion in progress finishes before anything else moves: traffic leaves the canary pods
+ * only once every stable pod runs the promoted revision.
+ */
+function promotionInProgress({ input, notices }: RolloutContext): CheckDecision | undefined {
+  const { state, observed } = input;
+  const p = state.promotion;
+  if (!p) return undefined;
+  if (!observed.stableRolledOut) {
+    return {
+      state,
+      canaryWeight: p.weight,
+      waiting: `promotion of revision ${p.revision}: waiting until every stable pod runs it (the canary pods keep ${p.weight}% meanwhile)`,
+      notices,
+      requeueAfterMs: 2000,
+      wantsAnalysis: false,
+    };
+  }
+  notices.push({
+    type: 'Normal',
+    reason: 'PromotionComplete',
+    message: `revision ${p.revision} serves all traffic: every stable pod runs it`,
+  });
+  return { state: { ...state, promotion: undefined }, canaryWeight: 0, notices, wantsAnalysis: false };
+}
+
+/** The spec asks for what stable already runs: no rollout (a running canary is cancelled). */
+function specIsStable(ctx: RolloutContext): CheckDecision | undefined {
+  const { input, iso, notices } = ctx;
+  const { spec, state } = input;
+  if (spec.modelSha !== stableOf(ctx).modelSha) return undefined;
+  if (!state.canary) return { state, canaryWeight: 0, notices, wantsAnalysis: false };
+  const c = state.canary;
+  notices.push({
+    type: 'Normal',
+    reason: 'CanaryCancelled',
+    message: `spec.model is back to the stable revision; canary revision ${c.revision} removed`,
+  });
+  return {
+    state: {
+      ...state,
+      canary: undefined,
+      history: pushHistory(
+        state.history,
+        ended(c, 'canary', c.startedAt, iso, 'Cancelled: spec.model returned to the stable revision'),
+      ),
+    },
+    canaryWeight: 0,
+    notices,
+    wantsAnalysis: false,
+  };
+}
+
+/** A digest that was rolled back is not retried until the spec names another one. */
+function rolledBackDigest({ input, notices }: RolloutContext): CheckDecision | undefined {
+  const { spec, state } = input;
+  if (spec.modelSha !== state.abortedModelSha || state.canary) return undefined;
+  return {
+    state,
+    canaryWeight: 0,
+    waiting: `revision ${spec.modelSha.slice(0, 12)} was rolled back; change spec.model to roll out another revision`,
+    notices,
+    wantsAnalysis: false,
+  };
+}
+
+/** No steps: the new model replaces stable at once. */
+function noSteps(ctx: RolloutContext): CheckDecision | undefined {
+  const { input, iso, notices } = ctx;
+  const { spec, state } = input;
+  if (spec.steps.length > 0) return undefined;
+  const old = stableOf(ctx);
+  const stable = { modelSha: spec.modelSha, uri: spec.uri, revision: old.revision + 1, since: iso };
+  notices.push({
+    type: 'Normal',
+    reason: 'NewRevision',
+    message: `revision ${stable.revision} (${spec.modelSha.slice(0, 12)}) replaces revision ${old.revision} (no rollout steps)`,
+  });
+  return {
+    state: {
+      ...state,
+      stable,
+      canary: undefined,
+      history: pushHistory(
+        state.history,
+        ended(old, 'stable', old.since, iso, `Superseded by revision ${stable.revision}`),
+      ),
+    },
+    canaryWeight: 0,
+    notices,
+    wantsAnalysis: false,
+  };
+}
+
+/** Never decides: starts (or restarts, if the spec moved on mid-rollout) the canary at step 0, weight 0. */
+function startCanary(ctx: RolloutContext): undefined {
+  const { spec } = ctx.input;
+  const current = ctx.canary;
+  if (current && current.modelSha === spec.modelSha) return undefined;
+  if (current) {
+    ctx.history = pushHistory(
+      ctx.history,
+      ended(
+        current,
+        'canary',
+        current.startedAt,
+        ctx.iso,
+        `Superseded mid-rollout by ${spec.modelSha.slice(0, 12)}`,
+      ),
+    );
+  }
+  const canary: CanaryState = {
+    modelSha: spec.modelSha,
+    uri: spec.uri,
+    revision: stableOf(ctx).revision + 1,
+    startedAt: ctx.iso,
+    step: 0,
+    weight: 0,
+    failures: 0,
+    analysis: [],
+  };
+  ctx.canary = canary;
+  ctx.notices.push({
+    type: 'Normal',
+    reason: 'CanaryStarted',
+    message: `canary revision ${canary.revision} (${spec.modelSha.slice(0, 12)}) started`,
+  });
+  return undefined;
+}
+
+/** A user's abort wins over everything the canary does. */
+function abortCommand(ctx: RolloutContext): CheckDecision | undefined {
+  if (ctx.input.command !== 'abort') return undefined;
+  return rollback(ctx, 'Aborted', 'aborted by a user (crema.dev/abort)');
+}
+
+/** A drift alert on the canary rolls it back at once. */
+function canaryDrift(ctx: RolloutContext): CheckDecision | undefined {
+  if (!ctx.input.canaryDrift) return undefined;
+  return rollback(ctx, 'DriftDetected', ctx.input.canaryDrift.message);
+}
+
+/** No traffic before the canary can serve it. */
+function canaryNotReady(ctx: RolloutContext): CheckDecision | undefined {
+  if (ctx.input.observed.canaryReadyReplicas >= 1) return undefined;
+  const c = canaryOf(ctx);
+  return keep(ctx, { ...c, weight: 0 }, `waiting for a ready canary pod (revision ${c.revision})`, {
+    requeueAfterMs: 5000,
+  });
+}
+
+/** crema.dev/promote=full: straight to stable. */
+function promoteFullCommand(ctx: RolloutContext): CheckDecision | undefined {
+  return ctx.input.command === 'promote-full' ? promote(ctx) : undefined;
+}
+
+/** Never decides: brings traffic to the current step's weight; its pause starts when the weight is set. */
+function stepWeight(ctx: RolloutContext): undefined {
+  const { spec } = ctx.input;
+  const c = canaryOf(ctx);
+  const step = spec.steps[c.step]!;
+  if (c.weight === step.weight && c.stepStartedAt) return undefined;
+  ctx.notices.push({
+    type: 'Normal',
+    reason: 'StepStarted',
+    message: `step ${c.step + 1}/${spec.steps.length}: canary weight ${step.weight}%`,
+  });
+  ctx.canary = { ...c, weight: step.weight, stepStartedAt: ctx.iso };
+  return undefined;
+}
+
+/** crema.dev/promote=step: on to the next step (or stable after the last), whatever the gates say. */
+function promoteStepCommand(ctx: RolloutContext): CheckDecision | undefined {
+  return ctx.input.command === 'promote-step' ? advance(ctx) : undefined;
+}
+
+/** spec.paused holds the canary where it is. */
+function paused(ctx: RolloutContext): CheckDecision | undefined {
+  return ctx.input.spec.paused ? keep(ctx, canaryOf(ctx), 'paused (spec.paused is true)') : undefined;
+}
+
+/**
+ * A gated step is left only after a passing analysis: a new result is recorded, too many
+ * failures roll the canary back, and anything but a latest Pass holds it.
+ */
+function analysisGate(ctx: RolloutContext): CheckDecision | undefined {
+  const { spec, analysis: a } = ctx.input;
+  let c = canaryOf(ctx);
+  if (!stepIsGated(spec, c.step)) return undefined;
+  if (a) {
+    c = {
+      ...c,
+      analysis: [{ step: c.step, verdict: a.verdict, at: a.at, message: a.message }, ...c.analysis].slice(
+        0,
+        ANALYSIS_LIMIT,
+      ),
+    };
+    if (a.verdict === 'Fail') c = { ...c, failures: c.failures + 1 };
+    ctx.canary = c;
+    if (a.verdict === 'Fail' && c.failures > spec.failureLimit) {
+      return rollback(
+        ctx,
+        'AnalysisFailed',
+        `${a.message} (${c.failures} failed analyses, limit ${spec.failureLimit})`,
+      );
+    }
+  }
+  const last = c.analysis.find((r) => r.step === c.step);
+  if (last?.verdict === 'Pass') return undefined;
+  const why = !last
+    ? 'waiting for the first analysis of this step'
+    : last.verdict === 'Inconclusive'
+      ? `analysis inconclusive: ${last.message}`
+      : `analysis failed (${c.failures}/${spec.failureLimit} tolerated): ${last.message}`;
+  return keep(ctx, c, why, { wantsAnalysis: true, requeueAfterMs: spec.analysisIntervalMs });
+}
+
+/** Always decides: the step's pause, or a manual promotion when it has none, then the next step. */
+function timeGate(ctx: RolloutContext): CheckDecision {
+  const { spec, now } = ctx.input;
+  const c = canaryOf(ctx);
+  const step = spec.steps[c.step]!;
+  if (step.pause === undefined)
+    return keep(
+      ctx,
+      c,
+      `step ${c.step + 1} holds until promoted (kubectl annotate rm ... crema.dev/promote=step)`,
+    );
+  const elapsed = now.getTime() - new Date(c.stepStartedAt!).getTime();
+  const pauseMs = parseDuration(step.pause);
+  if (elapsed >= pauseMs) return advance(ctx);
+  // A gated step keeps being analysed through its pause: a canary that passed its first
+  // analysis and breaks later (a bad config rolled in, a slow leak) must not be promoted.
+  const gated = stepIsGated(spec, c.step);
+  return keep(
+    ctx,
+    c,
+    `step ${c.step + 1} pauses ${step.pause} (${Math.ceil((pauseMs - elapsed) / 1000)} s left)`,
+    {
+      requeueAfterMs: gated ? Math.min(pauseMs - elapsed, spec.analysisIntervalMs) : pauseMs - elapsed,
+      wantsAnalysis: gated,
+    },
+  );
+}
+
+/**
+ * The decision chain, in order: the first check that returns a decision wins. Order matters:
+ * stable drift comes before a promotion in progress (a rollback ends it), stop signals before
+ * readiness, and the commands before the gates they override.
+ */
+const ROLLOUT_CHECKS = [
+  { name: 'firstRevision', check: firstRevision },
+  { name: 'stableDrift', check: stableDrift },
+  { name: 'promotionInProgress', check: promotionInProgress },
+  { name: 'specIsStable', check: specIsStable },
+  { name: 'rolledBackDigest', check: rolledBackDigest },
+  { name: 'noSteps', check: noSteps },
+  { name: 'startCanary', check: startCanary },
+  { name: 'abortCommand', check: abortCommand },
+  { name: 'canaryDrift', check: canaryDrift },
+  { name: 'canaryNotReady', check: canaryNotReady },
+  { name: 'promoteFullCommand', check: promoteFullCommand },
+  { name: 'stepWeight', check: stepWeight },
+  { name: 'promoteStepCommand', check: promoteStepCommand },
+  { name: 'paused', check: paused },
+  { name: 'analysisGate', check: analysisGate },
+  { name: 'timeGate', check: timeGate },
+] as const satisfies readonly { readonly name: string; readonly check: RolloutCheck }[];
+
+/** The name of one check of the rollout decision chain. */
+export type RolloutCheckName = (typeof ROLLOUT_CHECKS)[number]['name'];
+
+/** The rollout decision chain's checks, in the order they are tried. */
+export const ROLLOUT_CHECK_NAMES: readonly RolloutCheckName[] = ROLLOUT_CHECKS.map((c) => c.name);
+
+/** Runs the chain; the decision names the check that took it (stableDrift's alert-only pass keeps the inner one). */
+function runChecks(input: RolloutInput): CheckDecision {
+  const ctx: RolloutContext = {
+    input,
+    iso: input.now.toISOString(),
+    ...(input.state.canary ? { canary: input.state.canary } : {}),
+    history: input.state.history,
+    notices: [],
+  };
+  for (const { name, check } of ROLLOUT_CHECKS) {
+    const d = check(ctx);
+    if (d) return { decidedBy: name, ...d };
+  }
+  // timeGate always decides.
+  throw new Error('no rollout check decided');
 }
 
 /** Whether leaving step `i` requires a passing analysis. */
