@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { FEATURE_SCHEMA_VERSION } from '../../../contracts/features.js';
+import { TASK_LABEL } from '../../../contracts/kube-keys.js';
 import { OFFLINE_METRICS_ANNOTATION, lineageAnnotations } from '../../../contracts/lineage.js';
 import {
   validateModelMetadata,
@@ -103,7 +104,7 @@ export function buildRecommenderModelYaml(
     kind: 'RecommenderModel',
     metadata: {
       name: meta.name,
-      labels: { 'crema.dev/task': meta.task },
+      labels: { [TASK_LABEL]: meta.task },
       annotations: {
         ...lineageAnnotations(meta.lineage),
         [OFFLINE_METRICS_ANNOTATION]: JSON.stringify(meta.metrics),

@@ -4,6 +4,8 @@
  * and what to tell the user. All state lives in the resource's status, so an operator that
  * restarts mid-rollout resumes at the same step. Table-tested in machine.test.ts.
  */
+import { ABORT_ANNOTATION, PROMOTE_ANNOTATION } from '../../../contracts/kube-keys.js';
+import { parseDurationMs } from '../../../contracts/duration.js';
 
 /** One canary step from the spec. */
 export interface StepSpec {
@@ -163,12 +165,8 @@ export interface RolloutDecision {
 const HISTORY_LIMIT = 10;
 const ANALYSIS_LIMIT = 20;
 
-/** Parses "30s", "5m", "1h" into milliseconds. */
-export function parseDuration(d: string): number {
-  const m = /^(\d+)(s|m|h)$/.exec(d);
-  if (!m) throw new RangeError(`invalid duration ${JSON.stringify(d)} (use e.g. 30s, 5m, 1h)`);
-  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 's' | 'm' | 'h'];
-}
+/** Parses "30s", "5m", "1h" into milliseconds (the CRDs' duration grammar, contracts/duration.ts). */
+export const parseDuration = parseDurationMs;
 
 /** The history entry of a revision that ends now. */
 function ended(
@@ -189,7 +187,8 @@ function pushHistory(history: readonly HistoryEntry[], e: HistoryEntry): History
 export function computeRolloutStep(input: RolloutInput): RolloutDecision {
   const { acted, ...d } = runChecks(input);
   if (!input.command) return d;
-  const name = input.command === 'abort' ? 'crema.dev/abort' : `crema.dev/promote=${input.command.slice(8)}`;
+  const name =
+    input.command === 'abort' ? ABORT_ANNOTATION : `${PROMOTE_ANNOTATION}=${input.command.slice(8)}`;
   if (acted) return { ...d, command: { outcome: 'acted', message: `${name} acted on` } };
   // A command given while a canary runs waits until it can act; with no canary there is
   // nothing for it to do (kept, it would hit the next rollout by surprise).
@@ -548,7 +547,7 @@ function startCanary(ctx: RolloutContext): undefined {
 /** A user's abort wins over everything the canary does. */
 function abortCommand(ctx: RolloutContext): CheckDecision | undefined {
   if (ctx.input.command !== 'abort') return undefined;
-  return rollback(ctx, 'Aborted', 'aborted by a user (crema.dev/abort)');
+  return rollback(ctx, 'Aborted', `aborted by a user (${ABORT_ANNOTATION})`);
 }
 
 /** A drift alert on the canary rolls it back at once. */
@@ -641,7 +640,7 @@ function timeGate(ctx: RolloutContext): CheckDecision {
     return keep(
       ctx,
       c,
-      `step ${c.step + 1} holds until promoted (kubectl annotate rm ... crema.dev/promote=step)`,
+      `step ${c.step + 1} holds until promoted (kubectl annotate rm ... ${PROMOTE_ANNOTATION}=step)`,
     );
   const elapsed = now.getTime() - new Date(c.stepStartedAt!).getTime();
   const pauseMs = parseDuration(step.pause);

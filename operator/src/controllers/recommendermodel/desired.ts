@@ -18,16 +18,22 @@ import {
   modelEnvNames,
 } from '../../../../contracts/serving-env.js';
 import { parseQuantity } from '../../../../contracts/quantity.js';
+import {
+  MANAGED_BY,
+  MODEL_LABEL,
+  MODEL_SHA_ANNOTATION,
+  RULES_LABEL,
+  TRACK_LABEL,
+} from '../../../../contracts/kube-keys.js';
 import type { RecommenderModel } from './types.js';
 
-/** Labels on every child; the operator's informers select on `managed-by`. */
-export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'crema-operator' } as const;
-export const MODEL_LABEL = 'crema.dev/model';
-export const TRACK_LABEL = 'crema.dev/track';
-/** Label on ConfigMaps that hold Prometheus rule files (`rules.yaml`). */
-export const RULES_LABEL = 'crema.dev/prometheus-rules';
-/** Pod template annotation: a new model digest rolls the Deployment. */
-export const MODEL_SHA_ANNOTATION = 'crema.dev/model-sha256';
+export {
+  MANAGED_BY,
+  MODEL_LABEL,
+  MODEL_SHA_ANNOTATION,
+  RULES_LABEL,
+  TRACK_LABEL,
+} from '../../../../contracts/kube-keys.js';
 /** The serving pods' init container that delivers the model (serving/src/model/fetch-model.ts). */
 export const FETCH_CONTAINER = 'fetch-model';
 export const SERVING_CONTAINER = 'serving';

@@ -13,6 +13,7 @@
  *   8. compute status from all of it (pure) and write it only if it changed; Events;
  *   9. say when to come back.
  */
+import { ABORT_ANNOTATION, PROMOTE_ANNOTATION } from '../../../../contracts/kube-keys.js';
 import type { StoreRegion } from '../../api/v1alpha1/index.js';
 import { applyOwned, patchStatus } from '../../runtime/apply.js';
 import type { EventRecorder } from '../../runtime/events.js';
@@ -52,8 +53,7 @@ import { computeStatus, rolloutStateOf, runsEverywhere, type ObservedDeployment 
 import type { RecommenderModel } from './types.js';
 
 /** Annotations users set to steer a rollout (removed by the operator once acted on). */
-export const PROMOTE_ANNOTATION = 'crema.dev/promote'; // "step" | "full"
-export const ABORT_ANNOTATION = 'crema.dev/abort'; // "true"
+export { ABORT_ANNOTATION, PROMOTE_ANNOTATION };
 
 /** Runs an analysis of the canary against stable; implemented over Prometheus. */
 export interface CanaryAnalyzer {
