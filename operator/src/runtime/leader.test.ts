@@ -66,6 +66,44 @@ describe('LeaderElector fencing', () => {
   });
 });
 
+describe('LeaderElector renewal', () => {
+  it('does not write on a lease read that came back a renew deadline or more after it was sent', async () => {
+    const store = leaseStore();
+    let mono = 1_000;
+    const le = new LeaderElector(store.client, {
+      namespace: 'ns',
+      name: 'crema-operator',
+      identity: 'a',
+      leaseDurationMs: 3_000,
+      renewDeadlineMs: 2_000,
+      monotonicMs: () => mono,
+    });
+    expect(await le.tryAcquireOrRenew()).toBe(true);
+    // The renewal's GET answer arrives after the process was frozen for 5 s (SIGSTOP).
+    const frozen: KubeClient = {
+      ...store.client,
+      async request<T>(method: string, path: string, opts?: { body?: unknown }): Promise<T> {
+        const r = await store.client.request<T>(method, path, opts);
+        if (method === 'GET') mono += 5_000;
+        return r;
+      },
+    };
+    const stale = new LeaderElector(frozen, {
+      namespace: 'ns',
+      name: 'crema-operator',
+      identity: 'a',
+      leaseDurationMs: 3_000,
+      renewDeadlineMs: 2_000,
+      monotonicMs: () => mono,
+    });
+    const before = store.sent.length;
+    expect(await stale.tryAcquireOrRenew()).toBe(false);
+    expect(store.sent.slice(before)).toEqual([
+      'GET /apis/coordination.k8s.io/v1/namespaces/ns/leases/crema-operator',
+    ]);
+  });
+});
+
 describe('fenceWrites', () => {
   it('refuses writes without the lease before sending them; reads always pass', async () => {
     const { client, sent } = leaseStore();

@@ -134,6 +134,9 @@ export class LeaderElector {
         throw e;
       }
     }
+    // A read that took a renew deadline or more to come back (the process was frozen or the
+    // server stalled) may be stale: another replica may hold the lease by now. No write on it.
+    if (this.monotonicMs() - startedAt >= this.renewDeadlineMs) return false;
     const record = `${lease.spec.holderIdentity ?? ''}|${lease.spec.renewTime ?? ''}`;
     if (record !== this.observedRecord) {
       this.observedRecord = record;
