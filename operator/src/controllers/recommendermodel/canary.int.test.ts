@@ -132,10 +132,12 @@ describe('canary rollout (control plane only: pod readiness simulated)', () => {
     );
     expect(await routerWeights('drinks')).toEqual({ stable: 50, canary: 50 });
 
+    // Promoted: stable names revision 2 at once (the intent), and the promotion completes once
+    // every stable pod runs it.
     const promoted = await eventually(
       async () => {
         const m = await getModel('drinks');
-        return !m.status?.canary && m.status?.stable?.revision === 2 ? m : undefined;
+        return !m.status?.canary && !m.status?.promotion && m.status?.stable?.revision === 2 ? m : undefined;
       },
       30_000,
       'promoted',
