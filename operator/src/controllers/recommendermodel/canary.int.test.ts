@@ -8,6 +8,7 @@
  * analysis, except in the test that checks an analysed step waits without one (the analysis
  * against a real Prometheus is tested in operator/src/analysis).
  */
+import { isDeepStrictEqual } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   KubeApiError,
@@ -46,6 +47,13 @@ async function routerWeights(name: string): Promise<Record<string, number>> {
   const doc = JSON.parse(cm.data['router.json']!) as { variants: Array<{ name: string; weight: number }> };
   return Object.fromEntries(doc.variants.map((v) => [v.name, v.weight]));
 }
+/** Status records a step first; the router config follows within moments. */
+const routerReaches = (name: string, weights: Record<string, number>) =>
+  eventually(
+    async () => isDeepStrictEqual(await routerWeights(name), weights),
+    1500,
+    `${name}: router config at ${JSON.stringify(weights)}`,
+  );
 const deploymentSha = async (name: string) =>
   (
     await client.request<
@@ -123,14 +131,14 @@ describe('canary rollout (control plane only: pod readiness simulated)', () => {
     expect(cond(at20, 'Progressing')).toMatchObject({ status: 'True', reason: 'Canary' });
     expect(await deploymentSha('drinks-stable')).toBe(sha('a'));
     expect(await deploymentSha('drinks-canary')).toBe(sha('b'));
-    expect(await routerWeights('drinks')).toEqual({ stable: 80, canary: 20 });
+    await routerReaches('drinks', { stable: 80, canary: 20 });
 
     await eventually(
       async () => (await getModel('drinks')).status?.canary?.weight === 50,
       30_000,
       'canary at 50%',
     );
-    expect(await routerWeights('drinks')).toEqual({ stable: 50, canary: 50 });
+    await routerReaches('drinks', { stable: 50, canary: 50 });
 
     // Promoted: stable names revision 2 at once (the intent), and the promotion completes once
     // every stable pod runs it.
@@ -247,7 +255,7 @@ describe('canary rollout (control plane only: pod readiness simulated)', () => {
       expect(rolledBack.status?.abortedModelSha).toBe(sha('c'));
       expect(rolledBack.status?.phase).toBe('RolledBack');
       expect(rolledBack.status?.stable?.modelSha).toBe(sha('a'));
-      expect(await routerWeights('addons')).toEqual({ stable: 100 });
+      await routerReaches('addons', { stable: 100 });
       await eventually(
         async () => !(await exists(RESOURCES.deployment, 'addons-canary')),
         20_000,

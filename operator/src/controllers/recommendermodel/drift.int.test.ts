@@ -109,7 +109,8 @@ describe('drift alert on the canary (control plane only: pod readiness simulated
         60_000,
         'canary at 20%',
       );
-      expect(await canaryWeightInRouter()).toBe(20);
+      // Status records the step first; the router config follows within moments.
+      await eventually(async () => (await canaryWeightInRouter()) === 20, 1500, 'router config at 20%');
 
       // The operator's rules for the live revisions, a canary endpoint with healthy PSI.
       const rulesPath = join(dir, 'drift.rules.yaml');
