@@ -103,11 +103,17 @@ function watchRouterConfigs(names: () => string[]): void {
 
 const live = new Set<string>();
 
+/**
+ * Status at `weight` and the router config too: status records a step first and the config
+ * follows within moments (reading the config in between would see the previous weight).
+ */
 async function canaryAt(name: string, weight: number, timeoutMs = 120_000): Promise<RecommenderModel> {
   return eventually(
     async () => {
       const m = await getModel(e, name);
-      return m.status?.canary?.weight === weight ? m : undefined;
+      if (m.status?.canary?.weight !== weight) return undefined;
+      const text = await routerConfigText(name);
+      return text && canaryWeight(JSON.parse(text) as RouterConfig) === weight ? m : undefined;
     },
     timeoutMs,
     `${name} canary at ${weight}%`,
