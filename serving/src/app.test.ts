@@ -113,6 +113,13 @@ describe('request validation names the offending field', () => {
       field: 'task',
     },
     { name: 'model load without uri', url: '/v1/admin/models/churn', method: 'PUT', body: {}, field: 'uri' },
+    ...['0', 'x.onnx', '/models/churn.onnx', 'http://', 'ftp://h/m.onnx'].map((uri) => ({
+      name: `model load from ${uri}`,
+      url: '/v1/admin/models/churn',
+      method: 'PUT' as const,
+      body: { uri },
+      field: 'uri',
+    })),
   ];
   for (const c of cases) {
     it(c.name, async () => {
