@@ -618,4 +618,38 @@ describe('events, offers and erasure', () => {
     });
     expect(again.json().erased).toMatchObject({ featureKeys: 0, onlineKeys: 0, streamEntries: 0 });
   });
+
+  it('erasing x1 leaves the data of the user y1:user:x1 (ids may contain ":") intact', async () => {
+    const { app } = await serve();
+    const [victim, other] = ['x1', 'y1:user:x1'];
+    for (const u of [victim, other]) {
+      await admin.set(KEYS.user('v1', u), encodeUserFeatures(userVec(7)));
+      await admin.hset(KEYS.onlineUser(u), { points: '10' });
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/events',
+        payload: event(`colon-${u}`, 'click', u),
+      });
+      expect(res.statusCode).toBe(202);
+    }
+    const res = await app.inject({
+      method: 'DELETE',
+      url: `/v1/users/${victim}`,
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    expect(res.json().erased).toMatchObject({
+      featureKeys: 1,
+      onlineKeys: 1,
+      streamEntries: 1,
+      eventMarkers: 1,
+    });
+    expect(await admin.exists(KEYS.user('v1', victim), KEYS.onlineUser(victim))).toBe(0);
+    expect(await admin.getBuffer(KEYS.user('v1', other))).toEqual(encodeUserFeatures(userVec(7)));
+    expect(await admin.hgetall(KEYS.onlineUser(other))).toEqual({ points: '10' });
+    const stream = await admin.xrange(KEYS.events, '-', '+');
+    const usersOnStream = stream.map(([, f]) => f[f.indexOf('userId') + 1]);
+    expect(usersOnStream).toContain(other);
+    expect(usersOnStream).not.toContain(victim);
+    expect(await admin.exists(KEYS.eventSeen(`colon-${other}`))).toBe(1);
+  });
 });
