@@ -112,6 +112,13 @@ describe('request validation names the offending field', () => {
       body: { uri: 'file:///x' },
       field: 'task',
     },
+    {
+      name: 'model load for a task name longer than the router default of 100',
+      url: `/v1/admin/models/${'t'.repeat(101)}`,
+      method: 'PUT',
+      body: { uri: 'file:///x.onnx' },
+      field: 'task',
+    },
     { name: 'model load without uri', url: '/v1/admin/models/churn', method: 'PUT', body: {}, field: 'uri' },
     ...['0', 'x.onnx', '/models/churn.onnx', 'http://', 'ftp://h/m.onnx'].map((uri) => ({
       name: `model load from ${uri}`,

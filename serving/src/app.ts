@@ -2,6 +2,7 @@
  * `build(opts)` assembles the serving app from the dependencies it is given (Redis client,
  * model store, clock, logger); it never listens. `server.ts` listens.
  */
+import { maxHeaderSize } from 'node:http';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, {
@@ -138,6 +139,11 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     // Request logs would carry URLs with user ids; the app logs route templates instead.
     logController: new LogController({ disableRequestLogging: true }),
     ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
+    // find-my-way answers 414 for a path param over maxParamLength (default 100) before any
+    // schema runs, so ids of 101-128 characters (and shorter ones percent-encoded) could not be
+    // used in /v1/users/{id}. No param can be longer than the request head Node accepts: with
+    // that bound the route schemas alone decide, and refuse with a 400 naming the field.
+    routerOptions: { maxParamLength: maxHeaderSize },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   const requiredTasks: readonly ModelTask[] = opts.requiredTasks ?? ['drink-ranking'];
