@@ -26,6 +26,7 @@ import { ModelStore, type ModelStoreOptions } from './model/store.js';
 import { inferenceThread } from './model/thread.js';
 import { checkPickupFeatures } from './pickup/estimate.js';
 import { DrainState, registerDrain } from './plugins/drain.js';
+import { trackDeclaredMethods } from './plugins/method-not-allowed.js';
 import { protectionPlugin, type ProtectionOptions } from './plugins/protection.js';
 import { LocalTimeResolver } from './ranking/context.js';
 import { compileAddonPlan } from './ranking/addons.js';
@@ -211,6 +212,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
       status = err.status;
       body = { code: err.code, message: err.message, ...(err.extra.field ? { field: err.extra.field } : {}) };
       if (err.extra.retryAfterSeconds) void reply.header('retry-after', String(err.extra.retryAfterSeconds));
+      if (err.extra.allow) void reply.header('allow', err.extra.allow);
     } else if (err.validation) {
       status = 400;
       const field = fieldOf(err);
@@ -247,6 +249,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     done();
   });
 
+  const declareMethodNotAllowed = trackDeclaredMethods(app);
   await app.register(swagger, {
     openapi: {
       info: { title: 'Crema serving API', version: '1.0.0' },
@@ -259,6 +262,8 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
   await app.register(pickupRoutes, { ctx });
   await app.register(eventRoutes, { ctx });
   await app.register(userRoutes, { ctx });
+  // After the last route: 405 with Allow for the other methods of every declared path.
+  declareMethodNotAllowed();
 
   app.addHook('onReady', async () => {
     await features.start();
