@@ -118,6 +118,9 @@ it('bad model URIs, at start-up and through the admin route, are refused while t
     CREMA_RANKING_MODEL_URI: ranker.uri,
     CREMA_CHURN_MODEL_URI: '/models/churn.onnx',
     CREMA_ADMIN_TOKEN: 'admin-token',
+    // This test is about which model answers; on a busy machine the default 25 ms feature
+    // deadline can send a request to the fallback.
+    CREMA_FEATURE_DEADLINE_MS: '1000',
   });
   const url = `http://127.0.0.1:${serving.port}`;
   const ready = await fetch(`${url}/readyz`);
