@@ -112,7 +112,21 @@ describe('request validation names the offending field', () => {
       body: { uri: 'file:///x' },
       field: 'task',
     },
+    {
+      name: 'model load for a task name longer than the router default of 100',
+      url: `/v1/admin/models/${'t'.repeat(101)}`,
+      method: 'PUT',
+      body: { uri: 'file:///x.onnx' },
+      field: 'task',
+    },
     { name: 'model load without uri', url: '/v1/admin/models/churn', method: 'PUT', body: {}, field: 'uri' },
+    ...['0', 'x.onnx', '/models/churn.onnx', 'http://', 'ftp://h/m.onnx'].map((uri) => ({
+      name: `model load from ${uri}`,
+      url: '/v1/admin/models/churn',
+      method: 'PUT' as const,
+      body: { uri },
+      field: 'uri',
+    })),
   ];
   for (const c of cases) {
     it(c.name, async () => {
@@ -191,9 +205,62 @@ describe('auth, readiness and ops routes', () => {
 
   it('unknown routes are a coded 404', async () => {
     const a = await app();
-    const res = await a.inject({ url: '/v2/nothing' });
-    expect(res.statusCode).toBe(404);
-    expect(res.json().code).toBe('NOT_FOUND');
+    for (const [method, url] of [
+      ['GET', '/v2/nothing'],
+      ['POST', '/v1/nothing'],
+      ['DELETE', '/v1/users/x/offers/extra'],
+      ['PUT', '/metrics/x'],
+    ] as const) {
+      const res = await a.inject({ method, url });
+      expect(res.statusCode, `${method} ${url}`).toBe(404);
+      expect(res.json().code).toBe('NOT_FOUND');
+      expect(res.headers['allow']).toBeUndefined();
+    }
+  });
+
+  it('a method a path does not declare is a 405 with Allow, before its body is read', async () => {
+    const a = await app();
+    // method, url, route template, Allow, body
+    const cases: [string, string, string, string, string?][] = [
+      ['POST', '/v1/users/x/offers', '/v1/users/:id/offers', 'GET, HEAD'],
+      ['DELETE', '/v1/users/x/offers?storeId=store-0', '/v1/users/:id/offers', 'GET, HEAD'],
+      ['PATCH', '/v1/users/x', '/v1/users/:id', 'DELETE'],
+      ['GET', '/v1/users/x', '/v1/users/:id', 'DELETE'],
+      ['PUT', '/metrics', '/metrics', 'GET, HEAD'],
+      ['POST', '/readyz', '/readyz', 'GET, HEAD'],
+      ['DELETE', '/v1/recommendations?userId=x', '/v1/recommendations', 'POST'],
+      ['GET', '/v1/recommendations', '/v1/recommendations', 'POST'],
+      ['HEAD', '/v1/events', '/v1/events', 'POST'],
+      ['OPTIONS', '/v1/pickup-estimate', '/v1/pickup-estimate', 'POST'],
+      ['GET', '/v1/admin/models/churn', '/v1/admin/models/:task', 'PUT'],
+      // A body that would be a 400 (malformed JSON) or a 415 on a declared method.
+      ['POST', '/v1/users/x/offers', '/v1/users/:id/offers', 'GET, HEAD', '{"broken": '],
+      ['PUT', '/healthz', '/healthz', 'GET, HEAD', '<xml/>'],
+    ];
+    for (const [method, url, template, allow, payload] of cases) {
+      const res = await a.inject({
+        method: method as 'GET',
+        url,
+        ...(payload
+          ? {
+              payload,
+              headers: { 'content-type': payload.startsWith('<') ? 'text/xml' : 'application/json' },
+            }
+          : {}),
+      });
+      expect(res.statusCode, `${method} ${url}`).toBe(405);
+      expect(res.headers['allow'], `${method} ${url}`).toBe(allow);
+      if (method !== 'HEAD') {
+        expect(res.json()).toEqual({
+          code: 'METHOD_NOT_ALLOWED',
+          message: `${method} is not allowed on ${template}; allowed: ${allow}`,
+        });
+      }
+    }
+    // Counted under the route template, like every other answer.
+    expect((await a.inject({ url: '/metrics' })).body).toContain(
+      'route="/v1/users/:id/offers",method="POST",status_code="405"',
+    );
   });
 
   it('publishes OpenAPI with every versioned route and its schemas', async () => {
@@ -209,6 +276,19 @@ describe('auth, readiness and ops routes', () => {
     ]) {
       expect(Object.keys(doc.paths)).toContain(p);
     }
+    // Only the declared methods: the routes that answer 405 are not part of the API.
+    const methods = Object.fromEntries(
+      Object.entries(doc.paths as Record<string, object>).map(([p, ops]) => [p, Object.keys(ops).sort()]),
+    );
+    expect(methods).toEqual({
+      '/readyz': ['get'],
+      '/v1/admin/models/{task}': ['put'],
+      '/v1/recommendations': ['post'],
+      '/v1/pickup-estimate': ['post'],
+      '/v1/events': ['post'],
+      '/v1/users/{id}/offers': ['get'],
+      '/v1/users/{id}': ['delete'],
+    });
     const body = doc.paths['/v1/recommendations'].post.requestBody.content['application/json'].schema;
     expect(body.required).toEqual(expect.arrayContaining(['userId', 'storeId', 'context']));
     expect(doc.paths['/v1/recommendations'].post.responses['200']).toBeDefined();

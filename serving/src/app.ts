@@ -2,6 +2,7 @@
  * `build(opts)` assembles the serving app from the dependencies it is given (Redis client,
  * model store, clock, logger); it never listens. `server.ts` listens.
  */
+import { maxHeaderSize } from 'node:http';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, {
@@ -25,6 +26,7 @@ import { ModelStore, type ModelStoreOptions } from './model/store.js';
 import { inferenceThread } from './model/thread.js';
 import { checkPickupFeatures } from './pickup/estimate.js';
 import { DrainState, registerDrain } from './plugins/drain.js';
+import { trackDeclaredMethods } from './plugins/method-not-allowed.js';
 import { protectionPlugin, type ProtectionOptions } from './plugins/protection.js';
 import { LocalTimeResolver } from './ranking/context.js';
 import { compileAddonPlan } from './ranking/addons.js';
@@ -138,6 +140,11 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     // Request logs would carry URLs with user ids; the app logs route templates instead.
     logController: new LogController({ disableRequestLogging: true }),
     ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
+    // find-my-way answers 414 for a path param over maxParamLength (default 100) before any
+    // schema runs, so ids of 101-128 characters (and shorter ones percent-encoded) could not be
+    // used in /v1/users/{id}. No param can be longer than the request head Node accepts: with
+    // that bound the route schemas alone decide, and refuse with a 400 naming the field.
+    routerOptions: { maxParamLength: maxHeaderSize },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   const requiredTasks: readonly ModelTask[] = opts.requiredTasks ?? ['drink-ranking'];
@@ -205,6 +212,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
       status = err.status;
       body = { code: err.code, message: err.message, ...(err.extra.field ? { field: err.extra.field } : {}) };
       if (err.extra.retryAfterSeconds) void reply.header('retry-after', String(err.extra.retryAfterSeconds));
+      if (err.extra.allow) void reply.header('allow', err.extra.allow);
     } else if (err.validation) {
       status = 400;
       const field = fieldOf(err);
@@ -241,6 +249,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     done();
   });
 
+  const declareMethodNotAllowed = trackDeclaredMethods(app);
   await app.register(swagger, {
     openapi: {
       info: { title: 'Crema serving API', version: '1.0.0' },
@@ -253,6 +262,8 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
   await app.register(pickupRoutes, { ctx });
   await app.register(eventRoutes, { ctx });
   await app.register(userRoutes, { ctx });
+  // After the last route: 405 with Allow for the other methods of every declared path.
+  declareMethodNotAllowed();
 
   app.addHook('onReady', async () => {
     await features.start();

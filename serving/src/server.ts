@@ -110,8 +110,9 @@ async function main(): Promise<void> {
       try {
         await models.load(task, uri, env[names.sha256] || undefined);
       } catch (err) {
-        // A broken model must not keep the fallback from answering; readyz reports it.
-        app.log.error({ task, err: (err as Error).message }, 'model load failed');
+        // A broken model must not keep the fallback from answering; readyz reports it, and a
+        // model can still be put in place through PUT /v1/admin/models/{task}.
+        app.log.error({ task, env: names.uri, err: (err as Error).message }, 'model load failed');
       }
     }
     await app.listen({ port, host });

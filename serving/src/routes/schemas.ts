@@ -12,8 +12,18 @@ export const ErrorSchema = Type.Object(
   { $id: 'Error' },
 );
 
-/** User ids: no glob or whitespace characters, so they are safe inside Redis key patterns. */
-export const UserId = Type.String({ pattern: '^[A-Za-z0-9_.:@-]{1,128}$', description: 'User id' });
+/** The longest user id any route accepts. */
+export const USER_ID_MAX_LENGTH = 128;
+
+/**
+ * The one user id grammar of every route (path, query and body): no glob or whitespace
+ * characters, so ids are safe inside Redis key patterns. The router accepts path params of any
+ * length (app.ts), so an id this refuses is a 400 naming the field, never a 414.
+ */
+export const UserId = Type.String({
+  pattern: `^[A-Za-z0-9_.:@-]{1,${USER_ID_MAX_LENGTH}}$`,
+  description: `User id: 1-${USER_ID_MAX_LENGTH} of A-Z a-z 0-9 _ . : @ -`,
+});
 export const StoreId = Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: 'Store id' });
 export const ItemId = Type.String({ minLength: 1, maxLength: 64 });
 export const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339 timestamp' });
