@@ -256,7 +256,15 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },
   });
-  await app.register(protectionPlugin, { ...opts.protection, clock, metrics });
+  await app.register(protectionPlugin, {
+    ...opts.protection,
+    // Admitted requests must meet the feature deadline: answers within half of it (p90), and
+    // no request that waited longer than it in a standing queue (ADR 0006).
+    latencyTargetMs: opts.protection?.latencyTargetMs ?? ctx.featureDeadlineMs / 2,
+    maxQueueMs: opts.protection?.maxQueueMs ?? ctx.featureDeadlineMs,
+    clock,
+    metrics,
+  });
   await app.register(opsRoutes, { ctx });
   await app.register(recommendationRoutes, { ctx });
   await app.register(pickupRoutes, { ctx });

@@ -117,7 +117,7 @@ export class ServingMetrics {
     });
     this.shed = new Counter({
       ...spec(M.requestsRejected),
-      help: 'Requests refused before handling: overload (503: in_flight, event_loop_delay) or per-client rate limit (429: rate_limit).',
+      help: 'Requests refused before handling: overload (503: queue_time, concurrency_limit, in_flight, event_loop_delay) or per-client rate limit (429: rate_limit).',
       registers: r,
     });
     this.events = new Counter({

@@ -83,6 +83,8 @@ async function main(): Promise<void> {
       snapshotPath: env[SERVING_ENV.snapshotPath] || undefined,
       protection: {
         maxInFlight: num(env, 'CREMA_MAX_IN_FLIGHT'),
+        latencyTargetMs: num(env, 'CREMA_LATENCY_TARGET_MS'),
+        maxQueueMs: num(env, 'CREMA_MAX_QUEUE_MS'),
         maxEventLoopDelayMs: num(env, 'CREMA_MAX_EVENT_LOOP_DELAY_MS'),
         rateLimit: rateLimit
           ? { perSecond: rateLimit, burst: num(env, 'CREMA_RATE_LIMIT_BURST') ?? rateLimit * 2 }
