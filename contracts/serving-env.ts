@@ -58,7 +58,7 @@ export const SERVING_ENV = {
 /**
  * Share of a serving or router container's memory limit given to V8's old generation; the rest
  * is the young generation (3 x 16 MiB semi-spaces), code, the inference thread's isolate,
- * onnxruntime, buffers and sockets (ADR 0006).
+ * onnxruntime, buffers and sockets (ADR 0007).
  */
 export const HEAP_SHARE_OF_MEMORY_LIMIT = 0.5;
 

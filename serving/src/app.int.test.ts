@@ -533,7 +533,8 @@ describe('events, offers and erasure', () => {
     type,
     userId,
     storeId: 'store-0',
-    at: '2026-11-24T08:00:00Z',
+    // Events are accepted up to the dedup window (2 days) old.
+    at: new Date().toISOString(),
     ...extra,
   });
 

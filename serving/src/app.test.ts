@@ -97,12 +97,30 @@ describe('request validation names the offending field', () => {
       body: { eventId: 'e1', type: 'purchase', userId: 'u', storeId: 's', at: '2026-11-24T08:00:00Z' },
       field: 'type',
     },
-    {
-      name: 'order event without value',
+    ...(
+      [
+        ['event with a leap second off 23:59 UTC', { at: '2026-11-24T08:00:60Z' }, 'at'],
+        ['event with a space for the T', { at: '2026-11-24 08:00:00Z' }, 'at'],
+        ['event with an offset without minutes', { at: '2026-11-24T08:00:00+05' }, 'at'],
+        ['event older than the dedup window', { at: '2020-01-01T00:00:00Z' }, 'at'],
+        ['event an hour in the future', { at: new Date(Date.now() + 3_600_000).toISOString() }, 'at'],
+        ['event with a comma in an item id', { itemIds: ['drink-1,drink-2'] }, 'itemIds[0]'],
+        ['event with a negative value', { value: -1 }, 'value'],
+        ['event with an unknown property', { price: 5 }, 'price'],
+      ] as const
+    ).map(([name, patch, field]) => ({
+      name,
       url: '/v1/events',
-      body: { eventId: 'e1', type: 'order', userId: 'u', storeId: 's', at: '2026-11-24T08:00:00Z' },
-      field: 'value',
-    },
+      body: {
+        eventId: 'e1',
+        type: 'order',
+        userId: 'u',
+        storeId: 's',
+        at: new Date().toISOString(),
+        ...patch,
+      },
+      field,
+    })),
     { name: 'user id with glob characters', url: '/v1/users/a*b/offers', method: 'GET', field: 'id' },
     { name: 'erase of a malformed user id', url: '/v1/users/a%20b', method: 'DELETE', field: 'id' },
     {
@@ -139,7 +157,12 @@ describe('request validation names the offending field', () => {
       });
       expect(res.statusCode).toBe(400);
       expect(res.json()).toMatchObject({ code: 'VALIDATION', field: c.field });
-      expect(res.json().message).toContain(c.field.split('.').pop());
+      expect(res.json().message).toContain(
+        c.field
+          .split('.')
+          .pop()!
+          .replace(/\[\d+\]$/, ''),
+      );
     });
   }
 
@@ -153,6 +176,13 @@ describe('request validation names the offending field', () => {
     });
     expect(res.statusCode).toBe(400);
     expect(res.json().code).toBe('VALIDATION');
+  });
+});
+
+describe('build options', () => {
+  it('refuses an events stream length or dedup window that is not a positive integer, naming it', async () => {
+    await expect(app({ eventsMaxLen: 0 })).rejects.toThrow(/eventsMaxLen must be a positive integer/);
+    await expect(app({ eventDedupTtlSeconds: 1.5 })).rejects.toThrow(/eventDedupTtlSeconds/);
   });
 });
 
@@ -292,6 +322,11 @@ describe('auth, readiness and ops routes', () => {
     const body = doc.paths['/v1/recommendations'].post.requestBody.content['application/json'].schema;
     expect(body.required).toEqual(expect.arrayContaining(['userId', 'storeId', 'context']));
     expect(doc.paths['/v1/recommendations'].post.responses['200']).toBeDefined();
+    // An order without value is accepted (value unknown), and the document says so.
+    const event = doc.paths['/v1/events'].post.requestBody.content['application/json'].schema;
+    expect(event.required).not.toContain('value');
+    expect(event.properties.value.description).toMatch(/order without it is an order of unknown value/);
+    expect(event.properties.at.pattern).toBeDefined();
   });
 
   it('serves Prometheus metrics with route templates, never raw paths', async () => {

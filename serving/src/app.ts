@@ -77,7 +77,10 @@ export interface BuildOptions {
   readonly snapshotPath?: string;
   /** Overload and rate limit settings. */
   readonly protection?: Omit<ProtectionOptions, 'clock' | 'metrics'>;
-  /** Approximate cap of the events stream. Default 1,000,000. */
+  /**
+   * Most entries the events stream may hold (unprocessed by some consumer group: the stream job
+   * trims processed ones); at this length new events get 503 EVENTS_STREAM_FULL. Default 1,000,000.
+   */
   readonly eventsMaxLen?: number;
   /** Event-id dedup window, seconds. Default 172800 (2 days). */
   readonly eventDedupTtlSeconds?: number;
@@ -122,8 +125,9 @@ function fieldOf(err: FastifyError): string | undefined {
     .map((p) => (/^\d+$/.test(p) ? `[${p}]` : `.${p}`))
     .join('')
     .replace(/^\./, '');
-  const missing = (v.params as { missingProperty?: string } | undefined)?.missingProperty;
-  if (missing) return path ? `${path}.${missing}` : missing;
+  const params = v.params as { missingProperty?: string; additionalProperty?: string } | undefined;
+  const named = params?.missingProperty ?? params?.additionalProperty;
+  if (named) return path ? `${path}.${named}` : named;
   return path || undefined;
 }
 
@@ -147,6 +151,11 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     routerOptions: { maxParamLength: maxHeaderSize },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
+  for (const k of ['eventsMaxLen', 'eventDedupTtlSeconds'] as const) {
+    const v = opts[k];
+    if (v !== undefined && !(Number.isInteger(v) && v > 0))
+      throw new RangeError(`${k} must be a positive integer, got ${v}`);
+  }
   const requiredTasks: readonly ModelTask[] = opts.requiredTasks ?? ['drink-ranking'];
   const metrics = new ServingMetrics({
     ...(opts.modelName ? { model: opts.modelName } : {}),
@@ -216,7 +225,11 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     } else if (err.validation) {
       status = 400;
       const field = fieldOf(err);
-      body = { code: 'VALIDATION', message: err.message, ...(field ? { field } : {}) };
+      // ajv's "must NOT have additional properties" does not say which one.
+      const extra = (err.validation[0]?.params as { additionalProperty?: string } | undefined)
+        ?.additionalProperty;
+      const message = extra ? `${err.message}: ${extra}` : err.message;
+      body = { code: 'VALIDATION', message, ...(field ? { field } : {}) };
     } else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       status = err.statusCode;
       body = { code: status === 404 ? 'NOT_FOUND' : 'VALIDATION', message: err.message };
@@ -259,7 +272,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
   await app.register(protectionPlugin, {
     ...opts.protection,
     // Admitted requests must meet the feature deadline: answers within half of it (p90), and
-    // no request that waited longer than it in a standing queue (ADR 0006).
+    // no request that waited longer than it in a standing queue (ADR 0007).
     latencyTargetMs: opts.protection?.latencyTargetMs ?? ctx.featureDeadlineMs / 2,
     maxQueueMs: opts.protection?.maxQueueMs ?? ctx.featureDeadlineMs,
     clock,

@@ -16,6 +16,10 @@ export const ERRORS = {
   OVERLOADED: { status: 503, message: 'server is overloaded, retry later' },
   NOT_READY: { status: 503, message: 'no features or fallback data loaded yet' },
   STORE_UNAVAILABLE: { status: 503, message: 'the feature and event store is unavailable, retry later' },
+  EVENTS_STREAM_FULL: {
+    status: 503,
+    message: 'the events stream is full (its consumers are behind); retry later',
+  },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -61,6 +61,7 @@ export class ServingMetrics {
   readonly coldStarts: Counter<LabelsOf<'coldStartRequests'>>;
   readonly shed: Counter<LabelsOf<'requestsRejected'>>;
   readonly events: Counter<LabelsOf<'events'>>;
+  readonly eventsRefused: Counter<LabelsOf<'eventsRefused'>>;
   readonly exposures: Counter<LabelsOf<'experimentExposures'>>;
   readonly conversions: Counter<LabelsOf<'experimentConversions'>>;
   readonly conversionValue: Counter<LabelsOf<'experimentConversionValue'>>;
@@ -123,6 +124,11 @@ export class ServingMetrics {
     this.events = new Counter({
       ...spec(M.events),
       help: 'App events received, by type and outcome (accepted, duplicate).',
+      registers: r,
+    });
+    this.eventsRefused = new Counter({
+      ...spec(M.eventsRefused),
+      help: 'App events refused with 503 and not stored, by reason (stream_full: the events stream holds its maximum of unprocessed entries).',
       registers: r,
     });
     this.exposures = new Counter({

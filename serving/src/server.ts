@@ -79,6 +79,8 @@ async function main(): Promise<void> {
       variant: env[SERVING_ENV.variant] ?? 'stable',
       adminToken: env[SERVING_ENV.adminToken] || undefined,
       featureDeadlineMs: num(env, 'CREMA_FEATURE_DEADLINE_MS'),
+      eventsMaxLen: num(env, 'CREMA_EVENTS_MAX_LEN'),
+      eventDedupTtlSeconds: num(env, 'CREMA_EVENT_DEDUP_TTL_SECONDS'),
       batchFeatureReads: env['CREMA_BATCH_FEATURE_READS'] !== '0',
       snapshotPath: env[SERVING_ENV.snapshotPath] || undefined,
       protection: {

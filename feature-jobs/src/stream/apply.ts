@@ -2,8 +2,11 @@
  * The effect of one app event on online state, as one Lua script: the effect, the
  * `eventApplied` marker and the XACK happen atomically, so an event id takes effect exactly
  * once however often it is delivered (redelivery after a crash, a claim from a slow consumer).
+ * Entries that break the event grammar (contracts/events.ts) are moved to the dead-letter stream
+ * instead; processed entries are trimmed from the stream once every consumer group is past them.
  */
-import type { AppEvent, Catalog, StoreInfo } from '../../../contracts/features.js';
+import type { DecodedEvent } from '../../../contracts/events.js';
+import type { Catalog, StoreInfo } from '../../../contracts/features.js';
 import { KEYS } from '../../../contracts/features.js';
 
 /** How long an applied marker is kept; redeliveries older than this would apply again. */
@@ -18,8 +21,8 @@ export const POINTS_PER_DOLLAR_EARNED = 10;
 export const DEFAULT_CAPACITY_PER_HOUR = 120;
 
 // KEYS: applied marker, online user hash, store queue hash, events stream
-// ARGV: group, entry id, type, atMs, lastItem, storeId, value, drinks, prepLoad, capacity,
-//       appliedTtl, userTtl, sessionGapMs, points, itemCount
+// ARGV: group, entry id, type, atMs, lastItem, storeId, value ('' = unknown), drinks, prepLoad,
+//       capacity, appliedTtl, userTtl, sessionGapMs, points, itemCount
 // The queue drain mirrors common/queue.ts drainQueue (the pickup model's training feature);
 // prep_load drains in proportion to the queue.
 export const APPLY_SCRIPT = `
@@ -44,14 +47,22 @@ if t == 'click' or t == 'add_to_cart' then
   if t == 'add_to_cart' then redis.call('HINCRBY', u, 'session_items', tonumber(ARGV[15])) end
 end
 if t == 'order' then
+  -- An order without a value is an order of unknown value: counted, but it adds no spend and
+  -- earns no points; orders_without_value keeps spend / orders an honest average.
+  local known = ARGV[7] ~= ''
   local prevOrder = tonumber(redis.call('HGET', u, 'last_order_at') or '0')
   if at >= prevOrder then
-    redis.call('HSET', u, 'last_order_at', ARGV[4], 'last_item', ARGV[5], 'last_store', ARGV[6],
-      'last_order_value', ARGV[7])
+    redis.call('HSET', u, 'last_order_at', ARGV[4], 'last_item', ARGV[5], 'last_store', ARGV[6])
+    if known then redis.call('HSET', u, 'last_order_value', ARGV[7])
+    else redis.call('HDEL', u, 'last_order_value') end
   end
   redis.call('HINCRBY', u, 'orders', 1)
-  redis.call('HINCRBYFLOAT', u, 'spend', ARGV[7])
-  redis.call('HINCRBY', u, 'points', tonumber(ARGV[14]))
+  if known then
+    redis.call('HINCRBYFLOAT', u, 'spend', ARGV[7])
+    redis.call('HINCRBY', u, 'points', tonumber(ARGV[14]))
+  else
+    redis.call('HINCRBY', u, 'orders_without_value', 1)
+  end
   redis.call('HSET', u, 'session_items', '0')
   local s = KEYS[3]
   local cap = tonumber(ARGV[10])
@@ -77,30 +88,47 @@ redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
 return 1
 `;
 
-/** Parses stream fields (a flat [k, v, k, v] list) into an AppEvent; returns a problem string when malformed. */
-export function parseEventFields(fields: readonly string[]): AppEvent | string {
-  const f: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-  const type = f['type'];
-  if (!f['eventId']) return 'missing eventId';
-  if (type !== 'impression' && type !== 'click' && type !== 'add_to_cart' && type !== 'order') {
-    return `unknown type ${JSON.stringify(type)}`;
-  }
-  if (!f['userId'] || !f['storeId']) return 'missing userId or storeId';
-  if (!f['at'] || Number.isNaN(Date.parse(f['at']))) return `bad timestamp ${JSON.stringify(f['at'])}`;
-  const raw = f['itemIds'] ?? '';
-  const itemIds = raw.startsWith('[') ? (JSON.parse(raw) as string[]) : raw ? raw.split(',') : [];
-  const value = f['value'] !== undefined ? Number(f['value']) : undefined;
-  return {
-    eventId: f['eventId'],
-    type,
-    userId: f['userId'],
-    storeId: f['storeId'],
-    at: f['at'],
-    itemIds,
-    ...(value !== undefined && Number.isFinite(value) ? { value } : {}),
-  };
-}
+// KEYS: events stream, dead-letter stream; ARGV: group, entry id, reason, fields (JSON)
+// Only an entry still pending in the group is moved: a consumer that lost it to a claim and
+// comes back late must not write a second copy.
+export const DEAD_LETTER_SCRIPT = `
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 'sourceId', ARGV[2], 'group', ARGV[1], 'reason', ARGV[3], 'fields', ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`;
+
+// KEYS: events stream. Removes the entries every consumer group has processed: those below the
+// oldest entry pending in any group and below every group's next undelivered entry. Atomic, so
+// a group cannot deliver or claim anything between the bound being computed and the trim.
+// Returns the number of entries removed.
+export const TRIM_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local bestMs, bestSeq
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local id, step
+  if tonumber(info['pending']) > 0 then
+    id = redis.call('XPENDING', KEYS[1], info['name'])[2]
+    step = 0
+  else
+    id = info['last-delivered-id']
+    step = 1
+  end
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  -- Ids beyond a double's exact integers (explicit ids, never XADD *): trim nothing rather than guess.
+  if #ms > 15 or #seq > 15 then return 0 end
+  ms = tonumber(ms)
+  seq = tonumber(seq) + step
+  if bestMs == nil or ms < bestMs or (ms == bestMs and seq < bestSeq) then
+    bestMs, bestSeq = ms, seq
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', bestMs, bestSeq))
+`;
 
 /** Lookups the effect needs: prep complexity and kind by item id, capacity by store id. */
 export interface ApplyContext {
@@ -121,7 +149,7 @@ export function buildApplyContext(catalog: Catalog | undefined, stores: readonly
 export function computeApplyArgs(
   group: string,
   entryId: string,
-  e: AppEvent,
+  { event: e, atMs }: DecodedEvent,
   ctx: ApplyContext,
 ): { keys: string[]; argv: string[] } {
   const ids = e.itemIds ?? [];
@@ -137,24 +165,24 @@ export function computeApplyArgs(
     }
     prepLoad += it?.prepComplexity ?? 2.5;
   }
-  const value = e.value ?? 0;
+  const value = e.value;
   return {
     keys: [KEYS.eventApplied(e.eventId), KEYS.onlineUser(e.userId), KEYS.storeQueue(e.storeId), KEYS.events],
     argv: [
       group,
       entryId,
       e.type,
-      String(Date.parse(e.at)),
+      String(atMs),
       lastDrink || ids[0] || '',
       e.storeId,
-      String(value),
+      value === undefined ? '' : String(value),
       String(drinks),
       String(prepLoad),
       String(ctx.capacity.get(e.storeId) ?? DEFAULT_CAPACITY_PER_HOUR),
       String(APPLIED_TTL_SECONDS),
       String(ONLINE_USER_TTL_SECONDS),
       String(SESSION_GAP_MS),
-      String(Math.floor(value * POINTS_PER_DOLLAR_EARNED)),
+      String(Math.floor((value ?? 0) * POINTS_PER_DOLLAR_EARNED)),
       String(ids.length),
     ],
   };

@@ -2,21 +2,28 @@
  * The stream job: a consumer in a Redis Streams consumer group on KEYS.events. It first
  * re-reads its own pending entries (a restart after a crash), then loops: claim entries that
  * another consumer left pending for longer than `claimIdleMs` (XAUTOCLAIM), read new entries
- * (XREADGROUP), apply each with the atomic script (effect + applied marker + XACK).
+ * (XREADGROUP), apply each with the atomic script (effect + applied marker + XACK), and trim
+ * the entries every consumer group has processed. An entry that breaks the event grammar is
+ * moved to the dead-letter stream (with the reason) and counted as dead-lettered, never as applied.
  */
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { decodeEventFields } from '../../../contracts/events.js';
 import { KEYS, type Catalog, type StoreInfo } from '../../../contracts/features.js';
 import {
   APPLY_SCRIPT,
   buildApplyContext,
   computeApplyArgs,
-  parseEventFields,
+  DEAD_LETTER_SCRIPT,
+  TRIM_SCRIPT,
   type ApplyContext,
 } from './apply.js';
 
 export const DEFAULT_GROUP = 'crema-stream-job';
-const APPLY_SHA = createHash('sha1').update(APPLY_SCRIPT).digest('hex');
+const sha1 = (s: string) => createHash('sha1').update(s).digest('hex');
+const APPLY_SHA = sha1(APPLY_SCRIPT);
+const DEAD_LETTER_SHA = sha1(DEAD_LETTER_SCRIPT);
+const TRIM_SHA = sha1(TRIM_SCRIPT);
 
 export interface StreamJobOptions {
   readonly redis: Redis;
@@ -33,16 +40,27 @@ export interface StreamJobOptions {
   readonly log?: (line: string) => void;
   /** Lookups; loaded from the current feature version when absent. */
   readonly context?: ApplyContext;
+  /** Trim processed entries at most this often (and when idle or stopping). Default 1000 ms. */
+  readonly trimIntervalMs?: number;
 }
 
+/** What one run did, entry by entry; printed as the CLI's summary. */
 export interface StreamJobStats {
+  /** Entries whose event took effect now. */
   applied: number;
+  /** Entries whose event id had taken effect before (a redelivery or re-append): no second effect. */
   duplicates: number;
+  /** Entries taken over from consumers that left them pending (also counted in the outcomes). */
   claimed: number;
-  malformed: number;
+  /** Entries that break the event grammar: moved to KEYS.eventsDeadLetter with the reason, then acked. */
+  deadLettered: number;
+  /** Entries deleted from the stream (user erasure) before they were applied: acked, nothing to apply. */
+  deleted: number;
+  /** Processed entries removed from the stream (XTRIM MINID). */
+  trimmed: number;
 }
 
-type Entry = [id: string, fields: string[]];
+type Entry = [id: string, fields: string[] | null];
 
 /** Loads item and store lookups from the current batch feature version (empty when none). */
 export async function fetchApplyContext(redis: Redis): Promise<ApplyContext> {
@@ -64,6 +82,14 @@ export async function ensureGroup(redis: Redis, group: string): Promise<void> {
   }
 }
 
+/**
+ * Removes the entries of the events stream that every consumer group has processed (TRIM_SCRIPT);
+ * returns how many. Nothing is removed while no group exists.
+ */
+export async function trimProcessedEntries(redis: Redis): Promise<number> {
+  return Number(await redis.eval(TRIM_SCRIPT, 1, KEYS.events));
+}
+
 /** Runs the consumer until the signal aborts (or, with untilIdle, until the group is drained). */
 export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats> {
   const { redis, consumer } = o;
@@ -71,34 +97,73 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
   const count = o.count ?? 200;
   const claimIdleMs = o.claimIdleMs ?? 30_000;
   const log = o.log ?? (() => {});
-  const stats: StreamJobStats = { applied: 0, duplicates: 0, claimed: 0, malformed: 0 };
+  const trimIntervalMs = o.trimIntervalMs ?? 1000;
+  const stats: StreamJobStats = {
+    applied: 0,
+    duplicates: 0,
+    claimed: 0,
+    deadLettered: 0,
+    deleted: 0,
+    trimmed: 0,
+  };
   await ensureGroup(redis, group);
   let ctx = o.context ?? (await fetchApplyContext(redis));
   let ctxAt = Date.now();
 
-  const apply = async (entries: readonly Entry[]) => {
+  const apply = async (entries: readonly (Entry | null)[]) => {
     if (entries.length === 0) return;
     const p = redis.pipeline();
-    for (const [id, fields] of entries) {
-      const e = fields ? parseEventFields(fields) : 'deleted entry';
-      if (typeof e === 'string') {
-        // A malformed entry can never succeed: acknowledge it so it does not block the group.
-        log(`stream: entry ${id} skipped: ${e}`);
-        stats.malformed++;
+    // What each pipelined command was, so each reply is counted as what it means.
+    const kinds: ('apply' | 'dead' | 'deleted')[] = [];
+    for (const entry of entries) {
+      if (!entry) continue;
+      const [id, fields] = entry;
+      if (!fields) {
+        // Deleted (erased) after it was delivered: nothing to apply, but it must leave the PEL.
+        kinds.push('deleted');
         p.xack(KEYS.events, group, id);
         continue;
       }
+      const e = decodeEventFields(fields);
+      if ('field' in e) {
+        // It can never succeed: keep it on the dead-letter stream, acknowledged so it does not block the group.
+        log(`stream: entry ${id} dead-lettered: ${e.message}`);
+        kinds.push('dead');
+        p.evalsha(
+          DEAD_LETTER_SHA,
+          2,
+          KEYS.events,
+          KEYS.eventsDeadLetter,
+          group,
+          id,
+          e.message,
+          JSON.stringify(fields),
+        );
+        continue;
+      }
       const { keys, argv } = computeApplyArgs(group, id, e, ctx);
+      kinds.push('apply');
       p.evalsha(APPLY_SHA, keys.length, ...keys, ...argv);
     }
-    const res = await p.exec();
-    for (const [err, r] of res ?? []) {
+    const res = (await p.exec()) ?? [];
+    res.forEach(([err, r], i) => {
       if (err) throw err;
-      if (r === 1) stats.applied++;
-      else if (r === 0) stats.duplicates++;
-    }
+      const kind = kinds[i];
+      if (kind === 'apply') {
+        if (r === 1) stats.applied++;
+        else stats.duplicates++;
+      } else if (kind === 'dead') {
+        if (r === 1) stats.deadLettered++;
+      } else if (r === 1) stats.deleted++;
+    });
   };
-  await redis.script('LOAD', APPLY_SCRIPT);
+  let lastTrim = 0;
+  const trim = async (force = false) => {
+    if (!force && Date.now() - lastTrim < trimIntervalMs) return;
+    lastTrim = Date.now();
+    stats.trimmed += Number(await redis.evalsha(TRIM_SHA, 1, KEYS.events));
+  };
+  for (const script of [APPLY_SCRIPT, DEAD_LETTER_SCRIPT, TRIM_SCRIPT]) await redis.script('LOAD', script);
 
   // 1. Our own pending entries: delivered to us before a crash, maybe applied, never acked.
   for (;;) {
@@ -116,6 +181,7 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
     await apply(entries);
     if (entries.length < count) break;
   }
+  await trim(true);
 
   let cursor = '0-0';
   let lastClaim = 0;
@@ -127,6 +193,7 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
     }
     // 2. Entries a dead consumer left behind.
     if (Date.now() - lastClaim >= Math.min(claimIdleMs, 5_000)) {
+      // Redis 7 drops deleted entries from the PEL itself and lists them third.
       const [next, claimed] = (await redis.xautoclaim(
         KEYS.events,
         group,
@@ -135,11 +202,11 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
         cursor,
         'COUNT',
         count,
-      )) as [string, Entry[]];
+      )) as [string, (Entry | null)[]];
       cursor = next;
       if (claimed.length) log(`stream: claimed ${claimed.length} stale entries`);
       stats.claimed += claimed.length;
-      await apply(claimed.filter((c) => c !== null));
+      await apply(claimed);
       if (next === '0-0') lastClaim = Date.now();
       if (claimed.length) continue;
     }
@@ -158,10 +225,13 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
     )) as [string, Entry[]][] | null;
     const entries = r?.[0]?.[1] ?? [];
     await apply(entries);
+    // Idle: trim now, so a drained stream is empty rather than waiting for the next batch.
+    await trim(entries.length === 0);
     if (o.untilIdle && entries.length === 0) {
       const pending = (await redis.xpending(KEYS.events, group)) as [number, ...unknown[]];
       if (Number(pending[0]) === 0) break;
     }
   }
+  await trim(true);
   return stats;
 }

@@ -1,6 +1,6 @@
 /**
  * The admission decisions of the protection plugin, as small pure classes with an injected
- * clock (ADR 0006):
+ * clock (ADR 0007):
  *
  * - `ConcurrencyLimit`: how many requests may be in the works at once, adapted to measured
  *   latency (AIMD, as Netflix concurrency-limits' AIMDLimit and TCP congestion control): while

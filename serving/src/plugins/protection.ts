@@ -1,6 +1,6 @@
 /**
  * Load shedding and per-client rate limiting, checked before any work is done for a request
- * (ADR 0006): a request that waited too long in a standing queue, more requests in flight than
+ * (ADR 0007): a request that waited too long in a standing queue, more requests in flight than
  * the adaptive limit (or the hard cap), or a lagging event loop → 503 with Retry-After; a
  * client over its token bucket → 429 with Retry-After. Probes and metrics are never refused.
  */

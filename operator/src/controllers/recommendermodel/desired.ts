@@ -287,7 +287,7 @@ export function buildServingObjects(
         [SERVING_ENV.snapshotPath]: kplus.EnvValue.fromValue('/var/lib/crema/state/features.snapshot'),
         [SERVING_ENV.drainSeconds]: kplus.EnvValue.fromValue(String(DRAIN_SECONDS)),
         [SERVING_ENV.maxConnectionAgeSeconds]: kplus.EnvValue.fromValue(String(MAX_CONNECTION_AGE_SECONDS)),
-        // V8's heap sized from the container's limit, not the node's memory (ADR 0006).
+        // V8's heap sized from the container's limit, not the node's memory (ADR 0007).
         NODE_OPTIONS: kplus.EnvValue.fromValue(
           nodeOptionsForMemoryLimit(parseQuantity(quantities[SERVING_CONTAINER]!.limits['memory']!)),
         ),
