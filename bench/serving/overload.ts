@@ -43,7 +43,7 @@ const USERS = Number(process.env['BENCH_USERS'] ?? 1_000_000);
 const FACTOR = Number(process.env['BENCH_FACTOR'] ?? 10);
 const SPIKE_SECONDS = Number(process.env['BENCH_SECONDS'] ?? 20);
 const MAX_CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 2000);
-const CLOSED_CONNECTIONS = 50;
+const CLOSED_CONNECTIONS = Number(process.env['BENCH_CLOSED_CONNECTIONS'] ?? 50);
 const STORES = 20;
 /** The pod memory limit the operator renders by default (DEFAULT_RESOURCES in desired.ts). */
 const POD_MEMORY_LIMIT_MIB = 512;

@@ -438,6 +438,31 @@ describe('protection', () => {
     },
   );
 
+  it('holds a 503 for shedPaceMs, so a client that resends at once cannot busy-loop the process', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const a = await app({ protection: { maxInFlight: 1, shedPaceMs: 150 } }, (x) => {
+      x.get('/v1/test-slow', async () => {
+        await gate;
+        return { ok: true };
+      });
+    });
+    const slow = a.inject({ url: '/v1/test-slow' });
+    await new Promise((r) => setTimeout(r, 20));
+    const t0 = performance.now();
+    const shed = await a.inject({ url: '/v1/test-slow' });
+    const held = performance.now() - t0;
+    expect(shed.statusCode).toBe(503);
+    expect(shed.headers['retry-after']).toBe('1');
+    expect(held).toBeGreaterThanOrEqual(140);
+    // Probes are never held or refused.
+    const t1 = performance.now();
+    expect((await a.inject({ url: '/healthz' })).statusCode).toBe(200);
+    expect(performance.now() - t1).toBeLessThan(140);
+    release();
+    expect((await slow).statusCode).toBe(200);
+  });
+
   it('sheds load beyond maxInFlight with 503 and Retry-After', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));

@@ -87,6 +87,7 @@ async function main(): Promise<void> {
         maxInFlight: num(env, 'CREMA_MAX_IN_FLIGHT'),
         latencyTargetMs: num(env, 'CREMA_LATENCY_TARGET_MS'),
         maxQueueMs: num(env, 'CREMA_MAX_QUEUE_MS'),
+        shedPaceMs: num(env, 'CREMA_SHED_PACE_MS'),
         maxEventLoopDelayMs: num(env, 'CREMA_MAX_EVENT_LOOP_DELAY_MS'),
         rateLimit: rateLimit
           ? { perSecond: rateLimit, burst: num(env, 'CREMA_RATE_LIMIT_BURST') ?? rateLimit * 2 }

@@ -64,6 +64,16 @@ describe('ConcurrencyLimit', () => {
     expect(l.limit).toBe(50);
   });
 
+  it('counts a request that missed its feature deadline as slow, however fast it answered', () => {
+    const c = manualClock();
+    const l = new ConcurrencyLimit({ targetMs: 50, max: 512, initial: 100, min: 4 }, c.now);
+    for (let i = 0; i < 100; i++) expect(l.tryAcquire()).toBe(true);
+    c.advance(5);
+    // Fast answers, but a third of them are fallbacks: the limit must come down.
+    for (let i = 0; i < 100; i++) l.release(5, i % 3 === 0);
+    expect(l.limit).toBe(80);
+  });
+
   it('ignores a few slow requests (p90): one slow admin call does not shrink the limit', () => {
     const c = manualClock();
     const l = new ConcurrencyLimit({ targetMs: 10, max: 512, initial: 20 }, c.now);

@@ -85,11 +85,14 @@ export class ConcurrencyLimit {
     return true;
   }
 
-  /** An admitted request answered after `latencyMs`. */
-  release(latencyMs: number): void {
+  /**
+   * An admitted request answered after `latencyMs`; `missed` when it missed its deadline (its
+   * features came too late and the answer fell back): slow, whatever its latency.
+   */
+  release(latencyMs: number, missed = false): void {
     this.inFlightNow = Math.max(0, this.inFlightNow - 1);
     this.samples++;
-    if (latencyMs > this.opts.targetMs) this.slow++;
+    if (missed || latencyMs > this.opts.targetMs) this.slow++;
     const now = this.now();
     if (this.samples < Math.max(1, Math.floor(this.current)) && now - this.windowStart < this.windowMs)
       return;

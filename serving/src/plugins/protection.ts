@@ -27,9 +27,9 @@ export interface ProtectionOptions {
   readonly maxInFlight?: number;
   /**
    * Latency target (ms, from admission to the answer) of the adaptive concurrency limit: the
-   * limit shrinks while more than 10 % of admitted requests take longer, and grows while they
-   * do not. Default: half the feature deadline (12.5 ms for 25), so admitted requests meet the
-   * deadline. 0 disables the adaptive limit.
+   * limit shrinks while more than 10 % of admitted requests take longer or miss their feature
+   * deadline (markDeadlineMissed), and grows while they do not. Default 50 (serving: twice the
+   * feature deadline). 0 disables the adaptive limit.
    */
   readonly latencyTargetMs?: number;
   /**
@@ -46,6 +46,16 @@ export interface ProtectionOptions {
    * sustained lag (real overload) moves the mean.
    */
   readonly maxEventLoopDelayMs?: number;
+  /**
+   * A 503 is answered no sooner than this (ms) after it was decided. Default 25 (serving: the
+   * feature deadline); 0 answers at once. Clients that
+   * resend a refused request at once (closed loops, proxies and scripts that ignore
+   * Retry-After) otherwise turn shedding into a busy loop: refusals take the CPU, admitted
+   * requests slow down, the adaptive limit shrinks, more are refused — measured: a closed loop of
+   * 50 such clients got 104 answers/s from a process that serves 2,392/s. A held refusal costs a
+   * socket and a queue slot, not CPU, and its client cannot resend sooner.
+   */
+  readonly shedPaceMs?: number;
   /** Token bucket per client (x-client-id header, else remote address); false disables. */
   readonly rateLimit?: { readonly perSecond: number; readonly burst: number } | false;
   /** Paths never refused. */
@@ -72,12 +82,24 @@ export function takeToken(b: Bucket, now: number, perSecond: number, burst: numb
 const kSince = Symbol('crema.connection.since');
 type MarkedSocket = Socket & { [kSince]?: number };
 
+/** Set on a request whose answer fell back because its features missed the deadline. */
+const kMissed = Symbol('crema.request.deadlineMissed');
+type MarkedRequest = { [kMissed]?: boolean };
+
+/**
+ * Routes call this when a request's features missed the deadline: the adaptive limit counts
+ * the request as slow whatever its latency, since the answer it got is the fallback.
+ */
+export function markDeadlineMissed(req: FastifyRequest): void {
+  (req.raw as MarkedRequest)[kMissed] = true;
+}
+
 /** One error object per reason: a shed request costs no stack trace. */
 const OVERLOADED = new ServingError('OVERLOADED', undefined, { retryAfterSeconds: 1 });
 
 async function protection(app: FastifyInstance, opts: ProtectionOptions): Promise<void> {
   const maxInFlight = opts.maxInFlight ?? 512;
-  const latencyTargetMs = opts.latencyTargetMs ?? 12.5;
+  const latencyTargetMs = opts.latencyTargetMs ?? 50;
   const maxQueueMs = opts.maxQueueMs ?? 25;
   const maxDelay = opts.maxEventLoopDelayMs ?? 100;
   const exempt = new Set(opts.exempt ?? ['/healthz', '/readyz', '/metrics']);
@@ -88,6 +110,8 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
   if (maxInFlight < 0) throw new RangeError('protection: maxInFlight must be >= 0');
   if (!(latencyTargetMs >= 0)) throw new RangeError('protection: latencyTargetMs must be >= 0');
   if (!(maxQueueMs >= 0)) throw new RangeError('protection: maxQueueMs must be >= 0');
+  const shedPaceMs = opts.shedPaceMs ?? 25;
+  if (!(shedPaceMs >= 0)) throw new RangeError('protection: shedPaceMs must be >= 0');
   // Monotonic: latencies and waits must not jump with the wall clock.
   const now = () => performance.now();
   const limit =
@@ -133,6 +157,28 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
     opts.metrics?.shed.inc({ ...opts.metrics.labelsFor(), reason });
   };
 
+  // Refusals held until shedPaceMs after they were decided, in decision order: one timer for
+  // the queue's head, whatever the number held.
+  const held: { at: number; done: (err: Error) => void }[] = [];
+  let heldHead = 0;
+  let pacer: NodeJS.Timeout | undefined;
+  const release = () => {
+    pacer = undefined;
+    const t = now();
+    while (heldHead < held.length && held[heldHead]!.at <= t) held[heldHead++]!.done(OVERLOADED);
+    if (heldHead === held.length) {
+      held.length = 0;
+      heldHead = 0;
+    } else {
+      pacer = setTimeout(release, Math.max(1, held[heldHead]!.at - t));
+    }
+  };
+  const refuse = (done: (err?: Error) => void) => {
+    if (shedPaceMs === 0) return done(OVERLOADED);
+    held.push({ at: now() + shedPaceMs, done });
+    pacer ??= setTimeout(release, shedPaceMs);
+  };
+
   // Callback-style hooks: no promise per request on the hot path.
   app.addHook('onRequest', (req, reply, done) => {
     const path = req.url.split('?', 1)[0]!;
@@ -146,14 +192,14 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
       // refusing them all would leave the process idle behind its own queue.
       if (queue.check.shouldShed(waited) && (!limit || limit.inFlight * 2 >= limit.limit)) {
         shed('queue_time');
-        return done(OVERLOADED);
+        return refuse(done);
       }
     }
     const overloaded: ShedReason | '' =
       maxInFlight > 0 && inFlight >= maxInFlight ? 'in_flight' : lagging ? 'event_loop_delay' : '';
     if (overloaded) {
       shed(overloaded);
-      return done(OVERLOADED);
+      return refuse(done);
     }
     if (rl) {
       const key = clientKey(req);
@@ -170,13 +216,13 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
     }
     if (limit && !limit.tryAcquire()) {
       shed('concurrency_limit');
-      return done(OVERLOADED);
+      return refuse(done);
     }
     inFlight++;
     const admitted = now();
     reply.raw.once('close', () => {
       inFlight--;
-      limit?.release(now() - admitted);
+      limit?.release(now() - admitted, (req.raw as MarkedRequest)[kMissed] === true);
     });
     done();
   });
@@ -191,6 +237,9 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
   }
 
   app.addHook('onClose', async () => {
+    if (pacer) clearTimeout(pacer);
+    for (let i = heldHead; i < held.length; i++) held[i]!.done(OVERLOADED);
+    held.length = 0;
     if (sampler) clearInterval(sampler);
     histogram?.disable();
     clearInterval(sweeper);

@@ -8,6 +8,7 @@ import { parseTimestampMs } from '../../../contracts/events.js';
 import { KEYS } from '../../../contracts/features.js';
 import type { ServingContext } from '../context.js';
 import { ServingError } from '../errors.js';
+import { markDeadlineMissed } from '../plugins/protection.js';
 import { DeadlineExceededError, withDeadline } from '../features/deadline.js';
 import { FALLBACK_REASONS, type FallbackReason } from '../fallback/popularity.js';
 import {
@@ -86,6 +87,7 @@ export const pickupRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = 
         prepLoad = Number(p ?? 0) || queue * 2.5;
       } catch (err) {
         reason = err instanceof DeadlineExceededError ? 'deadline_exceeded' : 'redis_unavailable';
+        if (reason === 'deadline_exceeded') markDeadlineMissed(req);
       }
       const c = computeContextValues({ hour: local.hour, weekday: local.weekday });
       const features: Record<PickupFeature, number> = {

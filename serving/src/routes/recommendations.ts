@@ -8,6 +8,7 @@ import { parseTimestampMs } from '../../../contracts/events.js';
 import type { StoreInfo } from '../../../contracts/features.js';
 import type { ServingContext } from '../context.js';
 import { ServingError } from '../errors.js';
+import { markDeadlineMissed } from '../plugins/protection.js';
 import { DeadlineExceededError } from '../features/deadline.js';
 import type { FeatureSnapshot, UserFeatures } from '../features/store.js';
 import { FALLBACK_REASONS, rankByPopularity, type FallbackReason } from '../fallback/popularity.js';
@@ -175,6 +176,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
             user = await ctx.features.userFeatures(snap, body.userId, ctx.featureDeadlineMs);
           } catch (err) {
             reason = err instanceof DeadlineExceededError ? 'deadline_exceeded' : 'redis_unavailable';
+            if (reason === 'deadline_exceeded') markDeadlineMissed(req);
           }
           if (user) {
             const contextValues = computeContextValues({

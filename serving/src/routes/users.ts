@@ -6,6 +6,7 @@ import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type
 import { KEYS, USER_FEATURES, type CatalogItem } from '../../../contracts/features.js';
 import type { ServingContext } from '../context.js';
 import { ServingError } from '../errors.js';
+import { markDeadlineMissed } from '../plugins/protection.js';
 import { DeadlineExceededError, withDeadline } from '../features/deadline.js';
 import { eraseUser } from '../features/erase.js';
 import { FALLBACK_REASONS, rankByPopularity, type FallbackReason } from '../fallback/popularity.js';
@@ -94,6 +95,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = as
         points = Math.max(0, Number(pts ?? 0) || 0);
       } catch (err) {
         reason = err instanceof DeadlineExceededError ? 'deadline_exceeded' : 'redis_unavailable';
+        if (reason === 'deadline_exceeded') markDeadlineMissed(req);
       }
 
       let risk: number | null = null;
