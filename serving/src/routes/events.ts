@@ -3,11 +3,11 @@
  * script checks the event id, appends and remembers the id atomically, so a retried event is
  * stored once and answered as a duplicate.
  */
-import { createHash } from 'node:crypto';
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
-import type { Redis } from 'ioredis';
 import { KEYS } from '../../../contracts/features.js';
+import { defineScript } from '../../../contracts/redis.js';
 import type { ServingContext } from '../context.js';
+import type { ScriptRunner } from '../features/scripts.js';
 import { ServingError } from '../errors.js';
 import { errorResponses, ItemId, StoreId, Timestamp, UserId } from './schemas.js';
 
@@ -39,14 +39,17 @@ export const EventResponse = Type.Object({
 });
 
 /** KEYS[1] = seen marker, KEYS[2] = stream; ARGV = ttl, maxlen, field, value, ... */
-const APPEND_ONCE = `
+const APPEND_ONCE = defineScript(`
 local prev = redis.call('GET', KEYS[1])
-if prev then return {0, prev} end
+if prev then
+  -- A write on this path too, so a WAIT after a retried event covers the original append.
+  redis.call('SET', KEYS[1], prev, 'KEEPTTL')
+  return {0, prev}
+end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
 return {1, id}
-`;
-const APPEND_ONCE_SHA = createHash('sha1').update(APPEND_ONCE).digest('hex');
+`);
 
 /** Stream fields of an event; all strings, itemIds comma-separated. */
 export function eventFields(e: EventBody): string[] {
@@ -58,27 +61,21 @@ export function eventFields(e: EventBody): string[] {
   return f;
 }
 
-/** Appends the event unless its id was seen; returns whether it was new and its stream id. */
+/**
+ * Appends the event unless its id was seen; returns whether it was new and its stream id.
+ * `scripts` decides durability: with replicas required it answers only once they have the write.
+ */
 export async function appendEventOnce(
-  redis: Redis,
+  scripts: ScriptRunner,
   e: EventBody,
   ttlSeconds: number,
   maxLen: number,
 ): Promise<{ added: boolean; streamId: string }> {
-  const args = [
-    KEYS.eventSeen(e.eventId),
-    KEYS.events,
-    String(ttlSeconds),
-    String(maxLen),
-    ...eventFields(e),
-  ];
-  let res: unknown;
-  try {
-    res = await redis.evalsha(APPEND_ONCE_SHA, 2, ...args);
-  } catch (err) {
-    if (!String((err as Error).message).includes('NOSCRIPT')) throw err;
-    res = await redis.eval(APPEND_ONCE, 2, ...args);
-  }
+  const res = await scripts.run({
+    script: APPEND_ONCE,
+    keys: [KEYS.eventSeen(e.eventId), KEYS.events],
+    args: [String(ttlSeconds), String(maxLen), ...eventFields(e)],
+  });
   const [added, id] = res as [number, string];
   return { added: added === 1, streamId: id };
 }
@@ -100,7 +97,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = a
       }
       let r: { added: boolean; streamId: string };
       try {
-        r = await appendEventOnce(ctx.redis, e, ctx.eventDedupTtlSeconds, ctx.eventsMaxLen);
+        r = await appendEventOnce(ctx.eventWrites, e, ctx.eventDedupTtlSeconds, ctx.eventsMaxLen);
       } catch (err) {
         throw new ServingError('STORE_UNAVAILABLE', undefined, { retryAfterSeconds: 1, cause: err });
       }

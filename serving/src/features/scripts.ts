@@ -1,0 +1,84 @@
+/**
+ * The event write path's script runner. The calls of one event-loop turn go out together
+ * (evalScripts: one pipeline per node); with `durability.replicas > 0` each pipeline ends with
+ * one WAIT, so every write in it is answered only once that many replicas have it (a group
+ * commit). Only one batch is out at a time then: WAIT blocks its connection until the replicas
+ * answer or the timeout passes, and calls arriving meanwhile go together in the next batch
+ * instead of each queueing its own WAIT behind the blocked one. That connection should be the
+ * runner's own, so a slow replica never delays feature reads.
+ */
+import { evalScripts, type Durability, type RedisClient, type ScriptCall } from '../../../contracts/redis.js';
+
+/** Runs one script call; rejects with the call's error (ReplicaAckError when not confirmed). */
+export interface ScriptRunner {
+  run(call: ScriptCall): Promise<unknown>;
+}
+
+interface Waiter {
+  readonly call: ScriptCall;
+  readonly resolve: (v: unknown) => void;
+  readonly reject: (err: Error) => void;
+}
+
+export class ScriptBatcher implements ScriptRunner {
+  private pending: Waiter[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly durability: Durability = { replicas: 0, timeoutMs: 0 },
+    private readonly maxCalls = 512,
+  ) {
+    if (!(durability.replicas >= 0 && Number.isInteger(durability.replicas)))
+      throw new RangeError('ScriptBatcher: durability.replicas must be an integer >= 0');
+    if (durability.replicas > 0 && !(durability.timeoutMs >= 1))
+      throw new RangeError('ScriptBatcher: durability.timeoutMs must be >= 1 when replicas are required');
+  }
+
+  run(call: ScriptCall): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ call, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.pending.length === 0) return;
+    if (this.durability.replicas > 0 && this.inFlight > 0) return; // sent when the batch out returns
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    if (this.durability.replicas > 0 && this.inFlight > 0) return;
+    const batch = this.pending.splice(0, this.maxCalls);
+    if (batch.length === 0) return;
+    this.inFlight++;
+    this.schedule(); // the rest of a turn larger than maxCalls (no-op while a WAIT is out)
+    evalScripts(
+      this.redis,
+      batch.map((w) => w.call),
+      this.durability,
+    )
+      .then(
+        (results) =>
+          batch.forEach((w, i) => {
+            const r = results[i];
+            if (r instanceof Error) w.reject(r);
+            else w.resolve(r);
+          }),
+        (err: unknown) => {
+          const e = err instanceof Error ? err : new Error(String(err));
+          for (const w of batch) w.reject(e);
+        },
+      )
+      .finally(() => {
+        this.inFlight--;
+        this.schedule();
+      });
+  }
+}
