@@ -166,7 +166,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
   const ranking = new WeakMap<LoadedModel, RankingState>();
   const ctx: ServingContext = {
     redis: opts.redis,
-    eventWrites: new ScriptBatcher(opts.eventRedis ?? opts.redis, opts.eventDurability),
+    eventWrites: ScriptBatcher.forClient(opts.eventRedis ?? opts.redis, opts.eventDurability),
     clock,
     features,
     models: opts.models,

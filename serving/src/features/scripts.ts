@@ -20,20 +20,45 @@ interface Waiter {
   readonly reject: (err: Error) => void;
 }
 
+/** Sends calls, answering each call's reply or Error in order: evalScripts bound to a client. */
+export type SendScripts = (calls: readonly ScriptCall[]) => Promise<(unknown | Error)[]>;
+
+/** Options of ScriptBatcher. */
+export interface ScriptBatcherOptions {
+  /** Only one batch out at a time; calls arriving meanwhile form the next (with WAIT). Default false. */
+  readonly oneAtATime?: boolean;
+  /** Calls per batch at most. Default 512. */
+  readonly maxCalls?: number;
+}
+
 export class ScriptBatcher implements ScriptRunner {
   private pending: Waiter[] = [];
   private inFlight = 0;
   private scheduled = false;
+  private readonly oneAtATime: boolean;
+  private readonly maxCalls: number;
 
   constructor(
-    private readonly redis: RedisClient,
-    private readonly durability: Durability = { replicas: 0, timeoutMs: 0 },
-    private readonly maxCalls = 512,
+    private readonly send: SendScripts,
+    opts: ScriptBatcherOptions = {},
   ) {
-    if (!(durability.replicas >= 0 && Number.isInteger(durability.replicas)))
-      throw new RangeError('ScriptBatcher: durability.replicas must be an integer >= 0');
+    this.oneAtATime = opts.oneAtATime ?? false;
+    this.maxCalls = opts.maxCalls ?? 512;
+    if (!(this.maxCalls >= 1)) throw new RangeError('ScriptBatcher: maxCalls must be >= 1');
+  }
+
+  /** Runs on `redis`, confirmed by `durability.replicas` replicas (one batch out at a time then). */
+  static forClient(
+    redis: RedisClient,
+    durability: Durability = { replicas: 0, timeoutMs: 0 },
+  ): ScriptBatcher {
+    if (!(Number.isInteger(durability.replicas) && durability.replicas >= 0))
+      throw new RangeError('event durability: replicas must be an integer >= 0');
     if (durability.replicas > 0 && !(durability.timeoutMs >= 1))
-      throw new RangeError('ScriptBatcher: durability.timeoutMs must be >= 1 when replicas are required');
+      throw new RangeError('event durability: timeoutMs must be >= 1 when replicas are required');
+    return new ScriptBatcher((calls) => evalScripts(redis, calls, durability), {
+      oneAtATime: durability.replicas > 0,
+    });
   }
 
   run(call: ScriptCall): Promise<unknown> {
@@ -45,7 +70,7 @@ export class ScriptBatcher implements ScriptRunner {
 
   private schedule(): void {
     if (this.scheduled || this.pending.length === 0) return;
-    if (this.durability.replicas > 0 && this.inFlight > 0) return; // sent when the batch out returns
+    if (this.oneAtATime && this.inFlight > 0) return; // sent when the batch out returns
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
@@ -54,16 +79,18 @@ export class ScriptBatcher implements ScriptRunner {
   }
 
   private flush(): void {
-    if (this.durability.replicas > 0 && this.inFlight > 0) return;
+    if (this.oneAtATime && this.inFlight > 0) return;
     const batch = this.pending.splice(0, this.maxCalls);
     if (batch.length === 0) return;
     this.inFlight++;
-    this.schedule(); // the rest of a turn larger than maxCalls (no-op while a WAIT is out)
-    evalScripts(
-      this.redis,
-      batch.map((w) => w.call),
-      this.durability,
-    )
+    this.schedule(); // the rest of a turn larger than maxCalls (not while one batch is out)
+    let sent: Promise<(unknown | Error)[]>;
+    try {
+      sent = this.send(batch.map((w) => w.call));
+    } catch (err) {
+      sent = Promise.reject(err);
+    }
+    sent
       .then(
         (results) =>
           batch.forEach((w, i) => {
