@@ -101,8 +101,13 @@ export const KEYS = {
   onlineUser,
   /** Hash: per-store live counters: queue (drinks waiting), prep_load (sum of complexity). */
   storeQueue,
-  /** Stream of app events (impression, click, add_to_cart, order). Fields: see AppEvent. */
+  /** Stream of app events (impression, click, add_to_cart, order). Fields: contracts/events.ts. */
   events: EVENTS,
+  /**
+   * Stream of events entries the stream job could not apply: `sourceId`, `reason`, `fields`
+   * (JSON). In the events stream's slot (one script moves an entry from one to the other).
+   */
+  eventsDeadLetter: `${sameSlotAs(EVENTS)}:dead`,
   /** String with TTL: marks an event id as accepted (dedup at ingest). In the stream's slot. */
   eventSeen: (eventId: string) => `${sameSlotAs(EVENTS)}:seen:${eventId}`,
   /**
@@ -152,15 +157,15 @@ export interface StoreInfo {
   readonly unavailable: readonly string[];
 }
 
-/** An app event as stored on the events stream (all values are strings on the wire). */
+/** An app event (grammar and stream encoding: contracts/events.ts). */
 export interface AppEvent {
   readonly eventId: string;
   readonly type: 'impression' | 'click' | 'add_to_cart' | 'order';
   readonly userId: string;
   readonly storeId: string;
-  readonly at: string; // ISO timestamp
+  readonly at: string; // RFC 3339 timestamp, parsed by parseTimestampMs
   readonly itemIds?: readonly string[];
-  readonly value?: number; // order value in dollars
+  readonly value?: number; // order value in dollars; absent on an order = unknown
   readonly variant?: string;
   readonly modelRevision?: string;
 }

@@ -69,6 +69,8 @@ export const SERVING_METRICS = {
   /** No revision: a failed load has none, and a successful one shows in model_info. */
   modelLoads: metric('model_loads_total', [L.model, L.namespace, L.task, L.outcome]),
   events: metric('events_total', [...IDENTITY_LABELS, L.type, L.outcome]),
+  /** Events answered 503 without being stored; `reason` from EVENT_REFUSAL_REASONS. */
+  eventsRefused: metric('events_refused_total', [...IDENTITY_LABELS, L.reason]),
   experimentExposures: metric('experiment_exposures_total', [...IDENTITY_LABELS, L.variant]),
   experimentConversions: metric('experiment_conversions_total', [...IDENTITY_LABELS, L.variant]),
   experimentConversionValue: metric('experiment_conversion_value_dollars_total', [
@@ -79,6 +81,12 @@ export const SERVING_METRICS = {
   featureDriftObservations: metric('feature_drift_observations', [...IDENTITY_LABELS, L.feature]),
   scoreDriftPsi: metric('score_drift_psi', [...IDENTITY_LABELS]),
   featureWindowShare: metric('feature_window_share', [...IDENTITY_LABELS, L.feature, L.bin]),
+} as const;
+
+/** `reason` values of events_refused_total. */
+export const EVENT_REFUSAL_REASONS = {
+  /** The events stream holds its maximum of entries not yet processed by every consumer group. */
+  streamFull: 'stream_full',
 } as const;
 
 /** The label names of one serving metric, as a union type (for prom-client's generics). */

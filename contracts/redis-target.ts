@@ -1,6 +1,6 @@
 /**
  * Where Redis is: the address grammar the operator renders and serving and the jobs read
- * (clients: contracts/redis.ts). Docs: docs/serving.md (Redis Cluster), ADR 0006.
+ * (clients: contracts/redis.ts). Docs: docs/serving.md (Redis Cluster), ADR 0009.
  *
  * Address: one `redis://` or `rediss://` URL, or several separated by commas. Several URLs are
  * the seed nodes of a cluster (any reachable one is enough to discover the rest); a single URL

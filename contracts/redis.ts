@@ -2,7 +2,7 @@
  * Talking to Redis as one instance or as a Redis Cluster (address grammar: redis-target.ts):
  * creating the client, and the few operations whose cluster form differs from the
  * single-instance one: scripts sent per node and made durable with WAIT, multi-key deletes
- * split by slot, SCAN over every primary. Docs: docs/serving.md (Redis Cluster), ADR 0006.
+ * split by slot, SCAN over every primary. Docs: docs/serving.md (Redis Cluster), ADR 0009.
  */
 import { createHash } from 'node:crypto';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';

@@ -56,6 +56,24 @@ export const SERVING_ENV = {
   podNamespace: 'POD_NAMESPACE',
 } as const;
 
+/**
+ * Share of a serving or router container's memory limit given to V8's old generation; the rest
+ * is the young generation (3 x 16 MiB semi-spaces), code, the inference thread's isolate,
+ * onnxruntime, buffers and sockets (ADR 0007).
+ */
+export const HEAP_SHARE_OF_MEMORY_LIMIT = 0.5;
+
+/**
+ * NODE_OPTIONS for a container with this memory limit (bytes). Node 20 sizes its heap from the
+ * node's memory (4 GiB on a large node), not from the cgroup limit, so under a spike V8 lets
+ * garbage pile up far past a 512Mi limit before it collects hard; a heap limit from the
+ * container's limit makes it collect in time instead.
+ */
+export function nodeOptionsForMemoryLimit(bytes: number): string {
+  const mib = Math.floor((bytes / 2 ** 20) * HEAP_SHARE_OF_MEMORY_LIMIT);
+  return `--max-old-space-size=${Math.max(32, mib)}`;
+}
+
 /** The key of the router config in the router's ConfigMap. */
 export const ROUTER_CONFIG_KEY = 'router.json';
 

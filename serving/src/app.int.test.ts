@@ -533,7 +533,8 @@ describe('events, offers and erasure', () => {
     type,
     userId,
     storeId: 'store-0',
-    at: '2026-11-24T08:00:00Z',
+    // Events are accepted up to the dedup window (2 days) old.
+    at: new Date().toISOString(),
     ...extra,
   });
 
@@ -617,5 +618,99 @@ describe('events, offers and erasure', () => {
       headers: { authorization: `Bearer ${TOKEN}` },
     });
     expect(again.json().erased).toMatchObject({ featureKeys: 0, onlineKeys: 0, streamEntries: 0 });
+  });
+
+  it('erasing x1 leaves the data of the user y1:user:x1 (ids may contain ":") intact', async () => {
+    const { app } = await serve();
+    const [victim, other] = ['x1', 'y1:user:x1'];
+    for (const u of [victim, other]) {
+      await admin.set(KEYS.user('v1', u), encodeUserFeatures(userVec(7)));
+      await admin.hset(KEYS.onlineUser(u), { points: '10' });
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/events',
+        payload: event(`colon-${u}`, 'click', u),
+      });
+      expect(res.statusCode).toBe(202);
+    }
+    const res = await app.inject({
+      method: 'DELETE',
+      url: `/v1/users/${victim}`,
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    expect(res.json().erased).toMatchObject({
+      featureKeys: 1,
+      onlineKeys: 1,
+      streamEntries: 1,
+      eventMarkers: 1,
+    });
+    expect(await admin.exists(KEYS.user('v1', victim), KEYS.onlineUser(victim))).toBe(0);
+    expect(await admin.getBuffer(KEYS.user('v1', other))).toEqual(encodeUserFeatures(userVec(7)));
+    expect(await admin.hgetall(KEYS.onlineUser(other))).toEqual({ points: '10' });
+    const stream = await admin.xrange(KEYS.events, '-', '+');
+    const usersOnStream = stream.map(([, f]) => f[f.indexOf('userId') + 1]);
+    expect(usersOnStream).toContain(other);
+    expect(usersOnStream).not.toContain(victim);
+    expect(await admin.exists(KEYS.eventSeen(`colon-${other}`))).toBe(1);
+  });
+});
+
+describe('user ids: one grammar on every route', () => {
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  /** Every user route, called for `id` (`path` is how the id is written in a URL). */
+  const calls = (app: FastifyInstance, id: string, path: string, n: number) => ({
+    offers: () => app.inject({ url: `/v1/users/${path}/offers?storeId=store-0` }),
+    erase: () => app.inject({ method: 'DELETE', url: `/v1/users/${path}`, headers: auth }),
+    recommendations: () => recommend(app, id),
+    events: () =>
+      app.inject({
+        method: 'POST',
+        url: '/v1/events',
+        payload: {
+          eventId: `ids-${n}`,
+          type: 'click',
+          userId: id,
+          storeId: 'store-0',
+          at: '2026-11-24T08:00:00Z',
+        },
+      }),
+  });
+  const accepted: [string, string][] = [
+    ['1 character', 'a'],
+    ['100 characters', 'u'.repeat(100)],
+    ['101 characters', 'u'.repeat(101)],
+    ['128 characters', 'u'.repeat(128)],
+    [': @ and .', 'shop:eu@user.42'],
+    ['128 characters that are all percent-encoded in a path', '@:'.repeat(64)],
+  ];
+  const status = { offers: 200, erase: 200, recommendations: 200, events: 202 };
+
+  it('ids of 1-128 characters, with : @ and ., are accepted by offers, erase, recommendations and events', async () => {
+    const { app } = await serve();
+    let n = 0;
+    for (const [what, id] of accepted) {
+      // Written as is and percent-encoded: both are the same id.
+      for (const path of new Set([id, encodeURIComponent(id)])) {
+        for (const [route, call] of Object.entries(calls(app, id, path, n++))) {
+          const res = await call();
+          expect(res.statusCode, `${route}, ${what}, path ${path.length} chars`).toBe(
+            status[route as keyof typeof status],
+          );
+        }
+      }
+    }
+  });
+
+  it('an id of 129 or more characters is a 400 naming the field on every route, never 414 or 404', async () => {
+    const { app } = await serve();
+    let n = 0;
+    for (const id of ['u'.repeat(129), '@'.repeat(129), 'u'.repeat(5000)]) {
+      for (const [route, call] of Object.entries(calls(app, id, encodeURIComponent(id), n++))) {
+        const res = await call();
+        const field = route === 'offers' || route === 'erase' ? 'id' : 'userId';
+        expect(res.statusCode, `${route}, ${id.length} chars`).toBe(400);
+        expect(res.json()).toMatchObject({ code: 'VALIDATION', field });
+      }
+    }
   });
 });

@@ -97,12 +97,30 @@ describe('request validation names the offending field', () => {
       body: { eventId: 'e1', type: 'purchase', userId: 'u', storeId: 's', at: '2026-11-24T08:00:00Z' },
       field: 'type',
     },
-    {
-      name: 'order event without value',
+    ...(
+      [
+        ['event with a leap second off 23:59 UTC', { at: '2026-11-24T08:00:60Z' }, 'at'],
+        ['event with a space for the T', { at: '2026-11-24 08:00:00Z' }, 'at'],
+        ['event with an offset without minutes', { at: '2026-11-24T08:00:00+05' }, 'at'],
+        ['event older than the dedup window', { at: '2020-01-01T00:00:00Z' }, 'at'],
+        ['event an hour in the future', { at: new Date(Date.now() + 3_600_000).toISOString() }, 'at'],
+        ['event with a comma in an item id', { itemIds: ['drink-1,drink-2'] }, 'itemIds[0]'],
+        ['event with a negative value', { value: -1 }, 'value'],
+        ['event with an unknown property', { price: 5 }, 'price'],
+      ] as const
+    ).map(([name, patch, field]) => ({
+      name,
       url: '/v1/events',
-      body: { eventId: 'e1', type: 'order', userId: 'u', storeId: 's', at: '2026-11-24T08:00:00Z' },
-      field: 'value',
-    },
+      body: {
+        eventId: 'e1',
+        type: 'order',
+        userId: 'u',
+        storeId: 's',
+        at: new Date().toISOString(),
+        ...patch,
+      },
+      field,
+    })),
     { name: 'user id with glob characters', url: '/v1/users/a*b/offers', method: 'GET', field: 'id' },
     { name: 'erase of a malformed user id', url: '/v1/users/a%20b', method: 'DELETE', field: 'id' },
     {
@@ -112,7 +130,21 @@ describe('request validation names the offending field', () => {
       body: { uri: 'file:///x' },
       field: 'task',
     },
+    {
+      name: 'model load for a task name longer than the router default of 100',
+      url: `/v1/admin/models/${'t'.repeat(101)}`,
+      method: 'PUT',
+      body: { uri: 'file:///x.onnx' },
+      field: 'task',
+    },
     { name: 'model load without uri', url: '/v1/admin/models/churn', method: 'PUT', body: {}, field: 'uri' },
+    ...['0', 'x.onnx', '/models/churn.onnx', 'http://', 'ftp://h/m.onnx'].map((uri) => ({
+      name: `model load from ${uri}`,
+      url: '/v1/admin/models/churn',
+      method: 'PUT' as const,
+      body: { uri },
+      field: 'uri',
+    })),
   ];
   for (const c of cases) {
     it(c.name, async () => {
@@ -125,7 +157,12 @@ describe('request validation names the offending field', () => {
       });
       expect(res.statusCode).toBe(400);
       expect(res.json()).toMatchObject({ code: 'VALIDATION', field: c.field });
-      expect(res.json().message).toContain(c.field.split('.').pop());
+      expect(res.json().message).toContain(
+        c.field
+          .split('.')
+          .pop()!
+          .replace(/\[\d+\]$/, ''),
+      );
     });
   }
 
@@ -139,6 +176,13 @@ describe('request validation names the offending field', () => {
     });
     expect(res.statusCode).toBe(400);
     expect(res.json().code).toBe('VALIDATION');
+  });
+});
+
+describe('build options', () => {
+  it('refuses an events stream length or dedup window that is not a positive integer, naming it', async () => {
+    await expect(app({ eventsMaxLen: 0 })).rejects.toThrow(/eventsMaxLen must be a positive integer/);
+    await expect(app({ eventDedupTtlSeconds: 1.5 })).rejects.toThrow(/eventDedupTtlSeconds/);
   });
 });
 
@@ -191,9 +235,62 @@ describe('auth, readiness and ops routes', () => {
 
   it('unknown routes are a coded 404', async () => {
     const a = await app();
-    const res = await a.inject({ url: '/v2/nothing' });
-    expect(res.statusCode).toBe(404);
-    expect(res.json().code).toBe('NOT_FOUND');
+    for (const [method, url] of [
+      ['GET', '/v2/nothing'],
+      ['POST', '/v1/nothing'],
+      ['DELETE', '/v1/users/x/offers/extra'],
+      ['PUT', '/metrics/x'],
+    ] as const) {
+      const res = await a.inject({ method, url });
+      expect(res.statusCode, `${method} ${url}`).toBe(404);
+      expect(res.json().code).toBe('NOT_FOUND');
+      expect(res.headers['allow']).toBeUndefined();
+    }
+  });
+
+  it('a method a path does not declare is a 405 with Allow, before its body is read', async () => {
+    const a = await app();
+    // method, url, route template, Allow, body
+    const cases: [string, string, string, string, string?][] = [
+      ['POST', '/v1/users/x/offers', '/v1/users/:id/offers', 'GET, HEAD'],
+      ['DELETE', '/v1/users/x/offers?storeId=store-0', '/v1/users/:id/offers', 'GET, HEAD'],
+      ['PATCH', '/v1/users/x', '/v1/users/:id', 'DELETE'],
+      ['GET', '/v1/users/x', '/v1/users/:id', 'DELETE'],
+      ['PUT', '/metrics', '/metrics', 'GET, HEAD'],
+      ['POST', '/readyz', '/readyz', 'GET, HEAD'],
+      ['DELETE', '/v1/recommendations?userId=x', '/v1/recommendations', 'POST'],
+      ['GET', '/v1/recommendations', '/v1/recommendations', 'POST'],
+      ['HEAD', '/v1/events', '/v1/events', 'POST'],
+      ['OPTIONS', '/v1/pickup-estimate', '/v1/pickup-estimate', 'POST'],
+      ['GET', '/v1/admin/models/churn', '/v1/admin/models/:task', 'PUT'],
+      // A body that would be a 400 (malformed JSON) or a 415 on a declared method.
+      ['POST', '/v1/users/x/offers', '/v1/users/:id/offers', 'GET, HEAD', '{"broken": '],
+      ['PUT', '/healthz', '/healthz', 'GET, HEAD', '<xml/>'],
+    ];
+    for (const [method, url, template, allow, payload] of cases) {
+      const res = await a.inject({
+        method: method as 'GET',
+        url,
+        ...(payload
+          ? {
+              payload,
+              headers: { 'content-type': payload.startsWith('<') ? 'text/xml' : 'application/json' },
+            }
+          : {}),
+      });
+      expect(res.statusCode, `${method} ${url}`).toBe(405);
+      expect(res.headers['allow'], `${method} ${url}`).toBe(allow);
+      if (method !== 'HEAD') {
+        expect(res.json()).toEqual({
+          code: 'METHOD_NOT_ALLOWED',
+          message: `${method} is not allowed on ${template}; allowed: ${allow}`,
+        });
+      }
+    }
+    // Counted under the route template, like every other answer.
+    expect((await a.inject({ url: '/metrics' })).body).toContain(
+      'route="/v1/users/:id/offers",method="POST",status_code="405"',
+    );
   });
 
   it('publishes OpenAPI with every versioned route and its schemas', async () => {
@@ -209,9 +306,27 @@ describe('auth, readiness and ops routes', () => {
     ]) {
       expect(Object.keys(doc.paths)).toContain(p);
     }
+    // Only the declared methods: the routes that answer 405 are not part of the API.
+    const methods = Object.fromEntries(
+      Object.entries(doc.paths as Record<string, object>).map(([p, ops]) => [p, Object.keys(ops).sort()]),
+    );
+    expect(methods).toEqual({
+      '/readyz': ['get'],
+      '/v1/admin/models/{task}': ['put'],
+      '/v1/recommendations': ['post'],
+      '/v1/pickup-estimate': ['post'],
+      '/v1/events': ['post'],
+      '/v1/users/{id}/offers': ['get'],
+      '/v1/users/{id}': ['delete'],
+    });
     const body = doc.paths['/v1/recommendations'].post.requestBody.content['application/json'].schema;
     expect(body.required).toEqual(expect.arrayContaining(['userId', 'storeId', 'context']));
     expect(doc.paths['/v1/recommendations'].post.responses['200']).toBeDefined();
+    // An order without value is accepted (value unknown), and the document says so.
+    const event = doc.paths['/v1/events'].post.requestBody.content['application/json'].schema;
+    expect(event.required).not.toContain('value');
+    expect(event.properties.value.description).toMatch(/order without it is an order of unknown value/);
+    expect(event.properties.at.pattern).toBeDefined();
   });
 
   it('serves Prometheus metrics with route templates, never raw paths', async () => {

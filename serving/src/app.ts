@@ -2,6 +2,7 @@
  * `build(opts)` assembles the serving app from the dependencies it is given (Redis client,
  * model store, clock, logger); it never listens. `server.ts` listens.
  */
+import { maxHeaderSize } from 'node:http';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, {
@@ -26,6 +27,7 @@ import { ModelStore, type ModelStoreOptions } from './model/store.js';
 import { inferenceThread } from './model/thread.js';
 import { checkPickupFeatures } from './pickup/estimate.js';
 import { DrainState, registerDrain } from './plugins/drain.js';
+import { trackDeclaredMethods } from './plugins/method-not-allowed.js';
 import { protectionPlugin, type ProtectionOptions } from './plugins/protection.js';
 import { LocalTimeResolver } from './ranking/context.js';
 import { compileAddonPlan } from './ranking/addons.js';
@@ -84,7 +86,10 @@ export interface BuildOptions {
   readonly snapshotPath?: string;
   /** Overload and rate limit settings. */
   readonly protection?: Omit<ProtectionOptions, 'clock' | 'metrics'>;
-  /** Approximate cap of the events stream. Default 1,000,000. */
+  /**
+   * Most entries the events stream may hold (unprocessed by some consumer group: the stream job
+   * trims processed ones); at this length new events get 503 EVENTS_STREAM_FULL. Default 1,000,000.
+   */
   readonly eventsMaxLen?: number;
   /** Event-id dedup window, seconds. Default 172800 (2 days). */
   readonly eventDedupTtlSeconds?: number;
@@ -129,8 +134,9 @@ function fieldOf(err: FastifyError): string | undefined {
     .map((p) => (/^\d+$/.test(p) ? `[${p}]` : `.${p}`))
     .join('')
     .replace(/^\./, '');
-  const missing = (v.params as { missingProperty?: string } | undefined)?.missingProperty;
-  if (missing) return path ? `${path}.${missing}` : missing;
+  const params = v.params as { missingProperty?: string; additionalProperty?: string } | undefined;
+  const named = params?.missingProperty ?? params?.additionalProperty;
+  if (named) return path ? `${path}.${named}` : named;
   return path || undefined;
 }
 
@@ -147,8 +153,18 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     // Request logs would carry URLs with user ids; the app logs route templates instead.
     logController: new LogController({ disableRequestLogging: true }),
     ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
+    // find-my-way answers 414 for a path param over maxParamLength (default 100) before any
+    // schema runs, so ids of 101-128 characters (and shorter ones percent-encoded) could not be
+    // used in /v1/users/{id}. No param can be longer than the request head Node accepts: with
+    // that bound the route schemas alone decide, and refuse with a 400 naming the field.
+    routerOptions: { maxParamLength: maxHeaderSize },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
+  for (const k of ['eventsMaxLen', 'eventDedupTtlSeconds'] as const) {
+    const v = opts[k];
+    if (v !== undefined && !(Number.isInteger(v) && v > 0))
+      throw new RangeError(`${k} must be a positive integer, got ${v}`);
+  }
   const requiredTasks: readonly ModelTask[] = opts.requiredTasks ?? ['drink-ranking'];
   const metrics = new ServingMetrics({
     ...(opts.modelName ? { model: opts.modelName } : {}),
@@ -215,10 +231,15 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
       status = err.status;
       body = { code: err.code, message: err.message, ...(err.extra.field ? { field: err.extra.field } : {}) };
       if (err.extra.retryAfterSeconds) void reply.header('retry-after', String(err.extra.retryAfterSeconds));
+      if (err.extra.allow) void reply.header('allow', err.extra.allow);
     } else if (err.validation) {
       status = 400;
       const field = fieldOf(err);
-      body = { code: 'VALIDATION', message: err.message, ...(field ? { field } : {}) };
+      // ajv's "must NOT have additional properties" does not say which one.
+      const extra = (err.validation[0]?.params as { additionalProperty?: string } | undefined)
+        ?.additionalProperty;
+      const message = extra ? `${err.message}: ${extra}` : err.message;
+      body = { code: 'VALIDATION', message, ...(field ? { field } : {}) };
     } else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       status = err.statusCode;
       body = { code: status === 404 ? 'NOT_FOUND' : 'VALIDATION', message: err.message };
@@ -251,18 +272,29 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     done();
   });
 
+  const declareMethodNotAllowed = trackDeclaredMethods(app);
   await app.register(swagger, {
     openapi: {
       info: { title: 'Crema serving API', version: '1.0.0' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },
   });
-  await app.register(protectionPlugin, { ...opts.protection, clock, metrics });
+  await app.register(protectionPlugin, {
+    ...opts.protection,
+    // Admitted requests must meet the feature deadline: answers within half of it (p90), and
+    // no request that waited longer than it in a standing queue (ADR 0007).
+    latencyTargetMs: opts.protection?.latencyTargetMs ?? ctx.featureDeadlineMs / 2,
+    maxQueueMs: opts.protection?.maxQueueMs ?? ctx.featureDeadlineMs,
+    clock,
+    metrics,
+  });
   await app.register(opsRoutes, { ctx });
   await app.register(recommendationRoutes, { ctx });
   await app.register(pickupRoutes, { ctx });
   await app.register(eventRoutes, { ctx });
   await app.register(userRoutes, { ctx });
+  // After the last route: 405 with Allow for the other methods of every declared path.
+  declareMethodNotAllowed();
 
   app.addHook('onReady', async () => {
     await features.start();

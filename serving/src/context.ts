@@ -31,7 +31,7 @@ export interface ServingContext {
   readonly requiredTasks: readonly ModelTask[];
   /** Active while the process drains before exit (/readyz says not ready). */
   readonly drain: DrainState;
-  /** Approximate cap of the events stream. */
+  /** Most entries the events stream may hold; at this length new events are refused (503). */
   readonly eventsMaxLen: number;
   /** How long an event id is remembered for dedup, seconds. */
   readonly eventDedupTtlSeconds: number;

@@ -99,6 +99,8 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** Event times start two hours back. */
+const T0 = Date.now() - 2 * 3_600_000;
 let seq = 0;
 function newEvent(users = 'u') {
   const i = seq++;
@@ -108,7 +110,8 @@ function newEvent(users = 'u') {
     type,
     userId: `${users}${(i * 7919) % USERS}`,
     storeId: ds.stores[i % ds.stores.length]!.id,
-    at: new Date(Date.parse('2026-10-05T06:00:00Z') + i * 500).toISOString(),
+    // Within serving's event window (the dedup TTL back, minutes ahead).
+    at: new Date(T0 + i * 100).toISOString(),
     ...(type === 'order' ? { value: 4.5, itemIds: [ds.catalog.items[i % 10]!.id] } : {}),
   };
 }
@@ -137,7 +140,14 @@ describe('Redis Cluster failover', () => {
         const redis = createServingClient(target);
         const eventRedis = createServingClient(target, { commandTimeoutMs: 2000 });
         clients.push(redis, eventRedis);
-        const app = await build({ redis, eventRedis, eventDurability: { replicas, timeoutMs: 100 }, models });
+        const app = await build({
+          redis,
+          eventRedis,
+          eventDurability: { replicas, timeoutMs: 100 },
+          models,
+          // Admission control is not measured here: 32 events in flight on a shared box must not be shed.
+          protection: { latencyTargetMs: 0, maxQueueMs: 0, maxEventLoopDelayMs: 0 },
+        });
         await app.ready();
         apps.set(replicas, app);
       }
@@ -177,16 +187,24 @@ describe('Redis Cluster failover', () => {
       eventsPerSecondWith32InFlight: Math.round(percentile(rate.get(replicas)!, 0.5)),
     });
     measure('event latency without and with WAIT 1', { replicas0: summary(0), replicas1: summary(1) });
-    await admin.xtrim(KEYS.events, 'MAXLEN', 0);
   }, 180_000);
 
   it('loses no acknowledged event and never fails a recommendation while a primary is killed and replaced', async () => {
+    // The latency test's events (other users) are not part of this run; an audit consumer group
+    // that reads nothing keeps the stream job from trimming (it trims what every group has
+    // processed), so the stream can be checked afterwards.
+    await admin.xtrim(KEYS.events, 'MAXLEN', 0);
+    await admin.xgroup('CREATE', KEYS.events, 'audit', '$', 'MKSTREAM');
     const serving = await startServing({
       REDIS_URL: cluster.seeds,
       CREMA_RANKING_MODEL_URI: model.uri,
-      // Load shedding on event-loop delay is not under test: this 2-core box runs six Redis
-      // nodes, the stream job and the load generator beside serving, and stalls now and then.
+      // Load shedding is not under test: this 2-core box runs six Redis nodes, the stream job
+      // and the load generator beside serving, and its answers take ~20 ms at the median before
+      // any failover, above the adaptive limit's 12.5 ms target (with the shipped settings it
+      // shed 2 of 118 recommendations before the kill, 32 of 224 during the failover).
       CREMA_MAX_EVENT_LOOP_DELAY_MS: '1000',
+      CREMA_LATENCY_TARGET_MS: '0',
+      CREMA_MAX_QUEUE_MS: '0',
     });
     const base = `http://127.0.0.1:${serving.port}`;
     const stream = run('feature-jobs/src/cli.ts', [

@@ -61,6 +61,7 @@ export class ServingMetrics {
   readonly coldStarts: Counter<LabelsOf<'coldStartRequests'>>;
   readonly shed: Counter<LabelsOf<'requestsRejected'>>;
   readonly events: Counter<LabelsOf<'events'>>;
+  readonly eventsRefused: Counter<LabelsOf<'eventsRefused'>>;
   readonly exposures: Counter<LabelsOf<'experimentExposures'>>;
   readonly conversions: Counter<LabelsOf<'experimentConversions'>>;
   readonly conversionValue: Counter<LabelsOf<'experimentConversionValue'>>;
@@ -117,12 +118,17 @@ export class ServingMetrics {
     });
     this.shed = new Counter({
       ...spec(M.requestsRejected),
-      help: 'Requests refused before handling: overload (503: in_flight, event_loop_delay) or per-client rate limit (429: rate_limit).',
+      help: 'Requests refused before handling: overload (503: queue_time, concurrency_limit, in_flight, event_loop_delay) or per-client rate limit (429: rate_limit).',
       registers: r,
     });
     this.events = new Counter({
       ...spec(M.events),
       help: 'App events received, by type and outcome (accepted, duplicate).',
+      registers: r,
+    });
+    this.eventsRefused = new Counter({
+      ...spec(M.eventsRefused),
+      help: 'App events refused with 503 and not stored, by reason (stream_full: the events stream holds its maximum of unprocessed entries).',
       registers: r,
     });
     this.exposures = new Counter({

@@ -30,8 +30,11 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Starts server.ts and resolves with its port once it logs that it listens. */
-function start(args: string[], env: Record<string, string>): Promise<{ proc: ChildProcess; port: number }> {
+/** Starts server.ts and resolves with its port once it logs that it listens; `output()` is all it wrote. */
+function start(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ proc: ChildProcess; port: number; output: () => string }> {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'serving/src/server.ts', ...args], {
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -42,7 +45,7 @@ function start(args: string[], env: Record<string, string>): Promise<{ proc: Chi
     proc.stdout!.on('data', (b: Buffer) => {
       out += b.toString();
       const m = /listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) resolve({ proc, port: Number(m[1]) });
+      if (m) resolve({ proc, port: Number(m[1]), output: () => out });
     });
     proc.stderr!.on('data', (b: Buffer) => (out += b.toString()));
     proc.once('exit', (code) => reject(new Error(`server.ts exited ${code}: ${out}`)));
@@ -98,4 +101,74 @@ it('serving and router processes answer, and SIGTERM stops them cleanly', async 
     p.kill('SIGTERM');
     expect(await exited).toBe(0);
   }
+});
+
+it('bad model URIs, at start-up and through the admin route, are refused while the process keeps serving', async () => {
+  const ranker = await writeModel({ dir, file: 'ranker-safety' });
+  const churn = await writeModel({
+    dir,
+    file: 'churn-safety',
+    task: 'churn',
+    features: ['recency_days', 'frequency_30d', 'monetary_30d'],
+  });
+  // A plain path where the docs ask for a file:// URI: the load fails and is logged, the process
+  // keeps answering from what it has and is not ready (the churn model is required).
+  const serving = await start([], {
+    REDIS_URL: server.url,
+    CREMA_RANKING_MODEL_URI: ranker.uri,
+    CREMA_CHURN_MODEL_URI: '/models/churn.onnx',
+    CREMA_ADMIN_TOKEN: 'admin-token',
+    // This test is about which model answers; on a busy machine the default 25 ms feature
+    // deadline can send a request to the fallback.
+    CREMA_FEATURE_DEADLINE_MS: '1000',
+  });
+  const url = `http://127.0.0.1:${serving.port}`;
+  const ready = await fetch(`${url}/readyz`);
+  expect(ready.status).toBe(503);
+  expect(await ready.json()).toMatchObject({ ready: false, checks: { model: false } });
+
+  const put = (task: string, uri: string) =>
+    fetch(`${url}/v1/admin/models/${task}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer admin-token' },
+      body: JSON.stringify({ uri }),
+    });
+  const malformed: [string, string][] = [
+    ['0', 'uri is not a URL (file://, http:// or https://)'],
+    ['x.onnx', 'uri is not a URL (file://, http:// or https://)'],
+    ['/models/churn.onnx', 'uri is not a URL; a local file is written file:///models/churn.onnx'],
+    ['http://', 'uri is not a URL (file://, http:// or https://)'],
+    ['file://models/churn.onnx', 'uri names host models; a local file is written file:///models/churn.onnx'],
+  ];
+  for (const task of ['churn', 'drink-ranking']) {
+    for (const [uri, message] of malformed) {
+      const res = await put(task, uri);
+      expect(res.status, uri).toBe(400);
+      expect(await res.json()).toEqual({ code: 'VALIDATION', field: 'uri', message });
+    }
+  }
+  // Well-formed URIs whose load fails: 422, and the current ranking model keeps answering.
+  for (const uri of [`file://${join(dir, 'absent.onnx')}`, 'http://127.0.0.1:1/ranker.onnx']) {
+    const res = await put('drink-ranking', uri);
+    expect(res.status, uri).toBe(422);
+    expect(await res.json()).toMatchObject({ code: 'MODEL_LOAD_FAILED', field: 'uri' });
+  }
+  expect(serving.proc.exitCode).toBeNull();
+  const rec = await fetch(`${url}/v1/recommendations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ userId: 'u1', storeId: 'store-0', context: { time: '2026-11-24T08:00:00Z' } }),
+  });
+  expect(rec.status).toBe(200);
+  expect(await rec.json()).toMatchObject({ fallback: false, modelRevision: ranker.meta.sha256 });
+  expect(serving.output()).toMatch(/"env":"CREMA_CHURN_MODEL_URI".*"msg":"model load failed"/);
+
+  // The right URI through the admin route makes the process ready.
+  const fixed = await put('churn', churn.uri);
+  expect(fixed.status).toBe(200);
+  expect((await fetch(`${url}/readyz`)).status).toBe(200);
+
+  const exited = new Promise<number | null>((r) => serving.proc.once('exit', (code) => r(code)));
+  serving.proc.kill('SIGTERM');
+  expect(await exited).toBe(0);
 });

@@ -95,10 +95,14 @@ async function main(): Promise<void> {
       variant: env[SERVING_ENV.variant] ?? 'stable',
       adminToken: env[SERVING_ENV.adminToken] || undefined,
       featureDeadlineMs: num(env, 'CREMA_FEATURE_DEADLINE_MS'),
+      eventsMaxLen: num(env, 'CREMA_EVENTS_MAX_LEN'),
+      eventDedupTtlSeconds: num(env, 'CREMA_EVENT_DEDUP_TTL_SECONDS'),
       batchFeatureReads: env['CREMA_BATCH_FEATURE_READS'] !== '0',
       snapshotPath: env[SERVING_ENV.snapshotPath] || undefined,
       protection: {
         maxInFlight: num(env, 'CREMA_MAX_IN_FLIGHT'),
+        latencyTargetMs: num(env, 'CREMA_LATENCY_TARGET_MS'),
+        maxQueueMs: num(env, 'CREMA_MAX_QUEUE_MS'),
         maxEventLoopDelayMs: num(env, 'CREMA_MAX_EVENT_LOOP_DELAY_MS'),
         rateLimit: rateLimit
           ? { perSecond: rateLimit, burst: num(env, 'CREMA_RATE_LIMIT_BURST') ?? rateLimit * 2 }
@@ -130,8 +134,9 @@ async function main(): Promise<void> {
       try {
         await models.load(task, uri, env[names.sha256] || undefined);
       } catch (err) {
-        // A broken model must not keep the fallback from answering; readyz reports it.
-        app.log.error({ task, err: (err as Error).message }, 'model load failed');
+        // A broken model must not keep the fallback from answering; readyz reports it, and a
+        // model can still be put in place through PUT /v1/admin/models/{task}.
+        app.log.error({ task, env: names.uri, err: (err as Error).message }, 'model load failed');
       }
     }
     await app.listen({ port, host });

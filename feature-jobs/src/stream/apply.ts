@@ -4,9 +4,12 @@
  * the same slot as the hash it changes (contracts/features.ts), atomically with the change, so
  * each effect happens exactly once however often the entry is delivered (redelivery after a
  * crash, a claim from a slow consumer, a failover that lost the consumer group's last writes).
- * The consumer acknowledges the entry (XACK) only after both scripts succeeded.
+ * The consumer acknowledges the entry (XACK) only after both scripts succeeded. Entries that
+ * break the event grammar (contracts/events.ts) are moved to the dead-letter stream instead;
+ * processed entries are trimmed from the stream once every consumer group is past them.
  */
-import type { AppEvent, Catalog, StoreInfo } from '../../../contracts/features.js';
+import type { DecodedEvent } from '../../../contracts/events.js';
+import type { Catalog, StoreInfo } from '../../../contracts/features.js';
 import { KEYS } from '../../../contracts/features.js';
 import { defineScript, type ScriptCall } from '../../../contracts/redis.js';
 
@@ -22,7 +25,8 @@ export const POINTS_PER_DOLLAR_EARNED = 10;
 export const DEFAULT_CAPACITY_PER_HOUR = 120;
 
 // KEYS: applied marker (user), online user hash
-// ARGV: type, atMs, lastItem, storeId, value, appliedTtl, userTtl, sessionGapMs, points, itemCount
+// ARGV: type, atMs, lastItem, storeId, value ('' = unknown), appliedTtl, userTtl, sessionGapMs,
+//       points, itemCount
 // Returns 1 when applied, 0 when the marker says it already was.
 export const USER_APPLY_SCRIPT = defineScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -47,14 +51,22 @@ if t == 'click' or t == 'add_to_cart' then
   if t == 'add_to_cart' then redis.call('HINCRBY', u, 'session_items', tonumber(ARGV[10])) end
 end
 if t == 'order' then
+  -- An order without a value is an order of unknown value: counted, but it adds no spend and
+  -- earns no points; orders_without_value keeps spend / orders an honest average.
+  local known = ARGV[5] ~= ''
   local prevOrder = tonumber(redis.call('HGET', u, 'last_order_at') or '0')
   if at >= prevOrder then
-    redis.call('HSET', u, 'last_order_at', ARGV[2], 'last_item', ARGV[3], 'last_store', ARGV[4],
-      'last_order_value', ARGV[5])
+    redis.call('HSET', u, 'last_order_at', ARGV[2], 'last_item', ARGV[3], 'last_store', ARGV[4])
+    if known then redis.call('HSET', u, 'last_order_value', ARGV[5])
+    else redis.call('HDEL', u, 'last_order_value') end
   end
   redis.call('HINCRBY', u, 'orders', 1)
-  redis.call('HINCRBYFLOAT', u, 'spend', ARGV[5])
-  redis.call('HINCRBY', u, 'points', tonumber(ARGV[9]))
+  if known then
+    redis.call('HINCRBYFLOAT', u, 'spend', ARGV[5])
+    redis.call('HINCRBY', u, 'points', tonumber(ARGV[9]))
+  else
+    redis.call('HINCRBY', u, 'orders_without_value', 1)
+  end
   redis.call('HSET', u, 'session_items', '0')
 end
 redis.call('EXPIRE', u, tonumber(ARGV[7]))
@@ -68,7 +80,6 @@ return 1
 // prep_load drains in proportion to the queue.
 export const STORE_APPLY_SCRIPT = defineScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  -- Rewritten so this path writes too: a WAIT after it then covers the effect it found.
   redis.call('SET', KEYS[1], '1', 'KEEPTTL')
   return 0
 end
@@ -94,30 +105,47 @@ redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[5]))
 return 1
 `);
 
-/** Parses stream fields (a flat [k, v, k, v] list) into an AppEvent; returns a problem string when malformed. */
-export function parseEventFields(fields: readonly string[]): AppEvent | string {
-  const f: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-  const type = f['type'];
-  if (!f['eventId']) return 'missing eventId';
-  if (type !== 'impression' && type !== 'click' && type !== 'add_to_cart' && type !== 'order') {
-    return `unknown type ${JSON.stringify(type)}`;
-  }
-  if (!f['userId'] || !f['storeId']) return 'missing userId or storeId';
-  if (!f['at'] || Number.isNaN(Date.parse(f['at']))) return `bad timestamp ${JSON.stringify(f['at'])}`;
-  const raw = f['itemIds'] ?? '';
-  const itemIds = raw.startsWith('[') ? (JSON.parse(raw) as string[]) : raw ? raw.split(',') : [];
-  const value = f['value'] !== undefined ? Number(f['value']) : undefined;
-  return {
-    eventId: f['eventId'],
-    type,
-    userId: f['userId'],
-    storeId: f['storeId'],
-    at: f['at'],
-    itemIds,
-    ...(value !== undefined && Number.isFinite(value) ? { value } : {}),
-  };
-}
+// KEYS: events stream, dead-letter stream; ARGV: group, entry id, reason, fields (JSON)
+// Only an entry still pending in the group is moved: a consumer that lost it to a claim and
+// comes back late must not write a second copy.
+export const DEAD_LETTER_SCRIPT = defineScript(`
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 'sourceId', ARGV[2], 'group', ARGV[1], 'reason', ARGV[3], 'fields', ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`);
+
+// KEYS: events stream. Removes the entries every consumer group has processed: those below the
+// oldest entry pending in any group and below every group's next undelivered entry. Atomic, so
+// a group cannot deliver or claim anything between the bound being computed and the trim.
+// Returns the number of entries removed.
+export const TRIM_SCRIPT = defineScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local bestMs, bestSeq
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local id, step
+  if tonumber(info['pending']) > 0 then
+    id = redis.call('XPENDING', KEYS[1], info['name'])[2]
+    step = 0
+  else
+    id = info['last-delivered-id']
+    step = 1
+  end
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  -- Ids beyond a double's exact integers (explicit ids, never XADD *): trim nothing rather than guess.
+  if #ms > 15 or #seq > 15 then return 0 end
+  ms = tonumber(ms)
+  seq = tonumber(seq) + step
+  if bestMs == nil or ms < bestMs or (ms == bestMs and seq < bestSeq) then
+    bestMs, bestSeq = ms, seq
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', bestMs, bestSeq))
+`);
 
 /** Lookups the effect needs: prep complexity and kind by item id, capacity by store id. */
 export interface ApplyContext {
@@ -135,7 +163,10 @@ export function buildApplyContext(catalog: Catalog | undefined, stores: readonly
 }
 
 /** The script calls of one event: its user effect, and its store effect for an order. */
-export function computeApplyCalls(e: AppEvent, ctx: ApplyContext): { user: ScriptCall; store?: ScriptCall } {
+export function computeApplyCalls(
+  { event: e, atMs }: DecodedEvent,
+  ctx: ApplyContext,
+): { user: ScriptCall; store?: ScriptCall } {
   const ids = e.itemIds ?? [];
   let drinks = 0;
   let prepLoad = 0;
@@ -149,8 +180,8 @@ export function computeApplyCalls(e: AppEvent, ctx: ApplyContext): { user: Scrip
     }
     prepLoad += it?.prepComplexity ?? 2.5;
   }
-  const value = e.value ?? 0;
-  const at = String(Date.parse(e.at));
+  const value = e.value;
+  const at = String(atMs);
   const user: ScriptCall = {
     script: USER_APPLY_SCRIPT,
     keys: [KEYS.eventApplied(e.userId, e.eventId), KEYS.onlineUser(e.userId)],
@@ -159,11 +190,11 @@ export function computeApplyCalls(e: AppEvent, ctx: ApplyContext): { user: Scrip
       at,
       lastDrink || ids[0] || '',
       e.storeId,
-      String(value),
+      value === undefined ? '' : String(value),
       String(APPLIED_TTL_SECONDS),
       String(ONLINE_USER_TTL_SECONDS),
       String(SESSION_GAP_MS),
-      String(Math.floor(value * POINTS_PER_DOLLAR_EARNED)),
+      String(Math.floor((value ?? 0) * POINTS_PER_DOLLAR_EARNED)),
       String(ids.length),
     ],
   };

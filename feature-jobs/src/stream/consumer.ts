@@ -3,17 +3,27 @@
  * re-reads its own pending entries (a restart after a crash), then loops: claim entries that
  * another consumer left pending for longer than `claimIdleMs` (XAUTOCLAIM), read new entries
  * (XREADGROUP), apply each with the scripts of apply.ts (each effect with its own applied
- * marker), and acknowledge (XACK) only the entries whose effects all succeeded, confirmed by
- * `durability.replicas` replicas when set. Redis failing (a failover, a restart) is retried
- * with backoff, re-reading its own pending entries, for up to `maxOutageMs`.
+ * marker), acknowledge (XACK) only the entries whose effects all succeeded, confirmed by
+ * `durability.replicas` replicas when set, and trim the entries every consumer group has
+ * processed. An entry that breaks the event grammar is moved to the dead-letter stream (with the
+ * reason) and counted as dead-lettered, never as applied. Redis failing (a failover, a restart)
+ * is retried with backoff, re-reading its own pending entries, for up to `maxOutageMs`.
  */
+import { decodeEventFields } from '../../../contracts/events.js';
 import { KEYS, type Catalog, type StoreInfo } from '../../../contracts/features.js';
 import { evalScripts, type Durability, type RedisClient, type ScriptCall } from '../../../contracts/redis.js';
-import { buildApplyContext, computeApplyCalls, parseEventFields, type ApplyContext } from './apply.js';
+import {
+  buildApplyContext,
+  computeApplyCalls,
+  DEAD_LETTER_SCRIPT,
+  TRIM_SCRIPT,
+  type ApplyContext,
+} from './apply.js';
 
 export const DEFAULT_GROUP = 'crema-stream-job';
 
 export interface StreamJobOptions {
+  /** One instance or a cluster (contracts/redis.ts). */
   readonly redis: RedisClient;
   readonly consumer: string;
   readonly group?: string;
@@ -28,22 +38,33 @@ export interface StreamJobOptions {
   readonly log?: (line: string) => void;
   /** Lookups; loaded from the current feature version when absent. */
   readonly context?: ApplyContext;
+  /** Trim processed entries at most this often (and when idle or stopping). Default 1000 ms. */
+  readonly trimIntervalMs?: number;
   /** Replicas that must confirm an entry's effects before it is acknowledged (WAIT). Default none. */
   readonly durability?: Durability;
   /** How long Redis may keep failing before the job gives up (rejects). Default 60 s. */
   readonly maxOutageMs?: number;
 }
 
+/** What one run did, entry by entry; printed as the CLI's summary. */
 export interface StreamJobStats {
+  /** Entries whose event took effect now. */
   applied: number;
+  /** Entries whose event id had taken effect before (a redelivery or re-append): no second effect. */
   duplicates: number;
+  /** Entries taken over from consumers that left them pending (also counted in the outcomes). */
   claimed: number;
-  malformed: number;
+  /** Entries that break the event grammar: moved to KEYS.eventsDeadLetter with the reason, then acked. */
+  deadLettered: number;
+  /** Entries deleted from the stream (user erasure) before they were applied: acked, nothing to apply. */
+  deleted: number;
+  /** Processed entries removed from the stream (XTRIM MINID). */
+  trimmed: number;
   /** Times Redis failed and the job retried. */
   retries: number;
 }
 
-type Entry = [id: string, fields: string[]];
+type Entry = [id: string, fields: string[] | null];
 
 /** Loads item and store lookups from the current batch feature version (empty when none). */
 export async function fetchApplyContext(redis: RedisClient): Promise<ApplyContext> {
@@ -65,6 +86,16 @@ export async function ensureGroup(redis: RedisClient, group: string): Promise<vo
   }
 }
 
+/**
+ * Removes the entries of the events stream that every consumer group has processed (TRIM_SCRIPT);
+ * returns how many. Nothing is removed while no group exists.
+ */
+export async function trimProcessedEntries(redis: RedisClient): Promise<number> {
+  const [r] = await evalScripts(redis, [{ script: TRIM_SCRIPT, keys: [KEYS.events], args: [] }]);
+  if (r instanceof Error) throw r;
+  return Number(r);
+}
+
 /** Runs the consumer until the signal aborts (or, with untilIdle, until the group is drained). */
 export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats> {
   const { redis, consumer } = o;
@@ -73,55 +104,85 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
   const claimIdleMs = o.claimIdleMs ?? 30_000;
   const maxOutageMs = o.maxOutageMs ?? 60_000;
   const log = o.log ?? (() => {});
-  const stats: StreamJobStats = { applied: 0, duplicates: 0, claimed: 0, malformed: 0, retries: 0 };
+  const trimIntervalMs = o.trimIntervalMs ?? 1000;
+  const stats: StreamJobStats = {
+    applied: 0,
+    duplicates: 0,
+    claimed: 0,
+    deadLettered: 0,
+    deleted: 0,
+    trimmed: 0,
+    retries: 0,
+  };
   let ctx = o.context;
   let ctxAt = Date.now();
 
-  const apply = async (entries: readonly Entry[]) => {
+  const apply = async (entries: readonly (Entry | null)[]) => {
     if (entries.length === 0) return;
     const calls: ScriptCall[] = [];
-    /** Per call, the entry it belongs to; per entry, the index of its user call (-1: malformed). */
-    const entryOf: number[] = [];
-    const userCall: number[] = [];
-    entries.forEach(([id, fields], i) => {
-      const e = fields ? parseEventFields(fields) : 'deleted entry';
-      if (typeof e === 'string') {
-        // A malformed entry can never succeed: acknowledge it so it does not block the group.
-        log(`stream: entry ${id} skipped: ${e}`);
-        stats.malformed++;
-        userCall.push(-1);
+    /** Per call, the entry it belongs to and what it is, so each reply counts as what it means. */
+    const owner: { entry: number; kind: 'user' | 'store' | 'dead' }[] = [];
+    const deleted: string[] = [];
+    entries.forEach((entry, i) => {
+      if (!entry) return;
+      const [id, fields] = entry;
+      if (!fields) {
+        // Deleted (erased) after it was delivered: nothing to apply, but it must leave the PEL.
+        deleted.push(id);
+        return;
+      }
+      const e = decodeEventFields(fields);
+      if ('field' in e) {
+        // It can never succeed: keep it on the dead-letter stream, acknowledged so it does not block the group.
+        log(`stream: entry ${id} dead-lettered: ${e.message}`);
+        calls.push({
+          script: DEAD_LETTER_SCRIPT,
+          keys: [KEYS.events, KEYS.eventsDeadLetter],
+          args: [group, id, e.message, JSON.stringify(fields)],
+        });
+        owner.push({ entry: i, kind: 'dead' });
         return;
       }
       const c = computeApplyCalls(e, ctx!);
-      userCall.push(calls.length);
       calls.push(c.user);
-      entryOf.push(i);
+      owner.push({ entry: i, kind: 'user' });
       if (c.store) {
         calls.push(c.store);
-        entryOf.push(i);
+        owner.push({ entry: i, kind: 'store' });
       }
     });
-    const res = await evalScripts(redis, calls, o.durability);
-    const done = entries.map(() => true);
+    const [res, acked] = await Promise.all([
+      evalScripts(redis, calls, o.durability),
+      Promise.all(deleted.map((id) => redis.xack(KEYS.events, group, id))),
+    ]);
+    stats.deleted += acked.filter((n) => n === 1).length;
+    const failed = new Set<number>();
     let failure: Error | undefined;
     res.forEach((r, j) => {
+      const { entry, kind } = owner[j]!;
       if (r instanceof Error) {
-        done[entryOf[j]!] = false;
+        failed.add(entry);
         failure ??= r;
-      }
+      } else if (kind === 'user') {
+        if (r === 1) stats.applied++;
+        else stats.duplicates++;
+      } else if (kind === 'dead' && r === 1) stats.deadLettered++;
     });
-    for (const u of userCall) {
-      if (u < 0 || res[u] instanceof Error) continue;
-      if (res[u] === 1) stats.applied++;
-      else stats.duplicates++;
-    }
-    const ids = entries.filter((_, i) => done[i]).map(([id]) => id);
-    if (ids.length > 0) await redis.xack(KEYS.events, group, ...ids);
-    // The rest stay pending and are applied again (their markers make that safe).
+    // Applied entries are acknowledged here (dead letters by their script); the failed ones stay
+    // pending and are applied again, their markers making that safe.
+    const applied = new Set(owner.filter((c) => c.kind !== 'dead').map((c) => c.entry));
+    const done = [...applied].filter((i) => !failed.has(i)).map((i) => entries[i]![0]);
+    if (done.length > 0) await redis.xack(KEYS.events, group, ...done);
     if (failure) throw failure;
   };
+  let lastTrim = 0;
+  const trim = async (force = false) => {
+    if (!force && Date.now() - lastTrim < trimIntervalMs) return;
+    lastTrim = Date.now();
+    stats.trimmed += await trimProcessedEntries(redis);
+  };
 
-  // Our own pending entries: delivered to us before a crash or a failed apply, never acked.
+  // 1. Our own pending entries: delivered to us before a crash or a failed apply, never acked.
   const recover = async () => {
     await ensureGroup(redis, group);
     ctx ??= await fetchApplyContext(redis);
@@ -140,6 +201,7 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
       await apply(entries);
       if (entries.length < count) break;
     }
+    await trim(true);
   };
 
   let cursor = '0-0';
@@ -161,6 +223,7 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
       }
       // 2. Entries a dead consumer left behind.
       if (Date.now() - lastClaim >= Math.min(claimIdleMs, 5_000)) {
+        // Redis 7 drops deleted entries from the PEL itself and lists them third.
         const [next, claimed] = (await redis.xautoclaim(
           KEYS.events,
           group,
@@ -169,11 +232,11 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
           cursor,
           'COUNT',
           count,
-        )) as [string, Entry[]];
+        )) as [string, (Entry | null)[]];
         cursor = next;
         if (claimed.length) log(`stream: claimed ${claimed.length} stale entries`);
         stats.claimed += claimed.length;
-        await apply(claimed.filter((c) => c !== null));
+        await apply(claimed);
         if (next === '0-0') lastClaim = Date.now();
         if (claimed.length) continue;
       }
@@ -192,6 +255,8 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
       )) as [string, Entry[]][] | null;
       const entries = r?.[0]?.[1] ?? [];
       await apply(entries);
+      // Idle: trim now, so a drained stream is empty rather than waiting for the next batch.
+      await trim(entries.length === 0);
       if (failingSince !== undefined)
         log(`stream: Redis answers again after ${Date.now() - failingSince} ms`);
       failingSince = undefined;
@@ -215,6 +280,8 @@ export async function runStreamJob(o: StreamJobOptions): Promise<StreamJobStats>
       recovering = true;
     }
   }
+  // A last trim on the way out; a failing Redis does not fail a stop.
+  await trim(true).catch(() => undefined);
   return stats;
 }
 

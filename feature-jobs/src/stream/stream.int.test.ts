@@ -12,7 +12,7 @@ import { KEYS } from '../../../contracts/features.js';
 import { startRedis, type RedisServer } from '../../../hack/testenv/environment.js';
 import { drainQueue } from '../common/queue.js';
 import { buildApplyContext } from './apply.js';
-import { DEFAULT_GROUP, runStreamJob } from './consumer.js';
+import { DEFAULT_GROUP, ensureGroup, runStreamJob, trimProcessedEntries } from './consumer.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'crema-stream-'));
 let server: RedisServer;
@@ -173,6 +173,8 @@ describe('stream job', () => {
     expect(stats.applied + applied).toBe(3200);
     expect(stats.claimed).toBeGreaterThanOrEqual(5);
     await checkExactlyOnce([...evs, ...late]);
+    // Everything was processed, so nothing is left on the stream.
+    expect(await redis.xlen(KEYS.events)).toBe(0);
   }, 60_000);
 
   it('a redelivered entry or a re-appended event id has no second effect', async () => {
@@ -185,5 +187,49 @@ describe('stream job', () => {
     expect(again).toMatchObject({ applied: 0, duplicates: 2 });
     await checkExactlyOnce(evs);
     expect(Number(await redis.hget(KEYS.onlineUser('u0'), 'session_events'))).toBeGreaterThan(0);
+  });
+
+  it('trims only entries every consumer group has processed: never one pending or undelivered in any group', async () => {
+    const evs = events(100);
+    await ensureGroup(redis, DEFAULT_GROUP);
+    // A second group (e.g. a replay or an audit consumer) lags behind the stream job.
+    await ensureGroup(redis, 'replay');
+    await append(evs);
+    const ids = (await redis.xrange(KEYS.events, '-', '+')).map(([id]) => id);
+    await redis.xreadgroup('GROUP', 'replay', 'r1', 'COUNT', 30, 'STREAMS', KEYS.events, '>');
+    await redis.xack(KEYS.events, 'replay', ...ids.slice(10, 30));
+
+    const stats = await runStreamJob({ redis, consumer: 'a', untilIdle: true, context });
+    expect(stats).toMatchObject({ applied: 100, trimmed: 0 });
+    await checkExactlyOnce(evs);
+    // replay still has ids[0..9] pending: everything stays.
+    expect(await redis.xlen(KEYS.events)).toBe(100);
+    await redis.xack(KEYS.events, 'replay', ...ids.slice(0, 10));
+    // Now replay has processed ids[0..29] and not been delivered the rest.
+    expect(await trimProcessedEntries(redis)).toBe(30);
+    expect((await redis.xrange(KEYS.events, '-', '+', 'COUNT', 1))[0]![0]).toBe(ids[30]);
+    await redis.xgroup('DESTROY', KEYS.events, 'replay');
+    expect(await trimProcessedEntries(redis)).toBe(70);
+    expect(await redis.xlen(KEYS.events)).toBe(0);
+  });
+
+  it('acknowledges an entry erased after delivery and counts it as deleted, not applied', async () => {
+    await ensureGroup(redis, DEFAULT_GROUP);
+    await append(events(3));
+    const read = (await redis.xreadgroup(
+      'GROUP',
+      DEFAULT_GROUP,
+      'x',
+      'COUNT',
+      3,
+      'STREAMS',
+      KEYS.events,
+      '>',
+    )) as [string, [string, string[]][]][];
+    await redis.xdel(KEYS.events, read[0]![1][1]![0]);
+    // The same consumer restarts: it re-reads its pending entries first.
+    const stats = await runStreamJob({ redis, consumer: 'x', untilIdle: true, context });
+    expect(stats).toMatchObject({ applied: 2, deleted: 1, deadLettered: 0 });
+    expect(Number(((await redis.xpending(KEYS.events, DEFAULT_GROUP)) as [number])[0])).toBe(0);
   });
 });

@@ -1,3 +1,6 @@
+import { once } from 'node:events';
+import { connect } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { KeyBatcher, type MultiGet } from './batch.js';
 import { DeadlineExceededError } from './deadline.js';
@@ -78,6 +81,41 @@ describe('KeyBatcher', () => {
     expect(t2).toBeGreaterThanOrEqual(59);
     expect(t2).toBeLessThan(115);
     expect((await patient)?.toString()).toBe('1');
+  });
+
+  it('uses a reply that arrived in time while the process was busy past the deadline', async () => {
+    // An echo server on another thread stands in for Redis: it answers while this loop is busy.
+    const echo = new Worker(
+      `const net = require('node:net');
+       const s = net.createServer((c) => c.on('data', (d) => c.write(d))).listen(0, '127.0.0.1', () =>
+         require('node:worker_threads').parentPort.postMessage(s.address().port));`,
+      { eval: true },
+    );
+    const [port] = (await once(echo, 'message')) as [number];
+    const sock = connect(port, '127.0.0.1');
+    await once(sock, 'connect');
+    try {
+      const mget: MultiGet = (keys) =>
+        new Promise((resolve) => {
+          sock.once('data', () => resolve(keys.map(() => Buffer.from('v'))));
+          sock.write('x');
+        });
+      const b = new KeyBatcher(mget);
+      const got = b.get('a', 20);
+      // The MGET goes out in this check phase; then the loop is busy for 60 ms (a long turn of
+      // an overloaded process). The reply is in the socket long before the deadline.
+      setImmediate(() => {
+        const until = performance.now() + 60;
+        while (performance.now() < until) {
+          /* busy */
+        }
+      });
+      // Before: the deadline timer ran before the poll that reads the reply → deadline exceeded.
+      expect((await got)?.toString()).toBe('v');
+    } finally {
+      sock.destroy();
+      await echo.terminate();
+    }
   });
 
   it('refuses a maxKeys below 1', () => {

@@ -75,7 +75,11 @@ export class KeyBatcher {
 
   private send(batch: Waiter[]): void {
     let timer: NodeJS.Timeout | undefined;
-    const expire = () => {
+    // Timers run before the loop polls for I/O: a reply that arrived while the loop was busy
+    // is still unread when the deadline timer fires. Deciding in the check phase (after this
+    // turn's poll) reads it first, so a busy process does not fail reads Redis answered in time.
+    const expire = () => void setImmediate(check);
+    const check = () => {
       timer = undefined;
       const now = this.now();
       let next = Infinity;

@@ -19,6 +19,14 @@ function escapeGlob(s: string): string {
   return s.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
 }
 
+/** A batch feature blob key: KEYS.user(version, userId); a version id never contains ':'. */
+const FEATURE_KEY = new RegExp(`^${PREFIX}:features:[^:]+:user:(.+)$`);
+
+/** The user id of a batch feature blob key (KEYS.user), or undefined for any other key. */
+export function userOfFeatureKey(key: string): string | undefined {
+  return FEATURE_KEY.exec(key)?.[1];
+}
+
 /** Erases every key and stream entry of `userId`; safe to repeat. */
 export async function eraseUser(redis: RedisClient, userId: string, scanCount = 5000): Promise<EraseReport> {
   const report: EraseReport = { featureKeys: 0, onlineKeys: 0, streamEntries: 0, eventMarkers: 0 };
@@ -26,9 +34,9 @@ export async function eraseUser(redis: RedisClient, userId: string, scanCount = 
   const pattern = `${PREFIX}:features:*:user:${escapeGlob(userId)}`;
   // On a cluster every primary is scanned (contracts/redis.ts).
   await scanAllPrimaries(redis, pattern, scanCount, async (keys) => {
-    // The pattern's * could span a ':' inside another user's id only if that id ends with ours
-    // after a ':'; keep exact matches of the layout only.
-    const exact = keys.filter((k) => k.endsWith(`:user:${userId}`) && /^crema:features:[^:]+:user:/.test(k));
+    // The pattern's * also spans ':', so it matches another user whose id ends with
+    // `:user:<ours>` (v1:user:y1:user:x1 for x1); keep the keys whose own id is ours.
+    const exact = keys.filter((k) => userOfFeatureKey(k) === userId);
     if (exact.length > 0) report.featureKeys += await unlinkKeys(redis, exact);
   });
   // 2. Online features.

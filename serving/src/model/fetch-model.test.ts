@@ -80,6 +80,12 @@ describe('fetch-model (the serving pod init container)', () => {
       dir: '/var/lib/crema/models',
     });
     expect(() => fetchSettingsFrom({ ...env, CREMA_FETCH_URI: '' })).toThrow('CREMA_FETCH_URI is required');
+    expect(() => fetchSettingsFrom({ ...env, CREMA_FETCH_URI: '/models/x.onnx' })).toThrow(
+      'CREMA_FETCH_URI is not a URL; a local file is written file:///models/x.onnx',
+    );
+    expect(() => fetchSettingsFrom({ ...env, CREMA_FETCH_METADATA_URI: 'x.meta.json' })).toThrow(
+      /CREMA_FETCH_METADATA_URI is not a URL/,
+    );
     expect(() => fetchSettingsFrom({ ...env, CREMA_FETCH_SHA256: 'abc' })).toThrow(
       /CREMA_FETCH_SHA256 is not a sha256/,
     );

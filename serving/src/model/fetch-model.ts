@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { FETCH_ENV, MODEL_TASKS } from '../../../contracts/serving-env.js';
 import type { ModelTask } from '../../../contracts/model-metadata.js';
 import { fetchVerifiedArtifacts, ModelLoadError } from './loader.js';
+import { checkModelUri } from './uri.js';
 
 /** Settings of one fetch, from the environment. */
 export interface FetchSettings {
@@ -36,12 +37,22 @@ export function fetchSettingsFrom(env: NodeJS.ProcessEnv): FetchSettings {
     throw new Error(`${FETCH_ENV.task} ${task} is not one of ${MODEL_TASKS.join(', ')}`);
   const sha256 = need(FETCH_ENV.sha256);
   if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error(`${FETCH_ENV.sha256} is not a sha256 hex digest`);
+  const uri = need(FETCH_ENV.uri);
+  const metadataUri = env[FETCH_ENV.metadataUri] || undefined;
+  // A malformed URI does not heal by retrying: refuse it here, naming the variable.
+  for (const [name, value] of [
+    [FETCH_ENV.uri, uri],
+    [FETCH_ENV.metadataUri, metadataUri],
+  ] as const) {
+    const problem = value === undefined ? null : checkModelUri(value);
+    if (problem !== null) throw new Error(`${name} ${problem}`);
+  }
   return {
-    uri: need(FETCH_ENV.uri),
+    uri,
     sha256,
     task,
     dir: need(FETCH_ENV.dir),
-    ...(env[FETCH_ENV.metadataUri] ? { metadataUri: env[FETCH_ENV.metadataUri]! } : {}),
+    ...(metadataUri ? { metadataUri } : {}),
   };
 }
 

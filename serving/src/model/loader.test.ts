@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArtifactServer, type ArtifactServer } from '../../../hack/testenv/host-services.js';
 import { writeModel } from '../../test/fixtures.js';
-import { loadModel, metadataUriOf } from './loader.js';
+import { loadModel, metadataUriOf, ModelLoadError } from './loader.js';
 import { ModelStore } from './store.js';
 
 let dir: string;
@@ -69,12 +69,38 @@ describe('model loading', () => {
       /task is pickup-time/,
     ],
     ['an unsupported scheme', () => 's3://bucket/m.onnx', { task: 'drink-ranking' }, /not supported/],
+    [
+      'a plain path',
+      () => '/models/churn.onnx',
+      { task: 'churn' },
+      /^model uri \/models\/churn.onnx is not a URL; a local file is written file:\/\/\/models\/churn.onnx$/,
+    ],
+    ['a bare word', () => '0', { task: 'churn' }, /^model uri 0 is not a URL/],
+    ['an http URI without a host', () => 'http://', { task: 'churn' }, /^model uri http:\/\/ is not a URL/],
   ];
   for (const [name, uri, opts, re] of failures) {
     it(`refuses ${name}`, async () => {
       await expect(loadModel(uri(), opts as { task: 'drink-ranking' })).rejects.toThrow(re);
     });
   }
+
+  it('a malformed URI is refused with ModelLoadError and leaves no rejection unhandled', async () => {
+    // The metadata URI used to be derived (and throw) after the model's fetch had started, so
+    // that fetch's rejection went unhandled and ended the serving process.
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      for (const uri of ['0', 'x.onnx', '/models/churn.onnx', 'http://']) {
+        const err = await loadModel(uri, { task: 'churn' }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(ModelLoadError);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
 
   it('a retired model closes only after its last in-flight request', async () => {
     const store = new ModelStore();

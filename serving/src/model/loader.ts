@@ -14,6 +14,7 @@ import {
 } from '../../../contracts/model-metadata.js';
 import { InferenceBatcher, NativeSession, type BatcherOptions } from './engine.js';
 import type { InferenceThread } from './thread.js';
+import { checkModelUri } from './uri.js';
 
 /** Why a model could not be loaded; the message names the problem. */
 export class ModelLoadError extends Error {
@@ -25,12 +26,7 @@ export class ModelLoadError extends Error {
 
 /** Reads the bytes behind a `file://`, `http://` or `https://` URI. */
 export async function fetchUri(uri: string, fetchImpl: typeof fetch = fetch): Promise<Buffer> {
-  let url: URL;
-  try {
-    url = new URL(uri);
-  } catch (err) {
-    throw new ModelLoadError(`model uri ${uri}: not a URL`, { cause: err });
-  }
+  const url = parseModelUri(uri);
   if (url.protocol === 'file:') {
     try {
       return await readFile(fileURLToPath(url));
@@ -51,9 +47,16 @@ export async function fetchUri(uri: string, fetchImpl: typeof fetch = fetch): Pr
   throw new ModelLoadError(`model uri ${uri}: scheme ${url.protocol} is not supported (file, http, https)`);
 }
 
+/** The URL of a model URI; throws ModelLoadError with the reason checkModelUri gives. */
+export function parseModelUri(uri: string): URL {
+  const problem = checkModelUri(uri);
+  if (problem !== null) throw new ModelLoadError(`model uri ${uri} ${problem}`);
+  return new URL(uri);
+}
+
 /** `<x>.onnx` → `<x>.meta.json` (any other name gets `.meta.json` appended). */
 export function metadataUriOf(modelUri: string): string {
-  const u = new URL(modelUri);
+  const u = parseModelUri(modelUri);
   u.pathname = u.pathname.endsWith('.onnx')
     ? u.pathname.slice(0, -5) + '.meta.json'
     : u.pathname + '.meta.json';
@@ -204,10 +207,15 @@ export async function fetchVerifiedArtifacts(
   uri: string,
   opts: Pick<LoadModelOptions, 'task' | 'check' | 'fetchImpl' | 'expectedSha256'> & { metadataUri?: string },
 ): Promise<VerifiedArtifacts> {
+  // Every check that can throw runs before the first fetch starts: a throw between starting
+  // the two fetches left the first one's rejection unhandled, which ends the process.
+  parseModelUri(uri);
+  const metadataUri = opts.metadataUri ?? metadataUriOf(uri);
+  parseModelUri(metadataUri);
   // Both at once; when both fail, the model's own failure is the one reported.
   const [model, metadata] = await Promise.allSettled([
     fetchUri(uri, opts.fetchImpl),
-    fetchUri(opts.metadataUri ?? metadataUriOf(uri), opts.fetchImpl),
+    fetchUri(metadataUri, opts.fetchImpl),
   ]);
   if (model.status === 'rejected') throw model.reason;
   if (metadata.status === 'rejected') throw metadata.reason;

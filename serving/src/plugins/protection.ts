@@ -1,21 +1,43 @@
 /**
- * Load shedding and per-client rate limiting, checked before any work is done for a request:
- * too many requests in flight or a lagging event loop → 503 with Retry-After; a client over
- * its token bucket → 429 with Retry-After. Probes and metrics are never refused.
+ * Load shedding and per-client rate limiting, checked before any work is done for a request
+ * (ADR 0007): a request that waited too long in a standing queue, more requests in flight than
+ * the adaptive limit (or the hard cap), or a lagging event loop → 503 with Retry-After; a
+ * client over its token bucket → 429 with Retry-After. Probes and metrics are never refused.
  */
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { Socket } from 'node:net';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { ServingError } from '../errors.js';
 import type { Clock } from '../clock.js';
 import type { ServingMetrics } from '../metrics.js';
+import { ConcurrencyLimit, QueueDelayCheck, QueueDelayEstimator } from './admission.js';
+
+/** Why a request was refused: the `reason` label of crema_requests_rejected_total. */
+export type ShedReason = 'queue_time' | 'concurrency_limit' | 'in_flight' | 'event_loop_delay' | 'rate_limit';
 
 /** Options of the protection plugin. */
 export interface ProtectionOptions {
   readonly clock: Clock;
   readonly metrics?: ServingMetrics;
-  /** Requests handled at once before new ones get 503. Default 512; 0 disables. */
+  /**
+   * Hard cap of requests handled at once (and of the adaptive limit). Default 512; 0 disables
+   * the cap (the adaptive limit then has no ceiling but 512).
+   */
   readonly maxInFlight?: number;
+  /**
+   * Latency target (ms, from admission to the answer) of the adaptive concurrency limit: the
+   * limit shrinks while more than 10 % of admitted requests take longer, and grows while they
+   * do not. Default: half the feature deadline (12.5 ms for 25), so admitted requests meet the
+   * deadline. 0 disables the adaptive limit.
+   */
+  readonly latencyTargetMs?: number;
+  /**
+   * Longest time (ms) a request may have waited, unread, while a queue stands (the smallest
+   * wait of the last 100 ms above half of it); older ones get 503 before any work is done.
+   * Default: the feature deadline (25). 0 disables.
+   */
+  readonly maxQueueMs?: number;
   /**
    * Mean event loop delay (ms, over a 1 s window) above which new requests get 503. Default 100;
    * 0 disables. The mean, not a high percentile: one stall (a GC, a busy node descheduling the
@@ -46,8 +68,17 @@ export function takeToken(b: Bucket, now: number, perSecond: number, burst: numb
   return Math.max(1, Math.ceil((1 - b.tokens) / perSecond));
 }
 
+/** When a connection was accepted or last answered (ms, performance.now()). */
+const kSince = Symbol('crema.connection.since');
+type MarkedSocket = Socket & { [kSince]?: number };
+
+/** One error object per reason: a shed request costs no stack trace. */
+const OVERLOADED = new ServingError('OVERLOADED', undefined, { retryAfterSeconds: 1 });
+
 async function protection(app: FastifyInstance, opts: ProtectionOptions): Promise<void> {
   const maxInFlight = opts.maxInFlight ?? 512;
+  const latencyTargetMs = opts.latencyTargetMs ?? 12.5;
+  const maxQueueMs = opts.maxQueueMs ?? 25;
   const maxDelay = opts.maxEventLoopDelayMs ?? 100;
   const exempt = new Set(opts.exempt ?? ['/healthz', '/readyz', '/metrics']);
   const rl = opts.rateLimit;
@@ -55,6 +86,24 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
     throw new RangeError('protection: rateLimit.perSecond must be > 0 and rateLimit.burst >= 1');
   }
   if (maxInFlight < 0) throw new RangeError('protection: maxInFlight must be >= 0');
+  if (!(latencyTargetMs >= 0)) throw new RangeError('protection: latencyTargetMs must be >= 0');
+  if (!(maxQueueMs >= 0)) throw new RangeError('protection: maxQueueMs must be >= 0');
+  // Monotonic: latencies and waits must not jump with the wall clock.
+  const now = () => performance.now();
+  const limit =
+    latencyTargetMs > 0
+      ? new ConcurrencyLimit({ targetMs: latencyTargetMs, max: maxInFlight > 0 ? maxInFlight : 512 }, now)
+      : undefined;
+  const queue =
+    maxQueueMs > 0
+      ? {
+          estimator: new QueueDelayEstimator(now, () => performance.nodeTiming.idleTime),
+          check: new QueueDelayCheck({ maxMs: maxQueueMs }, now),
+        }
+      : undefined;
+  if (queue) {
+    app.server.on('connection', (socket: MarkedSocket) => (socket[kSince] = now()));
+  }
   let inFlight = 0;
   let lagging = false;
   const histogram = maxDelay > 0 ? monitorEventLoopDelay({ resolution: 10 }) : undefined;
@@ -80,15 +129,31 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
     return typeof h === 'string' && h.length > 0 ? `c:${h.slice(0, 128)}` : `ip:${req.ip}`;
   };
 
+  const shed = (reason: ShedReason) => {
+    opts.metrics?.shed.inc({ ...opts.metrics.labelsFor(), reason });
+  };
+
   // Callback-style hooks: no promise per request on the hot path.
   app.addHook('onRequest', (req, reply, done) => {
     const path = req.url.split('?', 1)[0]!;
     if (exempt.has(path)) return done();
-    const overloaded =
+    if (queue) {
+      queue.estimator.look();
+      // Every request is recorded (CoDel needs the luckiest wait of the interval).
+      const waited = queue.estimator.delay((req.raw.socket as MarkedSocket | null)?.[kSince]);
+      // Old requests are refused only while the limit has work in hand (half used): clients
+      // that resend at once (closed loops, many connections) keep every request old, and
+      // refusing them all would leave the process idle behind its own queue.
+      if (queue.check.shouldShed(waited) && (!limit || limit.inFlight * 2 >= limit.limit)) {
+        shed('queue_time');
+        return done(OVERLOADED);
+      }
+    }
+    const overloaded: ShedReason | '' =
       maxInFlight > 0 && inFlight >= maxInFlight ? 'in_flight' : lagging ? 'event_loop_delay' : '';
     if (overloaded) {
-      opts.metrics?.shed.inc({ ...opts.metrics.labelsFor(), reason: overloaded });
-      return done(new ServingError('OVERLOADED', undefined, { retryAfterSeconds: 1 }));
+      shed(overloaded);
+      return done(OVERLOADED);
     }
     if (rl) {
       const key = clientKey(req);
@@ -99,14 +164,31 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
       }
       const wait = takeToken(b, opts.clock.now(), rl.perSecond, rl.burst);
       if (wait > 0) {
-        opts.metrics?.shed.inc({ ...opts.metrics.labelsFor(), reason: 'rate_limit' });
+        shed('rate_limit');
         return done(new ServingError('RATE_LIMITED', undefined, { retryAfterSeconds: wait }));
       }
     }
+    if (limit && !limit.tryAcquire()) {
+      shed('concurrency_limit');
+      return done(OVERLOADED);
+    }
     inFlight++;
-    reply.raw.once('close', () => inFlight--);
+    const admitted = now();
+    reply.raw.once('close', () => {
+      inFlight--;
+      limit?.release(now() - admitted);
+    });
     done();
   });
+
+  if (queue) {
+    // The next request on a keep-alive connection was sent after this answer.
+    app.addHook('onResponse', (req, _reply, done) => {
+      const socket = req.raw.socket as MarkedSocket | null;
+      if (socket) socket[kSince] = now();
+      done();
+    });
+  }
 
   app.addHook('onClose', async () => {
     if (sampler) clearInterval(sampler);

@@ -1,32 +1,51 @@
 /**
  * POST /v1/events: app events appended to the Redis stream the feature jobs consume. One Lua
- * script checks the event id, appends and remembers the id atomically, so a retried event is
- * stored once and answered as a duplicate.
+ * script checks the event id, checks the stream has room, appends and remembers the id
+ * atomically, so a retried event is stored once and answered as a duplicate. Serving never
+ * trims the stream (the stream job trims what every consumer group has processed); a full
+ * stream refuses new events with 503 instead of dropping unread ones.
  */
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
+import {
+  checkEvent,
+  checkEventTime,
+  encodeEventFields,
+  EVENT_FIELDS,
+  EVENT_TYPES,
+  parseTimestampMs,
+  TIMESTAMP_PATTERN,
+} from '../../../contracts/events.js';
 import { KEYS } from '../../../contracts/features.js';
+import { EVENT_REFUSAL_REASONS } from '../../../contracts/metrics.js';
 import { defineScript } from '../../../contracts/redis.js';
 import type { ServingContext } from '../context.js';
 import type { ScriptRunner } from '../features/scripts.js';
 import { ServingError } from '../errors.js';
-import { errorResponses, ItemId, StoreId, Timestamp, UserId } from './schemas.js';
+import { errorResponses, ItemId, StoreId, UserId, stringEnum } from './schemas.js';
 
 export const EventRequest = Type.Object(
   {
-    eventId: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,128}$' }),
-    type: Type.Union([
-      Type.Literal('impression'),
-      Type.Literal('click'),
-      Type.Literal('add_to_cart'),
-      Type.Literal('order'),
-    ]),
+    eventId: Type.String({ pattern: EVENT_FIELDS.eventId }),
+    type: stringEnum(EVENT_TYPES),
     userId: UserId,
     storeId: StoreId,
-    at: Timestamp,
-    itemIds: Type.Optional(Type.Array(ItemId, { maxItems: 50 })),
-    value: Type.Optional(Type.Number({ minimum: 0, maximum: 10_000 })),
-    variant: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,40}$' })),
-    modelRevision: Type.Optional(Type.String({ maxLength: 64 })),
+    at: Type.String({
+      format: 'date-time',
+      pattern: TIMESTAMP_PATTERN,
+      description:
+        'RFC 3339 timestamp; at most the dedup window (2 days by default) old and 5 minutes ahead. A leap second (23:59:60 UTC) counts as 23:59:59.999.',
+    }),
+    itemIds: Type.Optional(Type.Array(ItemId, { maxItems: EVENT_FIELDS.maxItems })),
+    value: Type.Optional(
+      Type.Number({
+        minimum: EVENT_FIELDS.minValue,
+        maximum: EVENT_FIELDS.maxValue,
+        description:
+          'Order value in dollars. Optional: an order without it is an order of unknown value (counted as an order, adds no spend and earns no points); ignored on other types.',
+      }),
+    ),
+    variant: Type.Optional(Type.String({ pattern: EVENT_FIELDS.variant })),
+    modelRevision: Type.Optional(Type.String({ maxLength: EVENT_FIELDS.modelRevisionMaxLength })),
   },
   { additionalProperties: false },
 );
@@ -38,7 +57,10 @@ export const EventResponse = Type.Object({
   streamId: Type.String(),
 });
 
-/** KEYS[1] = seen marker, KEYS[2] = stream; ARGV = ttl, maxlen, field, value, ... */
+/**
+ * KEYS[1] = seen marker, KEYS[2] = stream; ARGV = ttl, max length, field, value, ...
+ * Returns {0, id of the first copy} | {1, new id} | {2, stream length} (full: nothing written).
+ */
 const APPEND_ONCE = defineScript(`
 local prev = redis.call('GET', KEYS[1])
 if prev then
@@ -46,39 +68,40 @@ if prev then
   redis.call('SET', KEYS[1], prev, 'KEEPTTL')
   return {0, prev}
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+local n = redis.call('XLEN', KEYS[2])
+if n >= tonumber(ARGV[2]) then return {2, tostring(n)} end
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
 return {1, id}
 `);
 
-/** Stream fields of an event; all strings, itemIds comma-separated. */
-export function eventFields(e: EventBody): string[] {
-  const f = ['eventId', e.eventId, 'type', e.type, 'userId', e.userId, 'storeId', e.storeId, 'at', e.at];
-  if (e.itemIds?.length) f.push('itemIds', e.itemIds.join(','));
-  if (e.value !== undefined) f.push('value', String(e.value));
-  if (e.variant) f.push('variant', e.variant);
-  if (e.modelRevision) f.push('modelRevision', e.modelRevision);
-  return f;
-}
+/** What appendEventOnce did: appended, found a duplicate, or found the stream full. */
+export type AppendOutcome =
+  | { readonly outcome: 'added' | 'duplicate'; readonly streamId: string }
+  | { readonly outcome: 'full'; readonly length: number };
 
 /**
- * Appends the event unless its id was seen; returns whether it was new and its stream id.
- * `scripts` decides durability: with replicas required it answers only once they have the write.
+ * Appends the event unless its id was seen or the stream holds `maxLen` entries. `scripts`
+ * decides durability: with replicas required it answers only once they have the write.
  */
 export async function appendEventOnce(
   scripts: ScriptRunner,
   e: EventBody,
   ttlSeconds: number,
   maxLen: number,
-): Promise<{ added: boolean; streamId: string }> {
+): Promise<AppendOutcome> {
   const res = await scripts.run({
     script: APPEND_ONCE,
     keys: [KEYS.eventSeen(e.eventId), KEYS.events],
-    args: [String(ttlSeconds), String(maxLen), ...eventFields(e)],
+    args: [String(ttlSeconds), String(maxLen), ...encodeEventFields(e)],
   });
-  const [added, id] = res as [number, string];
-  return { added: added === 1, streamId: id };
+  const [kind, v] = res as [number, string];
+  if (kind === 2) return { outcome: 'full', length: Number(v) };
+  return { outcome: kind === 1 ? 'added' : 'duplicate', streamId: v };
 }
+
+/** Seconds a client is asked to wait before retrying an event refused because the stream is full. */
+export const STREAM_FULL_RETRY_AFTER_SECONDS = 10;
 
 export const eventRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = async (app, { ctx }) => {
   app.post(
@@ -92,28 +115,36 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = a
     },
     async (req, reply) => {
       const e = req.body;
-      if (e.type === 'order' && e.value === undefined) {
-        throw new ServingError('VALIDATION', 'body/value is required for order events', { field: 'value' });
-      }
-      let r: { added: boolean; streamId: string };
+      // The schema checked the shapes; the contract's rules are the ones the stream job applies.
+      const problem =
+        checkEvent(e) ??
+        checkEventTime(parseTimestampMs(e.at), ctx.clock.now(), ctx.eventDedupTtlSeconds * 1000);
+      if (problem) throw new ServingError('VALIDATION', problem.message, { field: problem.field });
+      let r: AppendOutcome;
       try {
         r = await appendEventOnce(ctx.eventWrites, e, ctx.eventDedupTtlSeconds, ctx.eventsMaxLen);
       } catch (err) {
         throw new ServingError('STORE_UNAVAILABLE', undefined, { retryAfterSeconds: 1, cause: err });
       }
       const self = ctx.metrics.labelsFor(req);
-      ctx.metrics.events.inc({ ...self, type: e.type, outcome: r.added ? 'accepted' : 'duplicate' });
-      if (r.added) {
+      if (r.outcome === 'full') {
+        ctx.metrics.eventsRefused.inc({ ...self, reason: EVENT_REFUSAL_REASONS.streamFull });
+        throw new ServingError('EVENTS_STREAM_FULL', undefined, {
+          retryAfterSeconds: STREAM_FULL_RETRY_AFTER_SECONDS,
+        });
+      }
+      const added = r.outcome === 'added';
+      ctx.metrics.events.inc({ ...self, type: e.type, outcome: added ? 'accepted' : 'duplicate' });
+      if (added) {
         const labels = { ...self, variant: ctx.metrics.variantLabel.value(e.variant) };
         if (e.type === 'impression') ctx.metrics.exposures.inc(labels);
         if (e.type === 'order') {
           ctx.metrics.conversions.inc(labels);
-          ctx.metrics.conversionValue.inc(labels, e.value ?? 0);
+          // An order of unknown value is a conversion that adds no value.
+          if (e.value !== undefined) ctx.metrics.conversionValue.inc(labels, e.value);
         }
       }
-      return reply
-        .code(r.added ? 202 : 200)
-        .send({ accepted: true, duplicate: !r.added, streamId: r.streamId });
+      return reply.code(added ? 202 : 200).send({ accepted: true, duplicate: !added, streamId: r.streamId });
     },
   );
 };

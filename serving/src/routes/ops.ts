@@ -5,6 +5,7 @@ import type { ServingContext } from '../context.js';
 import { ServingError } from '../errors.js';
 import { withDeadline } from '../features/deadline.js';
 import { ModelLoadError } from '../model/loader.js';
+import { checkModelUri } from '../model/uri.js';
 import { errorResponses, stringEnum, requireBearer } from './schemas.js';
 
 export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = async (app, { ctx }) => {
@@ -64,6 +65,9 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = asy
       },
     },
     async (req) => {
+      // A malformed URI is the caller's mistake, not a failed load: 400 before anything is fetched.
+      const problem = checkModelUri(req.body.uri);
+      if (problem !== null) throw new ServingError('VALIDATION', `uri ${problem}`, { field: 'uri' });
       try {
         const m = await ctx.models.load(req.params.task, req.body.uri);
         return { task: req.params.task, model: m.meta.name, revision: m.revision };

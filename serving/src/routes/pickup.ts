@@ -4,6 +4,7 @@
  * time the estimate assumes an empty queue and says so with `fallback: true`.
  */
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
+import { parseTimestampMs } from '../../../contracts/events.js';
 import { KEYS } from '../../../contracts/features.js';
 import type { ServingContext } from '../context.js';
 import { ServingError } from '../errors.js';
@@ -70,7 +71,7 @@ export const pickupRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = 
           throw new ServingError('UNKNOWN_ITEM', `unknown item ${id}`, { field: `items[${k}]` });
         orderComplexity += snap.catalog.items[i]!.prepComplexity;
       });
-      const placedAt = body.placedAt ? Date.parse(body.placedAt) : ctx.clock.now();
+      const placedAt = body.placedAt ? parseTimestampMs(body.placedAt) : ctx.clock.now();
       const local = ctx.localTime.resolve(placedAt, store.timezone);
 
       let reason: FallbackReason | undefined;
@@ -142,7 +143,7 @@ export const pickupRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = 
         ...(reason ? { fallbackReason: reason } : {}),
       };
       if (body.wantedAt) {
-        const best = bestOrderTime(placedAt, Date.parse(body.wantedAt), minutes, band);
+        const best = bestOrderTime(placedAt, parseTimestampMs(body.wantedAt), minutes, band);
         answer.bestOrderAt = iso(best.orderAt);
         answer.onTime = best.onTime;
       }

@@ -4,6 +4,7 @@
  * deadline, model, inference) answers from store-and-hour popularity with `fallback: true`.
  */
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
+import { parseTimestampMs } from '../../../contracts/events.js';
 import type { StoreInfo } from '../../../contracts/features.js';
 import type { ServingContext } from '../context.js';
 import { ServingError } from '../errors.js';
@@ -153,7 +154,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
       const store = snap.stores.get(body.storeId);
       if (!store)
         throw new ServingError('UNKNOWN_STORE', `unknown store ${body.storeId}`, { field: 'storeId' });
-      const local = ctx.localTime.resolve(Date.parse(body.context.time), store.timezone);
+      const local = ctx.localTime.resolve(parseTimestampMs(body.context.time), store.timezone);
       const cand = candidatesFor(snap, store, local.monthDay);
       const popularity = snap.popularity.get(store.id) ?? snap.globalPopularity;
       const nItems = snap.catalog.items.length;

@@ -1,6 +1,7 @@
 /** TypeBox schemas shared by several routes. */
 import { timingSafeEqual } from 'node:crypto';
 import { Type } from '@fastify/type-provider-typebox';
+import { EVENT_FIELDS, TIMESTAMP_PATTERN } from '../../../contracts/events.js';
 import { ServingError } from '../errors.js';
 
 export const ErrorSchema = Type.Object(
@@ -12,11 +13,22 @@ export const ErrorSchema = Type.Object(
   { $id: 'Error' },
 );
 
-/** User ids: no glob or whitespace characters, so they are safe inside Redis key patterns. */
-export const UserId = Type.String({ pattern: '^[A-Za-z0-9_.:@-]{1,128}$', description: 'User id' });
-export const StoreId = Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', description: 'Store id' });
-export const ItemId = Type.String({ minLength: 1, maxLength: 64 });
-export const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339 timestamp' });
+// The id and timestamp grammars are the event contract's (contracts/events.ts), so an id or time
+// one route accepts is one the event pipeline can apply. The router accepts path params of any
+// length (app.ts), so an id these refuse is a 400 naming the field, never a 414.
+/** The one user id grammar of every route (path, query and body). */
+export const UserId = Type.String({
+  pattern: EVENT_FIELDS.userId,
+  description: 'User id: 1-128 of A-Z a-z 0-9 _ . : @ -',
+});
+export const StoreId = Type.String({ pattern: EVENT_FIELDS.storeId, description: 'Store id' });
+export const ItemId = Type.String({ pattern: EVENT_FIELDS.itemId, description: 'Catalog item id' });
+/** Read with parseTimestampMs (contracts/events.ts), never Date.parse (which refuses leap seconds). */
+export const Timestamp = Type.String({
+  format: 'date-time',
+  pattern: TIMESTAMP_PATTERN,
+  description: 'RFC 3339 timestamp',
+});
 
 export const errorResponses = {
   400: ErrorSchema,

@@ -270,6 +270,18 @@ describe('what a serving pod needs, rendered', () => {
     expect(serving.terminationMessagePolicy).toBe('FallbackToLogsOnError');
   });
 
+  it("sizes V8's heap from the container's memory limit (Node 20 would size it from the node's memory)", () => {
+    const nodeOptions = (r?: unknown) =>
+      envOf(
+        podOf(buildServingObjects(rm(r === undefined ? {} : { resources: r })), 'drinks-stable')
+          .containers[0]!,
+      )['NODE_OPTIONS'];
+    expect(nodeOptions()).toBe('--max-old-space-size=256');
+    expect(nodeOptions({ requests: { memory: '512Mi' }, limits: { memory: '1Gi' } })).toBe(
+      '--max-old-space-size=512',
+    );
+  });
+
   it('renders the Redis address from the spec, else from the operator default, else none', () => {
     const redisOf = (m: RecommenderModel, redisUrl?: string) =>
       envOf(

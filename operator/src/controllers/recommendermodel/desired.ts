@@ -16,6 +16,7 @@ import {
   SERVING_ENV,
   fetchedModelUri,
   modelEnvNames,
+  nodeOptionsForMemoryLimit,
 } from '../../../../contracts/serving-env.js';
 import { parseQuantity } from '../../../../contracts/quantity.js';
 import { parseRedisTarget } from '../../../../contracts/redis-target.js';
@@ -47,6 +48,8 @@ export const DRAIN_SECONDS = 5;
  * their connections open.
  */
 export const MAX_CONNECTION_AGE_SECONDS = 10;
+/** The router container's memory limit (MiB). */
+const ROUTER_MEMORY_LIMIT_MIB = 256;
 /** The default Secret holding serving's admin token (the CRD defaults spec.serving.adminTokenSecretRef). */
 export const ADMIN_SECRET = { name: 'crema-serving-admin', key: 'token' } as const;
 
@@ -311,6 +314,10 @@ export function buildServingObjects(
         [SERVING_ENV.snapshotPath]: kplus.EnvValue.fromValue('/var/lib/crema/state/features.snapshot'),
         [SERVING_ENV.drainSeconds]: kplus.EnvValue.fromValue(String(DRAIN_SECONDS)),
         [SERVING_ENV.maxConnectionAgeSeconds]: kplus.EnvValue.fromValue(String(MAX_CONNECTION_AGE_SECONDS)),
+        // V8's heap sized from the container's limit, not the node's memory (ADR 0007).
+        NODE_OPTIONS: kplus.EnvValue.fromValue(
+          nodeOptionsForMemoryLimit(parseQuantity(quantities[SERVING_CONTAINER]!.limits['memory']!)),
+        ),
       },
       volumeMounts: [
         { path: MODEL_DIR, volume: models, readOnly: true },
@@ -499,11 +506,12 @@ function buildRouterDeployment(
       [SERVING_ENV.podNamespace]: kplus.EnvValue.fromFieldRef(kplus.EnvFieldPaths.POD_NAMESPACE),
       [SERVING_ENV.drainSeconds]: kplus.EnvValue.fromValue(String(DRAIN_SECONDS)),
       [SERVING_ENV.maxConnectionAgeSeconds]: kplus.EnvValue.fromValue(String(MAX_CONNECTION_AGE_SECONDS)),
+      NODE_OPTIONS: kplus.EnvValue.fromValue(nodeOptionsForMemoryLimit(ROUTER_MEMORY_LIMIT_MIB * 2 ** 20)),
     },
     ...o.probes,
     resources: {
       cpu: { request: kplus.Cpu.millis(100) },
-      memory: { request: Size.mebibytes(96), limit: Size.mebibytes(256) },
+      memory: { request: Size.mebibytes(96), limit: Size.mebibytes(ROUTER_MEMORY_LIMIT_MIB) },
     },
     securityContext: o.securityContext,
   });

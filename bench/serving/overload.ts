@@ -1,0 +1,511 @@
+/**
+ * Overload benchmark (not a test): what serving does with ten times the traffic it can serve.
+ *
+ * Against the compiled serving program (the image's esbuild bundle, hack/images/bundle.ts) with
+ * the shipped drink-ranking model (manifests/models/artifacts), a private redis-server and 1M
+ * synthetic users, with the memory settings a pod gets (NODE_OPTIONS as the operator renders
+ * it for a 512Mi limit):
+ *
+ *   1. the sustainable rate: a closed loop of 50 keep-alive clients (the rate it answers at);
+ *   2. a spike: an open loop offering 10x that rate (`BENCH_FACTOR`) for `BENCH_SECONDS` (20):
+ *      arrivals on a fixed schedule whatever the answers do, each on a free connection of a pool
+ *      of up to `BENCH_CONNECTIONS` (2000), the way many independent clients arrive;
+ *   3. recovery: the process is alive, /healthz answers and a request is answered from the model.
+ *
+ * Reports the admitted (200) answers' p99 (from the request leaving on its connection to the
+ * last byte of the answer), the share of them answered from the model (`fallback: false`), the
+ * 503 share, errors, whether the process survived, its peak RSS (VmHWM) and RSS over time. The
+ * load generator shares the 2 cores with the server (and, on a shared machine, with whatever
+ * else runs): it says how many arrivals it managed to send on time.
+ *
+ *   npm run bench:overload   # ~1.5 min; BENCH_USERS=1000000 BENCH_FACTOR=10 BENCH_SECONDS=20
+ *                            # BENCH_RATE=<req/s> offers a fixed rate instead (before/after runs)
+ *
+ * The last line printed is the JSON result, also written to bench/results/overload.json
+ * (`BENCH_OUT` to write elsewhere, e.g. a before/after comparison).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Pool, type Dispatcher } from 'undici';
+import { Redis } from 'ioredis';
+import { encodeUserFeatures, KEYS } from '../../contracts/features.js';
+import { SERVING_METRICS } from '../../contracts/metrics.js';
+import { modelEnvNames, nodeOptionsForMemoryLimit } from '../../contracts/serving-env.js';
+import { startRedis } from '../../hack/testenv/environment.js';
+import { bundleComponent, COMPONENTS } from '../../hack/images/bundle.js';
+import { buildCatalog, buildStores, rng, seedFeatures, syntheticUser } from '../../serving/test/fixtures.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const USERS = Number(process.env['BENCH_USERS'] ?? 1_000_000);
+const FACTOR = Number(process.env['BENCH_FACTOR'] ?? 10);
+const SPIKE_SECONDS = Number(process.env['BENCH_SECONDS'] ?? 20);
+const MAX_CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 2000);
+const CLOSED_CONNECTIONS = 50;
+const STORES = 20;
+/** The pod memory limit the operator renders by default (DEFAULT_RESOURCES in desired.ts). */
+const POD_MEMORY_LIMIT_MIB = 512;
+
+/** Request bodies for random users (1 in 10 unknown → cold start) at random stores. */
+function bodies(n: number): Buffer[] {
+  const r = rng(99);
+  return Array.from({ length: n }, () =>
+    Buffer.from(
+      JSON.stringify({
+        userId: `u${Math.floor(r() * USERS * 1.1)}`,
+        storeId: `store-${Math.floor(r() * STORES)}`,
+        context: {
+          time: new Date(Date.UTC(2026, 10, 24, Math.floor(r() * 24))).toISOString(),
+          channel: 'app',
+        },
+        limit: 5,
+      }),
+    ),
+  );
+}
+
+/** What one load phase saw. */
+interface Tally {
+  sent: number;
+  /** Arrivals sent more than 5 ms after their scheduled time (the generator fell behind). */
+  late: number;
+  /** 200 answers from the model / from the fallback. */
+  model: number;
+  fallback: number;
+  /** Other statuses by code. */
+  status: Record<string, number>;
+  /** Connection errors, resets. */
+  errors: number;
+  errorCodes: Record<string, number>;
+  /** Latency (µs) of 200 answers: from the request leaving on a connection to its last byte. */
+  okLatencyUs: number[];
+  /** Latency (µs) of 503 answers. */
+  shedLatencyUs: number[];
+  /** Arrivals still unanswered when the phase ended (after a 5 s grace). */
+  unanswered: number;
+  retryAfterMissing: number;
+}
+
+const newTally = (): Tally => ({
+  sent: 0,
+  late: 0,
+  model: 0,
+  fallback: 0,
+  status: {},
+  errors: 0,
+  errorCodes: {},
+  okLatencyUs: [],
+  shedLatencyUs: [],
+  unanswered: 0,
+  retryAfterMissing: 0,
+});
+
+const FALLBACK_FALSE = Buffer.from('"fallback":false');
+
+/**
+ * Sends one POST through `pool` with a bare dispatch handler (no streams, no promise per
+ * chunk: the generator must stay cheap to offer a high rate on a shared machine).
+ */
+function send(pool: Pool, body: Buffer, t: Tally, done: () => void): void {
+  let t0 = 0;
+  let status = 0;
+  let retryAfter = false;
+  const chunks: Buffer[] = [];
+  const handler: Dispatcher.DispatchHandler = {
+    onConnect: () => {
+      t0 = performance.now();
+    },
+    onHeaders: (code, headers) => {
+      status = code;
+      if (code === 503) {
+        for (let i = 0; i < headers.length; i += 2) {
+          if (String(headers[i]).toLowerCase() === 'retry-after') retryAfter = true;
+        }
+      }
+      return true;
+    },
+    onData: (chunk) => {
+      if (status === 200) chunks.push(chunk);
+      return true;
+    },
+    onComplete: () => {
+      const us = (performance.now() - t0) * 1000;
+      if (status === 200) {
+        t.okLatencyUs.push(us);
+        if (Buffer.concat(chunks).includes(FALLBACK_FALSE)) t.model++;
+        else t.fallback++;
+      } else {
+        t.status[status] = (t.status[status] ?? 0) + 1;
+        if (status === 503) {
+          t.shedLatencyUs.push(us);
+          if (!retryAfter) t.retryAfterMissing++;
+        }
+      }
+      done();
+    },
+    onError: (err: Error & { code?: string }) => {
+      t.errors++;
+      const c = err.code ?? err.name;
+      t.errorCodes[c] = (t.errorCodes[c] ?? 0) + 1;
+      done();
+    },
+  } as Dispatcher.DispatchHandler;
+  pool.dispatch(
+    {
+      origin: pool as unknown as string,
+      path: '/v1/recommendations',
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+    },
+    handler,
+  );
+}
+
+/** `connections` clients each sending its next request when the last one is answered. */
+async function closedLoop(url: string, body: Buffer[], connections: number, seconds: number) {
+  const pool = new Pool(url, { connections, pipelining: 1 });
+  const t = newTally();
+  let i = 0;
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(
+    Array.from(
+      { length: connections },
+      () =>
+        new Promise<void>((resolve) => {
+          const next = () => {
+            if (performance.now() >= end) return resolve();
+            t.sent++;
+            send(pool, body[i++ % body.length]!, t, next);
+          };
+          next();
+        }),
+    ),
+  );
+  await pool.close();
+  // The rate of 200 answers: refused requests are not served.
+  return { tally: t, rps: Math.round((t.model + t.fallback) / seconds) };
+}
+
+/**
+ * Arrivals at `rate` per second for `seconds`, on schedule whatever the answers do: each tick
+ * sends every arrival due by now. A pool of up to `connections` keep-alive connections carries
+ * them (a request waits in the pool only when every connection has one outstanding).
+ */
+async function openLoop(url: string, body: Buffer[], rate: number, seconds: number, connections: number) {
+  const pool = new Pool(url, { connections, pipelining: 1, connectTimeout: 10_000 });
+  const t = newTally();
+  let outstanding = 0;
+  let i = 0;
+  const total = Math.round(rate * seconds);
+  const start = performance.now();
+  const done = () => outstanding--;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      const due = Math.min(total, Math.floor(((now - start) / 1000) * rate));
+      while (t.sent < due) {
+        // Arrival t.sent was due at start + t.sent / rate.
+        if (now - (start + (t.sent * 1000) / rate) > 5) t.late++;
+        t.sent++;
+        outstanding++;
+        send(pool, body[i++ % body.length]!, t, done);
+      }
+      if (t.sent >= total) resolve();
+      else setImmediate(tick);
+    };
+    tick();
+  });
+  const graceEnd = performance.now() + 5000;
+  while (outstanding > 0 && performance.now() < graceEnd) await new Promise((r) => setTimeout(r, 20));
+  t.unanswered = outstanding;
+  // Destroying the pool fails what is left: those are counted as unanswered, not as errors.
+  const errors = t.errors;
+  const codes = { ...t.errorCodes };
+  await pool.destroy();
+  t.errors = errors;
+  t.errorCodes = codes;
+  return { tally: t, seconds: (performance.now() - start) / 1000 };
+}
+
+function pct(xs: number[], q: number): number {
+  if (xs.length === 0) return 0;
+  const s = Float64Array.from(xs).sort();
+  return Math.round(s[Math.min(s.length - 1, Math.floor(q * s.length))]! / 10) / 100;
+}
+
+async function procStatus(pid: number): Promise<{ rssMiB: number; hwmMiB: number } | undefined> {
+  try {
+    const s = await readFile(`/proc/${pid}/status`, 'utf8');
+    const kib = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? 0);
+    return { rssMiB: Math.round(kib('VmRSS') / 1024), hwmMiB: Math.round(kib('VmHWM') / 1024) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Sums of a counter's series by one label, from a /metrics page. */
+async function countsBy(url: string, metric: string, label: string): Promise<Record<string, number>> {
+  const text = await (await fetch(url)).text();
+  const out: Record<string, number> = {};
+  const line = new RegExp(`^${metric}\\{[^}]*${label}="([^"]+)"[^}]*\\} (\\d+)`, 'gm');
+  for (const m of text.matchAll(line)) out[m[1]!] = (out[m[1]!] ?? 0) + Number(m[2]);
+  return out;
+}
+
+function diff(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (v - (before[k] ?? 0) > 0) out[k] = v - (before[k] ?? 0);
+  return out;
+}
+
+async function waitHttp(url: string, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > end) throw new Error(`${url} not ready after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const loadAvg = async () => Number((await readFile('/proc/loadavg', 'utf8')).split(' ')[0]);
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'crema-bench-overload-'));
+  const loadBefore = await loadAvg();
+  const { redis: server } = await startRedis(dir, () => undefined);
+  const redis = new Redis(server.url);
+  let serving: ReturnType<typeof spawn> | undefined;
+  try {
+    // 1. Data: the menu and stores the fixtures build, USERS users as binary blobs.
+    const catalog = buildCatalog(150, 40);
+    await seedFeatures(redis, { version: 'bench', catalog, stores: buildStores(STORES) });
+    const r = rng(1);
+    for (let start = 0; start < USERS; start += 20_000) {
+      const p = redis.pipeline();
+      for (let i = start; i < Math.min(USERS, start + 20_000); i++) {
+        p.set(KEYS.user('bench', `u${i}`), encodeUserFeatures(syntheticUser(r, 150)));
+      }
+      await p.exec();
+    }
+
+    // 2. The compiled program and the shipped model, with the pod's memory settings.
+    const app = join(dir, 'app');
+    await bundleComponent(COMPONENTS.serving, app);
+    const artifacts = join(root, 'manifests', 'models', 'artifacts');
+    const meta = JSON.parse(await readFile(join(artifacts, 'drink-ranking.meta.json'), 'utf8')) as {
+      sha256: string;
+    };
+    const podEnv = podMemoryEnv(POD_MEMORY_LIMIT_MIB);
+    const port = 19000 + Math.floor(Math.random() * 1000);
+    const names = modelEnvNames('drink-ranking');
+    serving = spawn(process.execPath, [join(app, 'serving.js')], {
+      cwd: app,
+      env: {
+        ...process.env,
+        ...podEnv,
+        NODE_ENV: 'production',
+        HOST: '127.0.0.1',
+        PORT: String(port),
+        REDIS_URL: server.url,
+        [names.uri]: pathToFileURL(join(artifacts, 'drink-ranking.onnx')).href,
+        [names.sha256]: meta.sha256,
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    let exit: { code: number | null; signal: string | null } | undefined;
+    serving.once('exit', (code, signal) => (exit = { code, signal }));
+    const pid = serving.pid!;
+    const url = `http://127.0.0.1:${port}`;
+    await waitHttp(`${url}/readyz`);
+
+    // RSS over the whole run, every 100 ms.
+    const rssSamples: { t: number; rssMiB: number }[] = [];
+    const t0 = performance.now();
+    const sampler = setInterval(() => {
+      void procStatus(pid).then((s) => {
+        if (s) rssSamples.push({ t: Math.round(performance.now() - t0), rssMiB: s.rssMiB });
+      });
+    }, 100);
+    const rssAtReady = (await procStatus(pid))!.rssMiB;
+
+    // Sanity: answers come from the model.
+    const body = bodies(8192);
+    const check = (await (
+      await fetch(`${url}/v1/recommendations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: body[0]!.toString(),
+      })
+    ).json()) as { fallback?: boolean };
+    if (check.fallback !== false) throw new Error(`serving answered ${JSON.stringify(check)}`);
+
+    // 3. Sustainable rate: a closed loop (warm-up first).
+    await closedLoop(url, body, CLOSED_CONNECTIONS, 2);
+    const closed = await closedLoop(url, body, CLOSED_CONNECTIONS, 5);
+    const sustainable = closed.rps;
+    const rssBeforeSpike = (await procStatus(pid))!.rssMiB;
+    console.log(
+      `closed loop (${CLOSED_CONNECTIONS} connections): ${sustainable} req/s, p99 ${pct(closed.tally.okLatencyUs, 0.99)} ms, from the model ${closed.tally.model}/${closed.tally.model + closed.tally.fallback}`,
+    );
+
+    // 4. The spike, open loop.
+    const shedBefore = await countsBy(`${url}/metrics`, SERVING_METRICS.requestsRejected.name, 'reason');
+    const fbBefore = await countsBy(`${url}/metrics`, SERVING_METRICS.fallbacks.name, 'reason');
+    const rate = process.env['BENCH_RATE'] ? Number(process.env['BENCH_RATE']) : sustainable * FACTOR;
+    const spikeStart = Math.round(performance.now() - t0);
+    const open = await openLoop(url, body, rate, SPIKE_SECONDS, MAX_CONNECTIONS);
+    const spikeEnd = Math.round(performance.now() - t0);
+    const o = open.tally;
+    const memoryAtSpikeEnd =
+      exit === undefined ? await memoryBreakdown(`${url}/metrics`).catch(() => ({})) : {};
+
+    // 5. After the spike: alive, healthy, answering from the model (within 10 s).
+    const recoveryStart = performance.now();
+    let recovered = false;
+    let recoverySeconds: number | null = null;
+    while (exit === undefined && !recovered && performance.now() - recoveryStart < 10_000) {
+      const h = await fetch(`${url}/healthz`).catch(() => undefined);
+      const rec = (await fetch(`${url}/v1/recommendations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: body[1]!.toString(),
+      })
+        .then((x) => x.json())
+        .catch(() => undefined)) as { fallback?: boolean } | undefined;
+      recovered = h?.status === 200 && rec?.fallback === false;
+      if (recovered) recoverySeconds = Math.round(performance.now() - recoveryStart) / 1000;
+      else await new Promise((res) => setTimeout(res, 200));
+    }
+    const alive = exit === undefined;
+    const shed = alive
+      ? diff(await countsBy(`${url}/metrics`, SERVING_METRICS.requestsRejected.name, 'reason'), shedBefore)
+      : {};
+    const fallbacks = alive
+      ? diff(await countsBy(`${url}/metrics`, SERVING_METRICS.fallbacks.name, 'reason'), fbBefore)
+      : {};
+    clearInterval(sampler);
+    const status = await procStatus(pid);
+    const admitted = o.model + o.fallback;
+    const answered = admitted + Object.values(o.status).reduce((s, v) => s + v, 0);
+    const spikeRss = rssSamples.filter((s) => s.t >= spikeStart && s.t <= spikeEnd);
+    const result = {
+      bench: 'overload',
+      at: new Date().toISOString(),
+      node: process.version,
+      cpus: cpus().length,
+      // The machine is shared: the 1-minute load average before and after says how noisy it was.
+      loadAvg: { before: loadBefore, after: await loadAvg() },
+      users: USERS,
+      nodeOptions: podEnv['NODE_OPTIONS'] ?? '',
+      sustainable: {
+        connections: CLOSED_CONNECTIONS,
+        rps: sustainable,
+        p99ms: pct(closed.tally.okLatencyUs, 0.99),
+        modelShare: share(closed.tally.model, closed.tally.model + closed.tally.fallback),
+      },
+      spike: {
+        factor: FACTOR,
+        offeredRps: rate,
+        seconds: SPIKE_SECONDS,
+        maxConnections: MAX_CONNECTIONS,
+        sent: o.sent,
+        // Arrivals the generator sent late (it shares the CPU): how far from a true open loop.
+        lateShare: share(o.late, o.sent),
+        answered,
+        admitted,
+        admittedRps: Math.round(admitted / SPIKE_SECONDS),
+        admittedP50ms: pct(o.okLatencyUs, 0.5),
+        admittedP99ms: pct(o.okLatencyUs, 0.99),
+        modelShareOfAdmitted: share(o.model, admitted),
+        shedShare: share(o.status['503'] ?? 0, o.sent),
+        shedP99ms: pct(o.shedLatencyUs, 0.99),
+        shedWithoutRetryAfter: o.retryAfterMissing,
+        otherStatus: Object.fromEntries(Object.entries(o.status).filter(([k]) => k !== '503')),
+        errors: o.errors,
+        errorCodes: o.errorCodes,
+        unanswered: o.unanswered,
+        shedByReason: shed,
+        fallbacksByReason: fallbacks,
+      },
+      process: {
+        crashed: !alive,
+        exit: exit ?? null,
+        recovered,
+        recoverySeconds,
+        rssAtReadyMiB: rssAtReady,
+        rssBeforeSpikeMiB: rssBeforeSpike,
+        peakRssDuringSpikeMiB: Math.max(0, ...spikeRss.map((s) => s.rssMiB)),
+        peakRssMiB: status?.hwmMiB ?? null,
+        rssAfterMiB: status?.rssMiB ?? null,
+        podMemoryLimitMiB: POD_MEMORY_LIMIT_MIB,
+        memoryAtSpikeEnd,
+        // RSS every second of the spike.
+        rssDuringSpikeMiB: spikeRss.filter((_, k) => k % 10 === 0).map((s) => s.rssMiB),
+      },
+      goals: {
+        'admittedP99<=50ms': pct(o.okLatencyUs, 0.99) <= 50,
+        'modelShareOfAdmitted>=0.9': share(o.model, admitted) >= 0.9,
+        noCrash: alive && recovered,
+        'peakRss<512Mi': (status?.hwmMiB ?? Infinity) < POD_MEMORY_LIMIT_MIB,
+      },
+    };
+    const s = result.spike;
+    console.log(
+      [
+        `spike: offered ${rate} req/s for ${SPIKE_SECONDS} s (sent ${o.sent}, ${Math.round(s.lateShare * 100)} % late), answered ${answered}, unanswered ${o.unanswered}, errors ${o.errors}`,
+        `admitted ${admitted} (${s.admittedRps} req/s): p50 ${s.admittedP50ms} ms, p99 ${s.admittedP99ms} ms, from the model ${Math.round(s.modelShareOfAdmitted * 1000) / 10} %`,
+        `503 ${Math.round(s.shedShare * 1000) / 10} % (p99 ${s.shedP99ms} ms; by reason ${JSON.stringify(shed)}); fallbacks ${JSON.stringify(fallbacks)}`,
+        `process: ${alive ? 'alive' : `exited ${JSON.stringify(exit)}`}, recovered ${recovered}; RSS ready ${rssAtReady} MiB, before spike ${rssBeforeSpike}, peak during spike ${result.process.peakRssDuringSpikeMiB}, VmHWM ${result.process.peakRssMiB}, after ${result.process.rssAfterMiB}`,
+      ].join('\n'),
+    );
+    const line = JSON.stringify(result);
+    await writeFile(process.env['BENCH_OUT'] ?? join(root, 'bench', 'results', 'overload.json'), line + '\n');
+    console.log(line);
+  } finally {
+    serving?.kill('SIGTERM');
+    redis.disconnect();
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function share(n: number, of: number): number {
+  return of > 0 ? Math.round((n / of) * 1000) / 1000 : 0;
+}
+
+/** The memory environment the operator renders for a serving container with this limit. */
+function podMemoryEnv(limitMiB: number): Record<string, string> {
+  return { NODE_OPTIONS: nodeOptionsForMemoryLimit(limitMiB * 2 ** 20) };
+}
+
+/** What holds the memory: V8 heap (total, used), external and array buffers, from /metrics. */
+async function memoryBreakdown(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(url)).text();
+  const out: Record<string, number> = {};
+  for (const name of [
+    'nodejs_heap_size_total_bytes',
+    'nodejs_heap_size_used_bytes',
+    'nodejs_external_memory_bytes',
+    'process_resident_memory_bytes',
+  ]) {
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)`, 'm').exec(text);
+    if (m) out[name.replace(/^nodejs_|^process_|_bytes$/g, '') + 'MiB'] = Math.round(Number(m[1]) / 2 ** 20);
+  }
+  return out;
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

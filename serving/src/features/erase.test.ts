@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+import { KEYS } from '../../../contracts/features.js';
+import { userOfFeatureKey } from './erase.js';
+
+describe('userOfFeatureKey', () => {
+  it('gives the whole user id of a feature blob key, also when the id contains :user:', () => {
+    for (const [version, user] of [
+      ['v1', 'x1'],
+      ['v1', 'y1:user:x1'],
+      ['20261124T2100-3f2a8b9c', 'a@b.example'],
+      ['v0-old', ':user:'],
+    ] as const) {
+      expect(userOfFeatureKey(KEYS.user(version, user))).toBe(user);
+    }
+  });
+
+  it('is undefined for every other key of a version', () => {
+    for (const key of [
+      KEYS.catalog('v1'),
+      KEYS.stores('v1'),
+      KEYS.storePopularity('v1', 's1'),
+      KEYS.current,
+    ]) {
+      expect(userOfFeatureKey(key)).toBeUndefined();
+    }
+    expect(userOfFeatureKey(KEYS.onlineUser('x1'))).toBeUndefined();
+  });
+});

@@ -1,0 +1,211 @@
+import { describe, expect, it } from 'vitest';
+import { ConcurrencyLimit, QueueDelayCheck, QueueDelayEstimator } from './admission.js';
+
+/** A clock the test moves. */
+function manualClock(start = 1000) {
+  let t = start;
+  return { now: () => t, advance: (ms: number) => (t += ms) };
+}
+
+/** Runs `n` requests through `limit` at once, each answering after `latencyMs`. */
+function wave(limit: ConcurrencyLimit, clock: ReturnType<typeof manualClock>, n: number, latencyMs: number) {
+  let admitted = 0;
+  for (let i = 0; i < n; i++) if (limit.tryAcquire()) admitted++;
+  clock.advance(latencyMs);
+  for (let i = 0; i < admitted; i++) limit.release(latencyMs);
+  return admitted;
+}
+
+describe('ConcurrencyLimit', () => {
+  it('admits up to the limit and refuses the rest until one is released', () => {
+    const c = manualClock();
+    const l = new ConcurrencyLimit({ targetMs: 10, max: 100, initial: 3, min: 1 }, c.now);
+    expect([l.tryAcquire(), l.tryAcquire(), l.tryAcquire(), l.tryAcquire()]).toEqual([
+      true,
+      true,
+      true,
+      false,
+    ]);
+    expect(l.inFlight).toBe(3);
+    l.release(1);
+    expect(l.tryAcquire()).toBe(true);
+  });
+
+  it('shrinks while admitted requests are slower than the target, down to min', () => {
+    const c = manualClock();
+    const l = new ConcurrencyLimit({ targetMs: 10, max: 512, initial: 100, min: 4 }, c.now);
+    const seen: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      wave(l, c, 1000, 40);
+      seen.push(l.limit);
+    }
+    expect(seen[0]).toBe(80); // one slow window: x0.8
+    expect(seen.every((v, i) => i === 0 || v <= seen[i - 1]!)).toBe(true);
+    expect(l.limit).toBe(4);
+  });
+
+  it('grows by one per window while the limit is used and requests are fast, up to max', () => {
+    const c = manualClock();
+    const l = new ConcurrencyLimit({ targetMs: 10, max: 40, initial: 20 }, c.now);
+    wave(l, c, 1000, 2);
+    expect(l.limit).toBe(21);
+    for (let i = 0; i < 50; i++) wave(l, c, 1000, 2);
+    expect(l.limit).toBe(40);
+  });
+
+  it('does not grow a limit that is not used (an idle process keeps what it learned)', () => {
+    const c = manualClock();
+    const l = new ConcurrencyLimit({ targetMs: 10, max: 512, initial: 50 }, c.now);
+    for (let i = 0; i < 20; i++) {
+      // 5 at a time: a tenth of the limit.
+      wave(l, c, 5, 2);
+      c.advance(200);
+    }
+    expect(l.limit).toBe(50);
+  });
+
+  it('ignores a few slow requests (p90): one slow admin call does not shrink the limit', () => {
+    const c = manualClock();
+    const l = new ConcurrencyLimit({ targetMs: 10, max: 512, initial: 20 }, c.now);
+    for (let i = 0; i < 20; i++) expect(l.tryAcquire()).toBe(true);
+    c.advance(3);
+    l.release(2000);
+    for (let i = 0; i < 19; i++) l.release(3);
+    expect(l.limit).toBe(21);
+  });
+
+  it('ends a window after windowMs even with fewer answers than the limit', () => {
+    const c = manualClock();
+    const l = new ConcurrencyLimit({ targetMs: 10, max: 512, initial: 100, windowMs: 100 }, c.now);
+    for (let i = 0; i < 60; i++) l.tryAcquire();
+    c.advance(50);
+    for (let i = 0; i < 10; i++) l.release(50);
+    expect(l.limit).toBe(100);
+    c.advance(60);
+    l.release(50);
+    expect(l.limit).toBe(80);
+  });
+
+  it('settles near throughput x target when latency grows with load (Little)', () => {
+    // A server answering 1000 requests/s: latency = in-flight / 1000 s.
+    const c = manualClock();
+    const l = new ConcurrencyLimit({ targetMs: 20, max: 512, initial: 200 }, c.now);
+    const limits: number[] = [];
+    for (let i = 0; i < 400; i++) {
+      let n = 0;
+      while (l.tryAcquire()) n++;
+      // n requests at 1 ms each: all answer after n ms.
+      c.advance(n);
+      for (let k = 0; k < n; k++) l.release(n);
+      limits.push(l.limit);
+    }
+    const tail = limits.slice(-100);
+    // 1000/s x 20 ms = 20 in flight; AIMD saws between ~0.8x and 1x of it.
+    expect(Math.max(...tail)).toBeLessThanOrEqual(21);
+    expect(Math.min(...tail)).toBeGreaterThanOrEqual(12);
+  });
+
+  it('rejects bad options, naming them', () => {
+    const now = () => 0;
+    expect(() => new ConcurrencyLimit({ targetMs: 0, max: 10 }, now)).toThrow(/targetMs/);
+    expect(() => new ConcurrencyLimit({ targetMs: 5, max: 0 }, now)).toThrow(/max/);
+    expect(() => new ConcurrencyLimit({ targetMs: 5, max: 10, backoff: 1 }, now)).toThrow(/backoff/);
+  });
+});
+
+describe('QueueDelayCheck (CoDel)', () => {
+  it('refuses nothing without a standing queue, however long one request waited', () => {
+    const c = manualClock();
+    const q = new QueueDelayCheck({ maxMs: 20 }, c.now);
+    // One stall: requests that waited 300 ms, then the queue drains within the interval.
+    for (const d of [300, 250, 200, 1, 0]) expect(q.shouldShed(d)).toBe(false);
+    c.advance(100);
+    expect(q.shouldShed(2)).toBe(false);
+    expect(q.overloaded).toBe(false);
+    c.advance(100);
+    expect(q.shouldShed(300)).toBe(false);
+  });
+
+  it('while every request of an interval waited over half the budget, refuses those over the budget', () => {
+    const c = manualClock();
+    const q = new QueueDelayCheck({ maxMs: 20 }, c.now);
+    for (let i = 0; i < 10; i++) {
+      q.shouldShed(15 + i * 5);
+      c.advance(10);
+    }
+    // The interval ended with min 15 > 10: a standing queue.
+    expect(q.shouldShed(25)).toBe(true);
+    expect(q.overloaded).toBe(true);
+    expect(q.shouldShed(19)).toBe(false);
+    // It drains: an interval with a short wait ends the standing state.
+    q.shouldShed(3);
+    c.advance(100);
+    expect(q.shouldShed(25)).toBe(false);
+    expect(q.overloaded).toBe(false);
+  });
+
+  it('an interval without requests is no queue', () => {
+    const c = manualClock();
+    const q = new QueueDelayCheck({ maxMs: 20 }, c.now);
+    q.shouldShed(50);
+    c.advance(100);
+    expect(q.shouldShed(50)).toBe(true);
+    c.advance(5000);
+    // After a quiet gap the queue is gone: the requests before it say nothing about now.
+    expect(q.shouldShed(50)).toBe(false);
+    expect(q.overloaded).toBe(false);
+  });
+});
+
+describe('QueueDelayEstimator', () => {
+  function loop() {
+    const c = manualClock(0);
+    let idle = 0;
+    return {
+      c,
+      idleMs: () => idle,
+      /** The loop waits for I/O for `ms`. */
+      wait: (ms: number) => {
+        c.advance(ms);
+        idle += ms;
+      },
+      /** The loop works for `ms`. */
+      work: (ms: number) => c.advance(ms),
+    };
+  }
+
+  it('a process that keeps up: requests waited about nothing, whatever the connection did before', () => {
+    const l = loop();
+    const e = new QueueDelayEstimator(l.c.now, l.idleMs);
+    const lastAnswer = l.c.now();
+    l.wait(5000); // an idle keep-alive connection
+    l.work(1);
+    e.look();
+    expect(e.delay(lastAnswer)).toBeLessThanOrEqual(1);
+  });
+
+  it('a busy loop: a request waited since its connection last answered', () => {
+    const l = loop();
+    const e = new QueueDelayEstimator(l.c.now, l.idleMs);
+    l.wait(10);
+    e.look();
+    const lastAnswer = l.c.now();
+    l.work(80); // no idle since: the bytes may have waited all along
+    e.look();
+    expect(e.delay(lastAnswer)).toBe(80);
+    // A connection that answered later waited less.
+    expect(e.delay(lastAnswer + 50)).toBe(30);
+  });
+
+  it('bounds the wait by the busy time since the loop last waited, for new connections too', () => {
+    const l = loop();
+    const e = new QueueDelayEstimator(l.c.now, l.idleMs);
+    e.look();
+    l.wait(20);
+    l.work(40);
+    e.look();
+    // The loop waited 20 ms at most 40 ms ago.
+    expect(e.delay(undefined)).toBe(40);
+    expect(e.delay(0)).toBe(40);
+  });
+});
