@@ -35,9 +35,9 @@ export function createServingRedis(url: string, opts: ServingRedisOptions = {}):
 
 /**
  * createServingRedis for any address (contracts/redis.ts): one instance, or a Redis Cluster
- * with the same per-connection settings. On a cluster auto-pipelining writes once per node, and
- * the slot map is refreshed every second as well as on every redirect, so a promoted replica is
- * found within about a second of a failover.
+ * with the same per-connection settings. On a cluster auto-pipelining writes once per node, a
+ * command for a node that is gone fails at once, and the slot map is refreshed every second as
+ * well as on every redirect, so a promoted replica is found within about a second of a failover.
  */
 export function createServingClient(target: RedisTarget, opts: ServingRedisOptions = {}): RedisClient {
   if (target.kind === 'single') return createServingRedis(target.url, opts);
@@ -54,10 +54,12 @@ export function createServingClient(target: RedisTarget, opts: ServingRedisOptio
       clusterRetryStrategy: (times) => Math.min(100 * times, 1000),
       slotsRefreshInterval: 1000,
       slotsRefreshTimeout: 1000,
-      // A command whose node just went away is retried (after a slot refresh) a few times
-      // instead of failing at once; request deadlines bound how long a reader waits for that.
-      retryDelayOnFailover: 100,
-      retryDelayOnClusterDown: 100,
+      // A command whose node went away, or whose slot has no primary while a replica takes
+      // over, fails at once (like a command to a single Redis that is down): the request falls
+      // back now instead of after its deadline, and a slow fallback never looks like overload
+      // to admission control. Redirects (MOVED) are still followed.
+      retryDelayOnFailover: 0,
+      retryDelayOnClusterDown: 0,
       maxRedirections: 6,
     },
   });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { defineScript, ReplicaAckError, type ScriptCall } from '../../../contracts/redis.js';
-import { ScriptBatcher } from './scripts.js';
+import { ReplicasUnavailableError, ScriptBatcher } from './scripts.js';
 
 const script = defineScript('return ARGV[1]');
 const call = (n: number): ScriptCall => ({ script, keys: ['k'], args: [String(n)] });
@@ -63,6 +63,29 @@ describe('ScriptBatcher', () => {
     expect(m.batches).toEqual([['1', '2'], ['3', '4'], ['5']]);
     for (const a of m.answer) a();
     expect(await Promise.all(all)).toEqual(['1', '2', '3', '4', '5']);
+  });
+
+  it('after writes no replica confirmed, refuses at once until the pause is over, then probes', async () => {
+    let now = 0;
+    let replicas = 0;
+    const sent: number[] = [];
+    const b = new ScriptBatcher(
+      async (calls) => {
+        sent.push(calls.length);
+        return calls.map(() => (replicas > 0 ? 'ok' : new ReplicaAckError(0, 1, 100)));
+      },
+      { oneAtATime: true, pauseAfterUnconfirmedMs: 1000, now: () => now },
+    );
+    await expect(b.run(call(1))).rejects.toBeInstanceOf(ReplicaAckError);
+    // Within the pause: refused without being sent.
+    now = 400;
+    await expect(b.run(call(2))).rejects.toBeInstanceOf(ReplicasUnavailableError);
+    expect(sent).toEqual([1]);
+    // After it: one batch probes; the replica is back.
+    now = 1001;
+    replicas = 1;
+    expect(await b.run(call(3))).toBe('ok');
+    expect(sent).toEqual([1, 1]);
   });
 
   it('rejects every call of a batch whose send failed, and keeps going', async () => {

@@ -7,7 +7,13 @@
  * instead of each queueing its own WAIT behind the blocked one. That connection should be the
  * runner's own, so a slow replica never delays feature reads.
  */
-import { evalScripts, type Durability, type RedisClient, type ScriptCall } from '../../../contracts/redis.js';
+import {
+  evalScripts,
+  ReplicaAckError,
+  type Durability,
+  type RedisClient,
+  type ScriptCall,
+} from '../../../contracts/redis.js';
 
 /** Runs one script call; rejects with the call's error (ReplicaAckError when not confirmed). */
 export interface ScriptRunner {
@@ -29,6 +35,21 @@ export interface ScriptBatcherOptions {
   readonly oneAtATime?: boolean;
   /** Calls per batch at most. Default 512. */
   readonly maxCalls?: number;
+  /**
+   * After a batch whose writes no replica confirmed, refuse new calls at once for this long
+   * (ReplicasUnavailableError, nothing sent) instead of letting each wait out its WAIT; then one
+   * batch probes again. 0 = never. Default 0.
+   */
+  readonly pauseAfterUnconfirmedMs?: number;
+  readonly now?: () => number;
+}
+
+/** Not sent: the last batch's writes were confirmed by no replica, and the pause has not passed. */
+export class ReplicasUnavailableError extends Error {
+  override readonly name = 'ReplicasUnavailableError';
+  constructor(retryInMs: number) {
+    super(`no replica confirmed the last writes; not attempted (next try in ${Math.ceil(retryInMs)} ms)`);
+  }
 }
 
 export class ScriptBatcher implements ScriptRunner {
@@ -37,6 +58,9 @@ export class ScriptBatcher implements ScriptRunner {
   private scheduled = false;
   private readonly oneAtATime: boolean;
   private readonly maxCalls: number;
+  private readonly pauseMs: number;
+  private readonly now: () => number;
+  private pausedUntil = 0;
 
   constructor(
     private readonly send: SendScripts,
@@ -44,7 +68,10 @@ export class ScriptBatcher implements ScriptRunner {
   ) {
     this.oneAtATime = opts.oneAtATime ?? false;
     this.maxCalls = opts.maxCalls ?? 512;
+    this.pauseMs = opts.pauseAfterUnconfirmedMs ?? 0;
+    this.now = opts.now ?? (() => performance.now());
     if (!(this.maxCalls >= 1)) throw new RangeError('ScriptBatcher: maxCalls must be >= 1');
+    if (!(this.pauseMs >= 0)) throw new RangeError('ScriptBatcher: pauseAfterUnconfirmedMs must be >= 0');
   }
 
   /** Runs on `redis`, confirmed by `durability.replicas` replicas (one batch out at a time then). */
@@ -58,10 +85,15 @@ export class ScriptBatcher implements ScriptRunner {
       throw new RangeError('event durability: timeoutMs must be >= 1 when replicas are required');
     return new ScriptBatcher((calls) => evalScripts(redis, calls, durability), {
       oneAtATime: durability.replicas > 0,
+      // A primary without a replica (between a failover and the failed node's return) would
+      // make every event wait out its WAIT; answer them 503 at once instead, probing once a second.
+      pauseAfterUnconfirmedMs: durability.replicas > 0 ? 1000 : 0,
     });
   }
 
   run(call: ScriptCall): Promise<unknown> {
+    const wait = this.pausedUntil - this.now();
+    if (wait > 0) return Promise.reject(new ReplicasUnavailableError(wait));
     return new Promise((resolve, reject) => {
       this.pending.push({ call, resolve, reject });
       this.schedule();
@@ -92,12 +124,19 @@ export class ScriptBatcher implements ScriptRunner {
     }
     sent
       .then(
-        (results) =>
+        (results) => {
+          if (this.pauseMs > 0 && results.some((r) => r instanceof ReplicaAckError && r.confirmed === 0)) {
+            // Calls waiting for the next batch would meet the same missing replica.
+            this.pausedUntil = this.now() + this.pauseMs;
+            const waiting = this.pending.splice(0);
+            for (const w of waiting) w.reject(new ReplicasUnavailableError(this.pauseMs));
+          }
           batch.forEach((w, i) => {
             const r = results[i];
             if (r instanceof Error) w.reject(r);
             else w.resolve(r);
-          }),
+          });
+        },
         (err: unknown) => {
           const e = err instanceof Error ? err : new Error(String(err));
           for (const w of batch) w.reject(e);
