@@ -166,7 +166,7 @@ describe('on a Redis Cluster', () => {
       expect(r.headers['retry-after']).toBe('1');
       expect(performance.now() - t0).toBeLessThan(1000);
       // Until the replica answers again, events are refused at once instead of each waiting
-      // out its WAIT (for the Retry-After second).
+      // out its WAIT (probing every 200 ms).
       const t1 = performance.now();
       expect((await post(frozen)).statusCode).toBe(503);
       expect(performance.now() - t1).toBeLessThan(50);

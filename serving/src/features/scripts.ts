@@ -86,8 +86,9 @@ export class ScriptBatcher implements ScriptRunner {
     return new ScriptBatcher((calls) => evalScripts(redis, calls, durability), {
       oneAtATime: durability.replicas > 0,
       // A primary without a replica (between a failover and the failed node's return) would
-      // make every event wait out its WAIT; answer them 503 at once instead, probing once a second.
-      pauseAfterUnconfirmedMs: durability.replicas > 0 ? 1000 : 0,
+      // make every event wait out its WAIT; answer them 503 at once instead, probing every
+      // 2 x timeout (200 ms by default), so writes resume soon after a replica is back.
+      pauseAfterUnconfirmedMs: durability.replicas > 0 ? Math.max(200, 2 * durability.timeoutMs) : 0,
     });
   }
 
