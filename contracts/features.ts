@@ -5,12 +5,21 @@
  * Batch features are written under a fresh version prefix and published by one atomic SET of
  * `KEYS.current`; readers resolve the current version once and read only under it, so they
  * never see a half-written version. Old versions expire by TTL.
+ *
+ * Redis Cluster: a script or multi-key command may only touch keys of one hash slot. Keys that
+ * are written together with another key are named `{K}:...` after that key K (a hash tag: only
+ * the part in braces is hashed, and an untagged key is hashed whole), so they share K's slot
+ * while K keeps its name: an event's dedup marker lives beside the events stream, an applied
+ * marker beside the online hash it guards. Every other key hashes on its own, so user blobs and
+ * online hashes spread over the cluster. Ids inside keys never contain braces (serving's id
+ * patterns refuse them). Changing which keys share a slot changes no feature and needs no
+ * FEATURE_SCHEMA_VERSION bump, but it is a layout change all writers and readers must agree on.
  */
 
 /** Bumped whenever USER_FEATURES, ITEM_FEATURES or the encodings below change. */
 export const FEATURE_SCHEMA_VERSION = 1;
 
-/** Every key Crema writes starts with this prefix. */
+/** Every key Crema writes contains this prefix (it starts with it, or with `{` and then it). */
 export const PREFIX = 'crema';
 
 /** Ordered user feature vector; the binary blob stores them as little-endian float32 in this order. */
@@ -68,6 +77,10 @@ export function itemFeatureRow(item: CatalogItem, popularity: number): number[] 
   ];
 }
 
+const EVENTS = `${PREFIX}:events`;
+const onlineUser = (userId: string) => `${PREFIX}:online:user:${userId}`;
+const storeQueue = (storeId: string) => `${PREFIX}:online:store:${storeId}`;
+
 /** Redis keys. `v` is a batch version id (e.g. `20261124T2100-3f2a`). */
 export const KEYS = {
   /** String: the version id readers must use. Switched atomically after a complete write. */
@@ -85,18 +98,32 @@ export const KEYS = {
   /** String: float32 [SEGMENTS x USER_FEATURES], mean features per segment for cold start. */
   segments: (v: string) => `${PREFIX}:features:${v}:segments`,
   /** Hash: online features from the stream job (last_order_at, last_item, channel, ...). */
-  onlineUser: (userId: string) => `${PREFIX}:online:user:${userId}`,
+  onlineUser,
   /** Hash: per-store live counters: queue (drinks waiting), prep_load (sum of complexity). */
-  storeQueue: (storeId: string) => `${PREFIX}:online:store:${storeId}`,
+  storeQueue,
   /** Stream of app events (impression, click, add_to_cart, order). Fields: contracts/events.ts. */
-  events: `${PREFIX}:events`,
-  /** Stream of events entries the stream job could not apply: `sourceId`, `reason`, `fields` (JSON). */
-  eventsDeadLetter: `${PREFIX}:events:dead`,
-  /** String with TTL: marks an event id as accepted (dedup at ingest). */
-  eventSeen: (eventId: string) => `${PREFIX}:events:seen:${eventId}`,
-  /** String with TTL: marks an event id as applied by the stream job (exactly-once effect). */
-  eventApplied: (eventId: string) => `${PREFIX}:events:applied:${eventId}`,
+  events: EVENTS,
+  /**
+   * Stream of events entries the stream job could not apply: `sourceId`, `reason`, `fields`
+   * (JSON). In the events stream's slot (one script moves an entry from one to the other).
+   */
+  eventsDeadLetter: `${sameSlotAs(EVENTS)}:dead`,
+  /** String with TTL: marks an event id as accepted (dedup at ingest). In the stream's slot. */
+  eventSeen: (eventId: string) => `${sameSlotAs(EVENTS)}:seen:${eventId}`,
+  /**
+   * String with TTL: the event's effect on the user's online hash was applied by the stream job
+   * (exactly-once effect). In the slot of `onlineUser(userId)`.
+   */
+  eventApplied: (userId: string, eventId: string) => `${sameSlotAs(onlineUser(userId))}:applied:${eventId}`,
+  /** String with TTL: the order's effect on the store's live counters was applied. In the slot of `storeQueue(storeId)`. */
+  storeEventApplied: (storeId: string, eventId: string) =>
+    `${sameSlotAs(storeQueue(storeId))}:applied:${eventId}`,
 } as const;
+
+/** The hash tag that puts a key named `{key}:...` in the slot of `key` itself. */
+function sameSlotAs(key: string): string {
+  return `{${key}}`;
+}
 
 /** TTL of a batch version's keys, seconds. Long enough to survive a missed nightly run. */
 export const BATCH_TTL_SECONDS = 3 * 86_400;

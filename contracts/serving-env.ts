@@ -32,6 +32,7 @@ export const SERVING_ENV = {
   /** serving | router. */
   mode: 'CREMA_MODE',
   port: 'PORT',
+  /** One URL, or a Redis Cluster's seeds separated by commas (contracts/redis-target.ts). */
   redisUrl: 'REDIS_URL',
   /** Bearer token of the admin routes (erase, model swap), from a Secret. */
   adminToken: 'CREMA_ADMIN_TOKEN',

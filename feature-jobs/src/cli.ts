@@ -5,10 +5,11 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { Redis } from 'ioredis';
 import { runFeatures } from './batch/run.js';
 import { parseShard } from './batch/shard.js';
 import { InputFileError } from './common/files.js';
+import { connectJobRedis, jobDurability, parseJobTarget } from './common/redis.js';
+import { RedisTargetError, type RedisClient, type RedisTarget } from '../../contracts/redis.js';
 import { Dataset, generateDataset } from './generate/dataset.js';
 import { runEvaluation } from './evaluate/evaluate.js';
 import { runStreamJob } from './stream/consumer.js';
@@ -41,18 +42,30 @@ function int(v: Record<string, unknown>, k: string, dflt: number): number {
 const log = (line: string) => console.error(line);
 const REDIS_DEFAULT = process.env['CREMA_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
-async function withRedis<T>(url: string, f: (r: Redis) => Promise<T>): Promise<T> {
-  // Give up after a few reconnects instead of retrying forever: a job should fail visibly.
-  const redis = new Redis(url, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 2,
-    retryStrategy: (times) => (times > 5 ? null : Math.min(times * 200, 1000)),
-  });
-  redis.on('error', () => {}); // failures surface as rejected commands
+function targetOf(address: string): RedisTarget {
   try {
-    await redis.connect();
+    return parseJobTarget(address);
   } catch (err) {
-    throw new UsageError(`cannot connect to Redis at ${url}: ${(err as Error).message}`);
+    if (err instanceof RedisTargetError) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+/**
+ * Runs `f` with a connected client for `target` (one instance or a cluster). A batch job gives
+ * up after a few reconnects instead of retrying forever, so it fails visibly; `patient` (the
+ * stream job) keeps reconnecting and decides itself how long an outage may last.
+ */
+async function withRedis<T>(
+  target: RedisTarget,
+  f: (r: RedisClient) => Promise<T>,
+  patient = false,
+): Promise<T> {
+  let redis: RedisClient;
+  try {
+    redis = await connectJobRedis(target, { patient });
+  } catch (err) {
+    throw new UsageError(`cannot connect to Redis at ${target.display}: ${(err as Error).message}`);
   }
   try {
     return await f(redis);
@@ -111,7 +124,8 @@ const COMMANDS: Record<string, Command> = {
   --as-of          features describe history before 00:00 UTC of this date (default: after the last day)
   --shard i/N      this run writes users with hash(userId) % N == i; the last shard to finish switches
   --shards N       shard count; the index comes from $JOB_COMPLETION_INDEX (Kubernetes Indexed Job)
-  --redis          default $CREMA_REDIS_URL or redis://127.0.0.1:6379
+  --redis          default $CREMA_REDIS_URL or redis://127.0.0.1:6379; several URLs separated by
+                   commas are a Redis Cluster's seeds (or set CREMA_REDIS_CLUSTER=1 for one seed)
 A killed run resumes from its checkpoint; re-running the same inputs rewrites the same version.`,
     options: {
       data: { type: 'string' },
@@ -136,7 +150,7 @@ A killed run resumes from its checkpoint; re-running the same inputs rewrites th
       const ttl = str(v, 'ttl');
       // Inputs first: a bad dataset is reported before any connection is made.
       const dataset = Dataset.open(need(v, 'data'));
-      return withRedis(str(v, 'redis') ?? REDIS_DEFAULT, (redis) =>
+      return withRedis(targetOf(str(v, 'redis') ?? REDIS_DEFAULT), (redis) =>
         runFeatures({
           dataset,
           windowDays: int(v, 'window-days', 30),
@@ -155,9 +169,14 @@ A killed run resumes from its checkpoint; re-running the same inputs rewrites th
     summary: 'stream job: events stream -> online user features and store queue counters (exactly once)',
     usage: `crema-jobs stream [--redis URL] [--consumer NAME] [--group crema-stream-job]
                    [--claim-idle-ms 30000] [--count 200] [--until-idle]
+                   [--wait-replicas N] [--wait-timeout-ms 100] [--max-outage-ms 60000]
+  --redis          as for features: one URL, or a Redis Cluster's seeds separated by commas
   --consumer       a stable name per replica (default: hostname-pid)
   --claim-idle-ms  pending entries of another consumer idle this long are claimed (XAUTOCLAIM)
   --until-idle     exit when the group has nothing new and nothing pending (replays, tests)
+  --wait-replicas  replicas that must confirm an entry's effects before it is acknowledged
+                   (default $CREMA_REDIS_WAIT_REPLICAS, else 1 on a cluster, 0 on one instance)
+  --max-outage-ms  how long Redis may keep failing (a failover) before the job exits
 Stops cleanly on SIGTERM/SIGINT.`,
     options: {
       redis: { type: 'string' },
@@ -166,6 +185,9 @@ Stops cleanly on SIGTERM/SIGINT.`,
       'claim-idle-ms': { type: 'string' },
       count: { type: 'string' },
       'until-idle': { type: 'boolean' },
+      'wait-replicas': { type: 'string' },
+      'wait-timeout-ms': { type: 'string' },
+      'max-outage-ms': { type: 'string' },
     },
     async run(v) {
       const ac = new AbortController();
@@ -173,17 +195,27 @@ Stops cleanly on SIGTERM/SIGINT.`,
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
       const group = str(v, 'group');
-      return withRedis(str(v, 'redis') ?? REDIS_DEFAULT, (redis) =>
-        runStreamJob({
-          redis,
-          consumer: str(v, 'consumer') ?? `${hostname()}-${process.pid}`,
-          ...(group ? { group } : {}),
-          claimIdleMs: int(v, 'claim-idle-ms', 30_000),
-          count: int(v, 'count', 200),
-          untilIdle: v['until-idle'] === true,
-          signal: ac.signal,
-          log,
-        }),
+      const target = targetOf(str(v, 'redis') ?? REDIS_DEFAULT);
+      const durability = jobDurability(target, {
+        replicas: str(v, 'wait-replicas') === undefined ? undefined : int(v, 'wait-replicas', 0),
+        timeoutMs: str(v, 'wait-timeout-ms') === undefined ? undefined : int(v, 'wait-timeout-ms', 0),
+      });
+      return withRedis(
+        target,
+        (redis) =>
+          runStreamJob({
+            redis,
+            durability,
+            maxOutageMs: int(v, 'max-outage-ms', 60_000),
+            consumer: str(v, 'consumer') ?? `${hostname()}-${process.pid}`,
+            ...(group ? { group } : {}),
+            claimIdleMs: int(v, 'claim-idle-ms', 30_000),
+            count: int(v, 'count', 200),
+            untilIdle: v['until-idle'] === true,
+            signal: ac.signal,
+            log,
+          }),
+        true,
       );
     },
   },

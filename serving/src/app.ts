@@ -12,13 +12,14 @@ import Fastify, {
   type FastifyInstance,
   type FastifyServerOptions,
 } from 'fastify';
-import type { Redis } from 'ioredis';
 import { USER_FEATURES } from '../../contracts/features.js';
 import type { ModelTask } from '../../contracts/model-metadata.js';
+import type { Durability, RedisClient } from '../../contracts/redis.js';
 import { systemClock, type Clock } from './clock.js';
 import type { RankingState, ServingContext } from './context.js';
 import { DriftMonitor } from './drift/monitor.js';
 import { ERRORS, ServingError, type ErrorBody } from './errors.js';
+import { ScriptBatcher } from './features/scripts.js';
 import { FeatureStore } from './features/store.js';
 import { ServingMetrics } from './metrics.js';
 import type { LoadedModel } from './model/loader.js';
@@ -39,7 +40,15 @@ import { userRoutes } from './routes/users.js';
 
 /** Options of build(); every default is documented in docs/serving.md. */
 export interface BuildOptions {
-  readonly redis: Redis;
+  /** One instance or a cluster (contracts/redis.ts). */
+  readonly redis: RedisClient;
+  /**
+   * Replicas that must confirm an event before it is answered 202 (WAIT), and how long to wait;
+   * unconfirmed events are answered 503 (their retry is deduplicated). Default none.
+   */
+  readonly eventDurability?: Durability;
+  /** The client event writes use; give WAIT its own connection. Default `redis`. */
+  readonly eventRedis?: RedisClient;
   /** Models; create with createModelStore() so loads are checked against what serving computes. */
   readonly models: ModelStore;
   readonly clock?: Clock;
@@ -173,6 +182,7 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
   const ranking = new WeakMap<LoadedModel, RankingState>();
   const ctx: ServingContext = {
     redis: opts.redis,
+    eventWrites: ScriptBatcher.forClient(opts.eventRedis ?? opts.redis, opts.eventDurability),
     clock,
     features,
     models: opts.models,

@@ -1,8 +1,9 @@
 import type { ModelTask } from '../../contracts/model-metadata.js';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../contracts/redis.js';
 import type { DrainState } from './plugins/drain.js';
 import type { Clock } from './clock.js';
 import type { FeatureStore } from './features/store.js';
+import type { ScriptRunner } from './features/scripts.js';
 import type { ModelStore } from './model/store.js';
 import type { LoadedModel } from './model/loader.js';
 import type { ServingMetrics } from './metrics.js';
@@ -12,7 +13,9 @@ import type { RankingPlan } from './ranking/plan.js';
 
 /** What every route of one app instance shares; built by `build()`, never a module singleton. */
 export interface ServingContext {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
+  /** Runs the event path's scripts, confirmed by replicas when configured (features/scripts.ts). */
+  readonly eventWrites: ScriptRunner;
   readonly clock: Clock;
   readonly features: FeatureStore;
   readonly models: ModelStore;

@@ -5,10 +5,11 @@
  * Every setting comes from the environment, see docs/serving.md (names: contracts/serving-env.ts).
  */
 import { build, createModelStore } from './app.js';
-import { createServingRedis } from './features/redis.js';
+import { createServingClient } from './features/redis.js';
 import { inferenceThread } from './model/thread.js';
 import { buildRouter } from './router/app.js';
 import { MODEL_TASKS, SERVING_ENV, modelEnvNames } from '../../contracts/serving-env.js';
+import { REDIS_ENV, parseRedisTarget, type Durability, type RedisClient } from '../../contracts/redis.js';
 import type { ModelTask } from '../../contracts/model-metadata.js';
 import { DrainState } from './plugins/drain.js';
 
@@ -56,9 +57,22 @@ async function main(): Promise<void> {
     log = app.log;
     close = () => app.close();
   } else {
-    const redis = createServingRedis(env[SERVING_ENV.redisUrl] ?? 'redis://127.0.0.1:6379', {
-      autoPipelining: env['CREMA_REDIS_AUTOPIPELINE'] !== '0',
+    const target = parseRedisTarget(env[SERVING_ENV.redisUrl] ?? 'redis://127.0.0.1:6379', {
+      cluster: env[REDIS_ENV.cluster],
+      name: SERVING_ENV.redisUrl,
     });
+    const redis = createServingClient(target, { autoPipelining: env['CREMA_REDIS_AUTOPIPELINE'] !== '0' });
+    const eventDurability: Durability = {
+      replicas: num(env, REDIS_ENV.waitReplicas) ?? (target.kind === 'cluster' ? 1 : 0),
+      timeoutMs: num(env, REDIS_ENV.waitTimeoutMs) ?? 100,
+    };
+    // WAIT blocks the connection it is sent on until the replicas answer: event writes get
+    // their own, so a slow replica never holds up feature reads.
+    const eventRedis: RedisClient | undefined =
+      eventDurability.replicas > 0
+        ? createServingClient(target, { commandTimeoutMs: eventDurability.timeoutMs + 2000 })
+        : undefined;
+    eventRedis?.on('error', () => {}); // failures surface as 503 answers
     const models = createModelStore({ inferenceThread: env['CREMA_INFERENCE_THREAD'] !== '0' });
     const rateLimit = num(env, 'CREMA_RATE_LIMIT_PER_SECOND');
     // The tasks this process was given a model for must be loaded before it is ready; with none
@@ -67,6 +81,8 @@ async function main(): Promise<void> {
     const requiredTasks: ModelTask[] = configured.length > 0 ? configured : ['drink-ranking'];
     const app = await build({
       redis,
+      eventDurability,
+      ...(eventRedis ? { eventRedis } : {}),
       models,
       logger,
       drain,
@@ -96,6 +112,10 @@ async function main(): Promise<void> {
     });
     inferenceThread.onLoss = (why) =>
       app.log.error({ err: why }, 'inference thread lost; running inference inline until it restarts');
+    app.log.info(
+      { redis: target.display, kind: target.kind, eventReplicas: eventDurability.replicas },
+      'redis target',
+    );
     // Log each distinct Redis error once per outage, not once per reconnect attempt.
     let lastRedisError = '';
     redis.on('error', (err: Error) => {
@@ -129,6 +149,7 @@ async function main(): Promise<void> {
       // being torn down can abort.
       await inferenceThread.stop();
       redis.disconnect();
+      eventRedis?.disconnect();
     };
   }
   let closing = false;

@@ -4,7 +4,6 @@
  * the same bytes (idempotent); a killed run resumes after its last checkpoint.
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import {
   BATCH_TTL_SECONDS,
   KEYS,
@@ -15,6 +14,7 @@ import {
   type Catalog,
   type StoreInfo,
 } from '../../../contracts/features.js';
+import { isCluster, type RedisClient } from '../../../contracts/redis.js';
 import {
   addToSegments,
   computeSegmentMeans,
@@ -52,7 +52,8 @@ export function computeVersionId(opts: {
 }
 
 export interface PublishOptions {
-  readonly redis: Redis;
+  /** One instance or a cluster; on a cluster `bulk` is not used (it writes to one node). */
+  readonly redis: RedisClient;
   readonly version: string;
   readonly shard: Shard;
   readonly snapshot: FeatureSnapshot;
@@ -77,15 +78,14 @@ export interface PublishResult {
   readonly alreadyDone: boolean;
 }
 
-// Switch only when every shard has reported done and the merged segment means exist; compare
-// the as-of stamps (the first 13 characters of a version id) so that a slower run for an older
-// cutoff never switches back over a newer one, while a re-run for the same cutoff may.
+// Compare the as-of stamps (the first 13 characters of a version id) so that a slower run for
+// an older cutoff never switches back over a newer one, while a re-run for the same cutoff may.
+// It touches `current` alone, so it runs on a cluster too; trySwitch checks before that every
+// shard is done and the merged segment means exist (both only ever grow until their TTL).
 const SWITCH_SCRIPT = `
-if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-local cur = redis.call('GET', KEYS[3])
-if cur and string.sub(cur, 1, 13) > string.sub(ARGV[2], 1, 13) then return -1 end
-redis.call('SET', KEYS[3], ARGV[2])
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, 13) > string.sub(ARGV[1], 1, 13) then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
 return 1
 `;
 
@@ -99,16 +99,15 @@ export async function publishFeatures(o: PublishOptions): Promise<PublishResult>
   let usersWritten = 0;
   let resumedFrom = 0;
   if (!alreadyDone) {
-    // 1. Shared keys: every shard writes identical bytes, so order and repetition do not matter.
-    const shared = redis.pipeline();
-    shared.set(KEYS.catalog(v), JSON.stringify(o.catalog), 'EX', ttl);
-    shared.del(KEYS.stores(v));
-    shared.hset(
-      KEYS.stores(v),
-      Object.fromEntries(o.stores.map((s) => [s.id, JSON.stringify(storeInfo(s))])),
-    );
-    shared.expire(KEYS.stores(v), ttl);
-    shared.set(KEYS.items(v), encodeMatrix(snapshot.items), 'EX', ttl);
+    // 1. Shared keys: every shard writes identical bytes, so order and repetition do not matter
+    //    (the stores hash's commands reach its node in the order given).
+    const shared: Command[] = [
+      ['set', KEYS.catalog(v), JSON.stringify(o.catalog), 'EX', ttl],
+      ['del', KEYS.stores(v)],
+      ['hset', KEYS.stores(v), ...o.stores.flatMap((s) => [s.id, JSON.stringify(storeInfo(s))])],
+      ['expire', KEYS.stores(v), ttl],
+    ];
+    shared.push(['set', KEYS.items(v), encodeMatrix(snapshot.items), 'EX', ttl]);
     const isDrink = Uint8Array.from(o.catalog.items, (i) => (i.kind === 'drink' ? 1 : 0));
     const global = new Float32Array(o.catalog.items.length);
     let drinks = 0;
@@ -116,12 +115,14 @@ export async function publishFeatures(o: PublishOptions): Promise<PublishResult>
     o.catalog.items.forEach((_, j) => (global[j] = drinks ? snapshot.itemCounts[j]! / drinks : 0));
     o.stores.forEach((s, i) => {
       const pop = computeStorePopularity(snapshot.storeHourCounts, i, isDrink, global);
-      shared.set(KEYS.storePopularity(v, s.id), encodeMatrix(pop), 'EX', ttl);
+      shared.push(['set', KEYS.storePopularity(v, s.id), encodeMatrix(pop), 'EX', ttl]);
     });
-    await execOrThrow(shared);
+    await sendAll(redis, shared);
 
     // 2. Users, in index order, from the checkpoint on. The checkpoint follows its batch on the
-    //    same connection, so it is only ever stored after every write before it was applied.
+    //    same connection, so it is only ever stored after every write before it was applied. A
+    //    cluster spreads a batch over its nodes: there the checkpoint is written once the batch's
+    //    writes and the previous checkpoint are acknowledged.
     const cp = await redis.get(BATCH_KEYS.checkpoint(v, shard.index));
     resumedFrom = cp ? Number(cp) : 0;
     const vec = new Float32Array(USER_FEATURES.length);
@@ -130,10 +131,24 @@ export async function publishFeatures(o: PublishOptions): Promise<PublishResult>
     for (let u = 0; u < resumedFrom; u++) if (computeUserFeatures(agg, u, vec)) addToSegments(sums, vec);
     let batches = 0;
     const inflight: Promise<void>[] = [];
+    const cluster = isCluster(redis);
+    let checkpointed: Promise<unknown> = Promise.resolve();
     for (let start = resumedFrom; start < agg.n; start += batchSize) {
       const end = Math.min(agg.n, start + batchSize);
       let sent: Promise<void>;
-      if (o.bulk) {
+      if (cluster) {
+        const writes: Promise<unknown>[] = [];
+        for (let u = start; u < end; u++) {
+          if (!computeUserFeatures(agg, u, vec)) continue;
+          addToSegments(sums, vec);
+          writes.push(redis.set(KEYS.user(v, `u${u}`), encodeUserFeatures(vec), 'EX', ttl));
+          usersWritten++;
+        }
+        const before = checkpointed;
+        checkpointed = sent = Promise.all([...writes, before]).then(async () => {
+          await redis.set(BATCH_KEYS.checkpoint(v, shard.index), String(end), 'EX', ttl);
+        });
+      } else if (o.bulk) {
         const b = new SetBatch(ttl);
         for (let u = start; u < end; u++) {
           if (!computeUserFeatures(agg, u, vec)) continue;
@@ -165,13 +180,15 @@ export async function publishFeatures(o: PublishOptions): Promise<PublishResult>
     }
     await Promise.all(inflight);
 
-    // 3. Report this shard's segment sums and mark it done.
-    const fin = redis.pipeline();
-    fin.hset(BATCH_KEYS.segmentSums(v), String(shard.index), JSON.stringify(sums));
-    fin.expire(BATCH_KEYS.segmentSums(v), ttl);
-    fin.sadd(BATCH_KEYS.done(v), String(shard.index));
-    fin.expire(BATCH_KEYS.done(v), ttl);
-    await execOrThrow(fin);
+    // 3. Report this shard's segment sums, then mark it done.
+    await sendAll(redis, [
+      ['hset', BATCH_KEYS.segmentSums(v), String(shard.index), JSON.stringify(sums)],
+      ['expire', BATCH_KEYS.segmentSums(v), ttl],
+    ]);
+    await sendAll(redis, [
+      ['sadd', BATCH_KEYS.done(v), String(shard.index)],
+      ['expire', BATCH_KEYS.done(v), ttl],
+    ]);
   }
   // 4. Whichever shard finds all shards done merges the segment means and switches.
   const switched = await trySwitch(redis, v, shard.count, ttl);
@@ -179,21 +196,13 @@ export async function publishFeatures(o: PublishOptions): Promise<PublishResult>
 }
 
 /** Merges segment means and switches `current` to `v` when all `count` shards are done. */
-export async function trySwitch(redis: Redis, v: string, count: number, ttl: number): Promise<boolean> {
+export async function trySwitch(redis: RedisClient, v: string, count: number, ttl: number): Promise<boolean> {
   if ((await redis.scard(BATCH_KEYS.done(v))) < count) return false;
   const parts = Object.values(await redis.hgetall(BATCH_KEYS.segmentSums(v))).map(
     (s) => JSON.parse(s) as SegmentSums,
   );
   await redis.set(KEYS.segments(v), encodeMatrix(computeSegmentMeans(parts)), 'EX', ttl);
-  const r = await redis.eval(
-    SWITCH_SCRIPT,
-    3,
-    BATCH_KEYS.done(v),
-    KEYS.segments(v),
-    KEYS.current,
-    String(count),
-    v,
-  );
+  const r = await redis.eval(SWITCH_SCRIPT, 1, KEYS.current, v);
   return r === 1 || (await redis.get(KEYS.current)) === v;
 }
 
@@ -207,7 +216,25 @@ function storeInfo(s: StoreInfo): StoreInfo {
   };
 }
 
-async function execOrThrow(p: ReturnType<Redis['pipeline']>): Promise<void> {
+async function execOrThrow(p: ReturnType<RedisClient['pipeline']>): Promise<void> {
   const res = await p.exec();
   for (const [err] of res ?? []) if (err) throw err;
+}
+
+/** A command as its name and arguments. */
+type Command = [name: string, key: string, ...args: (string | Buffer | number)[]];
+
+/**
+ * Sends `commands` together and throws the first error: one pipeline on one instance; on a
+ * cluster one call each (a cluster pipeline must stay on one node), which the client's
+ * auto-pipelining still sends as one write per node.
+ */
+async function sendAll(redis: RedisClient, commands: readonly Command[]): Promise<void> {
+  if (isCluster(redis)) {
+    await Promise.all(commands.map(([name, ...args]) => redis.call(name, ...args)));
+    return;
+  }
+  const p = redis.pipeline();
+  for (const [name, ...args] of commands) p.call(name, ...args);
+  await execOrThrow(p);
 }

@@ -1,5 +1,5 @@
 /** The `features` command: dataset → snapshot → Redis, with progress and a JSON summary. */
-import type { Redis } from 'ioredis';
+import { isCluster, type RedisClient } from '../../../contracts/redis.js';
 import { createProgress } from '../common/progress.js';
 import type { Dataset } from '../generate/dataset.js';
 import { computeVersionId, publishFeatures, type PublishResult } from './publish.js';
@@ -13,7 +13,7 @@ export interface FeaturesCommandOptions {
   readonly asOf?: string;
   readonly windowDays: number;
   readonly shard: Shard;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly tty: boolean;
   readonly ttlSeconds?: number;
   /** Users per pipeline and checkpoint. */
@@ -45,17 +45,19 @@ export async function runFeatures(o: FeaturesCommandOptions): Promise<FeaturesSu
   o.log(`features: version ${version}, shard ${o.shard.index}/${o.shard.count}, computed in ${computeMs} ms`);
   const bar = createProgress('users', o.tty);
   const t1 = Date.now();
-  // The raw-protocol writer needs a plain TCP connection; with TLS the ioredis path is used.
-  const ro = o.redis.options;
-  const bulk = ro.tls
-    ? undefined
-    : await RespBulkWriter.connect({
-        host: ro.host ?? '127.0.0.1',
-        port: ro.port ?? 6379,
-        ...(ro.username ? { username: ro.username } : {}),
-        ...(ro.password ? { password: ro.password } : {}),
-        ...(ro.db ? { db: ro.db } : {}),
-      });
+  // The raw-protocol writer needs one plain TCP connection; with TLS or a cluster the ioredis
+  // path is used.
+  const ro = isCluster(o.redis) ? undefined : o.redis.options;
+  const bulk =
+    !ro || ro.tls
+      ? undefined
+      : await RespBulkWriter.connect({
+          host: ro.host ?? '127.0.0.1',
+          port: ro.port ?? 6379,
+          ...(ro.username ? { username: ro.username } : {}),
+          ...(ro.password ? { password: ro.password } : {}),
+          ...(ro.db ? { db: ro.db } : {}),
+        });
   const res = await publishFeatures({
     ...(bulk ? { bulk } : {}),
     redis: o.redis,

@@ -225,7 +225,8 @@ describe('what the events API accepts, the stream job applies', () => {
     const stats = await runStreamJob({ redis, consumer: 'c', untilIdle: true, context });
     const unapplied: string[] = [];
     for (const e of accepted) {
-      if (!(await redis.exists(KEYS.eventApplied(e['eventId'] as string)))) unapplied.push(JSON.stringify(e));
+      if (!(await redis.exists(KEYS.eventApplied(e['userId'] as string, e['eventId'] as string))))
+        unapplied.push(JSON.stringify(e));
     }
     expect(unapplied).toEqual([]);
     expect(stats).toMatchObject({ applied: accepted.length, duplicates: 0, deadLettered: 0 });

@@ -160,7 +160,7 @@ describe('stream job', () => {
     }
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
-    const applied = (await redis.keys(KEYS.eventApplied('*'))).length;
+    const applied = (await redis.keys(KEYS.eventApplied('*', '*'))).length;
     expect(applied).toBeGreaterThan(0);
     expect(applied).toBeLessThan(evs.length);
 

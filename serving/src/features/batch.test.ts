@@ -52,6 +52,17 @@ describe('KeyBatcher', () => {
     await expect(sync.get('a', 100)).rejects.toThrow('sync failure');
   });
 
+  it('fails only the keys whose node failed (a cluster), the others get their values', async () => {
+    const down = new Error('Connection is closed.');
+    const b = new KeyBatcher(async (keys) => keys.map((k) => (k.startsWith('down') ? down : Buffer.from(k))));
+    const r = await Promise.allSettled(['up-1', 'down-1', 'up-2'].map((k) => b.get(k, 100)));
+    expect(r.map((x) => (x.status === 'fulfilled' ? x.value?.toString() : x.reason))).toEqual([
+      'up-1',
+      down,
+      'up-2',
+    ]);
+  });
+
   it('rejects callers whose deadline passes first, each after its own deadline, and ignores the late answer', async () => {
     const { mget } = fakeStore({ a: '1' }, 120);
     const b = new KeyBatcher(mget);

@@ -10,8 +10,11 @@
  */
 import { DeadlineExceededError } from './deadline.js';
 
-/** Fetches values of `keys`, in order (null when missing): e.g. `redis.mgetBuffer(keys)`. */
-export type MultiGet = (keys: string[]) => Promise<(Buffer | null)[]>;
+/**
+ * Fetches values of `keys`, in order (null when missing): e.g. `redis.mgetBuffer(keys)`. An
+ * Error in place of a value fails that key alone (on a cluster, the node serving its slot failed).
+ */
+export type MultiGet = (keys: string[]) => Promise<(Buffer | null | Error)[]>;
 
 /** Options of KeyBatcher. */
 export interface KeyBatcherOptions {
@@ -92,7 +95,7 @@ export class KeyBatcher {
     const first = batch.reduce((m, w) => Math.min(m, w.deadline), Infinity);
     timer = setTimeout(expire, Math.max(1, first - this.now()));
     this.opts.onFetch?.(batch.length);
-    let p: Promise<(Buffer | null)[]>;
+    let p: Promise<(Buffer | null | Error)[]>;
     try {
       p = this.mget(batch.map((w) => w.key));
     } catch (err) {
@@ -105,7 +108,9 @@ export class KeyBatcher {
           const w = batch[i]!;
           if (w.settled) continue;
           w.settled = true;
-          w.resolve(values[i] ?? null);
+          const v = values[i] ?? null;
+          if (v instanceof Error) w.reject(v);
+          else w.resolve(v);
         }
       },
       (err: unknown) => {

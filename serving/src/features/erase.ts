@@ -3,8 +3,8 @@
  * blobs under every version still alive, the online feature hash, their events on the stream
  * and those events' dedup markers. Serving holds no per-user state in memory.
  */
-import type { Redis } from 'ioredis';
 import { KEYS, PREFIX } from '../../../contracts/features.js';
+import { scanAllPrimaries, unlinkKeys, type RedisClient } from '../../../contracts/redis.js';
 
 /** Counts of what was erased. */
 export interface EraseReport {
@@ -28,19 +28,17 @@ export function userOfFeatureKey(key: string): string | undefined {
 }
 
 /** Erases every key and stream entry of `userId`; safe to repeat. */
-export async function eraseUser(redis: Redis, userId: string, scanCount = 5000): Promise<EraseReport> {
+export async function eraseUser(redis: RedisClient, userId: string, scanCount = 5000): Promise<EraseReport> {
   const report: EraseReport = { featureKeys: 0, onlineKeys: 0, streamEntries: 0, eventMarkers: 0 };
   // 1. Batch feature blobs of every version (old versions live until their TTL).
   const pattern = `${PREFIX}:features:*:user:${escapeGlob(userId)}`;
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', scanCount);
-    cursor = next;
+  // On a cluster every primary is scanned (contracts/redis.ts).
+  await scanAllPrimaries(redis, pattern, scanCount, async (keys) => {
     // The pattern's * also spans ':', so it matches another user whose id ends with
     // `:user:<ours>` (v1:user:y1:user:x1 for x1); keep the keys whose own id is ours.
     const exact = keys.filter((k) => userOfFeatureKey(k) === userId);
-    if (exact.length > 0) report.featureKeys += await redis.unlink(...exact);
-  } while (cursor !== '0');
+    if (exact.length > 0) report.featureKeys += await unlinkKeys(redis, exact);
+  });
   // 2. Online features.
   report.onlineKeys += await redis.unlink(KEYS.onlineUser(userId));
   // 3. Their events on the stream, and the markers of those events.
@@ -53,17 +51,20 @@ export async function eraseUser(redis: Redis, userId: string, scanCount = 5000):
     for (const [id, fields] of entries) {
       let uid: string | undefined;
       let eid: string | undefined;
+      let sid: string | undefined;
       for (let i = 0; i + 1 < fields.length; i += 2) {
         if (fields[i] === 'userId') uid = fields[i + 1];
         else if (fields[i] === 'eventId') eid = fields[i + 1];
+        else if (fields[i] === 'storeId') sid = fields[i + 1];
       }
       if (uid === userId) {
         mine.push(id);
-        if (eid) markers.push(KEYS.eventSeen(eid), KEYS.eventApplied(eid));
+        if (eid) markers.push(KEYS.eventSeen(eid), KEYS.eventApplied(userId, eid));
+        if (eid && sid) markers.push(KEYS.storeEventApplied(sid, eid));
       }
     }
     if (mine.length > 0) report.streamEntries += await redis.xdel(KEYS.events, ...mine);
-    if (markers.length > 0) report.eventMarkers += await redis.unlink(...markers);
+    if (markers.length > 0) report.eventMarkers += await unlinkKeys(redis, markers);
     if (entries.length < 1000) break;
     start = `(${entries[entries.length - 1]![0]}`;
   }

@@ -6,7 +6,6 @@
  * what the popularity fallback answers from.
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import {
   decodeMatrix,
@@ -18,9 +17,11 @@ import {
   type Catalog,
   type StoreInfo,
 } from '../../../contracts/features.js';
+import type { RedisClient } from '../../../contracts/redis.js';
 import type { Clock } from '../clock.js';
 import { KeyBatcher } from './batch.js';
 import { withDeadline } from './deadline.js';
+import { multiGetFor } from './redis.js';
 
 /** Everything serving keeps from one published feature version. */
 export interface FeatureSnapshot {
@@ -56,7 +57,7 @@ export interface UserFeatures {
 
 /** Options of FeatureStore. */
 export interface FeatureStoreOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly clock: Clock;
   readonly log: FastifyBaseLogger;
   /** How often to look for a newly published version. Default 1000 ms. */
@@ -124,7 +125,7 @@ export async function loadSnapshot(path: string, loadedAt: number): Promise<Feat
 }
 
 /** Resolves once the client is ready, or after `ms` (Redis down is not an error here). */
-function waitForConnection(redis: Redis, ms: number): Promise<void> {
+function waitForConnection(redis: RedisClient, ms: number): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
@@ -146,8 +147,7 @@ export class FeatureStore {
   private readonly userReads: KeyBatcher | undefined;
 
   constructor(private readonly opts: FeatureStoreOptions) {
-    this.userReads =
-      opts.batchUserReads === false ? undefined : new KeyBatcher((keys) => opts.redis.mgetBuffer(keys));
+    this.userReads = opts.batchUserReads === false ? undefined : new KeyBatcher(multiGetFor(opts.redis));
   }
 
   /** The current snapshot (undefined until a version was loaded once). */
@@ -247,9 +247,16 @@ export class FeatureStore {
       segments = new Float32Array(SEGMENTS.length * USER_FEATURES.length);
     }
     const ids = [...stores.keys()];
-    const pipeline = r.pipeline();
-    for (const id of ids) pipeline.getBuffer(KEYS.storePopularity(v, id));
-    const results = (await pipeline.exec()) ?? [];
+    // One command per store rather than a pipeline: a cluster spreads these keys over its
+    // nodes, and auto-pipelining still sends each node's share in one write.
+    const results = await Promise.all(
+      ids.map((id) =>
+        r.getBuffer(KEYS.storePopularity(v, id)).then(
+          (blob): [Error | null, Buffer | null] => [null, blob],
+          (err: unknown): [Error | null, Buffer | null] => [err as Error, null],
+        ),
+      ),
+    );
     const popularity = new Map<string, Float32Array>();
     const globalPopularity = new Float32Array(24 * n);
     let counted = 0;

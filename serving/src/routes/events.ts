@@ -5,9 +5,7 @@
  * trims the stream (the stream job trims what every consumer group has processed); a full
  * stream refuses new events with 503 instead of dropping unread ones.
  */
-import { createHash } from 'node:crypto';
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
-import type { Redis } from 'ioredis';
 import {
   checkEvent,
   checkEventTime,
@@ -19,7 +17,9 @@ import {
 } from '../../../contracts/events.js';
 import { KEYS } from '../../../contracts/features.js';
 import { EVENT_REFUSAL_REASONS } from '../../../contracts/metrics.js';
+import { defineScript } from '../../../contracts/redis.js';
 import type { ServingContext } from '../context.js';
+import type { ScriptRunner } from '../features/scripts.js';
 import { ServingError } from '../errors.js';
 import { errorResponses, ItemId, StoreId, UserId, stringEnum } from './schemas.js';
 
@@ -61,43 +61,40 @@ export const EventResponse = Type.Object({
  * KEYS[1] = seen marker, KEYS[2] = stream; ARGV = ttl, max length, field, value, ...
  * Returns {0, id of the first copy} | {1, new id} | {2, stream length} (full: nothing written).
  */
-const APPEND_ONCE = `
+const APPEND_ONCE = defineScript(`
 local prev = redis.call('GET', KEYS[1])
-if prev then return {0, prev} end
+if prev then
+  -- A write on this path too, so a WAIT after a retried event covers the original append.
+  redis.call('SET', KEYS[1], prev, 'KEEPTTL')
+  return {0, prev}
+end
 local n = redis.call('XLEN', KEYS[2])
 if n >= tonumber(ARGV[2]) then return {2, tostring(n)} end
 local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
 return {1, id}
-`;
-const APPEND_ONCE_SHA = createHash('sha1').update(APPEND_ONCE).digest('hex');
+`);
 
 /** What appendEventOnce did: appended, found a duplicate, or found the stream full. */
 export type AppendOutcome =
   | { readonly outcome: 'added' | 'duplicate'; readonly streamId: string }
   | { readonly outcome: 'full'; readonly length: number };
 
-/** Appends the event unless its id was seen or the stream holds `maxLen` entries. */
+/**
+ * Appends the event unless its id was seen or the stream holds `maxLen` entries. `scripts`
+ * decides durability: with replicas required it answers only once they have the write.
+ */
 export async function appendEventOnce(
-  redis: Redis,
+  scripts: ScriptRunner,
   e: EventBody,
   ttlSeconds: number,
   maxLen: number,
 ): Promise<AppendOutcome> {
-  const args = [
-    KEYS.eventSeen(e.eventId),
-    KEYS.events,
-    String(ttlSeconds),
-    String(maxLen),
-    ...encodeEventFields(e),
-  ];
-  let res: unknown;
-  try {
-    res = await redis.evalsha(APPEND_ONCE_SHA, 2, ...args);
-  } catch (err) {
-    if (!String((err as Error).message).includes('NOSCRIPT')) throw err;
-    res = await redis.eval(APPEND_ONCE, 2, ...args);
-  }
+  const res = await scripts.run({
+    script: APPEND_ONCE,
+    keys: [KEYS.eventSeen(e.eventId), KEYS.events],
+    args: [String(ttlSeconds), String(maxLen), ...encodeEventFields(e)],
+  });
   const [kind, v] = res as [number, string];
   if (kind === 2) return { outcome: 'full', length: Number(v) };
   return { outcome: kind === 1 ? 'added' : 'duplicate', streamId: v };
@@ -125,7 +122,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = a
       if (problem) throw new ServingError('VALIDATION', problem.message, { field: problem.field });
       let r: AppendOutcome;
       try {
-        r = await appendEventOnce(ctx.redis, e, ctx.eventDedupTtlSeconds, ctx.eventsMaxLen);
+        r = await appendEventOnce(ctx.eventWrites, e, ctx.eventDedupTtlSeconds, ctx.eventsMaxLen);
       } catch (err) {
         throw new ServingError('STORE_UNAVAILABLE', undefined, { retryAfterSeconds: 1, cause: err });
       }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { KubeObject } from '../../runtime/kube.js';
-import { buildServingObjects } from './desired.js';
+import { parseRedisTarget } from '../../../../contracts/redis-target.js';
+import { buildServingObjects, checkRedisAddress } from './desired.js';
 import type { RecommenderModel } from './types.js';
 
 const rm = (serving: Record<string, unknown> = {}): RecommenderModel =>
@@ -290,6 +291,27 @@ describe('what a serving pod needs, rendered', () => {
     expect(redisOf(rm(), 'redis://default:6379')).toBe('redis://default:6379');
     expect(redisOf(rm({ redisUrl: 'redis://mine:6379' }), 'redis://default:6379')).toBe('redis://mine:6379');
     expect(redisOf(rm())).toBeUndefined();
+    // A Redis Cluster's seed list reaches the pods verbatim; serving reads it as a cluster.
+    const seeds = 'redis://redis-0.redis:6379,redis://redis-1.redis:6379';
+    expect(redisOf(rm({ redisUrl: seeds }))).toBe(seeds);
+    expect(parseRedisTarget(seeds)).toMatchObject({
+      kind: 'cluster',
+      seeds: [{ host: 'redis-0.redis' }, {}],
+    });
+  });
+
+  it('reports a missing or unparsable Redis address as the problem, naming where it came from', () => {
+    expect(checkRedisAddress(rm(), {})).toMatchObject({ reason: 'RedisNotConfigured' });
+    expect(checkRedisAddress(rm(), { redisUrl: 'redis://r:6379' })).toBeNull();
+    expect(checkRedisAddress(rm({ redisUrl: 'redis://a:6379,redis://b:6379' }), {})).toBeNull();
+    expect(checkRedisAddress(rm({ redisUrl: 'redis://a:6379,http://b:6379' }), {})).toEqual({
+      reason: 'RedisAddressInvalid',
+      message: 'spec.serving.redisUrl: "http://b:6379" must start with redis:// or rediss://',
+    });
+    expect(checkRedisAddress(rm(), { redisUrl: 'redis://a:6379/2,redis://b:6379' })).toMatchObject({
+      reason: 'RedisAddressInvalid',
+      message: expect.stringMatching(/^CREMA_SERVING_REDIS_URL: a Redis Cluster has only database 0/),
+    });
   });
 
   it('reads the admin token from a Secret (default crema-serving-admin/token), optional so pods start without it', () => {

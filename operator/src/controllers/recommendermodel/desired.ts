@@ -19,6 +19,7 @@ import {
   nodeOptionsForMemoryLimit,
 } from '../../../../contracts/serving-env.js';
 import { parseQuantity } from '../../../../contracts/quantity.js';
+import { parseRedisTarget } from '../../../../contracts/redis-target.js';
 import {
   MANAGED_BY,
   MODEL_LABEL,
@@ -116,6 +117,32 @@ export interface ServingDefaults {
 /** The Redis URL the model's pods get, or undefined when neither the spec nor the operator sets one. */
 export function redisUrlOf(rm: RecommenderModel, defaults: ServingDefaults): string | undefined {
   return rm.spec.serving?.redisUrl ?? defaults.redisUrl;
+}
+
+/**
+ * Why the model's pods could not reach Redis with the address they would get, or null. The
+ * address is passed to the pods verbatim: one URL, or a Redis Cluster's seeds separated by
+ * commas (contracts/redis-target.ts), which serving parses the same way.
+ */
+export function checkRedisAddress(
+  rm: RecommenderModel,
+  defaults: ServingDefaults,
+): { reason: string; message: string } | null {
+  const url = redisUrlOf(rm, defaults);
+  if (!url)
+    return {
+      reason: 'RedisNotConfigured',
+      message:
+        "no Redis address: set spec.serving.redisUrl or the operator's CREMA_SERVING_REDIS_URL (serving pods cannot become ready without features)",
+    };
+  try {
+    parseRedisTarget(url, {
+      name: rm.spec.serving?.redisUrl ? 'spec.serving.redisUrl' : 'CREMA_SERVING_REDIS_URL',
+    });
+    return null;
+  } catch (err) {
+    return { reason: 'RedisAddressInvalid', message: (err as Error).message };
+  }
 }
 
 /** Builds the serving children of `rm` for `plan`, each with an owner reference to it. */

@@ -44,7 +44,7 @@ import {
   TRACK_LABEL,
   buildServingObjects,
   childNames,
-  redisUrlOf,
+  checkRedisAddress,
   type ServingDefaults,
   type ServingPlan,
 } from './desired.js';
@@ -277,6 +277,7 @@ export async function reconcileRecommenderModel(
   const stablePods = findPodProblem(pods, 'stable', plan.stable.sha256);
   const canaryPods = plan.canary ? findPodProblem(pods, 'canary', plan.canary.sha256) : null;
   const routerPods = plan.canary ? findPodProblem(pods, 'router') : null;
+  const redisProblem = checkRedisAddress(model, defaults);
   const statusOf = (
     applied: ObservedDeployment | undefined,
     extra: { applyError?: string; pendingCommand?: Command },
@@ -292,15 +293,7 @@ export async function reconcileRecommenderModel(
       ...(extra.applyError ? { applyError: extra.applyError } : {}),
       ...(specError ? { specError } : {}),
       ...(extra.pendingCommand ? { pendingCommand: extra.pendingCommand } : {}),
-      ...(redisUrlOf(model, defaults)
-        ? {}
-        : {
-            configProblem: {
-              reason: 'RedisNotConfigured',
-              message:
-                "no Redis address: set spec.serving.redisUrl or the operator's CREMA_SERVING_REDIS_URL (serving pods cannot become ready without features)",
-            },
-          }),
+      ...(redisProblem ? { configProblem: redisProblem } : {}),
       podProblems: {
         ...(stablePods ? { stable: stablePods } : {}),
         ...(canaryPods ? { canary: { ...canaryPods, message: `canary: ${canaryPods.message}` } } : {}),
