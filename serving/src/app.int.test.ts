@@ -671,7 +671,7 @@ describe('user ids: one grammar on every route', () => {
           type: 'click',
           userId: id,
           storeId: 'store-0',
-          at: '2026-11-24T08:00:00Z',
+          at: new Date().toISOString(),
         },
       }),
   });
