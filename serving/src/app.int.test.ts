@@ -603,6 +603,7 @@ describe('events, offers and erasure', () => {
       onlineKeys: 1,
       streamEntries: 3,
       eventMarkers: 3,
+      deadLetters: 0,
       memoryEntries: 0,
     });
     const keys = await admin.keys('*');
@@ -652,6 +653,46 @@ describe('events, offers and erasure', () => {
     expect(usersOnStream).toContain(other);
     expect(usersOnStream).not.toContain(victim);
     expect(await admin.exists(KEYS.eventSeen(`colon-${other}`))).toBe(1);
+  });
+
+  it("erase removes the user's entries on the dead-letter stream, and only theirs", async () => {
+    const { app } = await serve();
+    // What the stream job writes for an entry it cannot apply (DEAD_LETTER_SCRIPT).
+    for (const u of ['dl-victim', 'dl-other', 'dl-victim']) {
+      const original = [
+        'eventId',
+        `dl-${u}`,
+        'type',
+        'click',
+        'userId',
+        u,
+        'storeId',
+        'store-0',
+        'at',
+        'bad',
+      ];
+      await admin.xadd(
+        KEYS.eventsDeadLetter,
+        '*',
+        'sourceId',
+        '1-1',
+        'group',
+        'g',
+        'reason',
+        'bad at',
+        'fields',
+        JSON.stringify(original),
+      );
+    }
+    const res = await app.inject({
+      method: 'DELETE',
+      url: '/v1/users/dl-victim',
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().erased.deadLetters).toBe(2);
+    const left = await admin.xrange(KEYS.eventsDeadLetter, '-', '+');
+    expect(left.map(([, f]) => f[f.indexOf('fields') + 1])).toEqual([expect.stringContaining('"dl-other"')]);
   });
 });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { KEYS } from '../../../contracts/features.js';
-import { userOfFeatureKey } from './erase.js';
+import { userOfDeadLetter, userOfFeatureKey } from './erase.js';
 
 describe('userOfFeatureKey', () => {
   it('gives the whole user id of a feature blob key, also when the id contains :user:', () => {
@@ -24,5 +24,15 @@ describe('userOfFeatureKey', () => {
       expect(userOfFeatureKey(key)).toBeUndefined();
     }
     expect(userOfFeatureKey(KEYS.onlineUser('x1'))).toBeUndefined();
+  });
+});
+
+describe('userOfDeadLetter', () => {
+  it("reads the user id from the original entry's fields, and nothing from a broken entry", () => {
+    const entry = (original: string) => ['sourceId', '1-1', 'reason', 'r', 'fields', original];
+    expect(userOfDeadLetter(entry(JSON.stringify(['eventId', 'e', 'userId', 'u:1'])))).toBe('u:1');
+    expect(userOfDeadLetter(entry(JSON.stringify(['eventId', 'e'])))).toBeUndefined();
+    expect(userOfDeadLetter(entry('{not json'))).toBeUndefined();
+    expect(userOfDeadLetter(['sourceId', '1-1'])).toBeUndefined();
   });
 });

@@ -1,7 +1,7 @@
 /**
  * Erasure of one user's data from everything the serving tier keeps in Redis: batch feature
  * blobs under every version still alive, the online feature hash, their events on the stream
- * and those events' dedup markers. Serving holds no per-user state in memory.
+ * and those events' dedup markers, and their entries on the dead-letter stream. Serving holds no per-user state in memory.
  */
 import { KEYS, PREFIX } from '../../../contracts/features.js';
 import { scanAllPrimaries, unlinkKeys, type RedisClient } from '../../../contracts/redis.js';
@@ -12,6 +12,24 @@ export interface EraseReport {
   onlineKeys: number;
   streamEntries: number;
   eventMarkers: number;
+  /** Entries of the dead-letter stream (events the stream job could not apply). */
+  deadLetters: number;
+}
+
+/** The user id inside a dead-letter entry's `fields` (the original entry's fields, as JSON). */
+export function userOfDeadLetter(fields: string[]): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i] !== 'fields') continue;
+    try {
+      const original: unknown = JSON.parse(fields[i + 1]!);
+      if (!Array.isArray(original)) return undefined;
+      for (let j = 0; j + 1 < original.length; j += 2)
+        if (original[j] === 'userId' && typeof original[j + 1] === 'string') return original[j + 1] as string;
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
 }
 
 /** Characters with meaning in a Redis MATCH pattern. */
@@ -29,7 +47,13 @@ export function userOfFeatureKey(key: string): string | undefined {
 
 /** Erases every key and stream entry of `userId`; safe to repeat. */
 export async function eraseUser(redis: RedisClient, userId: string, scanCount = 5000): Promise<EraseReport> {
-  const report: EraseReport = { featureKeys: 0, onlineKeys: 0, streamEntries: 0, eventMarkers: 0 };
+  const report: EraseReport = {
+    featureKeys: 0,
+    onlineKeys: 0,
+    streamEntries: 0,
+    eventMarkers: 0,
+    deadLetters: 0,
+  };
   // 1. Batch feature blobs of every version (old versions live until their TTL).
   const pattern = `${PREFIX}:features:*:user:${escapeGlob(userId)}`;
   // On a cluster every primary is scanned (contracts/redis.ts).
@@ -65,6 +89,16 @@ export async function eraseUser(redis: RedisClient, userId: string, scanCount = 
     }
     if (mine.length > 0) report.streamEntries += await redis.xdel(KEYS.events, ...mine);
     if (markers.length > 0) report.eventMarkers += await unlinkKeys(redis, markers);
+    if (entries.length < 1000) break;
+    start = `(${entries[entries.length - 1]![0]}`;
+  }
+  // 4. Their events the stream job could not apply (kept for an operator to look at).
+  start = '-';
+  for (;;) {
+    const entries = await redis.xrange(KEYS.eventsDeadLetter, start, '+', 'COUNT', 1000);
+    if (entries.length === 0) break;
+    const mine = entries.filter(([, fields]) => userOfDeadLetter(fields) === userId).map(([id]) => id);
+    if (mine.length > 0) report.deadLetters += await redis.xdel(KEYS.eventsDeadLetter, ...mine);
     if (entries.length < 1000) break;
     start = `(${entries[entries.length - 1]![0]}`;
   }

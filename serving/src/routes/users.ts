@@ -44,6 +44,7 @@ export const EraseResponse = Type.Object({
     onlineKeys: Type.Integer(),
     streamEntries: Type.Integer(),
     eventMarkers: Type.Integer(),
+    deadLetters: Type.Integer(),
     memoryEntries: Type.Integer(),
   }),
 });
