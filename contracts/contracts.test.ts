@@ -68,6 +68,47 @@ describe('model metadata validation', () => {
     );
     expect(validateModelMetadata(null)).toEqual(['metadata: not an object']);
   });
+
+  it('accepts metadata without per-context drift baselines and checks their shape when present', () => {
+    const meta = {
+      metadataVersion: 1,
+      name: 'ranker',
+      task: 'drink-ranking',
+      sha256: 'a'.repeat(64),
+      featureSchemaVersion: 1,
+      inputs: [{ name: 'features', shape: [-1, 1], features: ['recency_days'] }],
+      outputs: [{ name: 'score', shape: [-1, 1] }],
+      baseline: {
+        features: { recency_days: { edges: [0, 7, 90], probs: [0.5, 0.5] } },
+        score: { edges: [0, 1], probs: [1] },
+      },
+      metrics: {},
+      lineage: { datasetHash: 'd', featureJobVersion: 'f', gitCommit: 'g', trainedAt: 't' },
+    };
+    expect(validateModelMetadata(meta)).toEqual([]);
+    const contexts = {
+      scheme: 'timezone-hour-weekend/1',
+      contexts: [{ timezone: 'America/New_York', hour: 7, weekend: 0 }],
+      requests: [10],
+      counts: { recency_days: [[6, 4]] },
+    };
+    const withContexts = (c: unknown) => ({ ...meta, baseline: { ...meta.baseline, contexts: c } });
+    expect(validateModelMetadata(withContexts(contexts))).toEqual([]);
+    expect(
+      validateModelMetadata(withContexts({ ...contexts, counts: { recency_days: [[6, 4, 0]] } })),
+    ).toEqual(['baseline.contexts.counts.recency_days: 1 contexts x 2 bins of non-negative counts required']);
+    expect(validateModelMetadata(withContexts({ ...contexts, counts: { cat_hot: [[1]] } }))).toEqual([
+      'baseline.contexts.counts.cat_hot: no baseline.features.cat_hot histogram',
+    ]);
+    expect(
+      validateModelMetadata(
+        withContexts({ ...contexts, contexts: [{ timezone: 'UTC', hour: 24, weekend: 0 }] }),
+      ),
+    ).toEqual(['baseline.contexts.contexts[0]: {timezone, hour 0..23, weekend 0|1} required']);
+    expect(validateModelMetadata(withContexts({ ...contexts, requests: [] }))).toEqual([
+      'baseline.contexts.requests: one count per context (1)',
+    ]);
+  });
 });
 
 describe('serving env', () => {

@@ -170,6 +170,25 @@ export interface AppEvent {
   readonly modelRevision?: string;
 }
 
+/** The clock features a model may use, as training writes them and serving computes them. */
+export interface ClockFeatures {
+  /** sin(2π·hour/24) */
+  readonly hour_sin: number;
+  readonly hour_cos: number;
+  /** 1 on Saturday and Sunday */
+  readonly is_weekend: number;
+}
+
+/** The clock features of a store-local `hour` (0..23) and `weekday` (0 = Sunday). */
+export function computeClockFeatures(hour: number, weekday: number): ClockFeatures {
+  const angle = (2 * Math.PI * hour) / 24;
+  return {
+    hour_sin: Math.sin(angle),
+    hour_cos: Math.cos(angle),
+    is_weekend: weekday === 0 || weekday === 6 ? 1 : 0,
+  };
+}
+
 /** Encodes a user feature vector (length USER_FEATURES.length) as a little-endian float32 blob. */
 export function encodeUserFeatures(values: ArrayLike<number>): Buffer {
   if (values.length !== USER_FEATURES.length) {

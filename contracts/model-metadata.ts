@@ -3,6 +3,7 @@
  * feature-jobs writes it at training time; serving validates it when loading a model and uses
  * its baselines for drift (PSI); the operator copies lineage into RecommenderModel status.
  */
+import type { BaselineHistogram, DriftContext } from './drift-binning.js';
 
 /**
  * What a model can predict, in a stable order: the one task list (the CRD's `spec.model.task`
@@ -13,29 +14,26 @@ export const MODEL_TASKS = ['drink-ranking', 'addon-attach', 'pickup-time', 'chu
 /** What a model predicts. */
 export type ModelTask = (typeof MODEL_TASKS)[number];
 
-/** A histogram over fixed bin edges: `edges` has one more entry than `probs`; probs sum to 1. */
-export interface BaselineHistogram {
-  readonly edges: readonly number[];
-  readonly probs: readonly number[];
-}
+export type { BaselineHistogram };
 
 /**
- * Bin of `value` over histogram `edges` (length bins+1): below the first edge → bin 0, at or
- * above the last → the last bin, so every observation counts. Training builds baselines and
- * serving builds live histograms with this one function, so their bins always line up.
+ * Training counts of the request-level features per drift context (contracts/drift-binning.ts,
+ * ADR 0010). Serving compares a window of requests with the mixture of these per-context
+ * distributions weighted by the window's own contexts. Optional: models trained before it
+ * carry none, and serving then compares with `baseline.features` alone.
  */
-export function binOf(edges: readonly number[], value: number): number {
-  const bins = edges.length - 1;
-  if (bins <= 0) return 0;
-  let lo = 0;
-  let hi = bins - 1;
-  // last bin whose left edge <= value
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (value >= edges[mid]!) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
+export interface DriftContextBaseline {
+  /** How requests map to contexts; serving ignores a scheme it does not know. */
+  readonly scheme: string;
+  /** The contexts training saw, each once. */
+  readonly contexts: readonly DriftContext[];
+  /** Training requests per context, in `contexts` order. */
+  readonly requests: readonly number[];
+  /**
+   * Per feature: for each context (in `contexts` order), training requests per bin of
+   * `baseline.features[feature]`. Features without an entry are compared unconditioned.
+   */
+  readonly counts: Readonly<Record<string, readonly (readonly number[])[]>>;
 }
 
 /** One ONNX input: its name, shape (-1 = dynamic) and the feature names along the last axis. */
@@ -60,6 +58,8 @@ export interface ModelMetadata {
   readonly baseline: {
     readonly features: Readonly<Record<string, BaselineHistogram>>;
     readonly score: BaselineHistogram;
+    /** Per-context counts of the request-level features (absent in models trained before it). */
+    readonly contexts?: DriftContextBaseline;
   };
   /** Offline metrics on the held-out window (recall@5, ndcg@10, mae, auc, ...). */
   readonly metrics: Readonly<Record<string, number>>;
@@ -88,5 +88,49 @@ export function validateModelMetadata(m: unknown): string[] {
   if (!o.baseline || typeof o.baseline !== 'object' || !o.baseline.score)
     errors.push('baseline.score: required');
   if (!o.lineage || typeof o.lineage.datasetHash !== 'string') errors.push('lineage.datasetHash: required');
+  if (o.baseline && typeof o.baseline === 'object' && o.baseline.contexts !== undefined) {
+    errors.push(...validateContextBaseline(o.baseline.contexts, o.baseline.features));
+  }
+  return errors;
+}
+
+/** Problems with `baseline.contexts`: every count table must match its contexts and bins. */
+function validateContextBaseline(
+  c: DriftContextBaseline,
+  features: ModelMetadata['baseline']['features'] | undefined,
+): string[] {
+  const at = 'baseline.contexts';
+  if (!c || typeof c !== 'object') return [`${at}: must be an object`];
+  if (typeof c.scheme !== 'string') return [`${at}.scheme: required`];
+  if (!Array.isArray(c.contexts)) return [`${at}.contexts: list required`];
+  const n = c.contexts.length;
+  const errors: string[] = [];
+  for (const [i, x] of c.contexts.entries()) {
+    if (
+      !x ||
+      typeof x.timezone !== 'string' ||
+      !Number.isInteger(x.hour) ||
+      x.hour < 0 ||
+      x.hour > 23 ||
+      (x.weekend !== 0 && x.weekend !== 1)
+    ) {
+      errors.push(`${at}.contexts[${i}]: {timezone, hour 0..23, weekend 0|1} required`);
+      break;
+    }
+  }
+  if (!Array.isArray(c.requests) || c.requests.length !== n)
+    errors.push(`${at}.requests: one count per context (${n})`);
+  if (!c.counts || typeof c.counts !== 'object') return [...errors, `${at}.counts: required`];
+  for (const [f, table] of Object.entries(c.counts)) {
+    const bins = features?.[f] ? features[f].probs.length : -1;
+    if (bins < 0) errors.push(`${at}.counts.${f}: no baseline.features.${f} histogram`);
+    else if (
+      !Array.isArray(table) ||
+      table.length !== n ||
+      table.some((row) => !Array.isArray(row) || row.length !== bins || row.some((x) => !(x >= 0)))
+    ) {
+      errors.push(`${at}.counts.${f}: ${n} contexts x ${bins} bins of non-negative counts required`);
+    }
+  }
   return errors;
 }

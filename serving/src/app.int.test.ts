@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DRIFT_CONTEXT_SCHEME } from '../../contracts/drift-binning.js';
 import { encodeUserFeatures, KEYS, USER_FEATURES } from '../../contracts/features.js';
 import { startRedis } from '../../hack/testenv/environment.js';
 import { build, createModelStore, type BuildOptions } from './app.js';
@@ -454,6 +455,58 @@ describe('models', () => {
       `crema_score_drift_psi{model="drinks",namespace="shop",revision="${modelA.meta.sha256}"}`,
     );
     expect(metrics).not.toMatch(/alice|bob/);
+  });
+
+  it("compares each request with training's requests at its store's local hour", async () => {
+    // Training: recent customers at New York's 07:00 rush, lapsing ones at 15:00; over the day
+    // that is half and half, and a morning window compared with the day read PSI ~4.
+    const model = await writeModel({
+      dir,
+      file: 'ranker-contexts',
+      name: 'ranker',
+      seed: 1,
+      baseline: {
+        features: { recency_days: { edges: [0, 7, 14, 30, 60, 90], probs: [0.5, 0, 0, 0.5, 0] } },
+        score: { edges: [0, 1], probs: [1] },
+        contexts: {
+          scheme: DRIFT_CONTEXT_SCHEME,
+          contexts: [
+            { timezone: 'America/New_York', hour: 7, weekend: 0 },
+            { timezone: 'America/New_York', hour: 15, weekend: 0 },
+          ],
+          requests: [100, 100],
+          counts: {
+            recency_days: [
+              [100, 0, 0, 0, 0],
+              [0, 0, 0, 100, 0],
+            ],
+          },
+        },
+      },
+    });
+    for (let i = 0; i < 5; i++)
+      await admin.set(
+        KEYS.user('v1', `regular-${i}`),
+        encodeUserFeatures(userVec(10 + i, { recency_days: 2 })),
+      );
+    // No load shedding: every request must reach the monitor, also on a busy test machine.
+    const { app } = await serve({
+      model: model.uri,
+      driftMinObservations: 20,
+      protection: { maxEventLoopDelayMs: 0 },
+    });
+    const psi = async () => {
+      const body = (await app.inject({ url: '/metrics' })).body;
+      return Number(/crema_feature_drift_psi\{[^}]*feature="recency_days"\} (\S+)/.exec(body)?.[1]);
+    };
+    // store-0 is in New York: 12:00 UTC on Tuesday 2026-11-24 is 07:00 there.
+    const at = (time: string, i: number) =>
+      recommend(app, `regular-${i % 5}`, { storeId: 'store-0', context: { time }, limit: 3 });
+    for (let i = 0; i < 30; i++) expect((await at('2026-11-24T12:00:00Z', i)).statusCode).toBe(200);
+    expect(await psi()).toBeLessThan(0.05);
+    // The same recent customers at 15:00, where training had lapsing ones: drift.
+    for (let i = 0; i < 60; i++) await at('2026-11-24T20:00:00Z', i);
+    expect(await psi()).toBeGreaterThan(0.2);
   });
 });
 

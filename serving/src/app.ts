@@ -210,6 +210,14 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
       opts.driftWindow ?? 5000,
       ...(opts.driftMinObservations !== undefined ? [opts.driftMinObservations] : []),
     );
+    if (!drift.perContext) {
+      // A window of minutes is then compared with a whole day: time-of-day features read
+      // PSI above any threshold with no drift (ADR 0010). Retraining writes the baselines.
+      app.log.warn(
+        { model: m.meta.name, revision: m.revision },
+        'model metadata has no per-context drift baselines; drift PSI compares with the whole-day baseline (retrain to fix)',
+      );
+    }
     ranking.set(m, { plan, drift, monitored });
     metrics.setDriftMonitor(drift);
   };

@@ -212,6 +212,8 @@ export interface WriteModelOptions {
   readonly zeroWeights?: boolean;
   /** Exact weights (row-major [in, out]) instead of random ones; hidden size = b0.length. */
   readonly weights?: { w0: number[]; b0: number[]; w1: number[]; b1: number[] };
+  /** The drift baseline (default: uniform histograms of four features, no contexts). */
+  readonly baseline?: ModelMetadata['baseline'];
 }
 
 /** Writes `<file>.onnx` + `<file>.meta.json` into dir; returns the model's file:// URI and metadata. */
@@ -239,7 +241,7 @@ export async function writeModel(o: WriteModelOptions): Promise<{ uri: string; m
     featureSchemaVersion: FEATURE_SCHEMA_VERSION,
     inputs: [{ name: 'features', shape: [-1, features.length], features: [...features] }],
     outputs: [{ name: 'score', shape: [-1, 1] }],
-    baseline: {
+    baseline: o.baseline ?? {
       features: {
         recency_days: histogram([0, 7, 14, 30, 60, 90]),
         frequency_30d: histogram([0, 2, 5, 10, 20, 40]),

@@ -1,5 +1,4 @@
-/** Offline metrics and baseline histograms, as pure functions. */
-import { binOf, type BaselineHistogram } from '../../../contracts/model-metadata.js';
+/** Offline metrics, as pure functions (baseline histograms: contracts/drift-binning.ts). */
 
 /** 1-based rank of `target` among `scores` over `candidates` (ties count against the target). */
 export function rankOf(scores: ArrayLike<number>, candidates: ArrayLike<number>, target: number): number {
@@ -50,30 +49,4 @@ export function mae(pred: ArrayLike<number>, truth: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < pred.length; i++) s += Math.abs(pred[i]! - truth[i]!);
   return pred.length ? s / pred.length : Number.NaN;
-}
-
-/** Re-exported: the one binning shared with serving (contracts/model-metadata.ts). */
-export { binOf };
-
-/** A histogram with (up to) `bins` quantile bins of `values`; edges are distinct and ascending. */
-export function computeHistogram(values: ArrayLike<number>, bins = 10): BaselineHistogram {
-  const sorted = Float64Array.from(values).sort();
-  const n = sorted.length;
-  if (n === 0) return { edges: [0, 1], probs: [1] };
-  const edges: number[] = [];
-  for (let b = 0; b <= bins; b++) {
-    const v = round6(sorted[Math.min(n - 1, Math.floor((b / bins) * n))]!);
-    if (edges.length === 0 || v > edges[edges.length - 1]!) edges.push(v);
-  }
-  const last = round6(sorted[n - 1]!);
-  if (edges[edges.length - 1]! < last) edges.push(last);
-  // A constant feature still gets one bin with a width.
-  if (edges.length === 1) edges.push(edges[0]! + 1);
-  const counts = new Array<number>(edges.length - 1).fill(0);
-  for (let i = 0; i < n; i++) counts[binOf(edges, sorted[i]!)]!++;
-  return { edges, probs: counts.map((c) => round6(c / n)) };
-}
-
-function round6(x: number): number {
-  return Math.round(x * 1e6) / 1e6;
 }

@@ -9,6 +9,7 @@ import { OFFLINE_METRICS_ANNOTATION, lineageAnnotations } from '../../../contrac
 import {
   validateModelMetadata,
   type BaselineHistogram,
+  type DriftContextBaseline,
   type ModelMetadata,
   type ModelTask,
 } from '../../../contracts/model-metadata.js';
@@ -37,6 +38,8 @@ export interface ModelArtifact {
   readonly features: readonly string[];
   readonly baselineFeatures: Record<string, BaselineHistogram>;
   readonly baselineScore: BaselineHistogram;
+  /** Per-context counts of the request-level features (the ranking model). */
+  readonly baselineContexts?: DriftContextBaseline;
   readonly metrics: Record<string, number>;
 }
 
@@ -83,7 +86,11 @@ export function buildMetadata(
     featureSchemaVersion: FEATURE_SCHEMA_VERSION,
     inputs: [{ name: 'features', shape: [-1, a.features.length], features: [...a.features] }],
     outputs: [{ name: 'score', shape: [-1, 1] }],
-    baseline: { features: a.baselineFeatures, score: a.baselineScore },
+    baseline: {
+      features: a.baselineFeatures,
+      score: a.baselineScore,
+      ...(a.baselineContexts ? { contexts: a.baselineContexts } : {}),
+    },
     metrics: a.metrics,
     lineage,
     training,

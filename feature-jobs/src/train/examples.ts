@@ -4,7 +4,7 @@
  * features as of the start of the second window, labels inside it (held-out evaluation). Every
  * feature is computed with the batch job's own functions and named in serving's vocabulary.
  */
-import { USER_FEATURES, type CatalogItem } from '../../../contracts/features.js';
+import { USER_FEATURES, computeClockFeatures, type CatalogItem } from '../../../contracts/features.js';
 import { computeStorePopularity, computeUserFeatures } from '../batch/features.js';
 import { computeSnapshot, type FeatureSnapshot } from '../batch/snapshot.js';
 import { drainQueue } from '../common/queue.js';
@@ -25,7 +25,8 @@ const ITEM_COLS = [
   'is_energy',
   'is_seasonal',
 ];
-const CONTEXT_COLS = ['hour_sin', 'hour_cos', 'is_weekend', 'temperature_c', 'is_precipitation'];
+/** Context features of a ranking row, in column order (writeContextColumns). */
+export const CONTEXT_COLS = ['hour_sin', 'hour_cos', 'is_weekend', 'temperature_c', 'is_precipitation'];
 const CROSS_COLS = ['category_affinity', 'recently_ordered', 'store_hour_popularity'];
 
 /** Ranking / add-on attach input: one row per (user, item) in context, serving's names. */
@@ -146,17 +147,27 @@ export function writeRankingRow(
   let k = off;
   for (let i = 0; i < USER_NUMERIC.length; i++) out[k++] = user[i]!;
   for (let i = 0; i < ITEM_COLS.length; i++) out[k++] = itemRow[i]!;
-  const angle = (2 * Math.PI * ctx.hour) / 24;
-  out[k++] = Math.sin(angle);
-  out[k++] = Math.cos(angle);
-  out[k++] = ctx.weekend;
-  out[k++] = ctx.temperatureC;
-  out[k++] = ctx.rain;
+  k = writeContextColumns(out, k, ctx);
   out[k++] = user[CAT_COLUMN[item.category]]!;
   let recent = 0;
   for (let r = 0; r < 5; r++) if (user[RECENT0 + r] === item.index) recent = 1;
   out[k++] = recent;
   out[k++] = storeHourPop;
+}
+
+/** Writes the CONTEXT_COLS values of `ctx` at `out[off]`; returns the offset after them. */
+export function writeContextColumns(
+  out: Float32Array | Float64Array,
+  off: number,
+  ctx: OrderContext,
+): number {
+  const clock = computeClockFeatures(ctx.hour, ctx.weekend ? 0 : 1);
+  out[off] = clock.hour_sin;
+  out[off + 1] = clock.hour_cos;
+  out[off + 2] = ctx.weekend;
+  out[off + 3] = ctx.temperatureC;
+  out[off + 4] = ctx.rain;
+  return off + 5;
 }
 
 /** The split of a dataset's days into a training and an evaluation label window. */
@@ -264,7 +275,7 @@ export function buildWindowExamples(
       };
       if (rng.next() < pRow) {
         const off = pickup.add(o.pickupSec[i]! / 60);
-        const angle = (2 * Math.PI * ctx.hour) / 24;
+        const clock = computeClockFeatures(ctx.hour, o.dow[i]!);
         pickup.x.set(
           [
             queue,
@@ -272,9 +283,9 @@ export function buildWindowExamples(
             1 + nAdd,
             drink.prepComplexity + nAdd,
             store.capacityPerHour,
-            Math.sin(angle),
-            Math.cos(angle),
-            ctx.weekend,
+            clock.hour_sin,
+            clock.hour_cos,
+            clock.is_weekend,
           ],
           off,
         );

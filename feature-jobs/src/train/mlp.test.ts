@@ -1,7 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../common/rng.js';
-import { auc, computeHistogram, mae, ndcgAtK, rankOf, recallAtK, binOf } from '../evaluate/metrics.js';
+import { auc, mae, ndcgAtK, rankOf, recallAtK } from '../evaluate/metrics.js';
 import {
   computeStandardization,
   exportMlpOnnx,
@@ -120,17 +120,5 @@ describe('metrics', () => {
     expect(auc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1])).toBe(0.5);
     expect(auc([0.3, 0.1, 0.4, 0.2], [1, 0, 0, 1])).toBeCloseTo(0.5);
     expect(auc([1, 2], [1, 1])).toBeNaN();
-  });
-
-  it('histograms: quantile edges, probabilities sum to 1, serving-compatible binning', () => {
-    const values = Array.from({ length: 1000 }, (_, i) => i);
-    const h = computeHistogram(values, 10);
-    expect(h.edges.length).toBe(11);
-    expect(h.probs.reduce((a, b) => a + b)).toBeCloseTo(1);
-    h.probs.forEach((p) => expect(p).toBeCloseTo(0.1, 2));
-    expect(binOf(h.edges, -5)).toBe(0);
-    expect(binOf(h.edges, 5000)).toBe(9);
-    const constant = computeHistogram([3, 3, 3], 10);
-    expect(constant).toEqual({ edges: [3, 4], probs: [1] });
   });
 });

@@ -8,10 +8,12 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { validateModelMetadata } from '../../../contracts/model-metadata.js';
+import { DRIFT_CONTEXT_SCHEME } from '../../../contracts/drift-binning.js';
+import { validateModelMetadata, type ModelMetadata } from '../../../contracts/model-metadata.js';
 import { runEvaluation } from '../evaluate/evaluate.js';
 import { Dataset, generateDataset } from '../generate/dataset.js';
 import { sha256Hex } from './artifacts.js';
+import { REQUEST_FEATURES } from './drift-baseline.js';
 import { predictMlp } from './mlp.js';
 import { runTraining, type TrainResult } from './train.js';
 
@@ -85,6 +87,29 @@ describe('training', () => {
     const ranking = result.metrics['drink-ranking']!;
     // Even on a 3-day history, knowing the user beats ranking by popularity.
     expect(ranking['recall_at_5']!).toBeGreaterThan(ranking['popularity_recall_at_5']!);
+  });
+
+  it("writes the ranking model's drift baseline per context, and none for the others", () => {
+    for (const m of result.models) {
+      const meta = JSON.parse(readFileSync(m.paths.metaPath, 'utf8')) as ModelMetadata;
+      if (m.task !== 'drink-ranking') {
+        expect(meta.baseline.contexts, m.name).toBeUndefined();
+        continue;
+      }
+      const c = meta.baseline.contexts!;
+      expect(c.scheme).toBe(DRIFT_CONTEXT_SCHEME);
+      // Requests of the 3-day training window, in the stores' timezones at their local hours.
+      const timezones = new Set(ds.stores.map((s) => s.timezone));
+      for (const x of c.contexts) expect(timezones.has(x.timezone)).toBe(true);
+      expect(c.requests.reduce((a, b) => a + b, 0)).toBeGreaterThan(1000);
+      // The user and clock features per context; weather is compared by its range instead.
+      expect(Object.keys(c.counts).sort()).toEqual(
+        REQUEST_FEATURES.filter((f) => f !== 'temperature_c' && f !== 'is_precipitation').sort(),
+      );
+      expect(meta.baseline.features['temperature_c']!.probs).toEqual([0, 1, 0]);
+      // is_weekend has a bin for each value even if the window had no weekend.
+      expect(meta.baseline.features['is_weekend']!.edges).toEqual([0, 0.5, 1]);
+    }
   });
 
   it('writes a RecommenderModel per model pointing at the artifact with lineage annotations', () => {

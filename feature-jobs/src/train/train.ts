@@ -12,7 +12,7 @@ import {
   computePickupMetrics,
   computeRankingMetrics,
 } from '../evaluate/offline.js';
-import { computeHistogram } from '../evaluate/metrics.js';
+import { computeBaselineHistogram, type BaselineHistogram } from '../../../contracts/drift-binning.js';
 import {
   buildMetadata,
   gitCommit,
@@ -32,6 +32,7 @@ import {
   type RowBuffer,
   type WindowExamples,
 } from './examples.js';
+import { buildDriftBaseline } from './drift-baseline.js';
 import {
   computeStandardization,
   exportMlpOnnx,
@@ -59,6 +60,8 @@ export interface TrainCommandOptions {
   /** Rows per single-row task (add-on, pickup, churn). */
   readonly rows?: number;
   readonly epochs?: number;
+  /** Requests sampled for the ranking model's drift baseline. Default 400,000. */
+  readonly driftRequests?: number;
   readonly now?: () => Date;
   readonly log?: (line: string) => void;
 }
@@ -110,6 +113,16 @@ export async function runTraining(o: TrainCommandOptions): Promise<TrainResult> 
   });
   const evalEx = buildHeldOut(ds, evalCut, split.evalDays, o.seed, o.rankingLists ?? 40_000, rows);
   lap('examples', t0);
+  t0 = Date.now();
+  // The ranking model's drift baseline: its request-level features as serving will see them.
+  const drift = buildDriftBaseline(ds, split.trainDays, {
+    seed: o.seed,
+    windowDays: o.windowDays,
+    firstSnapshot: trainCut.snapshot,
+    ...(o.driftRequests !== undefined ? { maxRequests: o.driftRequests } : {}),
+  });
+  lap('drift_baseline', t0);
+  log(`train: drift baseline from ${drift.requests} requests in ${drift.contexts.contexts.length} contexts`);
   log(
     `train: windows train ${split.trainAsOf} (+${o.evalDays}d) eval ${split.evalAsOf} (+${o.evalDays}d); ` +
       `${trainEx.ranking.groups.length - 1} ranking lists, ${evalEx.rankingEval.length} held-out lists`,
@@ -182,13 +195,20 @@ export async function runTraining(o: TrainCommandOptions): Promise<TrainResult> 
   for (const [task, m, b, features] of specs) {
     const name = MODEL_NAMES[task];
     const onnx = exportMlpOnnx(m, name);
+    const base = baselines(m, b, features);
     const meta = buildMetadata(
       {
         name,
         task,
         onnx,
         features,
-        ...baselines(m, b, features),
+        ...(task === 'drink-ranking'
+          ? {
+              baselineFeatures: { ...base.baselineFeatures, ...drift.features },
+              baselineScore: base.baselineScore,
+              baselineContexts: drift.contexts,
+            }
+          : base),
         metrics: metrics[task],
       },
       lineage,
@@ -224,18 +244,25 @@ export function buildHeldOut(
   });
 }
 
-/** Training-time feature and score histograms (up to 20k rows) for drift PSI in serving. */
+/**
+ * Training-time feature and score histograms (up to 20k rows), binned like serving bins
+ * (contracts/drift-binning.ts). The ranking model's request-level features are replaced by the
+ * drift baseline, which counts requests rather than rows.
+ */
 function baselines(m: Mlp, b: RowBuffer, features: readonly string[]) {
   const n = Math.min(b.rows, 20_000);
   const step = b.rows / n;
   const idx = Array.from({ length: n }, (_, i) => Math.floor(i * step));
-  const baselineFeatures: Record<string, ReturnType<typeof computeHistogram>> = {};
+  const baselineFeatures: Record<string, BaselineHistogram> = {};
   features.forEach((f, c) => {
-    baselineFeatures[f] = computeHistogram(idx.map((r) => b.x[r * b.cols + c]!));
+    baselineFeatures[f] = computeBaselineHistogram(
+      f,
+      idx.map((r) => b.x[r * b.cols + c]!),
+    );
   });
   const x = new Float32Array(n * b.cols);
   idx.forEach((r, i) => x.set(b.x.subarray(r * b.cols, (r + 1) * b.cols), i * b.cols));
-  return { baselineFeatures, baselineScore: computeHistogram(predictMlp(m, x, n)) };
+  return { baselineFeatures, baselineScore: computeBaselineHistogram('score', predictMlp(m, x, n)) };
 }
 
 function mean(a: ArrayLike<number>): number {

@@ -9,15 +9,20 @@
  *   ModelProto (field 6): different bytes, so a different sha256, and a valid model serving
  *   loads and verifies like any other. Its metadata can carry a different training baseline.
  * - Users get feature vectors drawn from the trained model's own baseline histograms, so the
- *   PSI that serving reports for live traffic against that baseline stays low.
+ *   PSI that serving reports for live traffic against that baseline stays low. Serving compares
+ *   each request with training's requests of its context (store timezone, local hour, weekend;
+ *   ADR 0010), so users are drawn from the context the traffic will be in: the test stores are
+ *   in New York and requests carry the current time.
  */
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Redis } from 'ioredis';
+import { computeDriftContext } from '../../../contracts/drift-binning.js';
 import { SEGMENTS, USER_FEATURES } from '../../../contracts/features.js';
 import type { ModelMetadata } from '../../../contracts/model-metadata.js';
+import { LocalTimeResolver } from '../../../serving/src/ranking/context.js';
 import { buildCatalog, rng, seedFeatures } from '../../../serving/test/fixtures.js';
 
 const ARTIFACTS = fileURLToPath(new URL('../../../manifests/models/artifacts/', import.meta.url));
@@ -85,6 +90,21 @@ function draw(r: () => number, edges: readonly number[], probs: readonly number[
   return lo + (hi - lo) * r() * 0.999;
 }
 
+/** The baseline of `feature` in New York now (its context's), or over all contexts. */
+function probsNow(meta: ModelMetadata, feature: string, now: Date): readonly number[] | undefined {
+  const b = meta.baseline.features[feature];
+  const c = meta.baseline.contexts;
+  if (!b || !c?.counts[feature]) return b?.probs;
+  const local = new LocalTimeResolver().resolve(now.getTime(), 'America/New_York');
+  const want = computeDriftContext('America/New_York', local.hour, local.weekday);
+  const i = c.contexts.findIndex(
+    (x) => x.hour === want.hour && x.weekend === want.weekend && x.timezone === want.timezone,
+  );
+  const row = i >= 0 ? c.counts[feature]![i]! : undefined;
+  const n = row?.reduce((a, x) => a + x, 0) ?? 0;
+  return row && n >= 100 ? row.map((x) => x / n) : b.probs;
+}
+
 /**
  * Seeds feature version `version` (synthetic catalog and stores from serving's fixtures) with
  * `count` users whose feature vectors follow the trained model's baseline; returns their ids.
@@ -94,12 +114,14 @@ export async function seedUsers(redis: Redis, version: string, count: number): P
   const catalog = buildCatalog();
   const drinks = catalog.items.filter((i) => i.kind === 'drink').length;
   const r = rng(20261124);
+  const now = new Date();
   const users: { id: string; features: Float32Array }[] = [];
   for (let n = 0; n < count; n++) {
     const v = new Float32Array(USER_FEATURES.length);
     USER_FEATURES.forEach((f, i) => {
       const b = meta.baseline.features[f];
-      if (b && b.edges.length === b.probs.length + 1) v[i] = draw(r, b.edges, b.probs);
+      const probs = probsNow(meta, f, now);
+      if (b && probs && b.edges.length === b.probs.length + 1) v[i] = draw(r, b.edges, probs);
       else if (f === 'segment') v[i] = 1 + Math.floor(r() * (SEGMENTS.length - 1));
       else v[i] = Math.floor(r() * drinks); // recent_1..5: item indexes
     });

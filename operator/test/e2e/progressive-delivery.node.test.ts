@@ -430,9 +430,19 @@ describe('progressive delivery end to end on a real node', () => {
           const b = meta.baseline.features['recency_days']!;
           const rest = 0.1 / (b.probs.length - 1);
           const shifted = { edges: b.edges, probs: b.probs.map((_, i) => (i ? rest : 0.9)) };
+          // In every context too: serving compares with the contexts' baselines (ADR 0010).
+          const c = meta.baseline.contexts;
+          const contexts = c && {
+            ...c,
+            counts: { ...c.counts, recency_days: c.requests.map((n) => shifted.probs.map((p) => p * n)) },
+          };
           return {
             ...meta,
-            baseline: { ...meta.baseline, features: { ...meta.baseline.features, recency_days: shifted } },
+            baseline: {
+              ...meta.baseline,
+              features: { ...meta.baseline.features, recency_days: shifted },
+              ...(contexts ? { contexts } : {}),
+            },
           };
         },
       });

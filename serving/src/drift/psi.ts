@@ -1,4 +1,4 @@
-import { binOf } from '../../../contracts/model-metadata.js';
+import { binOf } from '../../../contracts/drift-binning.js';
 
 /**
  * Population stability index of an observed histogram against a baseline:
@@ -6,7 +6,7 @@ import { binOf } from '../../../contracts/model-metadata.js';
  * Rule of thumb: < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 significant shift.
  */
 export function computePsi(
-  baselineProbs: readonly number[],
+  baselineProbs: ArrayLike<number>,
   observedCounts: ArrayLike<number>,
   epsilon = 1e-4,
 ): number {
@@ -25,7 +25,7 @@ export function computePsi(
   return psi;
 }
 
-/** Re-exported: the one binning shared with training (contracts/model-metadata.ts). */
+/** Re-exported: the one binning shared with training (contracts/drift-binning.ts). */
 export { binOf };
 
 /** A rolling window of the last `capacity` bin observations with running per-bin counts. */

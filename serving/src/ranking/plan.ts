@@ -4,7 +4,12 @@
  * vocabulary below is every feature serving can compute, and a model naming anything else is
  * refused at load time instead of failing on traffic.
  */
-import { ITEM_FEATURES, USER_FEATURES, type CatalogItem } from '../../../contracts/features.js';
+import {
+  ITEM_FEATURES,
+  USER_FEATURES,
+  computeClockFeatures,
+  type CatalogItem,
+} from '../../../contracts/features.js';
 
 /** Context features computed from the request. */
 export const CONTEXT_FEATURES = [
@@ -78,11 +83,12 @@ export interface RankingContext {
 
 /** Values of the context features for one request. */
 export function computeContextValues(ctx: RankingContext): Record<ContextFeature, number> {
-  const angle = (2 * Math.PI * ctx.hour) / 24;
+  // The clock features as training writes them (one formula in contracts/features.ts).
+  const clock = computeClockFeatures(ctx.hour, ctx.weekday);
   return {
-    hour_sin: Math.sin(angle),
-    hour_cos: Math.cos(angle),
-    is_weekend: ctx.weekday === 0 || ctx.weekday === 6 ? 1 : 0,
+    hour_sin: clock.hour_sin,
+    hour_cos: clock.hour_cos,
+    is_weekend: clock.is_weekend,
     temperature_c: ctx.temperatureC ?? 15,
     is_precipitation: ctx.condition === 'rain' || ctx.condition === 'snow' ? 1 : 0,
     channel_app: ctx.channel === 'app' ? 1 : 0,

@@ -204,9 +204,11 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
               // One score per row: the batcher checks it (engine.ts).
               scores = out;
               revision = model.revision;
-              // Monitored features are user and context values: the same on every row.
-              for (const m of state.monitored)
-                state.drift.observe(m.feature, sharedColumnValue(rankingBatch, m.column));
+              // Monitored features are user and context values: the same on every row. The
+              // request is compared with training requests of its own context (ADR 0010).
+              state.drift.observe(state.drift.contextOf(store.timezone, local.hour, local.weekday), (i) =>
+                sharedColumnValue(rankingBatch, state.monitored[i]!.column),
+              );
               state.drift.observeScores(out);
             } catch (err) {
               req.log.warn({ err: (err as Error).message }, 'ranking inference failed');
