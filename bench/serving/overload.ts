@@ -305,7 +305,13 @@ async function main(): Promise<void> {
     const podEnv = podMemoryEnv(POD_MEMORY_LIMIT_MIB);
     const port = 19000 + Math.floor(Math.random() * 1000);
     const names = modelEnvNames('drink-ranking');
-    serving = spawn(process.execPath, [join(app, 'serving.js')], {
+    // BENCH_SERVER_CPUS (e.g. "0", with the bench itself run under `taskset -c 1`) pins the
+    // server to its own cores, so the load generator cannot starve it: on 2 cores an open loop
+    // offering 10x takes a core of its own.
+    const pin = process.env['BENCH_SERVER_CPUS'];
+    const cmd = pin ? 'taskset' : process.execPath;
+    const args = pin ? ['-c', pin, process.execPath, join(app, 'serving.js')] : [join(app, 'serving.js')];
+    serving = spawn(cmd, args, {
       cwd: app,
       env: {
         ...process.env,
