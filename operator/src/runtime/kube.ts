@@ -153,6 +153,13 @@ export interface RequestOpts {
   /** Abort after this many ms (default 30 000): a shutting-down server must not hang us. */
   timeoutMs?: number;
   query?: Record<string, string | number | boolean | undefined>;
+  /**
+   * Called when a socket is ready for this request, just before its first byte is written;
+   * an Error it returns refuses the request unsent. A request can wait for a socket (a new
+   * connection's TLS handshake, the agent's socket limit) long after it was issued; write
+   * fencing must be checked at the moment of sending, not only at the call.
+   */
+  beforeSend?: () => Error | undefined;
 }
 
 /** Every API call the operator makes goes through this. */
@@ -214,6 +221,7 @@ export async function createKubeClient(
     body: string | undefined,
     contentType: string | undefined,
     signal?: AbortSignal,
+    beforeSend?: () => Error | undefined,
   ) =>
     new Promise<IncomingMessage>((resolve, reject) => {
       const req = (secure ? httpsRequest : httpRequest)(
@@ -231,7 +239,25 @@ export async function createKubeClient(
         resolve,
       );
       req.on('error', reject);
-      req.end(body);
+      if (!beforeSend) {
+        req.end(body);
+        return;
+      }
+      // Nothing is written before end(): headers go out with the body. Wait until the socket
+      // is connected (and TLS is established), then decide.
+      req.once('socket', (socket) => {
+        const go = () => {
+          const refused = beforeSend();
+          if (refused) req.destroy(refused);
+          else req.end(body);
+        };
+        // A reused keep-alive socket is ready now; a new one was made for this request and is
+        // still in its TCP (and TLS) handshake.
+        if (req.reusedSocket) go();
+        else if (secure) socket.once('secureConnect', go);
+        else if (socket.connecting) socket.once('connect', go);
+        else go();
+      });
     });
 
   return {
@@ -246,6 +272,7 @@ export async function createKubeClient(
         body,
         opts.contentType,
         AbortSignal.timeout(opts.timeoutMs ?? 30_000),
+        opts.beforeSend,
       );
       const text = await readBody(res);
       const status = res.statusCode ?? 0;
