@@ -463,6 +463,43 @@ describe('protection', () => {
     expect((await slow).statusCode).toBe(200);
   });
 
+  describe('the adaptive limit refuses only while the process is saturated', () => {
+    // Requests that take 80 ms (over the 50 ms target) while the loop idles: a stall elsewhere
+    // (a slow dependency, the node descheduling the pod), not too much admitted work.
+    const slow = (x: FastifyInstance) =>
+      x.get('/v1/test-slow', async () => {
+        await new Promise((r) => setTimeout(r, 80));
+        return { ok: true };
+      });
+    const waves = async (a: FastifyInstance) => {
+      const codes: number[] = [];
+      const messages = new Set<string>();
+      for (let w = 0; w < 12; w++) {
+        const rs = await Promise.all(Array.from({ length: 24 }, () => a.inject({ url: '/v1/test-slow' })));
+        for (const r of rs) {
+          codes.push(r.statusCode);
+          if (r.statusCode === 503) messages.add((r.json() as { message: string }).message);
+        }
+      }
+      return { refused: codes.filter((c) => c === 503).length, total: codes.length, messages: [...messages] };
+    };
+
+    it('slow answers of a process with CPU to spare are served late, never refused', async () => {
+      const a = await app({ protection: { latencyTargetMs: 50, maxQueueMs: 25, shedPaceMs: 0 } }, slow);
+      expect(await waves(a)).toMatchObject({ refused: 0, total: 288 });
+    });
+
+    it('the same load on a saturated process shrinks the limit and refuses, naming the check', async () => {
+      const a = await app(
+        { protection: { latencyTargetMs: 50, maxQueueMs: 0, saturationUtilization: 0, shedPaceMs: 0 } },
+        slow,
+      );
+      const r = await waves(a);
+      expect(r.refused).toBeGreaterThan(0);
+      expect(r.messages).toEqual(['server is overloaded (concurrency_limit), retry later']);
+    });
+  });
+
   it('sheds load beyond maxInFlight with 503 and Retry-After', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));

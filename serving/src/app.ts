@@ -291,11 +291,10 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     ...opts.protection,
     // Admitted requests must meet the feature deadline: at least 90 % of them get their
     // features in time and answer within twice the deadline, and no request that waited longer
-    // than it in a standing queue is served (ADR 0007).
-    // Opt-in for now (0 = off): on the real node the first version shed 51 and 265 requests
-    // of the e2e's canary scenarios at 300-400 req/s, well under capacity (issue 12 stays open).
-    latencyTargetMs: opts.protection?.latencyTargetMs ?? 0,
-    maxQueueMs: opts.protection?.maxQueueMs ?? 0,
+    // than it in a standing queue is served (ADR 0007). Both act only while the event loop is
+    // saturated (saturationUtilization): slow answers of a process with CPU to spare are stalls.
+    latencyTargetMs: opts.protection?.latencyTargetMs ?? 2 * ctx.featureDeadlineMs,
+    maxQueueMs: opts.protection?.maxQueueMs ?? ctx.featureDeadlineMs,
     shedPaceMs: opts.protection?.shedPaceMs ?? ctx.featureDeadlineMs,
     clock,
     metrics,

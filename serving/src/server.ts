@@ -103,6 +103,7 @@ async function main(): Promise<void> {
         maxInFlight: num(env, 'CREMA_MAX_IN_FLIGHT'),
         latencyTargetMs: num(env, 'CREMA_LATENCY_TARGET_MS'),
         maxQueueMs: num(env, 'CREMA_MAX_QUEUE_MS'),
+        saturationUtilization: num(env, 'CREMA_SATURATION_UTILIZATION'),
         shedPaceMs: num(env, 'CREMA_SHED_PACE_MS'),
         maxEventLoopDelayMs: num(env, 'CREMA_MAX_EVENT_LOOP_DELAY_MS'),
         rateLimit: rateLimit

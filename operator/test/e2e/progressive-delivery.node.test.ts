@@ -51,7 +51,7 @@ import {
   startNodeE2e,
   type NodeE2e,
 } from './node-env.js';
-import { failed, startTraffic, type Sample, type Traffic } from './traffic.js';
+import { failed, failureSummary, startTraffic, type Sample, type Traffic } from './traffic.js';
 
 const DRIFT_FEATURES = ['recency_days', 'frequency_30d', 'monetary_30d'];
 let e: NodeE2e;
@@ -390,7 +390,7 @@ describe('progressive delivery end to end on a real node', () => {
               misroutedExamples: s.misrouted.slice(0, 3),
             })),
             failedRequests: failedTotal.length,
-            errors: [...new Set(failedTotal.map((s) => s.error ?? s.status))].slice(0, 5),
+            errors: failureSummary(failedTotal),
           })}`,
         );
         for (const s of steps) {
@@ -502,7 +502,7 @@ describe('progressive delivery end to end on a real node', () => {
           webhookToWeight0Ms: zeroAt - hook!.at,
           alertFiringToWeight0Ms: fired ? zeroAt - Date.parse(fired.startsAt) : null,
           failedRequests: t.samples.filter(failed).length,
-          errors: [...new Set(t.samples.filter(failed).map((s) => s.error ?? s.status))].slice(0, 5),
+          errors: failureSummary(t.samples),
         };
         console.log(`[e2e] ${JSON.stringify(result)}`);
         expect(canaryPsi).toBeGreaterThan(0.2);

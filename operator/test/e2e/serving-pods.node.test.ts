@@ -24,7 +24,7 @@ import {
   startNodeE2e,
   type NodeE2e,
 } from './node-env.js';
-import { failed, startTraffic, type Sample } from './traffic.js';
+import { failed, failureSummary, startTraffic, type Sample } from './traffic.js';
 
 let e: NodeE2e;
 let v1: Revision;
@@ -168,10 +168,7 @@ describe('serving pods on a real node', () => {
       requests: t.samples.length,
       duringUpdate: during.length,
       failed: t.samples.filter(failed).length,
-      errors: [...new Set(t.samples.filter(failed).map((s) => s.error ?? `${s.status} ${s.code}`))].slice(
-        0,
-        5,
-      ),
+      errors: failureSummary(t.samples),
       failedAtMs: t.samples
         .filter(failed)
         .map((s) => s.start - started)

@@ -22,6 +22,8 @@ export interface Sample {
   readonly error?: string;
   /** The error code of a non-2xx answer (e.g. OVERLOADED). */
   readonly code?: string;
+  /** The message of a non-2xx answer (a 503 names the admission check that refused it). */
+  readonly message?: string;
 }
 
 export interface TrafficOptions {
@@ -47,6 +49,17 @@ export function failed(s: Sample): boolean {
   return s.status < 200 || s.status >= 300;
 }
 
+/** Failed requests counted by what failed them ("503 server is overloaded (queue_time), ..."). */
+export function failureSummary(samples: readonly Sample[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of samples) {
+    if (!failed(s)) continue;
+    const key = s.error ?? `${s.status} ${s.message ?? s.code ?? ''}`.trim();
+    out[key] = (out[key] ?? 0) + 1;
+  }
+  return out;
+}
+
 export function startTraffic(o: TrafficOptions): Traffic {
   const pool = new Pool(o.url, { connections: (o.concurrency ?? 8) + 2, keepAliveTimeout: 10_000 });
   const samples: Sample[] = [];
@@ -70,7 +83,13 @@ export function startTraffic(o: TrafficOptions): Traffic {
         bodyTimeout: 10_000,
       });
       const text = await res.body.text();
-      let body: { variant?: string; modelRevision?: string; fallback?: boolean; code?: string } = {};
+      let body: {
+        variant?: string;
+        modelRevision?: string;
+        fallback?: boolean;
+        code?: string;
+        message?: string;
+      } = {};
       try {
         body = JSON.parse(text) as typeof body;
       } catch {
@@ -87,6 +106,7 @@ export function startTraffic(o: TrafficOptions): Traffic {
         ...(body.modelRevision ? { revision: body.modelRevision } : {}),
         ...(body.fallback ? { fallback: true } : {}),
         ...(typeof body.code === 'string' ? { code: body.code } : {}),
+        ...(res.statusCode >= 300 && typeof body.message === 'string' ? { message: body.message } : {}),
       });
     } catch (err) {
       samples.push({ userId, start, end: Date.now(), status: 0, error: (err as Error).message });

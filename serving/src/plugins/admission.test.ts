@@ -115,6 +115,23 @@ describe('ConcurrencyLimit', () => {
     expect(Math.min(...tail)).toBeGreaterThanOrEqual(12);
   });
 
+  it('a slow window of a process that is not saturated does not shrink the limit; force admits past it', () => {
+    const c = manualClock();
+    const l = new ConcurrencyLimit({ targetMs: 10, max: 512, initial: 8, min: 1 }, c.now);
+    for (let w = 0; w < 5; w++) {
+      for (let i = 0; i < 8; i++) expect(l.tryAcquire()).toBe(true);
+      c.advance(100);
+      for (let i = 0; i < 8; i++) l.release(100, false, false);
+    }
+    expect(l.limit).toBe(8);
+    for (let i = 0; i < 8; i++) l.tryAcquire();
+    expect(l.tryAcquire()).toBe(false);
+    expect(l.tryAcquire(true)).toBe(true);
+    expect(l.inFlight).toBe(9);
+    for (let i = 0; i < 9; i++) l.release(100, false, true);
+    expect(l.limit).toBeLessThan(8);
+  });
+
   it('rejects bad options, naming them', () => {
     const now = () => 0;
     expect(() => new ConcurrencyLimit({ targetMs: 0, max: 10 }, now)).toThrow(/targetMs/);

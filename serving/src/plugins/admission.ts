@@ -73,9 +73,12 @@ export class ConcurrencyLimit {
     return this.inFlightNow;
   }
 
-  /** Admits one request (true) or refuses it (false: the limit is reached). */
-  tryAcquire(): boolean {
-    if (this.inFlightNow >= Math.floor(this.current)) {
+  /**
+   * Admits one request (true) or refuses it (false: the limit is reached). `force` admits it
+   * whatever the limit (the process is not saturated; the request is still counted in flight).
+   */
+  tryAcquire(force = false): boolean {
+    if (!force && this.inFlightNow >= Math.floor(this.current)) {
       // Refusing means the limit is in use.
       this.peak = Math.max(this.peak, this.inFlightNow + 1);
       return false;
@@ -87,9 +90,11 @@ export class ConcurrencyLimit {
 
   /**
    * An admitted request answered after `latencyMs`; `missed` when it missed its deadline (its
-   * features came too late and the answer fell back): slow, whatever its latency.
+   * features came too late and the answer fell back): slow, whatever its latency. `saturated`:
+   * whether the process is saturated now; a slow window of a process with CPU to spare comes
+   * from a stall, not from the limit, and does not shrink it.
    */
-  release(latencyMs: number, missed = false): void {
+  release(latencyMs: number, missed = false, saturated = true): void {
     this.inFlightNow = Math.max(0, this.inFlightNow - 1);
     this.samples++;
     if (missed || latencyMs > this.opts.targetMs) this.slow++;
@@ -97,7 +102,7 @@ export class ConcurrencyLimit {
     if (this.samples < Math.max(1, Math.floor(this.current)) && now - this.windowStart < this.windowMs)
       return;
     if (this.slow > this.samples * 0.1) {
-      this.current = Math.max(this.min, this.current * this.backoff);
+      if (saturated) this.current = Math.max(this.min, this.current * this.backoff);
     } else if (this.peak * 2 >= this.current) {
       // Grow only a limit that is used: an idle process keeps what it learned.
       this.current = Math.min(this.max, this.current + 1);

@@ -56,6 +56,16 @@ export interface ProtectionOptions {
    * socket and a queue slot, not CPU, and its client cannot resend sooner.
    */
   readonly shedPaceMs?: number;
+  /**
+   * The adaptive limit, the queue-time check and the event-loop check refuse only while the
+   * process is saturated:
+   * its event loop was busy at least this share of the last 500 ms (event loop utilization).
+   * Below it the process has CPU to spare, so slow answers come from stalls (a GC, the node
+   * descheduling the process, a new pod's first requests), not from admitting too much, and a
+   * 503 would fail a request that a moment's patience serves. Default 0.9; 0 makes the checks
+   * act at any load.
+   */
+  readonly saturationUtilization?: number;
   /** Token bucket per client (x-client-id header, else remote address); false disables. */
   readonly rateLimit?: { readonly perSecond: number; readonly burst: number } | false;
   /** Paths never refused. */
@@ -94,8 +104,16 @@ export function markDeadlineMissed(req: FastifyRequest): void {
   (req.raw as MarkedRequest)[kMissed] = true;
 }
 
-/** One error object per reason: a shed request costs no stack trace. */
-const OVERLOADED = new ServingError('OVERLOADED', undefined, { retryAfterSeconds: 1 });
+/**
+ * One error object per reason, made once: a shed request costs no stack trace. The message
+ * names the check that refused it, so a client (and an SRE reading its logs) can tell.
+ */
+const OVERLOADED: Readonly<Record<Exclude<ShedReason, 'rate_limit'>, ServingError>> = Object.fromEntries(
+  (['queue_time', 'concurrency_limit', 'in_flight', 'event_loop_delay'] as const).map((r) => [
+    r,
+    new ServingError('OVERLOADED', `server is overloaded (${r}), retry later`, { retryAfterSeconds: 1 }),
+  ]),
+) as Record<Exclude<ShedReason, 'rate_limit'>, ServingError>;
 
 async function protection(app: FastifyInstance, opts: ProtectionOptions): Promise<void> {
   const maxInFlight = opts.maxInFlight ?? 512;
@@ -112,6 +130,9 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
   if (!(maxQueueMs >= 0)) throw new RangeError('protection: maxQueueMs must be >= 0');
   const shedPaceMs = opts.shedPaceMs ?? 25;
   if (!(shedPaceMs >= 0)) throw new RangeError('protection: shedPaceMs must be >= 0');
+  const saturationUtilization = opts.saturationUtilization ?? 0.9;
+  if (!(saturationUtilization >= 0 && saturationUtilization <= 1))
+    throw new RangeError('protection: saturationUtilization must be in [0, 1]');
   // Monotonic: latencies and waits must not jump with the wall clock.
   const now = () => performance.now();
   const limit =
@@ -141,6 +162,21 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
     }, 1000);
     sampler.unref();
   }
+  // Event loop utilization over the last 500 ms, from 250 ms snapshots: long enough that a
+  // stall is not saturation, short enough to act early in a spike.
+  let saturated = saturationUtilization === 0;
+  let utilizationSampler: NodeJS.Timeout | undefined;
+  if ((limit || queue || histogram) && saturationUtilization > 0) {
+    const snapshots = [performance.eventLoopUtilization()];
+    utilizationSampler = setInterval(() => {
+      const current = performance.eventLoopUtilization();
+      const oldest = snapshots[0]!;
+      saturated = performance.eventLoopUtilization(current, oldest).utilization >= saturationUtilization;
+      snapshots.push(current);
+      if (snapshots.length > 2) snapshots.shift();
+    }, 250);
+    utilizationSampler.unref();
+  }
   const buckets = new Map<string, Bucket>();
   const sweeper = setInterval(() => {
     const cutoff = opts.clock.now() - 60_000;
@@ -159,13 +195,16 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
 
   // Refusals held until shedPaceMs after they were decided, in decision order: one timer for
   // the queue's head, whatever the number held.
-  const held: { at: number; done: (err: Error) => void }[] = [];
+  const held: { at: number; done: (err: Error) => void; err: ServingError }[] = [];
   let heldHead = 0;
   let pacer: NodeJS.Timeout | undefined;
   const release = () => {
     pacer = undefined;
     const t = now();
-    while (heldHead < held.length && held[heldHead]!.at <= t) held[heldHead++]!.done(OVERLOADED);
+    while (heldHead < held.length && held[heldHead]!.at <= t) {
+      const h = held[heldHead++]!;
+      h.done(h.err);
+    }
     if (heldHead === held.length) {
       held.length = 0;
       heldHead = 0;
@@ -173,9 +212,10 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
       pacer = setTimeout(release, Math.max(1, held[heldHead]!.at - t));
     }
   };
-  const refuse = (done: (err?: Error) => void) => {
-    if (shedPaceMs === 0) return done(OVERLOADED);
-    held.push({ at: now() + shedPaceMs, done });
+  const refuse = (done: (err?: Error) => void, reason: Exclude<ShedReason, 'rate_limit'>) => {
+    const err = OVERLOADED[reason];
+    if (shedPaceMs === 0) return done(err);
+    held.push({ at: now() + shedPaceMs, done, err });
     pacer ??= setTimeout(release, shedPaceMs);
   };
 
@@ -190,16 +230,20 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
       // Old requests are refused only while the limit has work in hand (half used): clients
       // that resend at once (closed loops, many connections) keep every request old, and
       // refusing them all would leave the process idle behind its own queue.
-      if (queue.check.shouldShed(waited) && (!limit || limit.inFlight * 2 >= limit.limit)) {
+      if (queue.check.shouldShed(waited) && saturated && (!limit || limit.inFlight * 2 >= limit.limit)) {
         shed('queue_time');
-        return refuse(done);
+        return refuse(done, 'queue_time');
       }
     }
     const overloaded: ShedReason | '' =
-      maxInFlight > 0 && inFlight >= maxInFlight ? 'in_flight' : lagging ? 'event_loop_delay' : '';
+      maxInFlight > 0 && inFlight >= maxInFlight
+        ? 'in_flight'
+        : lagging && saturated
+          ? 'event_loop_delay'
+          : '';
     if (overloaded) {
       shed(overloaded);
-      return refuse(done);
+      return refuse(done, overloaded);
     }
     if (rl) {
       const key = clientKey(req);
@@ -214,15 +258,15 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
         return done(new ServingError('RATE_LIMITED', undefined, { retryAfterSeconds: wait }));
       }
     }
-    if (limit && !limit.tryAcquire()) {
+    if (limit && !limit.tryAcquire(!saturated)) {
       shed('concurrency_limit');
-      return refuse(done);
+      return refuse(done, 'concurrency_limit');
     }
     inFlight++;
     const admitted = now();
     reply.raw.once('close', () => {
       inFlight--;
-      limit?.release(now() - admitted, (req.raw as MarkedRequest)[kMissed] === true);
+      limit?.release(now() - admitted, (req.raw as MarkedRequest)[kMissed] === true, saturated);
     });
     done();
   });
@@ -238,9 +282,10 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
 
   app.addHook('onClose', async () => {
     if (pacer) clearTimeout(pacer);
-    for (let i = heldHead; i < held.length; i++) held[i]!.done(OVERLOADED);
+    for (let i = heldHead; i < held.length; i++) held[i]!.done(held[i]!.err);
     held.length = 0;
     if (sampler) clearInterval(sampler);
+    if (utilizationSampler) clearInterval(utilizationSampler);
     histogram?.disable();
     clearInterval(sweeper);
   });
