@@ -25,17 +25,21 @@ function floors(spec: ScheduleSpec, opts: ScheduleOptions, table: ReadonlyArray<
  * where the floor differs (the controller sleeps until then and nothing in between).
  */
 function walk(s: RegionSchedule, from: string, to: string) {
+  const state = (t: number) => {
+    const f = s.floorAt(t);
+    return { floor: f.floor, key: `${f.floor}|${f.active.join(',')}` };
+  };
   let t = at(from);
   let promised = s.nextChange(t);
-  let floor = s.floorAt(t).floor;
+  let last = state(t);
   const changes: Array<[string, number]> = [];
   for (t += 60_000; t <= at(to); t += 60_000) {
-    const f = s.floorAt(t).floor;
-    if (f !== floor) {
+    const now = state(t);
+    if (now.key !== last.key) {
       expect(promised?.at.getTime(), `change at ${new Date(t).toISOString()} not announced`).toBe(t);
-      expect(promised?.floor).toBe(f);
-      changes.push([new Date(t).toISOString(), f]);
-      floor = f;
+      expect(promised?.floor).toBe(now.floor);
+      if (now.floor !== last.floor) changes.push([new Date(t).toISOString(), now.floor]);
+      last = now;
       promised = s.nextChange(t);
     } else if (promised) {
       expect(

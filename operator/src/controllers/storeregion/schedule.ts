@@ -217,11 +217,19 @@ export class RegionSchedule {
     };
   }
 
-  /** The first instant after `t` at which the floor differs from floorAt(t), if any. */
+  /**
+   * The first instant after `t` at which the floor, or what is in effect (the Active column),
+   * differs from `t`, if any.
+   */
   nextChange(t: Date | number): FloorChange | undefined {
     const ms = +t;
-    const now = this.floorAt(ms).floor;
-    // Scan one local day at a time: candidate instants are the occurrences' breakpoints.
+    const key = (f: FloorAt) => `${f.floor}|${f.active.join(',')}`;
+    const now = key(this.floorAt(ms));
+    const differs = (b: number): FloorChange | undefined => {
+      const f = this.floorAt(b);
+      return key(f) !== now ? { at: new Date(b), floor: f.floor } : undefined;
+    };
+    // Scan one day at a time: candidate instants are the occurrences' breakpoints.
     for (let d = 0; d < LOOKAHEAD_DAYS; d++) {
       const from = ms + d * DAY_MS;
       const to = from + DAY_MS;
@@ -229,18 +237,18 @@ export class RegionSchedule {
       for (const o of [...this.peaksAround(from, to), ...this.promotions])
         for (const b of this.breakpointsOf(o)) if (b > from && b <= to) candidates.add(b);
       for (const b of [...candidates].sort((x, y) => x - y)) {
-        const f = this.floorAt(b).floor;
-        if (f !== now) return { at: new Date(b), floor: f };
+        const c = differs(b);
+        if (c) return c;
       }
     }
-    // Beyond the recurring windows' horizon only promotions can still change the floor.
+    // Beyond the recurring windows' horizon only promotions can still change anything.
     const later = this.promotions
       .flatMap((o) => this.breakpointsOf(o))
       .filter((b) => b > ms + LOOKAHEAD_DAYS * DAY_MS)
       .sort((x, y) => x - y);
     for (const b of later) {
-      const f = this.floorAt(b).floor;
-      if (f !== now) return { at: new Date(b), floor: f };
+      const c = differs(b);
+      if (c) return c;
     }
     return undefined;
   }
@@ -252,7 +260,7 @@ export class RegionSchedule {
     const n = this.opts.stepDownSteps;
     // k: how many of the step-down breakpoints have passed (the same instants nextChange uses).
     const k = this.breakpointsOf(o)
-      .slice(2)
+      .slice(2, 2 + n)
       .filter((b) => b <= ms).length;
     return k >= n ? undefined : 1 + ((o.multiplier - 1) * (n - k)) / n;
   }
@@ -262,7 +270,8 @@ export class RegionSchedule {
     const { leadMs, stepDownMs, stepDownSteps: n } = this.opts;
     const out = [o.start - leadMs, o.end];
     for (let k = 1; k <= n; k++) out.push(o.end + Math.round((stepDownMs * k) / n));
-    return out;
+    // The start only changes what is shown ("(lead)" → in effect), last so levelOf's slice holds.
+    return [...out, o.start];
   }
 
   /** Peak occurrences whose effect (with lead and step-down) may overlap [from, to]. */
