@@ -442,8 +442,9 @@ const srCases: InvalidCase<StoreRegion>[] = [
     says: 'start must be before end',
   },
   {
+    // 24:00 is allowed (the midnight that ends the day), 24:01 is not.
     name: 'peak window end is not HH:MM',
-    mutate: (o) => (o.spec.peakWindows![1]!.end = '24:00'),
+    mutate: (o) => (o.spec.peakWindows![1]!.end = '24:01'),
     field: 'spec.peakWindows[1].end',
     says: 'should match',
   },

@@ -16,8 +16,15 @@
  *   CREMA_ALERT_WEBHOOK_TOKEN  bearer token Alertmanager must send
  *   CREMA_DRIFT_ALERT_TTL_MS   a recorded drift alert counts this long after its last notification (default 600000)
  *   CREMA_SERVING_REDIS_URL    Redis for serving pods of models without spec.serving.redisUrl
+ *   CREMA_REGION_LEAD_TIME_MS  StoreRegion floors rise this long before a window (default 120000)
+ *   CREMA_REGION_STEP_DOWN_MS  ... and step down over this long after it, in 3 steps (default 900000)
  *   CREMA_IDENTITY             leader-election identity (default: hostname + random suffix)
  */
+import {
+  DEFAULT_LEAD_MS,
+  DEFAULT_STEP_DOWN_MS,
+  DEFAULT_STEP_DOWN_STEPS,
+} from './controllers/storeregion/schedule.js';
 import { startOperator } from './operator.js';
 
 const env = process.env;
@@ -52,6 +59,15 @@ const op = await startOperator({
   ...(num(env['CREMA_DRIFT_ALERT_TTL_MS']) ? { driftAlertTtlMs: num(env['CREMA_DRIFT_ALERT_TTL_MS'])! } : {}),
   ...(env['CREMA_IDENTITY'] ? { identity: env['CREMA_IDENTITY'] } : {}),
   ...(env['CREMA_SERVING_REDIS_URL'] ? { servingRedisUrl: env['CREMA_SERVING_REDIS_URL'] } : {}),
+  ...(env['CREMA_REGION_LEAD_TIME_MS'] || env['CREMA_REGION_STEP_DOWN_MS']
+    ? {
+        regionSchedule: {
+          leadMs: num(env['CREMA_REGION_LEAD_TIME_MS']) ?? DEFAULT_LEAD_MS,
+          stepDownMs: num(env['CREMA_REGION_STEP_DOWN_MS']) ?? DEFAULT_STEP_DOWN_MS,
+          stepDownSteps: DEFAULT_STEP_DOWN_STEPS,
+        },
+      }
+    : {}),
 });
 
 let exiting = false;

@@ -15,6 +15,8 @@ import {
   type CanaryAnalyzer,
 } from './controllers/recommendermodel/reconcile.js';
 import { MANAGED_BY } from './controllers/recommendermodel/desired.js';
+import { storeRegionController } from './controllers/storeregion/reconcile.js';
+import type { ScheduleOptions } from './controllers/storeregion/schedule.js';
 import {
   ClusterDriftAlerts,
   DEFAULT_DRIFT_ALERT_TTL_MS,
@@ -59,6 +61,10 @@ export interface OperatorConfig {
    * Alertmanager's repeat_interval must be shorter.
    */
   readonly driftAlertTtlMs?: number;
+  /** StoreRegion floors: lead time before a window and step-down after (default ADR 0013). */
+  readonly regionSchedule?: ScheduleOptions;
+  /** The StoreRegion controller's clock (tests move it); default the wall clock. */
+  readonly regionClock?: () => Date;
 }
 
 export interface RunningOperator {
@@ -159,6 +165,16 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
       driftAlerts,
       ...(analyzer ? { analyzer } : {}),
       servingDefaults: { ...(cfg.servingRedisUrl ? { redisUrl: cfg.servingRedisUrl } : {}) },
+    }),
+  );
+  manager.add(
+    storeRegionController({
+      client: writer,
+      metrics,
+      now: cfg.regionClock ?? (() => new Date()),
+      log,
+      informers: manager.informers,
+      ...(cfg.regionSchedule ? { schedule: cfg.regionSchedule } : {}),
     }),
   );
   // After add: the controller created the primary's informer (with its resync).

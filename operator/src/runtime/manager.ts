@@ -4,7 +4,7 @@
  * SIGTERM (via `stop()`) stops handing out work, waits for in-flight reconciles, releases the
  * lease and closes watches.
  */
-import { Informer } from './informer.js';
+import { Informer, type InformerEvent } from './informer.js';
 import type { KubeClient, KubeObject, ResourceDef } from './kube.js';
 import { LeaderElector } from './leader.js';
 import type { OperatorMetrics } from './metrics.js';
@@ -23,7 +23,8 @@ export interface ControllerDef {
     readonly resource: ResourceDef;
     /** Only objects with these labels (e.g. the pods of the controller's workloads). */
     readonly labelSelector?: string;
-    keysFor(obj: KubeObject): string[];
+    /** `event` tells a deletion apart (the object is its last state). */
+    keysFor(obj: KubeObject, event: InformerEvent): string[];
   }>;
   /** Reconcile one key; the informers hold the observed state. */
   reconcile(key: string, informers: InformerSet): Promise<WorkResult>;
@@ -137,8 +138,8 @@ export class Manager {
       .for(def.primary, undefined, true)
       .on((_event, obj) => queue.add(`${obj.metadata?.namespace}/${obj.metadata?.name}`));
     for (const w of def.watched ?? []) {
-      this.informers.for(w.resource, w.labelSelector).on((_event, obj) => {
-        for (const key of w.keysFor(obj)) queue.add(key);
+      this.informers.for(w.resource, w.labelSelector).on((event, obj) => {
+        for (const key of w.keysFor(obj, event)) queue.add(key);
       });
     }
     for (const owned of def.owned) {

@@ -98,8 +98,9 @@ export interface StoreRegionSpecPeakWindow {
    */
   start: string;
   /**
-   * Local end time, HH:MM (00:00-23:59), after start.
-   * Constraints: length ≤ 5; pattern `^([01][0-9]|2[0-3]):[0-5][0-9]$`.
+   * Local end time, HH:MM (00:01-24:00), after start; 24:00 is the midnight that ends the day (a
+   * window across midnight is two windows, 22:00-24:00 and 00:00-02:00 of the next day).
+   * Constraints: length ≤ 5; pattern `^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$`.
    */
   end: string;
   /**
@@ -229,6 +230,15 @@ export interface StoreRegionStatus {
    * Replica floor the region asks of its model's autoscaler right now.
    */
   desiredMinReplicas?: number;
+  /**
+   * When the region's floor changes next (the operator reconciles then); absent when it never does.
+   * Constraints: format date-time.
+   */
+  nextChangeTime?: string;
+  /**
+   * The floor from nextChangeTime on.
+   */
+  nextMinReplicas?: number;
   /**
    * Names of the promotions in effect now.
    * Constraints: at most 32 items.

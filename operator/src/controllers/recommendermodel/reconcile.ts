@@ -15,7 +15,7 @@
  */
 import { ABORT_ANNOTATION, PROMOTE_ANNOTATION } from '../../../../contracts/kube-keys.js';
 import type { StoreRegion } from '../../api/v1alpha1/index.js';
-import { applyOwned, patchStatus } from '../../runtime/apply.js';
+import { FIELD_MANAGER, applyOwned, patchStatus } from '../../runtime/apply.js';
 import type { EventRecorder } from '../../runtime/events.js';
 import {
   KubeApiError,
@@ -29,6 +29,7 @@ import type { ControllerDef, InformerSet } from '../../runtime/manager.js';
 import type { OperatorMetrics } from '../../runtime/metrics.js';
 import type { WorkResult } from '../../runtime/queue.js';
 import { activeFreezeWindow } from '../../rollout/freeze.js';
+import { floorToReclaim, regionHoldsFloor, withoutRegionFloor } from '../storeregion/floor.js';
 import {
   analysisDue,
   computeRolloutStep,
@@ -378,12 +379,19 @@ export async function reconcileRecommenderModel(
   // 7. Apply what differs; remove canary objects that should no longer exist.
   let applyError: string | undefined;
   let deployment: KubeObject | undefined;
-  for (const obj of desired) {
-    const resource = byKind.get(obj.kind ?? '');
-    if (!resource) throw new Error(`no resource for kind ${obj.kind}`);
-    const observed = informers.for(resource).get(namespace, obj.metadata!.name!);
+  for (const built of desired) {
+    const resource = byKind.get(built.kind ?? '');
+    if (!resource) throw new Error(`no resource for kind ${built.kind}`);
+    const observed = informers.for(resource).get(namespace, built.metadata!.name!);
+    // A StoreRegion's floor holds the HPA's minReplicas: leave it out, never take it back
+    // while a region serves the model (ADR 0013).
+    const isHpa = resource === RESOURCES.hpa;
+    const obj =
+      isHpa && regionHoldsFloor(observed, regions, namespace, name) ? withoutRegionFloor(built) : built;
+    // The last region is gone: take minReplicas back even if its value already matches.
+    const reclaim = isHpa && floorToReclaim(observed, regions, namespace, name, FIELD_MANAGER);
     try {
-      const { object, wrote } = await applyOwned(deps.client, resource, obj, observed);
+      const { object, wrote } = await applyOwned(deps.client, resource, obj, reclaim ? undefined : observed);
       if (wrote) deps.metrics.writes.inc({ controller: CONTROLLER, kind: resource.kind });
       if (resource === RESOURCES.deployment && obj.metadata?.name === names.deployment) deployment = object;
     } catch (err) {
