@@ -180,8 +180,6 @@ async function runModelCommand(
       const patched = await mergePatch(c, 'models', name, {
         metadata: { annotations: { [PROMOTE_ANNOTATION]: value } },
       });
-      if (m.spec.paused)
-        io.err(`note: ${ref} is paused; the promotion waits until kubectl crema resume ${name}`);
       return done(
         io,
         output,
