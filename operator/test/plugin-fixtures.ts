@@ -200,9 +200,14 @@ export function runPlugin(
 ): Promise<CliRun> {
   const t0 = performance.now();
   return new Promise((resolve) => {
-    execFile(process.execPath, [entry, ...args], { env, timeout: 120_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr, ms: performance.now() - t0 });
-    });
+    execFile(
+      process.execPath,
+      [entry, ...args],
+      { env, timeout: 120_000, maxBuffer: 1 << 28 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        resolve({ code, stdout, stderr, ms: performance.now() - t0 });
+      },
+    );
   });
 }
