@@ -22,6 +22,10 @@ export async function runCli(argv: readonly string[], io: CliIO): Promise<ExitCo
     }
     const cluster = await connectCluster(inv.options);
     try {
+      if (inv.command.name === 'dashboard') {
+        const { serveDashboard } = await import('./dashboard.js');
+        return await serveDashboard(cluster, inv.command, io);
+      }
       return await runCommand(cluster, inv, io);
     } finally {
       cluster.client.close();
