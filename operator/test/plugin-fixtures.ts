@@ -3,7 +3,7 @@
  * model created through the API and its status written through the status subresource, as the
  * operator would. Test-only: nothing here is imported by product code.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import type {
   Experiment,
   RecommenderModel,
@@ -210,4 +210,29 @@ export function runPlugin(
       },
     );
   });
+}
+
+/** Starts the plugin as a process; `firstLine` resolves with its first line on stdout. */
+export function startPlugin(
+  entry: string,
+  args: readonly string[],
+): { readonly firstLine: Promise<string>; readonly done: Promise<CliRun> } {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [entry, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let lineSeen: (l: string) => void = () => {};
+  const firstLine = new Promise<string>((resolve) => (lineSeen = resolve));
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+    if (stdout.includes('\n')) lineSeen(stdout.split('\n')[0]!);
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const done = new Promise<CliRun>((resolve) =>
+    child.on('close', (code) => {
+      lineSeen(stdout.split('\n')[0] ?? '');
+      resolve({ code: code ?? -1, stdout, stderr, ms: performance.now() - t0 });
+    }),
+  );
+  return { firstLine, done };
 }

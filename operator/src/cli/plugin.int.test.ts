@@ -20,6 +20,7 @@ import {
   readyStatus,
   rolledBackStatus,
   runPlugin,
+  startPlugin,
   type CliRun,
 } from '../../test/plugin-fixtures.js';
 
@@ -305,11 +306,22 @@ describe('with the CRDs', () => {
 
     it('--watch follows the rollout and exits 0 when the canary is promoted', async () => {
       await createWithStatus(client, modelObject(ns, 'w-ok'), canaryStatus(now, 0, 10));
-      const run = inNs('status', 'w-ok', '--watch', '--timeout', '60s');
-      await new Promise((r) => setTimeout(r, 1500));
+      const run = startPlugin(bundle, [
+        '--kubeconfig',
+        kubeconfig,
+        '-n',
+        ns,
+        'status',
+        'w-ok',
+        '--watch',
+        '--timeout',
+        '60s',
+      ]);
+      // Change the status only once the watch has reported the state it started from.
+      expect(await run.firstLine).toMatch(/^Progressing - Canary: canary revision 4 at step 1, weight 10%/);
       await patchModelStatus(client, ns, 'w-ok', { ...canaryStatus(now, 2, 100) });
       await patchModelStatus(client, ns, 'w-ok', { ...readyStatus(now), canary: null, history: null });
-      const r = await run;
+      const r = await run.done;
       expect(r.code, r.stderr).toBe(0);
       const lines = r.stdout.trim().split('\n');
       expect(lines[0]).toMatch(/^Progressing - Canary: canary revision 4 at step 1, weight 10%/);
@@ -318,10 +330,20 @@ describe('with the CRDs', () => {
 
     it('--watch exits 1 when the canary is rolled back, 2 at its timeout', async () => {
       await createWithStatus(client, modelObject(ns, 'w-bad'), canaryStatus(now, 0, 10));
-      const run = inNs('status', 'w-bad', '--watch', '--timeout', '60s');
-      await new Promise((r) => setTimeout(r, 1500));
+      const run = startPlugin(bundle, [
+        '--kubeconfig',
+        kubeconfig,
+        '-n',
+        ns,
+        'status',
+        'w-bad',
+        '--watch',
+        '--timeout',
+        '60s',
+      ]);
+      expect(await run.firstLine).toMatch(/^Progressing/);
       await patchModelStatus(client, ns, 'w-bad', { ...rolledBackStatus(now), canary: null, history: null });
-      const bad = await run;
+      const bad = await run.done;
       expect(bad.code, bad.stderr).toBe(1);
       expect(bad.stdout.trim().split('\n').at(-1)).toBe(
         'Failed (RolledBack) - AnalysisFailed: p99LatencyMs 90 > 50 in 3 checks',
