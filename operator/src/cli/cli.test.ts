@@ -71,16 +71,16 @@ describe('judgeModel', () => {
     ...(status ? { status } : {}),
   });
   it.each([
-    ['no status', model(undefined), 'Pending', 3],
-    ['ready', model(readyStatus(at)), 'Healthy', 0],
-    ['canary running', model(canaryStatus(at)), 'Progressing', 3],
-    ['canary paused', model(canaryStatus(at), 1, true), 'Paused', 3],
-    ['rolled back', model(rolledBackStatus(at)), 'Failed', 1],
-    ['degraded', model({ ...readyStatus(at), phase: 'Degraded' }), 'Failed', 1],
+    ['no status', 'Pending', 3, model(undefined)],
+    ['ready', 'Healthy', 0, model(readyStatus(at))],
+    ['canary running', 'Progressing', 3, model(canaryStatus(at))],
+    ['canary paused', 'Paused', 3, model(canaryStatus(at), 1, true)],
+    ['rolled back', 'Failed', 1, model(rolledBackStatus(at))],
+    ['degraded', 'Failed', 1, model({ ...readyStatus(at), phase: 'Degraded' })],
     // Ready for generation 1 says nothing about the spec a user just applied.
-    ['ready but stale', model(readyStatus(at), 2), 'Pending', 3],
-    ['rolled back but stale', model(rolledBackStatus(at), 2), 'Pending', 3],
-  ] as const)('%s → %s (exit %d)', (_, m, verdict, code) => {
+    ['ready but stale', 'Pending', 3, model(readyStatus(at), 2)],
+    ['rolled back but stale', 'Pending', 3, model(rolledBackStatus(at), 2)],
+  ] as const)('%s → %s (exit %d)', (_, verdict, code, m) => {
     const v = judgeModel(m as RecommenderModel);
     expect(v.verdict).toBe(verdict);
     expect(exitCodeOf(v.verdict)).toBe(code);
