@@ -21,3 +21,7 @@ export const MODEL_SHA_ANNOTATION = 'crema.dev/model-sha256';
 export const PROMOTE_ANNOTATION = 'crema.dev/promote';
 /** User command on a RecommenderModel: `true` rolls the canary back now. */
 export const ABORT_ANNOTATION = 'crema.dev/abort';
+/** User command on an Experiment: `true` concludes it now with the decision it has so far. */
+export const CONCLUDE_ANNOTATION = 'crema.dev/conclude';
+/** User command on an Experiment: `true` stops it now; every user goes back to the control variant. */
+export const STOP_ANNOTATION = 'crema.dev/stop';
