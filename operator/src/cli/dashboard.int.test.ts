@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { ensureDebianPackages } from '../../../hack/testenv/debian.js';
 import { bundlePlugin } from '../../../hack/plugin-bundle.js';
 import type { Experiment } from '../api/v1alpha1/index.js';
 import { installCrds } from '../install.js';
@@ -58,6 +59,12 @@ async function screenshot(name: string) {
   await chromium(['--window-size=1200,1400', `--screenshot=${file}`, url]);
   return decodePng(await readFile(file));
 }
+
+// As root (CI) a missing Chromium is installed (minutes); otherwise the error names the apt-get command.
+beforeAll(
+  () => ensureDebianPackages([{ command: 'chromium', pkg: 'chromium' }], console.log, 'the dashboard test'),
+  600_000,
+);
 
 beforeAll(async () => {
   kubeconfig = inject('kubeconfigPath');
