@@ -5,7 +5,7 @@
  */
 import { ensureBinaries } from './binaries.js';
 import { startTestEnv } from './environment.js';
-import { ensureHelm } from './helm.js';
+import { ensureHelm, prometheusOperatorCrds } from './helm.js';
 import { ensureImages } from '../images/build.js';
 
 async function main(): Promise<void> {
@@ -34,6 +34,8 @@ prints the kubeconfig path and waits for Ctrl-C, then stops everything and remov
     console.log(
       `${helm.built ? 'built' : 'cache valid'}: ${helm.helm} ${helm.version} (${((Date.now() - t1) / 1000).toFixed(1)} s)`,
     );
+    // And the prometheus-operator CRDs the chart's tests install (module cache, hash pinned).
+    console.log(`prometheus-operator CRDs: ${(await prometheusOperatorCrds()).length} files`);
     if (args.includes('--build-only')) return;
   }
   const withNode = args.includes('--node');

@@ -320,7 +320,10 @@ describe('helm install on the real node', () => {
     });
     await new Promise((r) => setTimeout(r, 10_000));
     expect(await snapshot()).toEqual(modelsBefore);
-    expect(await servingPods()).toEqual(servingBefore);
+    // Every serving pod from before is still there, never restarted (the HPA may add pods, but
+    // nothing the upgrade did replaced one).
+    const servingAfter = await servingPods();
+    for (const [uid, restarts] of Object.entries(servingBefore)) expect(servingAfter[uid]).toBe(restarts);
     log({ test: 'helm upgrade', rollMs, longestLeaseGapMs: longestGapMs, holders: [...holders] });
     // A hand-over by release on SIGTERM, not by expiry: never without a holder for a lease duration.
     expect(longestGapMs).toBeLessThan((leaseBefore.spec?.leaseDurationSeconds ?? 15) * 1000);
