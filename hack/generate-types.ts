@@ -1,7 +1,8 @@
 /**
  * Generates the operator's TypeScript API types from `crds/*.yaml` (the single source of truth) and
- * copies the CRDs into the Helm chart. Run with `npm run generate`; `hack/generate-types.test.ts`
- * fails when the committed output is stale.
+ * copies the CRDs into the Helm chart (charts/crema/files/crds, rendered by its crds.yaml template),
+ * along with the alert rules and dashboards of manifests/monitoring (charts/crema/files/monitoring).
+ * Run with `npm run generate`; `hack/generate-types.test.ts` fails when the committed output is stale.
  */
 import { readdir, readFile, writeFile, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';

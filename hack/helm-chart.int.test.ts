@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { eventually, testClient } from '../operator/test/helpers.js';
 import { KubeApiError, type KubeClient } from '../operator/src/runtime/kube.js';
+import { imageRef } from './images/build.js';
 import { ensureBinaries, run } from './testenv/binaries.js';
 import { CHART_DIR, ensureHelm, helmRun, prometheusOperatorCrds } from './testenv/helm.js';
 
@@ -187,7 +188,8 @@ describe('charts/crema', () => {
     expect(dep!.spec.replicas).toBe(2);
     const pod = dep!.spec.template.spec;
     const c = pod.containers[0]!;
-    expect(c.image).toBe('crema/operator:0.1.0');
+    // The image `npm run images` builds (crema/operator:<package version>).
+    expect(c.image).toBe(await imageRef('operator'));
     expect(pod.securityContext).toMatchObject({
       runAsNonRoot: true,
       seccompProfile: { type: 'RuntimeDefault' },
