@@ -53,7 +53,7 @@ export class TestEnvError extends Error {
   override readonly name = 'TestEnvError';
 }
 
-type Log = (line: string) => void;
+export type Log = (line: string) => void;
 
 export const BINARIES = [
   'kube-apiserver',
@@ -115,7 +115,11 @@ interface RunResult {
   stderr: string;
 }
 
-function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; log?: Log } = {}) {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; log?: Log } = {},
+) {
   return new Promise<RunResult>((resolve, reject) => {
     const child = spawn(cmd, args, {
       cwd: opts.cwd,
@@ -134,7 +138,7 @@ function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.Pro
   });
 }
 
-async function goVersion(): Promise<string> {
+export async function goVersion(): Promise<string> {
   let res: RunResult;
   try {
     res = await run('go', ['env', 'GOVERSION']);
@@ -213,7 +217,7 @@ function ldflags(kube: string): string {
   return ['-s', '-w', ...vars.map((v) => `-X ${v}`)].join(' ');
 }
 
-function explainGoFailure(stderr: string): string {
+export function explainGoFailure(stderr: string): string {
   if (/dial tcp|no such host|i\/o timeout|connection refused|TLS handshake/i.test(stderr)) {
     return (
       'Go could not reach the module proxy to download Kubernetes sources. Check network access to ' +
@@ -263,7 +267,7 @@ async function buildPause(out: string, env: NodeJS.ProcessEnv, log: Log): Promis
 }
 
 /** Holds an exclusive lock file so two processes never build into the same cache at once. */
-async function withLock<T>(lockPath: string, log: Log, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(lockPath: string, log: Log, fn: () => Promise<T>): Promise<T> {
   const started = Date.now();
   for (;;) {
     try {

@@ -5,6 +5,7 @@
  */
 import { ensureBinaries } from './binaries.js';
 import { startTestEnv } from './environment.js';
+import { ensureHelm, prometheusOperatorCrds } from './helm.js';
 import { ensureImages } from '../images/build.js';
 
 async function main(): Promise<void> {
@@ -14,7 +15,7 @@ async function main(): Promise<void> {
 
 Starts etcd, kube-apiserver, kube-controller-manager and redis-server on free loopback ports,
 prints the kubeconfig path and waits for Ctrl-C, then stops everything and removes its files.
-  --build-only   build (or verify) the cached binaries and exit
+  --build-only   build (or verify) the cached binaries (and helm) and exit
   --rebuild      rebuild the binaries even when the cache is valid
   --no-redis     do not start redis-server
   --node         also start a real node (root only): containerd, kubelet, kube-proxy,
@@ -27,6 +28,14 @@ prints the kubeconfig path and waits for Ctrl-C, then stops everything and remov
     console.log(
       `${bin.built ? 'built' : 'cache valid'}: ${bin.dir} (${((Date.now() - t0) / 1000).toFixed(1)} s)`,
     );
+    // The Helm CLI the chart tests use (hack/testenv/helm.ts), built and cached the same way.
+    const t1 = Date.now();
+    const helm = await ensureHelm({ forceRebuild: args.includes('--rebuild') });
+    console.log(
+      `${helm.built ? 'built' : 'cache valid'}: ${helm.helm} ${helm.version} (${((Date.now() - t1) / 1000).toFixed(1)} s)`,
+    );
+    // And the prometheus-operator CRDs the chart's tests install (module cache, hash pinned).
+    console.log(`prometheus-operator CRDs: ${(await prometheusOperatorCrds()).length} files`);
     if (args.includes('--build-only')) return;
   }
   const withNode = args.includes('--node');
