@@ -40,6 +40,12 @@ export interface AnalysisInput {
   readonly minSamplesPerVariant: number;
   /** Whether the metric is binary (conversion, attachRate) or continuous (orderValue). */
   readonly binary: boolean;
+  /**
+   * Exposures per variant the experiment expects to reach (its planned sample size). Tunes the
+   * sequential tests so their boundary is tightest there (ADR 0011); fixed for the life of the
+   * experiment. Defaults to 10 × minSamplesPerVariant.
+   */
+  readonly plannedSamplesPerVariant?: number;
 }
 
 export interface Comparison {
@@ -60,7 +66,13 @@ export interface Comparison {
 
 export interface Analysis {
   /** Sample ratio mismatch test over the variants' exposures. */
-  readonly srm: { readonly pValue: number; readonly mismatch: boolean };
+  readonly srm: {
+    /** Always-valid p-value of the sequential SRM test (ADR 0011); mismatch when below 0.001. */
+    readonly pValue: number;
+    readonly mismatch: boolean;
+    /** The one-look chi-square goodness-of-fit p-value of the same counts, for reference. */
+    readonly chiSquarePValue?: number;
+  };
   readonly comparisons: readonly Comparison[];
   /**
    * `winner`: a variant significantly better than control (and better than every other
