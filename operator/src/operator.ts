@@ -15,6 +15,8 @@ import {
   type CanaryAnalyzer,
 } from './controllers/recommendermodel/reconcile.js';
 import { MANAGED_BY } from './controllers/recommendermodel/desired.js';
+import { experimentController } from './controllers/experiment/reconcile.js';
+import { analyze as analyzeExperiment } from './controllers/experiment/stats.js';
 import {
   ClusterDriftAlerts,
   DEFAULT_DRIFT_ALERT_TTL_MS,
@@ -59,6 +61,8 @@ export interface OperatorConfig {
    * Alertmanager's repeat_interval must be shorter.
    */
   readonly driftAlertTtlMs?: number;
+  /** Experiments: time between looks while running (default 60 s), guardrail window (default 5m). */
+  readonly experiments?: { readonly lookIntervalMs?: number; readonly guardrailWindow?: string };
 }
 
 export interface RunningOperator {
@@ -160,6 +164,22 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
       ...(analyzer ? { analyzer } : {}),
       servingDefaults: { ...(cfg.servingRedisUrl ? { redisUrl: cfg.servingRedisUrl } : {}) },
     }),
+  );
+  manager.add(
+    experimentController(
+      {
+        client: writer,
+        events,
+        metrics,
+        now: () => new Date(),
+        log,
+        analyze: analyzeExperiment,
+        ...(prometheus ? { prometheus } : {}),
+        ...(cfg.experiments?.lookIntervalMs ? { lookIntervalMs: cfg.experiments.lookIntervalMs } : {}),
+        ...(cfg.experiments?.guardrailWindow ? { guardrailWindow: cfg.experiments.guardrailWindow } : {}),
+      },
+      () => manager.informers,
+    ),
   );
   // After add: the controller created the primary's informer (with its resync).
   const models = manager.informers.for(RESOURCES.recommenderModel);

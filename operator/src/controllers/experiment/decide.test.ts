@@ -26,7 +26,7 @@ const exp = (
     namespace: 'ns',
     uid: `uid-${name}`,
     generation: 1,
-    creationTimestamp: `2026-01-01T00:00:0${name.length % 10}Z`,
+    creationTimestamp: `2026-01-01T00:00:0${name.length % 10}Z` as unknown as Date,
   },
   spec: {
     variants: variants.map(([n, modelRef, weight]) => ({ name: n, modelRef, weight })),
@@ -105,7 +105,9 @@ describe('reference checks', () => {
       null,
     ],
   ] as const)('%s', (_n, e, m, others, want) => {
-    expect(checkReferences({ experiment: e, models: m, others: others as Experiment[] })).toEqual(want);
+    expect(checkReferences({ experiment: e, models: m, others: others as unknown as Experiment[] })).toEqual(
+      want,
+    );
   });
 
   it('of two running experiments on one model the older keeps it', () => {

@@ -54,9 +54,9 @@ const taskMismatch: Check = ({ experiment, models }) => {
 
 /** Whether `a` holds its models before `b` (older first, then by name). */
 function holdsBefore(a: Experiment, b: Experiment): boolean {
-  const ta = a.metadata?.creationTimestamp ?? '';
-  const tb = b.metadata?.creationTimestamp ?? '';
-  return ta !== tb ? ta < tb : (a.metadata?.name ?? '') < (b.metadata?.name ?? '');
+  // The cache holds creationTimestamp as the API's string (typed Date by client-node).
+  const t = (e: Experiment) => Date.parse(String(e.metadata?.creationTimestamp ?? '')) || 0;
+  return t(a) !== t(b) ? t(a) < t(b) : (a.metadata?.name ?? '') < (b.metadata?.name ?? '');
 }
 
 const claimedElsewhere: Check = ({ experiment, others }) => {

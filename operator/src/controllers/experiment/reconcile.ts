@@ -140,7 +140,12 @@ export async function reconcileExperiment(
     }
     if (data) {
       // 3. Decide: the statistics, then the guardrails per variant's model.
-      analysis = deps.analyze(buildAnalysisInput(exp, data));
+      try {
+        analysis = deps.analyze(buildAnalysisInput(exp, data));
+      } catch (err) {
+        // Counts the statistics refuse (inconsistent sums) are no decision; status says why.
+        dataError = `the statistics refused the counts: ${err instanceof Error ? err.message : String(err)}`;
+      }
       for (const v of exp.spec.variants)
         guardrails.set(v.name, judgeGuardrails(exp.spec.guardrails, data.health.get(v.modelRef)));
     }
