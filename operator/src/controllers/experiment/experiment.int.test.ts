@@ -368,6 +368,61 @@ describe('experiments on the real API server, with real serving, router and Prom
     },
   );
 
+  it(
+    'counts each user once however often they come; a stop annotation is acted on once and removed',
+    { timeout: 120_000 },
+    async () => {
+      await createExperiment(
+        'manual',
+        [
+          ['control', 'drinks-v2', 50],
+          ['other', 'drinks-slow', 50],
+        ],
+        { minSamplesPerVariant: 100000 },
+      );
+      await eventually(
+        async () => (await getExp('manual')).status?.phase === 'Running',
+        30_000,
+        'manual Running',
+      );
+      const router = await routerFor('manual');
+      for (let round = 0; round < 3; round++) await simulate(router, 20, () => 'none');
+      await router.close();
+      await eventually(
+        async () =>
+          (await getExp('manual')).status?.variants?.reduce((n, v) => n + (v.exposures ?? 0), 0) === 20,
+        30_000,
+        '20 users exposed (60 requests)',
+      );
+      await client.request('PATCH', resourcePath(RESOURCES.experiment, ns, 'manual'), {
+        contentType: 'application/merge-patch+json',
+        body: { metadata: { annotations: { 'crema.dev/stop': 'true' } } },
+      });
+      const stopped = await eventually(
+        async () => {
+          const e = await getExp('manual');
+          return e.status?.phase === 'Stopped' &&
+            !e.metadata?.annotations?.['crema.dev/stop'] &&
+            !e.status.pendingCommand
+            ? e
+            : undefined;
+        },
+        20_000,
+        'manual Stopped, annotation consumed',
+      );
+      expect(stopped.status?.conditions?.find((c) => c.type === 'Stopped')).toMatchObject({
+        reason: 'ManualStop',
+      });
+      const cm = await client.request<KubeObject & { data: Record<string, string> }>(
+        'GET',
+        resourcePath(RESOURCES.configMap, ns, 'manual-exp-router'),
+      );
+      expect((JSON.parse(cm.data['router.json']!) as RouterConfig).variants.map((x) => x.weight)).toEqual([
+        100, 0,
+      ]);
+    },
+  );
+
   it('a variant naming a missing model splits no traffic and says which', async () => {
     await createExperiment(
       'ghost',
