@@ -44,18 +44,19 @@ describe('analyze: decisions a person reads', () => {
   });
 
   it('blocks on a variant with weight > 0 and no exposures instead of skipping it (GrowthBook #4427)', () => {
+    // Without v3 the other two match their weights exactly: only counting v3 reveals the split.
     const a = analyze(
       input([
         v('control', 40, bin(50_000, 12_500)),
-        v('v2', 30, bin(50_000, 13_500)),
-        v('v3', 30, bin(0, 0)),
+        v('v2', 40, bin(50_000, 13_500)),
+        v('v3', 20, bin(0, 0)),
       ]),
     );
     expect(a.srm.mismatch).toBe(true);
     expect(a.decision).toBe('blocked');
     expect(a.winner).toBeUndefined();
     expect(a.reason).toMatch(
-      /^sample ratio mismatch: exposures control 50,000 \/ v2 50,000 \/ v3 0 for weights 40\/30\/30/,
+      /^sample ratio mismatch: exposures control 50,000 \/ v2 50,000 \/ v3 0 for weights 40\/40\/20/,
     );
   });
 
