@@ -21,7 +21,9 @@ export const MODEL_SHA_ANNOTATION = 'crema.dev/model-sha256';
 export const PROMOTE_ANNOTATION = 'crema.dev/promote';
 /** User command on a RecommenderModel: `true` rolls the canary back now. */
 export const ABORT_ANNOTATION = 'crema.dev/abort';
-/** User command on an Experiment: `true` concludes it now with the decision it has so far. */
+/** User command on an Experiment: `true` concludes it now (with the winner so far, if any). */
 export const CONCLUDE_ANNOTATION = 'crema.dev/conclude';
-/** User command on an Experiment: `true` stops it now; every user goes back to the control variant. */
+/** User command on an Experiment: `true` stops it now (no winner, traffic back to the control). */
 export const STOP_ANNOTATION = 'crema.dev/stop';
+/** The Experiment a child object belongs to. */
+export const EXPERIMENT_LABEL = 'crema.dev/experiment';

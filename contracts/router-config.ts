@@ -18,6 +18,12 @@ export interface RouterConfig {
   /** Name of the variant that takes traffic when another variant cannot. */
   readonly stable: string;
   readonly variants: readonly RouterVariant[];
+  /**
+   * Set by the Experiment controller: the router then tells each upstream which experiment and
+   * variant a request belongs to (contracts/experiments.ts EXPERIMENT_HEADERS), so serving counts
+   * it. Absent on a canary's router.
+   */
+  readonly experiment?: { readonly id: string; readonly ttlSeconds: number };
 }
 
 /** Problems with a config (empty when valid). */
@@ -44,6 +50,13 @@ export function validateRouterConfig(c: unknown): string[] {
       }
     }
   });
+  if (o.experiment !== undefined) {
+    const e = o.experiment as Partial<NonNullable<RouterConfig['experiment']>> | null;
+    if (typeof e?.id !== 'string' || !/^[a-z0-9-]{1,63}\/[a-z0-9.-]{1,253}$/.test(e.id))
+      errors.push('experiment.id: namespace/name required');
+    if (typeof e?.ttlSeconds !== 'number' || !Number.isInteger(e.ttlSeconds) || e.ttlSeconds < 1)
+      errors.push('experiment.ttlSeconds: a whole number >= 1');
+  }
   const total = o.variants.reduce((s, v) => s + (typeof v?.weight === 'number' ? v.weight : 0), 0);
   if (Math.abs(total - 100) > 1e-6) errors.push(`variants: weights sum to ${total}, must be 100`);
   if (typeof o.stable !== 'string' || !names.has(o.stable)) errors.push('stable: must name a variant');

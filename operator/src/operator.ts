@@ -17,6 +17,8 @@ import {
 import { MANAGED_BY } from './controllers/recommendermodel/desired.js';
 import { storeRegionController } from './controllers/storeregion/reconcile.js';
 import type { ScheduleOptions } from './controllers/storeregion/schedule.js';
+import { experimentController } from './controllers/experiment/reconcile.js';
+import { analyze as analyzeExperiment } from './controllers/experiment/stats.js';
 import {
   ClusterDriftAlerts,
   DEFAULT_DRIFT_ALERT_TTL_MS,
@@ -65,6 +67,8 @@ export interface OperatorConfig {
   readonly regionSchedule?: ScheduleOptions;
   /** The StoreRegion controller's clock (tests move it); default the wall clock. */
   readonly regionClock?: () => Date;
+  /** Experiments: time between looks while running (default 60 s), guardrail window (default 5m). */
+  readonly experiments?: { readonly lookIntervalMs?: number; readonly guardrailWindow?: string };
 }
 
 export interface RunningOperator {
@@ -175,7 +179,23 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
       log,
       informers: manager.informers,
       ...(cfg.regionSchedule ? { schedule: cfg.regionSchedule } : {}),
-    }),
+    })
+  );
+  manager.add(
+    experimentController(
+      {
+        client: writer,
+        events,
+        metrics,
+        now: () => new Date(),
+        log,
+        analyze: analyzeExperiment,
+        ...(prometheus ? { prometheus } : {}),
+        ...(cfg.experiments?.lookIntervalMs ? { lookIntervalMs: cfg.experiments.lookIntervalMs } : {}),
+        ...(cfg.experiments?.guardrailWindow ? { guardrailWindow: cfg.experiments.guardrailWindow } : {}),
+      },
+      () => manager.informers,
+    ),
   );
   // After add: the controller created the primary's informer (with its resync).
   const models = manager.informers.for(RESOURCES.recommenderModel);

@@ -22,6 +22,7 @@ import { ERRORS, ServingError, type ErrorBody } from './errors.js';
 import { ScriptBatcher } from './features/scripts.js';
 import { FeatureStore } from './features/store.js';
 import { ServingMetrics } from './metrics.js';
+import { ExperimentCounting } from './experiments/counting.js';
 import type { LoadedModel } from './model/loader.js';
 import { ModelStore, type ModelStoreOptions } from './model/store.js';
 import { inferenceThread } from './model/thread.js';
@@ -180,9 +181,11 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     batchUserReads: opts.batchFeatureReads,
   });
   const ranking = new WeakMap<LoadedModel, RankingState>();
+  const eventWrites = ScriptBatcher.forClient(opts.eventRedis ?? opts.redis, opts.eventDurability);
   const ctx: ServingContext = {
     redis: opts.redis,
-    eventWrites: ScriptBatcher.forClient(opts.eventRedis ?? opts.redis, opts.eventDurability),
+    eventWrites,
+    experiments: new ExperimentCounting(metrics.registry, metrics.model, eventWrites),
     clock,
     features,
     models: opts.models,

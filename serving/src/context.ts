@@ -10,12 +10,15 @@ import type { ServingMetrics } from './metrics.js';
 import type { LocalTimeResolver } from './ranking/context.js';
 import type { DriftMonitor } from './drift/monitor.js';
 import type { RankingPlan } from './ranking/plan.js';
+import type { ExperimentCounting } from './experiments/counting.js';
 
 /** What every route of one app instance shares; built by `build()`, never a module singleton. */
 export interface ServingContext {
   readonly redis: RedisClient;
   /** Runs the event path's scripts, confirmed by replicas when configured (features/scripts.ts). */
   readonly eventWrites: ScriptRunner;
+  /** Exposures and orders of experiment users (requests the experiment router tagged). */
+  readonly experiments: ExperimentCounting;
   readonly clock: Clock;
   readonly features: FeatureStore;
   readonly models: ModelStore;

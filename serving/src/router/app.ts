@@ -20,6 +20,7 @@ import { createHash } from 'node:crypto';
 import { DrainState, registerDrain } from '../plugins/drain.js';
 import { parseRouterConfig, readRouterConfig, routeFor, type RouterConfig } from './config.js';
 import { watchRouterConfigMap } from './configmap-source.js';
+import { EXPERIMENT_HEADERS } from '../../../contracts/experiments.js';
 
 /** Options of buildRouter. */
 export interface RouterOptions {
@@ -212,11 +213,18 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
     headers: IncomingHttpHeaders,
     body: Buffer | undefined,
     variant: string,
+    experiment: RouterConfig['experiment'],
   ): Promise<Upstream> => {
     const out: Record<string, string> = { 'x-crema-variant': variant };
     for (const h of FORWARDED_REQUEST_HEADERS) {
       const v = headers[h];
       if (typeof v === 'string') out[h] = v;
+    }
+    // The experiment headers come from the config only, never from the client.
+    if (experiment) {
+      out[EXPERIMENT_HEADERS.experiment] = experiment.id;
+      out[EXPERIMENT_HEADERS.variant] = variant;
+      out[EXPERIMENT_HEADERS.ttlSeconds] = String(experiment.ttlSeconds);
     }
     const once = async (): Promise<Upstream> => {
       let res;
@@ -277,7 +285,15 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
       let served = route.rerouted ? stable.name : route.variant;
       let answer: Upstream;
       try {
-        answer = await forward(route.upstream, req.method, req.url, req.headers, body, route.variant);
+        answer = await forward(
+          route.upstream,
+          req.method,
+          req.url,
+          req.headers,
+          body,
+          route.variant,
+          cfg.experiment,
+        );
       } catch (err) {
         if (!(err instanceof UpstreamUnreachable) || served === stable.name) {
           req.log.error({ variant: served, err: (err as Error).message }, 'stable upstream unreachable');
@@ -286,7 +302,15 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
         fallbacks.inc({ variant: route.variant, reason: 'upstream_down' });
         served = stable.name;
         try {
-          answer = await forward(stable.upstream!, req.method, req.url, req.headers, body, stable.name);
+          answer = await forward(
+            stable.upstream!,
+            req.method,
+            req.url,
+            req.headers,
+            body,
+            stable.name,
+            cfg.experiment,
+          );
         } catch (err2) {
           req.log.error({ err: (err2 as Error).message }, 'stable upstream unreachable');
           return reply.code(502).send({ code: 'UPSTREAM_UNAVAILABLE', message: 'no upstream could answer' });

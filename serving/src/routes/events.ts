@@ -21,6 +21,7 @@ import { defineScript } from '../../../contracts/redis.js';
 import type { ServingContext } from '../context.js';
 import type { ScriptRunner } from '../features/scripts.js';
 import { ServingError } from '../errors.js';
+import { experimentTagOf } from '../experiments/counting.js';
 import { errorResponses, ItemId, StoreId, UserId, stringEnum } from './schemas.js';
 
 export const EventRequest = Type.Object(
@@ -142,6 +143,21 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = a
           ctx.metrics.conversions.inc(labels);
           // An order of unknown value is a conversion that adds no value.
           if (e.value !== undefined) ctx.metrics.conversionValue.inc(labels, e.value);
+          const tag = experimentTagOf(req.headers);
+          if (tag) {
+            const snap = ctx.features.snapshot;
+            const hasAddon = (e.itemIds ?? []).some((id) => {
+              const i = snap?.indexById.get(id);
+              return i !== undefined && snap!.catalog.items[i]?.kind === 'addon';
+            });
+            // Stored once (a retried event is a duplicate and skips this), counted for the
+            // variant the user was exposed to.
+            await ctx.experiments
+              .order(tag, e.userId, e.value, hasAddon)
+              .catch((err: unknown) =>
+                req.log.warn({ err: (err as Error).message }, 'experiment order not counted'),
+              );
+          }
         }
       }
       return reply.code(added ? 202 : 200).send({ accepted: true, duplicate: !added, streamId: r.streamId });

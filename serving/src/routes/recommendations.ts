@@ -7,6 +7,7 @@ import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type
 import { parseTimestampMs } from '../../../contracts/events.js';
 import type { StoreInfo } from '../../../contracts/features.js';
 import type { ServingContext } from '../context.js';
+import { experimentTagOf } from '../experiments/counting.js';
 import { ServingError } from '../errors.js';
 import { markDeadlineMissed } from '../plugins/protection.js';
 import { DeadlineExceededError } from '../features/deadline.js';
@@ -218,6 +219,17 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
         }
       } finally {
         model?.release();
+      }
+
+      // A user of an experiment is exposed by their first recommendation; the covariates are
+      // their batch features (none for a user without history). A failed count never fails the answer.
+      const tag = experimentTagOf(req.headers);
+      if (tag) {
+        await ctx.experiments
+          .expose(tag, body.userId, user?.source === 'user' ? user.values : undefined)
+          .catch((err: unknown) =>
+            req.log.warn({ err: (err as Error).message }, 'experiment exposure not counted'),
+          );
       }
 
       const catalog = snap.catalog.items;

@@ -170,12 +170,48 @@ export interface ExperimentStatus {
    */
   conditions?: ExperimentStatusCondition[];
   /**
-   * Results per variant so far.
+   * Results per variant so far (the first is the control).
    * Constraints: at most 10 items.
    */
   variants?: ExperimentStatusVariant[];
   /**
-   * Human-readable outcome of the decision rule so far.
+   * Sample ratio mismatch check of the exposures against the weights.
+   */
+  srm?: ExperimentStatusSrm;
+  /**
+   * Number of analyses of the data so far (every reconcile with data is a look).
+   */
+  looks?: number;
+  /**
+   * When the data was last analysed.
+   * Constraints: format date-time.
+   */
+  lastLookAt?: string;
+  /**
+   * The winner's (or the best variant's) lift and interval, for kubectl get.
+   * Constraints: length ≤ 64.
+   */
+  lift?: string;
+  /**
+   * Why the experiment is where it is (the decision rule's or the controller's words).
+   * Constraints: length ≤ 1024.
+   */
+  reason?: string;
+  /**
+   * A conclude or stop annotation being acted on (removed from the object once recorded here).
+   */
+  pendingCommand?: 'conclude' | 'stop';
+  /**
+   * When the experiment reached Concluded or Stopped.
+   * Constraints: format date-time.
+   */
+  concludedAt?: string;
+  /**
+   * The winner's model handed to the control RecommenderModel (decision.autoPromote).
+   */
+  promotion?: ExperimentStatusPromotion;
+  /**
+   * The decision rule's outcome so far - winner, continue, blocked, inconclusive or stopped.
    * Constraints: length ≤ 1024.
    */
   decision?: string;
@@ -236,27 +272,119 @@ export interface ExperimentStatusVariant {
    */
   name?: string;
   /**
-   * Users shown this variant.
+   * The RecommenderModel serving the variant.
+   * Constraints: length ≤ 253.
+   */
+  modelRef?: string;
+  /**
+   * Users shown this variant, each counted once.
    */
   exposures?: number;
   /**
-   * Exposures that converted.
+   * Exposed users who ordered.
    */
   conversions?: number;
   /**
-   * Mean order value of converted exposures.
+   * conversions / exposures.
+   */
+  conversionRate?: number;
+  /**
+   * Mean order value per exposed user, in dollars.
    */
   meanOrderValue?: number;
   /**
-   * Relative change of the primary metric against the first variant.
+   * Share of exposed users whose orders carried an add-on.
+   */
+  attachRate?: number;
+  /**
+   * Relative change of the primary metric against the control (absent for the control).
    */
   lift?: number;
   /**
-   * Lower bound of the lift's confidence interval.
+   * Lower bound of the lift's always-valid interval (Holm-adjusted level).
    */
   ciLow?: number;
   /**
-   * Upper bound of the lift's confidence interval.
+   * Upper bound of the lift's always-valid interval.
    */
   ciHigh?: number;
+  /**
+   * The sequential test's statistic against the control.
+   */
+  statistic?: number;
+  /**
+   * Always-valid p-value after Holm's adjustment.
+   */
+  pValue?: number;
+  /**
+   * Whether the difference to the control is significant at alpha.
+   */
+  significant?: boolean;
+  /**
+   * Share of variance CUPED removed, 0 to 1.
+   */
+  varianceReduction?: number;
+  /**
+   * Guardrail verdicts of this variant (stop-only).
+   * Constraints: at most 4 items.
+   */
+  guardrails?: ExperimentStatusVariantGuardrail[];
+}
+
+/**
+ * One guardrail check.
+ */
+export interface ExperimentStatusVariantGuardrail {
+  /**
+   * p99LatencyMs or errorRate.
+   * Constraints: length ≤ 32.
+   */
+  name?: string;
+  /**
+   * Observed value (absent while there is no traffic).
+   */
+  value?: number;
+  /**
+   * The spec's limit.
+   */
+  limit?: number;
+  /**
+   * Pass, Breached or NoData.
+   */
+  verdict?: 'Pass' | 'Breached' | 'NoData';
+}
+
+/**
+ * Sample ratio mismatch check of the exposures against the weights.
+ */
+export interface ExperimentStatusSrm {
+  /**
+   * p-value of the check; below the threshold the split is broken and no decision is made.
+   */
+  pValue?: number;
+  /**
+   * Whether a mismatch was detected.
+   */
+  mismatch?: boolean;
+}
+
+/**
+ * The winner's model handed to the control RecommenderModel (decision.autoPromote).
+ */
+export interface ExperimentStatusPromotion {
+  /**
+   * The RecommenderModel whose model was promoted.
+   * Constraints: length ≤ 253.
+   */
+  model?: string;
+  /**
+   * Digest given to the control RecommenderModel's spec (its canary rollout takes it from there).
+   * Constraints: length ≤ 64.
+   */
+  sha256?: string;
+  /**
+   * When the control model's spec was patched.
+   * Constraints: format date-time.
+   */
+  at?: string;
 }

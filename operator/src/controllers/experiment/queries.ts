@@ -1,0 +1,54 @@
+/**
+ * PromQL of the Experiment controller (pure; table-tested): the per-variant sufficient statistics
+ * serving counts (contracts/experiments.ts) and the guardrails per variant's model, from the
+ * request histogram every serving process exports (contracts/metrics.ts).
+ */
+import { EXPERIMENT_COUNTERS, EXPERIMENT_LABELS as E } from '../../../../contracts/experiments.js';
+import { METRIC_LABELS as L, SERVING_METRICS as M } from '../../../../contracts/metrics.js';
+import { quoteLabelValue } from '../../analysis/queries.js';
+
+const WINDOW = /^[1-9][0-9]*(s|m|h)$/;
+
+/** Which experiment, and the models of its variants. */
+export interface ExperimentTarget {
+  readonly namespace: string;
+  readonly name: string;
+  readonly models: readonly string[];
+  /** Guardrail window, e.g. 5m. */
+  readonly window: string;
+}
+
+const expSelector = (t: ExperimentTarget) =>
+  `{${E.experiment}=${quoteLabelValue(t.name)},${E.namespace}=${quoteLabelValue(t.namespace)}}`;
+
+/** Exposed users per variant. */
+export function buildUsersQuery(t: ExperimentTarget): string {
+  return `sum by (${E.variant}) (${EXPERIMENT_COUNTERS.users.name}${expSelector(t)})`;
+}
+
+/** Every sum per variant, metric and stat. */
+export function buildSumsQuery(t: ExperimentTarget): string {
+  return `sum by (${E.variant}, ${E.metric}, ${E.stat}) (${EXPERIMENT_COUNTERS.sums.name}${expSelector(t)})`;
+}
+
+function requests(t: ExperimentTarget, extra = ''): string {
+  if (!WINDOW.test(t.window))
+    throw new RangeError(`guardrail window ${JSON.stringify(t.window)} is not like 5m`);
+  const models = t.models.map((m) => m.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
+  return `{${L.namespace}=${quoteLabelValue(t.namespace)},${L.model}=~${quoteLabelValue(models)},${L.route}=~"/v1/.+"${extra}}`;
+}
+
+/** p99 latency of each variant's model's API requests in the window, ms. */
+export function buildP99Query(t: ExperimentTarget): string {
+  return `histogram_quantile(0.99, sum by (${L.model}, le) (rate(${M.httpRequestDuration.name}_bucket${requests(t)}[${t.window}]))) * 1000`;
+}
+
+/** API requests of each variant's model in the window. */
+export function buildRequestsQuery(t: ExperimentTarget): string {
+  return `sum by (${L.model}) (increase(${M.httpRequestDuration.name}_count${requests(t)}[${t.window}]))`;
+}
+
+/** 5xx answers of each variant's model in the window (no series: none failed). */
+export function buildErrorsQuery(t: ExperimentTarget): string {
+  return `sum by (${L.model}) (increase(${M.httpRequestDuration.name}_count${requests(t, `,${L.statusCode}=~"5.."`)}[${t.window}]))`;
+}
