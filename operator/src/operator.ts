@@ -179,7 +179,7 @@ export async function startOperator(cfg: OperatorConfig = {}): Promise<RunningOp
       log,
       informers: manager.informers,
       ...(cfg.regionSchedule ? { schedule: cfg.regionSchedule } : {}),
-    })
+    }),
   );
   manager.add(
     experimentController(
