@@ -28,7 +28,7 @@ import {
 import type { ControllerDef, InformerSet } from '../../runtime/manager.js';
 import type { OperatorMetrics } from '../../runtime/metrics.js';
 import type { WorkResult } from '../../runtime/queue.js';
-import { activeFreezeWindow } from '../../rollout/freeze.js';
+import { computeFreeze } from '../../rollout/freeze.js';
 import {
   analysisDue,
   computeRolloutStep,
@@ -187,7 +187,10 @@ export async function reconcileRecommenderModel(
     .for<StoreRegion>(RESOURCES.storeRegion)
     .list()
     .filter((r) => r.metadata?.namespace === namespace);
-  const freeze = activeFreezeWindow(regions, name, now);
+  // A freeze holds the canary where it is until its end; the reconcile wakes then (and when
+  // the next one starts, so status says Frozen on time), not by polling.
+  const freezeState = computeFreeze(regions, name, now);
+  const freeze = freezeState.active && { name: freezeState.active.name, until: freezeState.active.until };
   const canaryDrift = state.canary && deps.driftAlerts?.firing(namespace, name, state.canary.modelSha);
   const stableDrift = state.stable && deps.driftAlerts?.firing(namespace, name, state.stable.modelSha);
   const base: Omit<RolloutInput, 'analysis'> = {
@@ -294,6 +297,7 @@ export async function reconcileRecommenderModel(
       ...(specError ? { specError } : {}),
       ...(extra.pendingCommand ? { pendingCommand: extra.pendingCommand } : {}),
       ...(redisProblem ? { configProblem: redisProblem } : {}),
+      ...(freeze ? { freeze } : {}),
       podProblems: {
         ...(stablePods ? { stable: stablePods } : {}),
         ...(canaryPods ? { canary: { ...canaryPods, message: `canary: ${canaryPods.message}` } } : {}),
@@ -434,8 +438,12 @@ export async function reconcileRecommenderModel(
   // 9. When to come back.
   if (applyError) return { kind: 'error', error: new Error(applyError) };
   if (retireRouterLater) return { kind: 'requeueAfter', ms: 1000 };
-  if (decision.requeueAfterMs !== undefined)
-    return { kind: 'requeueAfter', ms: Math.max(200, decision.requeueAfterMs) };
+  const boundary = (freeze?.until ?? freezeState.nextStart)?.getTime();
+  const wake = [decision.requeueAfterMs, boundary === undefined ? undefined : boundary - now.getTime()]
+    .filter((ms): ms is number => ms !== undefined)
+    .reduce<number | undefined>((a, b) => (a === undefined ? b : Math.min(a, b)), undefined);
+  // setTimeout's ceiling is ~24.8 days; a freeze boundary is at most a week away.
+  if (wake !== undefined) return { kind: 'requeueAfter', ms: Math.min(Math.max(200, wake), 2 ** 31 - 1) };
   return { kind: 'done' };
 }
 
