@@ -49,6 +49,7 @@ import {
   type ServingPlan,
 } from './desired.js';
 import { findPodProblem, type PodObject } from './pods.js';
+import { buildRegionMenuConfigMap, checkRegionMenu, itemCatalogOf } from './regions.js';
 import { computeStatus, rolloutStateOf, runsEverywhere, type ObservedDeployment } from './status.js';
 import type { RecommenderModel } from './types.js';
 
@@ -276,6 +277,9 @@ export async function reconcileRecommenderModel(
     // the pods keep running what they run, and the status names the field.
     specError = err instanceof Error ? err.message : String(err);
   }
+  // The regional menus the serving pods read (ADR 0014): built from the regions every time
+  // (cheap), applied only when they differ.
+  if (!specError) desired = [...desired, buildRegionMenuConfigMap(model, regions)];
   const actedCommand = decision.command?.outcome === 'acted' ? command : undefined;
   const stablePods = findPodProblem(pods, 'stable', plan.stable.sha256);
   const canaryPods = plan.canary ? findPodProblem(pods, 'canary', plan.canary.sha256) : null;
@@ -429,6 +433,9 @@ export async function reconcileRecommenderModel(
     }
   }
 
+  // Each region naming this model says whether its menu items are in the model's catalog.
+  await patchRegionMenuConditions(deps, model, regions, now);
+
   // 8. Status from the cluster and the decision.
   const applied = observeDeployment(deployment) ?? stableDeployment;
   // The command marker stays only if the command could not be removed (a conflict returned above).
@@ -445,6 +452,59 @@ export async function reconcileRecommenderModel(
   // setTimeout's ceiling is ~24.8 days; a freeze boundary is at most a week away.
   if (wake !== undefined) return { kind: 'requeueAfter', ms: Math.min(Math.max(200, wake), 2 ** 31 - 1) };
   return { kind: 'done' };
+}
+
+/** Field manager of the MenuValid condition on StoreRegions (the region controller owns the rest). */
+const REGION_MENU_MANAGER = 'crema-region-menu';
+
+/**
+ * Sets the MenuValid condition of each region serving `model`, by server-side apply of that one
+ * condition (conditions are a map keyed by type, so other managers' conditions stay), and only
+ * when it changed. A failure is logged and retried on the next reconcile: it never holds up the
+ * model's own reconcile.
+ */
+async function patchRegionMenuConditions(
+  deps: RecommenderModelDeps,
+  model: RecommenderModel,
+  regions: readonly StoreRegion[],
+  now: Date,
+): Promise<void> {
+  const name = model.metadata!.name!;
+  const catalog = itemCatalogOf(model);
+  for (const r of regions) {
+    if (r.spec.serving?.modelRef !== name) continue;
+    const c = checkRegionMenu(r, name, catalog);
+    const old = r.status?.conditions?.find((x) => x.type === 'MenuValid');
+    if (old && old.status === c.status && old.reason === c.reason && old.message === c.message) continue;
+    const condition = {
+      type: 'MenuValid',
+      ...c,
+      observedGeneration: r.metadata?.generation ?? 0,
+      lastTransitionTime:
+        old && old.status === c.status && old.lastTransitionTime ? old.lastTransitionTime : now.toISOString(),
+    };
+    try {
+      await deps.client.request(
+        'PATCH',
+        resourcePath(RESOURCES.storeRegion, r.metadata?.namespace, r.metadata?.name, 'status'),
+        {
+          body: {
+            apiVersion: 'crema.dev/v1alpha1',
+            kind: 'StoreRegion',
+            metadata: { name: r.metadata?.name, namespace: r.metadata?.namespace },
+            status: { conditions: [condition] },
+          },
+          contentType: 'application/apply-patch+yaml',
+          query: { fieldManager: REGION_MENU_MANAGER, force: true },
+        },
+      );
+      deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'StoreRegion/status' });
+    } catch (err) {
+      deps.log(
+        `StoreRegion ${r.metadata?.name}: MenuValid not written: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
+  }
 }
 
 /** Whether a decision moves the rollout (traffic, revisions, or what is remembered as rolled back). */
