@@ -139,7 +139,8 @@ describe('serving metrics', () => {
     const withoutRevision = all
       .filter((m) => !(m.labels as readonly string[]).includes('revision'))
       .map((m) => m.name);
-    expect(withoutRevision).toEqual(['crema_model_loads_total']);
+    // A failed load has no revision; the regional menu is the pod's, whatever revision it runs.
+    expect(withoutRevision).toEqual(['crema_model_loads_total', 'crema_region_menu_state']);
     expect(IDENTITY_LABELS).toEqual(['model', 'namespace', 'revision']);
   });
 

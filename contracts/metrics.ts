@@ -27,6 +27,8 @@ export const METRIC_LABELS = {
   type: 'type',
   feature: 'feature',
   bin: 'bin',
+  /** region_menu_state only: ok, missing or invalid. */
+  state: 'state',
   /** model_info only: the `name` in the model's metadata (not the RecommenderModel). */
   metadataName: 'metadata_name',
 } as const;
@@ -81,6 +83,8 @@ export const SERVING_METRICS = {
   featureDriftObservations: metric('feature_drift_observations', [...IDENTITY_LABELS, L.feature]),
   scoreDriftPsi: metric('score_drift_psi', [...IDENTITY_LABELS]),
   featureWindowShare: metric('feature_window_share', [...IDENTITY_LABELS, L.feature, L.bin]),
+  /** 1 for the regional menu's current state (ok, missing, invalid: the last two serve the full menu). */
+  regionMenuState: metric('region_menu_state', [L.model, L.namespace, L.state]),
 } as const;
 
 /** `reason` values of events_refused_total. */

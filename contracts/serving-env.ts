@@ -50,6 +50,11 @@ export const SERVING_ENV = {
   /** Router mode: a config file to watch instead (local runs). */
   routerConfigPath: 'CREMA_ROUTER_CONFIG',
   /**
+   * Serving mode: the regions.json file of the model's regional menus and capacity
+   * (contracts/region-menu.ts); absent or unreadable = the full menu, no capacity bound.
+   */
+  regionMenuPath: 'CREMA_REGION_MENU_PATH',
+  /**
    * The pod's namespace (downward API). Serving mode: the `namespace` label of its metrics;
    * router mode: where its ConfigMap is.
    */

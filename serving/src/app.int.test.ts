@@ -13,6 +13,9 @@ import { DRIFT_CONTEXT_SCHEME } from '../../contracts/drift-binning.js';
 import { encodeUserFeatures, KEYS, USER_FEATURES } from '../../contracts/features.js';
 import { startRedis } from '../../hack/testenv/environment.js';
 import { build, createModelStore, type BuildOptions } from './app.js';
+import { RegionMenuFile } from './menu/region-menu.js';
+import type { RegionMenuConfig } from '../../contracts/region-menu.js';
+import { writeFile } from 'node:fs/promises';
 import { createServingRedis } from './features/redis.js';
 import type { ModelStore } from './model/store.js';
 import {
@@ -577,6 +580,120 @@ describe('pickup estimate', () => {
       payload: { storeId: 'x', items: ['drink-3'] },
     });
     expect(noStore.statusCode).toBe(404);
+  });
+});
+
+describe('regional menus and capacity (ADR 0014)', () => {
+  const ids = (res: { json(): { items: { itemId: string }[] } }) => res.json().items.map((x) => x.itemId);
+  async function withMenu(config: RegionMenuConfig | string | null, extra: Partial<BuildOptions> = {}) {
+    const path = join(dir, `regions-${Math.random().toString(36).slice(2)}.json`);
+    if (config !== null) await writeFile(path, typeof config === 'string' ? config : JSON.stringify(config));
+    const regionMenu = new RegionMenuFile({ path, log: { warn: () => {}, info: () => {} } });
+    await regionMenu.refresh();
+    return { ...(await serve({ regionMenu, ...extra })), regionMenu };
+  }
+  const menu = (regions: RegionMenuConfig['regions']): RegionMenuConfig => ({
+    version: 1,
+    model: 'drinks',
+    regions,
+  });
+
+  it("an unavailable drink is never recommended in the region's stores, and still is in other stores", async () => {
+    const { app: plain } = await serve();
+    const at1 = ids(await recommend(plain, 'alice', { storeId: 'store-1' }));
+    const at2 = ids(await recommend(plain, 'alice', { storeId: 'store-2' }));
+    // A drink both stores recommend to alice without regional menus.
+    const x = at1.find((id) => at2.includes(id))!;
+    expect(x).toBeDefined();
+    const { app } = await withMenu(
+      menu([{ name: 'north', stores: ['store-1'], seasonal: [], unavailable: [x] }]),
+    );
+    for (const user of ['alice', 'bob', 'nobody-yet']) {
+      const north = await recommend(app, user, { storeId: 'store-1' });
+      expect(north.json().fallback).toBe(false);
+      expect(ids(north)).not.toContain(x);
+    }
+    expect(ids(await recommend(app, 'alice', { storeId: 'store-2' }))).toContain(x);
+  });
+
+  it("a region's seasonal drink is recommended only in that region's stores", async () => {
+    const winter = { context: { time: '2026-12-15T12:00:00Z' } };
+    const { app: plain } = await serve();
+    const at1 = ids(await recommend(plain, 'alice', { storeId: 'store-1', ...winter }));
+    const at2 = ids(await recommend(plain, 'alice', { storeId: 'store-2', ...winter }));
+    // A winter drink (every 10th: Nov-Jan) both stores recommend without regional menus.
+    const s = at1.find((id) => Number(id.split('-')[1]) % 10 === 9 && at2.includes(id))!;
+    expect(s).toBeDefined();
+    const { app } = await withMenu(
+      menu([{ name: 'north', stores: ['store-1'], seasonal: [s], unavailable: [] }]),
+    );
+    expect(ids(await recommend(app, 'alice', { storeId: 'store-1', ...winter }))).toContain(s);
+    expect(ids(await recommend(app, 'alice', { storeId: 'store-2', ...winter }))).not.toContain(s);
+  });
+
+  it('a missing or bad menu file refuses nothing: the full menu, and the metric says which', async () => {
+    const { app: plain } = await serve();
+    const full = ids(await recommend(plain, 'alice', { storeId: 'store-1' }));
+    for (const [file, state] of [
+      [null, 'missing'],
+      ['{"version": 1, "regions": {}}', 'invalid'],
+    ] as const) {
+      const { app } = await withMenu(file);
+      const res = await recommend(app, 'alice', { storeId: 'store-1' });
+      expect(res.statusCode).toBe(200);
+      expect(ids(res)).toEqual(full);
+      const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+      expect(metrics).toContain(`crema_region_menu_state{${LOCAL},state="${state}"} 1`);
+      expect(metrics).toContain(`crema_region_menu_state{${LOCAL},state="ok"} 0`);
+    }
+  });
+
+  it("a store at its region's capacity gets a later pickup time, bounded by what the store can make", async () => {
+    const { app, models } = await withMenu(
+      menu([
+        { name: 'south', stores: ['store-0'], seasonal: [], unavailable: [], drinksPerHourPerStore: 30 },
+      ]),
+    );
+    // A pickup model that always promises 7 minutes, whatever the queue.
+    const pm = await writeModel({
+      dir,
+      file: 'pickup-7',
+      task: 'pickup-time',
+      name: 'pickup',
+      features: ['queue', 'prep_load', 'order_complexity', 'capacity_per_hour'],
+      zeroWeights: true,
+      outputBias: 7,
+      sigmoid: false,
+    });
+    await models.load('pickup-time', pm.uri);
+    const ask = async (storeId: string) =>
+      (
+        await app.inject({
+          method: 'POST',
+          url: '/v1/pickup-estimate',
+          payload: { storeId, items: ['drink-3'], placedAt: '2026-11-24T13:00:00Z' },
+        })
+      ).json();
+    await admin.hset(KEYS.storeQueue('store-0'), { queue: 0, prep_load: 0 });
+    const idle = await ask('store-0');
+    expect(idle).toMatchObject({ source: 'model', minutes: 7 });
+    expect(idle.capacityLimited).toBeUndefined();
+
+    // 12 drinks waiting (36 units of prep) plus this one (drink-3: 4) = 16 average drinks; at
+    // 30 an hour that is 32 minutes, plus 1 to hand over.
+    await admin.hset(KEYS.storeQueue('store-0'), { queue: 12, prep_load: 36 });
+    await admin.hset(KEYS.storeQueue('store-1'), { queue: 12, prep_load: 36 });
+    const busy = await ask('store-0');
+    expect(busy).toMatchObject({ source: 'model', minutes: 33, capacityLimited: true, fallback: false });
+    expect(busy.readyAt).toBe('2026-11-24T13:33:00.000Z');
+    // The early edge of the band is not an impossible time either; the late edge stays finite.
+    expect(busy.readyEarliest).toBe(busy.readyAt);
+    expect(Date.parse(busy.readyLatest)).toBeGreaterThan(Date.parse(busy.readyAt));
+    expect(Date.parse(busy.readyLatest) - Date.parse(busy.readyAt)).toBeLessThan(60 * 60_000);
+    // A store outside the region keeps the model's answer.
+    expect(await ask('store-1')).toMatchObject({ source: 'model', minutes: 7 });
+    await admin.hset(KEYS.storeQueue('store-0'), { queue: 0, prep_load: 0 });
+    await admin.hset(KEYS.storeQueue('store-1'), { queue: 0, prep_load: 0 });
   });
 });
 

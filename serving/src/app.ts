@@ -31,6 +31,7 @@ import { DrainState, registerDrain } from './plugins/drain.js';
 import { trackDeclaredMethods } from './plugins/method-not-allowed.js';
 import { protectionPlugin, type ProtectionOptions } from './plugins/protection.js';
 import { LocalTimeResolver } from './ranking/context.js';
+import { FULL_MENU, type RegionMenuSource } from './menu/region-menu.js';
 import { compileAddonPlan } from './ranking/addons.js';
 import { compileRankingPlan } from './ranking/plan.js';
 import { eventRoutes } from './routes/events.js';
@@ -98,6 +99,11 @@ export interface BuildOptions {
   readonly driftWindow?: number;
   /** Observations before drift PSI is published. Default DRIFT_MIN_OBSERVATIONS (500). */
   readonly driftMinObservations?: number;
+  /**
+   * The regional menus and capacity (ADR 0014), e.g. a RegionMenuFile. Default: the full menu,
+   * no capacity bound.
+   */
+  readonly regionMenu?: RegionMenuSource;
 }
 
 /**
@@ -199,7 +205,10 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     eventsMaxLen: opts.eventsMaxLen ?? 1_000_000,
     eventDedupTtlSeconds: opts.eventDedupTtlSeconds ?? 172_800,
     ranking,
+    regionMenu: opts.regionMenu ?? { current: FULL_MENU },
   };
+  metrics.setRegionMenuState(opts.regionMenu?.state ?? 'missing');
+  opts.regionMenu?.subscribe?.((state) => metrics.setRegionMenuState(state));
 
   const track = (m: LoadedModel) => {
     const plan = compileRankingPlan(m.meta.inputs[0]!.features);

@@ -11,6 +11,7 @@ import type { LocalTimeResolver } from './ranking/context.js';
 import type { DriftMonitor } from './drift/monitor.js';
 import type { RankingPlan } from './ranking/plan.js';
 import type { ExperimentCounting } from './experiments/counting.js';
+import type { RegionMenu } from './menu/region-menu.js';
 
 /** What every route of one app instance shares; built by `build()`, never a module singleton. */
 export interface ServingContext {
@@ -38,6 +39,8 @@ export interface ServingContext {
   readonly eventsMaxLen: number;
   /** How long an event id is remembered for dedup, seconds. */
   readonly eventDedupTtlSeconds: number;
+  /** The regional menus and capacity now in use (FULL_MENU without a file: ADR 0014). */
+  readonly regionMenu: { readonly current: RegionMenu };
   /** The compiled input plan and drift monitor of each loaded ranking model. */
   readonly ranking: WeakMap<LoadedModel, RankingState>;
 }

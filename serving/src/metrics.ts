@@ -65,6 +65,7 @@ export class ServingMetrics {
   readonly exposures: Counter<LabelsOf<'experimentExposures'>>;
   readonly conversions: Counter<LabelsOf<'experimentConversions'>>;
   readonly conversionValue: Counter<LabelsOf<'experimentConversionValue'>>;
+  readonly regionMenuState: Gauge<LabelsOf<'regionMenuState'>>;
   readonly variantLabel = new BoundedLabel();
   readonly model: string;
   readonly namespace: string;
@@ -75,6 +76,15 @@ export class ServingMetrics {
   private current: IdentityLabelValues;
   /** The revision that answered each request, where it acquired the served task's model. */
   private readonly answered = new WeakMap<object, string>();
+
+  /** Records which regional menu serving uses now (one series at 1, the others at 0). */
+  setRegionMenuState(state: 'ok' | 'missing' | 'invalid'): void {
+    for (const s of ['ok', 'missing', 'invalid'] as const)
+      this.regionMenuState.set(
+        { model: this.model, namespace: this.namespace, state: s },
+        s === state ? 1 : 0,
+      );
+  }
 
   constructor(identity: ServingIdentity = {}) {
     this.model = identity.model || LOCAL_LABEL;
@@ -129,6 +139,11 @@ export class ServingMetrics {
     this.eventsRefused = new Counter({
       ...spec(M.eventsRefused),
       help: 'App events refused with 503 and not stored, by reason (stream_full: the events stream holds its maximum of unprocessed entries).',
+      registers: r,
+    });
+    this.regionMenuState = new Gauge({
+      ...spec(M.regionMenuState),
+      help: 'The regional menu in use: 1 for its state (ok; missing or invalid serve the full menu without a capacity bound).',
       registers: r,
     });
     this.exposures = new Counter({

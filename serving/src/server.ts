@@ -7,6 +7,8 @@
 import { build, createModelStore } from './app.js';
 import { createServingClient } from './features/redis.js';
 import { inferenceThread } from './model/thread.js';
+import { RegionMenuFile } from './menu/region-menu.js';
+import type { FastifyBaseLogger } from 'fastify';
 import { buildRouter } from './router/app.js';
 import { MODEL_TASKS, SERVING_ENV, modelEnvNames } from '../../contracts/serving-env.js';
 import { REDIS_ENV, parseRedisTarget, type Durability, type RedisClient } from '../../contracts/redis.js';
@@ -79,7 +81,18 @@ async function main(): Promise<void> {
     // configured (a local run), drink ranking is what recommendations need.
     const configured = MODEL_TASKS.filter((t) => env[modelEnvNames(t).uri]);
     const requiredTasks: ModelTask[] = configured.length > 0 ? configured : ['drink-ranking'];
+    // The regional menus the operator projects into the pod (ADR 0014); read once the app's
+    // logger exists, before listening. Without the setting: the full menu.
+    const menuPath = env[SERVING_ENV.regionMenuPath];
+    let menuLog: FastifyBaseLogger | undefined;
+    const regionMenu = menuPath
+      ? new RegionMenuFile({
+          path: menuPath,
+          log: { warn: (o, m) => menuLog?.warn(o, m), info: (o, m) => menuLog?.info(o, m) },
+        })
+      : undefined;
     const app = await build({
+      ...(regionMenu ? { regionMenu } : {}),
       redis,
       eventDurability,
       ...(eventRedis ? { eventRedis } : {}),
@@ -111,6 +124,11 @@ async function main(): Promise<void> {
           : false,
       },
     });
+    if (regionMenu) {
+      menuLog = app.log;
+      await regionMenu.start();
+      app.addHook('onClose', async () => regionMenu.stop());
+    }
     inferenceThread.onLoss = (why) =>
       app.log.error({ err: why }, 'inference thread lost; running inference inline until it restarts');
     app.log.info(

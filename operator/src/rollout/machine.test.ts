@@ -215,6 +215,153 @@ describe('computeRolloutStep', () => {
     expect(d.waiting).toMatch(/freeze window morning-rush/);
   });
 
+  describe('a StoreRegion freeze holds the canary where it is (ADR 0014)', () => {
+    const until = at(600);
+    const freeze = { name: 'r/freezeWindows[0] 07:00-10:00 UTC', until };
+    const gatedSpec = { analysisConfigured: true, analysisIntervalMs: 60_000 };
+    const pass = { verdict: 'Pass' as const, message: 'ok', at: at(40).toISOString() };
+
+    // [case, input without the freeze]: each would move forward without it, and does not with it.
+    const forward: [string, RolloutInput][] = [
+      ['a step past its pause', input({ canary: {}, now: at(31) })],
+      [
+        'the last step past its pause (a promotion)',
+        input({ canary: { step: 2, weight: 100 }, now: at(11) }),
+      ],
+      [
+        'a canary that just became ready (weight 0 to the step weight)',
+        input({ canary: { weight: 0, stepStartedAt: undefined } }),
+      ],
+      ['promote=step', input({ canary: {}, command: 'promote-step' })],
+      ['promote=step on the last step', input({ canary: { step: 2, weight: 100 }, command: 'promote-step' })],
+      ['promote=full', input({ canary: {}, command: 'promote-full' })],
+      [
+        'a gated step with a passing analysis past its pause',
+        input({ canary: {}, now: at(41), specOver: gatedSpec, analysis: pass }),
+      ],
+    ];
+    it.each(forward)('%s: moves without a freeze, holds with one', (_, i) => {
+      const free = computeRolloutStep(i);
+      const moved =
+        free.state.stable?.modelSha === B ||
+        free.state.canary?.step !== i.state.canary?.step ||
+        free.canaryWeight > (i.state.canary?.weight ?? 0);
+      expect(moved).toBe(true);
+      const held = computeRolloutStep({ ...i, freeze });
+      expect(held.state.stable?.modelSha).toBe(A);
+      expect(held.state.canary?.step).toBe(i.state.canary?.step);
+      expect(held.canaryWeight).toBe(i.state.canary?.weight);
+      expect(held.heldByFreeze).toBe(true);
+      expect(held.waiting).toMatch(
+        /frozen until 2026-11-24T10:10:00.000Z: StoreRegion freeze window r\/freezeWindows\[0\]/,
+      );
+      expect(held.notices.filter((n) => n.reason === 'StepStarted' || n.reason === 'Promoted')).toEqual([]);
+      if (i.command) expect(held.command?.outcome).toBe('held');
+    });
+
+    it('a new revision without rollout steps waits for the end of the freeze', () => {
+      const i = input({ specOver: { steps: [] } });
+      expect(computeRolloutStep(i).state.stable?.modelSha).toBe(B);
+      const held = computeRolloutStep({ ...i, freeze });
+      expect(held.state.stable?.modelSha).toBe(A);
+      expect(held.heldByFreeze).toBe(true);
+      expect(held.requeueAfterMs).toBe(599_000);
+    });
+
+    // [case, input with the freeze, what must still happen]
+    const safer: [string, RolloutInput, (d: ReturnType<typeof computeRolloutStep>) => void][] = [
+      [
+        'abort',
+        input({ canary: { step: 1, weight: 50 }, command: 'abort', freeze }),
+        (d) => expect(d.rolledBack?.reason).toBe('Aborted'),
+      ],
+      [
+        'a drift alert on the canary',
+        input({ canary: { step: 1, weight: 50 }, canaryDrift: { message: 'psi 0.4' }, freeze }),
+        (d) => expect(d.rolledBack?.reason).toBe('DriftDetected'),
+      ],
+      [
+        'a failed analysis past the limit',
+        input({
+          canary: { failures: 1 },
+          specOver: gatedSpec,
+          analysis: { verdict: 'Fail', message: 'error rate 4%', at: at(1).toISOString() },
+          freeze,
+        }),
+        (d) => expect(d.rolledBack?.reason).toBe('AnalysisFailed'),
+      ],
+      [
+        'the canary losing its ready pods (weight to 0)',
+        input({
+          canary: { step: 1, weight: 50 },
+          observed: { stableReadyReplicas: 2, canaryReadyReplicas: 0 },
+          freeze,
+        }),
+        (d) => expect(d.canaryWeight).toBe(0),
+      ],
+      [
+        'spec.model back to stable (the canary is cancelled)',
+        input({ canary: { step: 1, weight: 50 }, specOver: { modelSha: A }, freeze }),
+        (d) => expect(d.state.canary).toBeUndefined(),
+      ],
+      [
+        'stable drift with action Rollback',
+        {
+          ...input({
+            canary: null,
+            freeze,
+            stableDrift: { message: 'psi' },
+            driftAction: 'Rollback',
+            specOver: { modelSha: A },
+          }),
+          state: {
+            stable: { ...stable!, modelSha: A, revision: 2 },
+            history: [
+              {
+                revision: 1,
+                modelSha: 'c'.repeat(64),
+                uri: 'file:///c.onnx',
+                track: 'stable',
+                startedAt: '',
+                endedAt: '',
+                reason: '',
+              },
+            ],
+          },
+        },
+        (d) => expect(d.rolledBack?.reason).toBe('DriftDetected'),
+      ],
+    ];
+    it.each(safer)('%s still happens during a freeze', (_, i, check) => {
+      const d = computeRolloutStep(i);
+      check(d);
+      expect(d.heldByFreeze).toBeUndefined();
+    });
+
+    it('keeps analysing a gated step and records a Pass; after the freeze that Pass moves the step at once', () => {
+      const during = computeRolloutStep(
+        input({ canary: {}, now: at(41), specOver: gatedSpec, analysis: pass, freeze }),
+      );
+      expect(during.wantsAnalysis).toBe(true);
+      expect(during.requeueAfterMs).toBe(60_000); // the analysis interval, sooner than the end
+      expect(during.state.canary?.analysis[0]).toMatchObject({ verdict: 'Pass', step: 0 });
+      const after = computeRolloutStep({
+        ...input({ specOver: gatedSpec, now: until }),
+        state: during.state,
+      });
+      expect(after.state.canary).toMatchObject({ step: 1, weight: 50 });
+    });
+
+    it('without analysis it wakes exactly at the end of the freeze, and the step moves then', () => {
+      const i = input({ canary: {}, now: at(31) });
+      const during = computeRolloutStep({ ...i, freeze });
+      expect(during.requeueAfterMs).toBe(until.getTime() - at(31).getTime());
+      expect(during.wantsAnalysis).toBe(false);
+      const after = computeRolloutStep({ ...i, state: during.state, now: until });
+      expect(after.state.canary).toMatchObject({ step: 1, weight: 50, stepStartedAt: until.toISOString() });
+    });
+  });
+
   it('holds a step without pause until promoted by hand', () => {
     const manual = input({
       canary: {},
@@ -321,7 +468,7 @@ describe('computeRolloutStep', () => {
         computeRolloutStep(input({ canary: {}, command: 'promote-full', freeze: { name: 'morning-rush' } }))
           .waiting,
       ).toBe(
-        'crema.dev/promote=full held: promotion to stable held: StoreRegion freeze window morning-rush is active',
+        'crema.dev/promote=full held: frozen: StoreRegion freeze window morning-rush is active; the canary holds at step 1, weight 5%',
       );
       expect(
         computeRolloutStep(
@@ -579,6 +726,7 @@ describe('the decision chain', () => {
       'abortCommand',
       'canaryDrift',
       'canaryNotReady',
+      'freezeHold',
       'promoteFullCommand',
       'stepWeight',
       'promoteStepCommand',
@@ -643,6 +791,11 @@ describe('the decision chain', () => {
     ],
     ['a step in its pause', input({ canary: {} }), 'timeGate'],
     ['a step past its pause', input({ canary: {}, now: at(31) }), 'timeGate'],
+    [
+      'a step past its pause during a freeze',
+      input({ canary: {}, now: at(31), freeze: { name: 'f' } }),
+      'freezeHold',
+    ],
     // Alert only: the rest of the chain decides, and stableDrift is added to its decision.
     [
       'stable drifts, action Alert',
@@ -657,6 +810,6 @@ describe('the decision chain', () => {
   it('names the check on a command it holds, too', () => {
     const d = computeRolloutStep(input({ canary: {}, command: 'promote-full', freeze: { name: 'bf' } }));
     expect(d.command?.outcome).toBe('held');
-    expect(d.decidedBy).toBe('promoteFullCommand');
+    expect(d.decidedBy).toBe('freezeHold');
   });
 });

@@ -122,8 +122,11 @@ export interface RolloutInput {
   readonly command?: Command;
   /** A firing drift alert for the canary revision. */
   readonly canaryDrift?: { readonly message: string };
-  /** A StoreRegion freeze window is active: no promotion to stable now. */
-  readonly freeze?: { readonly name: string };
+  /**
+   * A StoreRegion freeze window is active: the canary holds where it is (no weight increase,
+   * no step advance, no promotion) until `until`; rollbacks still happen (ADR 0014).
+   */
+  readonly freeze?: { readonly name: string; readonly until?: Date };
   /** A firing drift alert for the stable revision. */
   readonly stableDrift?: { readonly message: string };
   /** spec.drift.action: Rollback returns to the previous stable revision on stable drift. */
@@ -158,6 +161,8 @@ export interface RolloutDecision {
    * it, and say why), `ignored` (nothing for it to act on: consume it and say so).
    */
   readonly command?: { readonly outcome: 'acted' | 'held' | 'ignored'; readonly message: string };
+  /** Set when a StoreRegion freeze holds something back: a canary step, a promotion, a new revision. */
+  readonly heldByFreeze?: true;
   /** For tests and logs: which check of the decision chain took this decision. */
   readonly decidedBy?: RolloutCheckName;
 }
@@ -294,16 +299,8 @@ function rollback(ctx: RolloutContext, reason: string, message: string): CheckDe
 function promote(ctx: RolloutContext): CheckDecision {
   const { input, iso, notices } = ctx;
   const c = canaryOf(ctx);
-  if (input.freeze) {
-    return keep(
-      ctx,
-      c,
-      `promotion to stable held: StoreRegion freeze window ${input.freeze.name} is active`,
-      {
-        requeueAfterMs: 30_000,
-      },
-    );
-  }
+  // freezeHold decides before any check that promotes; this guards a reordering of the chain.
+  if (input.freeze) return freezeHold(ctx)!;
   const old = stableOf(ctx);
   notices.push({
     type: 'Normal',
@@ -485,6 +482,18 @@ function noSteps(ctx: RolloutContext): CheckDecision | undefined {
   const { input, iso, notices } = ctx;
   const { spec, state } = input;
   if (spec.steps.length > 0) return undefined;
+  if (input.freeze) {
+    // Replacing stable at once is a promotion without a canary: it waits for the freeze's end.
+    return {
+      state,
+      canaryWeight: 0,
+      waiting: `${frozenText(input.freeze)}; revision ${spec.modelSha.slice(0, 12)} (no rollout steps) replaces stable after it`,
+      notices,
+      wantsAnalysis: false,
+      heldByFreeze: true,
+      ...untilEnd(input),
+    };
+  }
   const old = stableOf(ctx);
   const stable = { modelSha: spec.modelSha, uri: spec.uri, revision: old.revision + 1, since: iso };
   notices.push({
@@ -596,31 +605,42 @@ function paused(ctx: RolloutContext): CheckDecision | undefined {
 }
 
 /**
+ * Records a new analysis result of the current (gated) step: a Fail counts, and failures past
+ * the limit roll the canary back (also during a freeze: it never blocks making things safer).
+ */
+function recordAnalysis(ctx: RolloutContext): CheckDecision | undefined {
+  const { spec, analysis: a } = ctx.input;
+  let c = canaryOf(ctx);
+  if (!a || !stepIsGated(spec, c.step)) return undefined;
+  c = {
+    ...c,
+    analysis: [{ step: c.step, verdict: a.verdict, at: a.at, message: a.message }, ...c.analysis].slice(
+      0,
+      ANALYSIS_LIMIT,
+    ),
+  };
+  if (a.verdict === 'Fail') c = { ...c, failures: c.failures + 1 };
+  ctx.canary = c;
+  if (a.verdict === 'Fail' && c.failures > spec.failureLimit) {
+    return rollback(
+      ctx,
+      'AnalysisFailed',
+      `${a.message} (${c.failures} failed analyses, limit ${spec.failureLimit})`,
+    );
+  }
+  return undefined;
+}
+
+/**
  * A gated step is left only after a passing analysis: a new result is recorded, too many
  * failures roll the canary back, and anything but a latest Pass holds it.
  */
 function analysisGate(ctx: RolloutContext): CheckDecision | undefined {
-  const { spec, analysis: a } = ctx.input;
-  let c = canaryOf(ctx);
-  if (!stepIsGated(spec, c.step)) return undefined;
-  if (a) {
-    c = {
-      ...c,
-      analysis: [{ step: c.step, verdict: a.verdict, at: a.at, message: a.message }, ...c.analysis].slice(
-        0,
-        ANALYSIS_LIMIT,
-      ),
-    };
-    if (a.verdict === 'Fail') c = { ...c, failures: c.failures + 1 };
-    ctx.canary = c;
-    if (a.verdict === 'Fail' && c.failures > spec.failureLimit) {
-      return rollback(
-        ctx,
-        'AnalysisFailed',
-        `${a.message} (${c.failures} failed analyses, limit ${spec.failureLimit})`,
-      );
-    }
-  }
+  const { spec } = ctx.input;
+  if (!stepIsGated(spec, canaryOf(ctx).step)) return undefined;
+  const rolledBack = recordAnalysis(ctx);
+  if (rolledBack) return rolledBack;
+  const c = canaryOf(ctx);
   const last = c.analysis.find((r) => r.step === c.step);
   if (last?.verdict === 'Pass') return undefined;
   const why = !last
@@ -629,6 +649,46 @@ function analysisGate(ctx: RolloutContext): CheckDecision | undefined {
       ? `analysis inconclusive: ${last.message}`
       : `analysis failed (${c.failures}/${spec.failureLimit} tolerated): ${last.message}`;
   return keep(ctx, c, why, { wantsAnalysis: true, requeueAfterMs: spec.analysisIntervalMs });
+}
+
+/** "frozen until …" for waiting messages. */
+function frozenText(f: NonNullable<RolloutInput['freeze']>): string {
+  return `frozen${f.until ? ` until ${f.until.toISOString()}` : ''}: StoreRegion freeze window ${f.name} is active`;
+}
+
+/** Come back when the freeze ends (the reconcile also wakes on any StoreRegion change). */
+function untilEnd(input: RolloutInput): { requeueAfterMs?: number } {
+  const until = input.freeze?.until;
+  return until ? { requeueAfterMs: Math.max(0, until.getTime() - input.now.getTime()) } : {};
+}
+
+/**
+ * A StoreRegion freeze holds the canary where it is: its weight is not raised (not even to the
+ * current step's weight), its step does not advance and it is not promoted, by its pause or by
+ * hand (a promote command waits, and says why). What makes things safer still happens: abort,
+ * drift and readiness came before this check; analysis keeps running on a gated step and its
+ * failures still roll the canary back. A Pass during the freeze counts after it: the pause and
+ * the latest analysis decide at the freeze's end as if the freeze had not been there.
+ */
+function freezeHold(ctx: RolloutContext): CheckDecision | undefined {
+  const { input } = ctx;
+  if (!input.freeze) return undefined;
+  const rolledBack = recordAnalysis(ctx);
+  if (rolledBack) return rolledBack;
+  const c = canaryOf(ctx);
+  const gated = stepIsGated(input.spec, c.step) && !!c.stepStartedAt;
+  const end = untilEnd(input).requeueAfterMs;
+  const requeue = gated ? Math.min(end ?? input.spec.analysisIntervalMs, input.spec.analysisIntervalMs) : end;
+  return keep(
+    ctx,
+    c,
+    `${frozenText(input.freeze)}; the canary holds at step ${c.step + 1}, weight ${c.weight}%`,
+    {
+      wantsAnalysis: gated,
+      heldByFreeze: true,
+      ...(requeue !== undefined ? { requeueAfterMs: requeue } : {}),
+    },
+  );
 }
 
 /** Always decides: the step's pause, or a manual promotion when it has none, then the next step. */
@@ -662,7 +722,8 @@ function timeGate(ctx: RolloutContext): CheckDecision {
 /**
  * The decision chain, in order: the first check that returns a decision wins. Order matters:
  * stable drift comes before a promotion in progress (a rollback ends it), stop signals before
- * readiness, and the commands before the gates they override.
+ * readiness, a freeze after everything that makes things safer and before everything that
+ * moves the canary forward, and the commands before the gates they override.
  */
 const ROLLOUT_CHECKS = [
   { name: 'firstRevision', check: firstRevision },
@@ -675,6 +736,7 @@ const ROLLOUT_CHECKS = [
   { name: 'abortCommand', check: abortCommand },
   { name: 'canaryDrift', check: canaryDrift },
   { name: 'canaryNotReady', check: canaryNotReady },
+  { name: 'freezeHold', check: freezeHold },
   { name: 'promoteFullCommand', check: promoteFullCommand },
   { name: 'stepWeight', check: stepWeight },
   { name: 'promoteStepCommand', check: promoteStepCommand },

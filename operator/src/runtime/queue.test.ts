@@ -87,4 +87,20 @@ describe('WorkQueue', () => {
     await run;
     expect(done).toEqual(['ns/a']);
   });
+
+  it('a sooner delayed add replaces a later one (a week-away wake-up does not delay a step due now)', async () => {
+    const q = new WorkQueue();
+    const seen: string[] = [];
+    const run = q.run(1, async (k) => {
+      seen.push(k);
+      return { kind: 'done' };
+    });
+    q.addAfter('ns/a', 7 * 86_400_000);
+    q.addAfter('ns/a', 10);
+    q.addAfter('ns/a', 60_000); // later than the pending one: ignored
+    await tick(60);
+    expect(seen).toEqual(['ns/a']);
+    q.shutdown();
+    await run;
+  });
 });

@@ -26,7 +26,7 @@ export class WorkQueue {
   private readonly processing = new Set<string>();
   private readonly dirty = new Set<string>();
   private readonly failures = new Map<string, number>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly timers = new Map<string, { timer: NodeJS.Timeout; due: number }>();
   private waiters: Array<() => void> = [];
   private shuttingDown = false;
 
@@ -56,18 +56,23 @@ export class WorkQueue {
     this.waiters.shift()?.();
   }
 
-  /** Queues `key` after `ms`; an earlier pending delayed add for the key wins. */
+  /**
+   * Queues `key` after `ms`; of two pending delayed adds for a key the sooner wins (a wake-up
+   * days away, e.g. the next freeze window, must not delay a canary step due in a second).
+   */
   addAfter(key: string, ms: number): void {
     if (this.shuttingDown) return;
     if (ms <= 0) return this.add(key);
+    const due = Date.now() + ms;
     const existing = this.timers.get(key);
-    if (existing) return;
-    const t = setTimeout(() => {
+    if (existing && existing.due <= due) return;
+    if (existing) clearTimeout(existing.timer);
+    const timer = setTimeout(() => {
       this.timers.delete(key);
       this.add(key);
     }, ms);
-    t.unref();
-    this.timers.set(key, t);
+    timer.unref();
+    this.timers.set(key, { timer, due });
   }
 
   /** Queues `key` after its backoff delay: base * 2^(failures-1), capped. */
@@ -132,7 +137,7 @@ export class WorkQueue {
   /** Stops handing out keys; in-flight work finishes (await `run`'s promise for that). */
   shutdown(): void {
     this.shuttingDown = true;
-    for (const t of this.timers.values()) clearTimeout(t);
+    for (const t of this.timers.values()) clearTimeout(t.timer);
     this.timers.clear();
     for (const w of this.waiters.splice(0)) w();
   }

@@ -38,6 +38,25 @@ export function estimateMinutesFromQueue(f: Record<PickupFeature, number>): numb
   return HANDOFF_MINUTES + work / perMinute;
 }
 
+/**
+ * A region's capacity applied to an estimate (ADR 0014): the store cannot make the drinks ahead
+ * of this order and the order itself faster than `drinksPerHour`, so an estimate (the model's or
+ * the heuristic's) that promises sooner is moved to that bound, and so is the band's early edge.
+ * Never earlier than the estimate it is given; exactly the bound when that is later.
+ */
+export function boundByCapacity(
+  minutes: number,
+  band: { below: number; above: number },
+  f: Record<PickupFeature, number>,
+  drinksPerHour: number,
+): { minutes: number; band: { below: number; above: number }; limited: boolean } {
+  const floor = estimateMinutesFromQueue({ ...f, capacity_per_hour: drinksPerHour });
+  if (minutes >= floor)
+    return { minutes, band: { ...band, below: Math.min(band.below, minutes - floor) }, limited: false };
+  // The band keeps its late side (the estimate's uncertainty) above the bound.
+  return { minutes: floor, band: { below: 0, above: band.above }, limited: true };
+}
+
 /** Half-widths (minutes) of the band around an estimate: model MAE when known, else 25% + 1 minute. */
 export function uncertaintyBand(minutes: number, mae?: number): { below: number; above: number } {
   const spread = mae !== undefined && mae > 0 ? 1.5 * mae : 0.25 * minutes + 1;

@@ -13,6 +13,7 @@ import { DeadlineExceededError, withDeadline } from '../features/deadline.js';
 import { FALLBACK_REASONS, type FallbackReason } from '../fallback/popularity.js';
 import {
   bestOrderTime,
+  boundByCapacity,
   estimateMinutesFromQueue,
   PICKUP_FEATURES,
   uncertaintyBand,
@@ -45,6 +46,8 @@ export const PickupResponse = Type.Object({
   modelRevision: Type.Union([Type.String(), Type.Null()]),
   fallback: Type.Boolean(),
   fallbackReason: Type.Optional(stringEnum(FALLBACK_REASONS)),
+  /** True when the store's region capacity moved the estimate later (ADR 0014). */
+  capacityLimited: Type.Optional(Type.Boolean()),
 });
 type PickupAnswer = Static<typeof PickupResponse>;
 
@@ -90,12 +93,14 @@ export const pickupRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = 
         if (reason === 'deadline_exceeded') markDeadlineMissed(req);
       }
       const c = computeContextValues({ hour: local.hour, weekday: local.weekday });
+      const regionCapacity = ctx.regionMenu.current.forStore(store.id)?.drinksPerHour;
       const features: Record<PickupFeature, number> = {
         queue: queue ?? 0,
         prep_load: prepLoad,
         order_items: body.items.length,
         order_complexity: orderComplexity,
-        capacity_per_hour: store.capacityPerHour,
+        // A region's capacity bounds the store's own figure (StoreRegion capacity, ADR 0014).
+        capacity_per_hour: Math.min(store.capacityPerHour, regionCapacity ?? Infinity),
         hour_sin: c.hour_sin,
         hour_cos: c.hour_cos,
         is_weekend: c.is_weekend,
@@ -129,7 +134,15 @@ export const pickupRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = 
       if (reason)
         ctx.metrics.fallbacks.inc({ ...ctx.metrics.labelsFor(req), route: '/v1/pickup-estimate', reason });
 
-      const band = uncertaintyBand(minutes, mae);
+      let band = uncertaintyBand(minutes, mae);
+      let capacityLimited = false;
+      if (regionCapacity !== undefined) {
+        ({
+          minutes,
+          band,
+          limited: capacityLimited,
+        } = boundByCapacity(minutes, band, features, regionCapacity));
+      }
       const iso = (ms: number) => new Date(Math.round(ms / 1000) * 1000).toISOString();
       const answer: PickupAnswer = {
         storeId: store.id,
@@ -143,6 +156,7 @@ export const pickupRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingContext }> = 
         modelRevision: revision,
         fallback: reason !== undefined,
         ...(reason ? { fallbackReason: reason } : {}),
+        ...(capacityLimited ? { capacityLimited } : {}),
       };
       if (body.wantedAt) {
         const best = bestOrderTime(placedAt, parseTimestampMs(body.wantedAt), minutes, band);

@@ -14,6 +14,7 @@ import { DeadlineExceededError } from '../features/deadline.js';
 import type { FeatureSnapshot, UserFeatures } from '../features/store.js';
 import { FALLBACK_REASONS, rankByPopularity, type FallbackReason } from '../fallback/popularity.js';
 import { inSeason } from '../ranking/context.js';
+import { FULL_MENU, regionOffers, type RegionMenu } from '../menu/region-menu.js';
 import { buildRankingInput, computeContextValues, sharedColumnValue } from '../ranking/plan.js';
 import { explainRecommendation } from '../ranking/reasons.js';
 import { recommendationJson, type AnswerMeta, type RankedDrink } from '../ranking/response.js';
@@ -79,23 +80,35 @@ interface Candidates {
   readonly drinkRows: Int32Array;
   readonly addonRows: Int32Array;
 }
-const candidateCache = new WeakMap<FeatureSnapshot, Map<string, Candidates>>();
+/** Per snapshot, for one regional menu at a time: candidates by store and month-day. */
+const candidateCache = new WeakMap<FeatureSnapshot, { menu: number; byKey: Map<string, Candidates> }>();
 
-/** The store's menu filtered by availability and season. */
-export function candidatesFor(snap: FeatureSnapshot, store: StoreInfo, monthDay: string): Candidates {
+/**
+ * The store's menu filtered by availability and season, and by its region's menu (ADR 0014):
+ * a region's unavailable items never, a region's seasonal items only in that region's stores.
+ */
+export function candidatesFor(
+  snap: FeatureSnapshot,
+  store: StoreInfo,
+  monthDay: string,
+  menu: RegionMenu = FULL_MENU,
+): Candidates {
   let perSnap = candidateCache.get(snap);
-  if (!perSnap) {
-    perSnap = new Map();
+  if (!perSnap || perSnap.menu !== menu.serial) {
+    perSnap = { menu: menu.serial, byKey: new Map() };
     candidateCache.set(snap, perSnap);
   }
   const key = `${store.id}|${monthDay}`;
-  const hit = perSnap.get(key);
+  const hit = perSnap.byKey.get(key);
   if (hit) return hit;
   const unavailable = new Set(store.unavailable);
+  const regional = menu.forStore(store.id);
   const drinks: number[] = [];
   const addons: number[] = [];
   snap.catalog.items.forEach((it, i) => {
-    if (unavailable.has(it.id) || !inSeason(monthDay, it.season)) return;
+    if (unavailable.has(it.id)) return;
+    const offered = regionOffers(menu, regional, it.id);
+    if (offered === 'no' || (offered === 'catalog' && !inSeason(monthDay, it.season))) return;
     (it.kind === 'drink' ? drinks : addons).push(i);
   });
   const c = {
@@ -105,7 +118,7 @@ export function candidatesFor(snap: FeatureSnapshot, store: StoreInfo, monthDay:
     drinkRows: Int32Array.from(drinks, (_, r) => r),
     addonRows: Int32Array.from(addons, (_, r) => drinks.length + r),
   };
-  perSnap.set(key, c);
+  perSnap.byKey.set(key, c);
   return c;
 }
 
@@ -157,7 +170,7 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
       if (!store)
         throw new ServingError('UNKNOWN_STORE', `unknown store ${body.storeId}`, { field: 'storeId' });
       const local = ctx.localTime.resolve(parseTimestampMs(body.context.time), store.timezone);
-      const cand = candidatesFor(snap, store, local.monthDay);
+      const cand = candidatesFor(snap, store, local.monthDay, ctx.regionMenu.current);
       const popularity = snap.popularity.get(store.id) ?? snap.globalPopularity;
       const nItems = snap.catalog.items.length;
 

@@ -427,9 +427,10 @@ export interface RecommenderModelStatus {
   /**
    * Summary of the conditions for humans; read the conditions for details.
    */
-  phase?: 'Pending' | 'Progressing' | 'Ready' | 'Degraded' | 'RolledBack';
+  phase?: 'Pending' | 'Progressing' | 'Frozen' | 'Ready' | 'Degraded' | 'RolledBack';
   /**
-   * Latest observations, one per type - Ready, Progressing, Degraded, DriftDetected, RolledBack.
+   * Latest observations, one per type - Ready, Progressing, Degraded, DriftDetected, RolledBack,
+   * Frozen.
    * Constraints: at most 16 items.
    */
   conditions?: RecommenderModelStatusCondition[];
@@ -446,6 +447,11 @@ export interface RecommenderModelStatus {
    * canary pods keep their share of traffic until every stable pod runs it. Absent otherwise.
    */
   promotion?: RecommenderModelStatusPromotion;
+  /**
+   * Set while a freeze window of a StoreRegion serving this model is active - no canary step advances,
+   * no weight rises and nothing is promoted until it ends (rollbacks still happen).
+   */
+  freeze?: RecommenderModelStatusFreeze;
   /**
    * A crema.dev/promote or crema.dev/abort command this status already acted on, set until the
    * annotation is removed (an operator restarted in between does not act on it twice).
@@ -639,6 +645,23 @@ export interface RecommenderModelStatusPromotion {
    * Percent of traffic the canary pods keep until the stable pods run the promoted model.
    */
   weight?: number;
+}
+
+/**
+ * Set while a freeze window of a StoreRegion serving this model is active - no canary step advances,
+ * no weight rises and nothing is promoted until it ends (rollbacks still happen).
+ */
+export interface RecommenderModelStatusFreeze {
+  /**
+   * The freeze window in effect, as region/freezeWindows[i] start-end timezone.
+   * Constraints: length ≤ 512.
+   */
+  window?: string;
+  /**
+   * When the freeze ends (overlapping or back-to-back windows count as one).
+   * Constraints: format date-time.
+   */
+  until?: string;
 }
 
 /**

@@ -390,4 +390,93 @@ describe('canary rollout (control plane only: pod readiness simulated)', () => {
       'the command consumed',
     );
   });
+
+  it(
+    'a freeze holds a step past its pause; the operator wakes at the freeze end and the step moves then',
+    { timeout: 180_000 },
+    async () => {
+      await createModel('frozen', {
+        steps: [
+          { weight: 20, pause: '10s', analysis: false },
+          { weight: 60, pause: '10m', analysis: false },
+        ],
+      });
+      await setModel('frozen', '7');
+      const at20 = await eventually(
+        async () => {
+          const m = await getModel('frozen');
+          return m.status?.canary?.weight === 20 ? m : undefined;
+        },
+        60_000,
+        'canary at 20%',
+      );
+      const pauseEnds = new Date(at20.status!.canary!.stepStartedAt!).getTime() + 10_000;
+      // A UTC window from this minute to a minute boundary well after the step's pause ends.
+      const hhmm = (t: number) => new Date(t).toISOString().slice(11, 16);
+      let end = Math.ceil((Math.max(pauseEnds, Date.now()) + 15_000) / 60_000) * 60_000;
+      if (hhmm(end) === '00:00') {
+        // A window cannot end at 24:00: wait for the next day.
+        await new Promise((r) => setTimeout(r, end - Date.now() + 1000));
+        end = Math.ceil((Date.now() + 15_000) / 60_000) * 60_000;
+      }
+      await client.request('POST', resourcePath(RESOURCES.storeRegion, ns), {
+        body: {
+          apiVersion: 'crema.dev/v1alpha1',
+          kind: 'StoreRegion',
+          metadata: { name: 'rush', namespace: ns },
+          spec: {
+            stores: ['s1'],
+            timezone: 'UTC',
+            serving: { modelRef: 'frozen' },
+            freezeWindows: [
+              {
+                days: ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'],
+                start: hhmm(Date.now()),
+                end: hhmm(end),
+              },
+            ],
+          },
+        },
+      });
+      const frozen = await eventually(
+        async () => {
+          const m = await getModel('frozen');
+          return m.status?.phase === 'Frozen' ? m : undefined;
+        },
+        20_000,
+        'phase Frozen',
+      );
+      expect(frozen.status?.freeze).toEqual({
+        window: expect.stringMatching(/^rush\/freezeWindows\[0\] /),
+        until: new Date(end).toISOString(),
+      });
+      expect(cond(frozen, 'Frozen')).toMatchObject({ status: 'True', reason: 'RolloutHeld' });
+
+      // Past the step's pause, inside the freeze: still step 1 at 20%.
+      await new Promise((r) => setTimeout(r, Math.max(0, pauseEnds + 3000 - Date.now())));
+      expect(Date.now()).toBeLessThan(end);
+      const held = await getModel('frozen');
+      expect(held.status?.canary).toMatchObject({ step: 0, weight: 20 });
+      expect(cond(held, 'Progressing')?.message).toMatch(
+        /frozen until .*the canary holds at step 1, weight 20%/,
+      );
+      expect(await routerWeights('frozen')).toEqual({ stable: 80, canary: 20 });
+
+      // Nothing else changes at the freeze's end: the operator's own wake-up moves the step.
+      const moved = await eventually(
+        async () => {
+          const m = await getModel('frozen');
+          return m.status?.canary?.weight === 60 ? { m, at: Date.now() } : undefined;
+        },
+        end - Date.now() + 10_000,
+        'step 2 after the freeze',
+      );
+      expect(moved.at).toBeGreaterThanOrEqual(end);
+      expect(moved.at - end).toBeLessThan(5_000);
+      expect(new Date(moved.m.status!.canary!.stepStartedAt!).getTime()).toBeGreaterThanOrEqual(end);
+      expect(moved.m.status?.freeze).toBeUndefined();
+      expect(cond(moved.m, 'Frozen')).toMatchObject({ status: 'False', reason: 'NoFreeze' });
+      await routerReaches('frozen', { stable: 40, canary: 60 });
+    },
+  );
 });

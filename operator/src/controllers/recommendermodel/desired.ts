@@ -19,6 +19,11 @@ import {
   nodeOptionsForMemoryLimit,
 } from '../../../../contracts/serving-env.js';
 import { parseQuantity } from '../../../../contracts/quantity.js';
+import {
+  REGION_MENU_DIR,
+  REGION_MENU_KEY,
+  regionMenuConfigMapName,
+} from '../../../../contracts/region-menu.js';
 import { parseRedisTarget } from '../../../../contracts/redis-target.js';
 import {
   MANAGED_BY,
@@ -268,6 +273,14 @@ export function buildServingObjects(
       sizeLimit: Size.mebibytes(512),
     });
     const tmp = kplus.Volume.fromEmptyDir(chart, `${track}-tmp`, 'tmp', { sizeLimit: Size.mebibytes(64) });
+    // The regional menus (ADR 0014): the kubelet keeps the file current; optional, so a pod
+    // starts (with the full menu) before the operator has written the ConfigMap.
+    const regions = kplus.Volume.fromConfigMap(
+      chart,
+      `${track}-regions`,
+      kplus.ConfigMap.fromConfigMapName(chart, `${track}-regions-ref`, regionMenuConfigMapName(name)),
+      { name: 'regions', optional: true, defaultMode: 0o644 },
+    );
     // 1. The model, fetched and digest-checked before serving starts.
     d.addInitContainer({
       name: FETCH_CONTAINER,
@@ -312,6 +325,7 @@ export function buildServingObjects(
           { optional: true },
         ),
         [SERVING_ENV.snapshotPath]: kplus.EnvValue.fromValue('/var/lib/crema/state/features.snapshot'),
+        [SERVING_ENV.regionMenuPath]: kplus.EnvValue.fromValue(`${REGION_MENU_DIR}/${REGION_MENU_KEY}`),
         [SERVING_ENV.drainSeconds]: kplus.EnvValue.fromValue(String(DRAIN_SECONDS)),
         [SERVING_ENV.maxConnectionAgeSeconds]: kplus.EnvValue.fromValue(String(MAX_CONNECTION_AGE_SECONDS)),
         // V8's heap sized from the container's limit, not the node's memory (ADR 0007).
@@ -323,6 +337,7 @@ export function buildServingObjects(
         { path: MODEL_DIR, volume: models, readOnly: true },
         { path: '/var/lib/crema/state', volume: state },
         { path: '/tmp', volume: tmp },
+        { path: REGION_MENU_DIR, volume: regions, readOnly: true },
       ],
       ...probes,
       resources: placeholder,

@@ -28,7 +28,7 @@ import {
 import type { ControllerDef, InformerSet } from '../../runtime/manager.js';
 import type { OperatorMetrics } from '../../runtime/metrics.js';
 import type { WorkResult } from '../../runtime/queue.js';
-import { activeFreezeWindow } from '../../rollout/freeze.js';
+import { computeFreeze } from '../../rollout/freeze.js';
 import { floorToReclaim, regionHoldsFloor, withoutRegionFloor } from '../storeregion/floor.js';
 import {
   analysisDue,
@@ -50,6 +50,7 @@ import {
   type ServingPlan,
 } from './desired.js';
 import { findPodProblem, type PodObject } from './pods.js';
+import { buildRegionMenuConfigMap, checkRegionMenu, itemCatalogOf } from './regions.js';
 import { computeStatus, rolloutStateOf, runsEverywhere, type ObservedDeployment } from './status.js';
 import type { RecommenderModel } from './types.js';
 
@@ -188,7 +189,10 @@ export async function reconcileRecommenderModel(
     .for<StoreRegion>(RESOURCES.storeRegion)
     .list()
     .filter((r) => r.metadata?.namespace === namespace);
-  const freeze = activeFreezeWindow(regions, name, now);
+  // A freeze holds the canary where it is until its end; the reconcile wakes then (and when
+  // the next one starts, so status says Frozen on time), not by polling.
+  const freezeState = computeFreeze(regions, name, now);
+  const freeze = freezeState.active && { name: freezeState.active.name, until: freezeState.active.until };
   const canaryDrift = state.canary && deps.driftAlerts?.firing(namespace, name, state.canary.modelSha);
   const stableDrift = state.stable && deps.driftAlerts?.firing(namespace, name, state.stable.modelSha);
   const base: Omit<RolloutInput, 'analysis'> = {
@@ -274,6 +278,9 @@ export async function reconcileRecommenderModel(
     // the pods keep running what they run, and the status names the field.
     specError = err instanceof Error ? err.message : String(err);
   }
+  // The regional menus the serving pods read (ADR 0014): built from the regions every time
+  // (cheap), applied only when they differ.
+  if (!specError) desired = [...desired, buildRegionMenuConfigMap(model, regions)];
   const actedCommand = decision.command?.outcome === 'acted' ? command : undefined;
   const stablePods = findPodProblem(pods, 'stable', plan.stable.sha256);
   const canaryPods = plan.canary ? findPodProblem(pods, 'canary', plan.canary.sha256) : null;
@@ -295,6 +302,7 @@ export async function reconcileRecommenderModel(
       ...(specError ? { specError } : {}),
       ...(extra.pendingCommand ? { pendingCommand: extra.pendingCommand } : {}),
       ...(redisProblem ? { configProblem: redisProblem } : {}),
+      ...(freeze ? { freeze } : {}),
       podProblems: {
         ...(stablePods ? { stable: stablePods } : {}),
         ...(canaryPods ? { canary: { ...canaryPods, message: `canary: ${canaryPods.message}` } } : {}),
@@ -433,6 +441,9 @@ export async function reconcileRecommenderModel(
     }
   }
 
+  // Each region naming this model says whether its menu items are in the model's catalog.
+  await patchRegionMenuConditions(deps, model, regions, now);
+
   // 8. Status from the cluster and the decision.
   const applied = observeDeployment(deployment) ?? stableDeployment;
   // The command marker stays only if the command could not be removed (a conflict returned above).
@@ -442,9 +453,66 @@ export async function reconcileRecommenderModel(
   // 9. When to come back.
   if (applyError) return { kind: 'error', error: new Error(applyError) };
   if (retireRouterLater) return { kind: 'requeueAfter', ms: 1000 };
-  if (decision.requeueAfterMs !== undefined)
-    return { kind: 'requeueAfter', ms: Math.max(200, decision.requeueAfterMs) };
+  const boundary = (freeze?.until ?? freezeState.nextStart)?.getTime();
+  const wake = [decision.requeueAfterMs, boundary === undefined ? undefined : boundary - now.getTime()]
+    .filter((ms): ms is number => ms !== undefined)
+    .reduce<number | undefined>((a, b) => (a === undefined ? b : Math.min(a, b)), undefined);
+  // setTimeout's ceiling is ~24.8 days; a freeze boundary is at most a week away.
+  if (wake !== undefined) return { kind: 'requeueAfter', ms: Math.min(Math.max(200, wake), 2 ** 31 - 1) };
   return { kind: 'done' };
+}
+
+/** Field manager of the MenuValid condition on StoreRegions (the region controller owns the rest). */
+const REGION_MENU_MANAGER = 'crema-region-menu';
+
+/**
+ * Sets the MenuValid condition of each region serving `model`, by server-side apply of that one
+ * condition (conditions are a map keyed by type, so other managers' conditions stay), and only
+ * when it changed. A failure is logged and retried on the next reconcile: it never holds up the
+ * model's own reconcile.
+ */
+async function patchRegionMenuConditions(
+  deps: RecommenderModelDeps,
+  model: RecommenderModel,
+  regions: readonly StoreRegion[],
+  now: Date,
+): Promise<void> {
+  const name = model.metadata!.name!;
+  const catalog = itemCatalogOf(model);
+  for (const r of regions) {
+    if (r.spec.serving?.modelRef !== name) continue;
+    const c = checkRegionMenu(r, name, catalog);
+    const old = r.status?.conditions?.find((x) => x.type === 'MenuValid');
+    if (old && old.status === c.status && old.reason === c.reason && old.message === c.message) continue;
+    const condition = {
+      type: 'MenuValid',
+      ...c,
+      observedGeneration: r.metadata?.generation ?? 0,
+      lastTransitionTime:
+        old && old.status === c.status && old.lastTransitionTime ? old.lastTransitionTime : now.toISOString(),
+    };
+    try {
+      await deps.client.request(
+        'PATCH',
+        resourcePath(RESOURCES.storeRegion, r.metadata?.namespace, r.metadata?.name, 'status'),
+        {
+          body: {
+            apiVersion: 'crema.dev/v1alpha1',
+            kind: 'StoreRegion',
+            metadata: { name: r.metadata?.name, namespace: r.metadata?.namespace },
+            status: { conditions: [condition] },
+          },
+          contentType: 'application/apply-patch+yaml',
+          query: { fieldManager: REGION_MENU_MANAGER, force: true },
+        },
+      );
+      deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'StoreRegion/status' });
+    } catch (err) {
+      deps.log(
+        `StoreRegion ${r.metadata?.name}: MenuValid not written: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
+  }
 }
 
 /** Whether a decision moves the rollout (traffic, revisions, or what is remembered as rolled back). */

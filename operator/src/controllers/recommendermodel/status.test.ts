@@ -300,3 +300,74 @@ describe('runsEverywhere (a promotion ends only when every stable pod runs the p
     expect(status.phase).toBe('Progressing');
   });
 });
+
+describe('status during a StoreRegion freeze', () => {
+  const until = new Date('2026-11-24T10:00:00Z');
+  const freeze = { name: 'west/freezeWindows[0] 07:00-10:00 America/Los_Angeles', until };
+  const canaryStatus = {
+    stable: { modelSha: SHA1, revision: 1, since: T0.toISOString() },
+    canary: { modelSha: SHA2, revision: 2, step: 0, weight: 20, stepStartedAt: T0.toISOString() },
+  };
+  const decideCanary = (m: RecommenderModel, f?: typeof freeze) =>
+    computeRolloutStep({
+      spec: {
+        modelSha: SHA2,
+        uri: 'file:///m.onnx',
+        steps: [
+          { weight: 20, pause: '1m' },
+          { weight: 100, pause: '1m' },
+        ],
+        analysisConfigured: false,
+        failureLimit: 2,
+        analysisIntervalMs: 60_000,
+        paused: false,
+      },
+      state: rolloutStateOf(m),
+      observed: { stableReadyReplicas: 2, canaryReadyReplicas: 1 },
+      ...(f ? { freeze: f } : {}),
+      now: T1,
+    });
+
+  it('a held canary: phase Frozen, Frozen condition with the window and its end, status.freeze', () => {
+    const m = model(SHA2, canaryStatus);
+    const s = computeStatus({
+      model: m,
+      deployment: deploy(),
+      rollout: decideCanary(m, freeze),
+      freeze,
+      now: T1,
+    });
+    expect(s.phase).toBe('Frozen');
+    expect(s.freeze).toEqual({ window: freeze.name, until: '2026-11-24T10:00:00.000Z' });
+    expect(cond(s, 'Frozen')).toMatchObject({ status: 'True', reason: 'RolloutHeld' });
+    expect(cond(s, 'Frozen')?.message).toMatch(
+      /^rollout held until 2026-11-24T10:00:00.000Z: StoreRegion freeze window west\/freezeWindows\[0\]/,
+    );
+    expect(s.canary).toMatchObject({ step: 0, weight: 20 });
+  });
+
+  it('nothing to hold: Ready, and Frozen says a new revision would wait', () => {
+    const m = model(SHA1, { stable: { modelSha: SHA1, revision: 1, since: T0.toISOString() } });
+    const s = computeStatus({ model: m, deployment: deploy(), rollout: decide(m, T1), freeze, now: T1 });
+    expect(s.phase).toBe('Ready');
+    expect(cond(s, 'Frozen')).toMatchObject({ status: 'True', reason: 'FreezeWindow' });
+  });
+
+  it('after the freeze: Frozen turns False and status.freeze goes; a model never frozen has no Frozen condition', () => {
+    const m = model(SHA2, canaryStatus);
+    const frozen = computeStatus({
+      model: m,
+      deployment: deploy(),
+      rollout: decideCanary(m, freeze),
+      freeze,
+      now: T1,
+    });
+    const m2 = model(SHA2, frozen);
+    const after = computeStatus({ model: m2, deployment: deploy(), rollout: decideCanary(m2), now: T1 });
+    expect(after.freeze).toBeUndefined();
+    expect(cond(after, 'Frozen')).toMatchObject({ status: 'False', reason: 'NoFreeze' });
+    expect(after.phase).toBe('Progressing');
+    const never = computeStatus({ model: m, deployment: deploy(), rollout: decideCanary(m), now: T1 });
+    expect(cond(never, 'Frozen')).toBeUndefined();
+  });
+});

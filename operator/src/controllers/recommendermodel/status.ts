@@ -40,6 +40,8 @@ export interface StatusInput {
   readonly pendingCommand?: 'promote-step' | 'promote-full' | 'abort';
   /** A setting the pods need is missing (e.g. no Redis address). */
   readonly configProblem?: PodProblem;
+  /** A StoreRegion freeze window in effect for this model (rollout/freeze.ts). */
+  readonly freeze?: { readonly name: string; readonly until: Date };
   /** Why pods of each track do not serve, read from the pods (pods.ts). */
   readonly podProblems?: {
     readonly stable?: PodProblem;
@@ -236,6 +238,21 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
     cond('DriftDetected', 'False', 'NoDrift', 'no drift alert is firing for the stable revision');
   }
 
+  const freeze = input.freeze;
+  if (freeze) {
+    const until = freeze.until.toISOString();
+    cond(
+      'Frozen',
+      'True',
+      rollout.heldByFreeze ? 'RolloutHeld' : 'FreezeWindow',
+      rollout.heldByFreeze
+        ? `rollout held until ${until}: StoreRegion freeze window ${freeze.name} is active (${rollout.waiting ?? 'no step advances'})`
+        : `StoreRegion freeze window ${freeze.name} is active until ${until}; a new revision would wait for its end`,
+    );
+  } else if (conditions.some((c) => c.type === 'Frozen')) {
+    cond('Frozen', 'False', 'NoFreeze', 'no StoreRegion freeze window is active');
+  }
+
   if (rollout.rolledBack) {
     cond('RolledBack', 'True', rollout.rolledBack.reason, rollout.rolledBack.message);
   } else if (canary && conditions.some((c) => c.type === 'RolledBack' && c.status === 'True')) {
@@ -288,6 +305,7 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
         }
       : {}),
     ...(promotion ? { promotion: { ...promotion } } : {}),
+    ...(freeze ? { freeze: { window: freeze.name, until: freeze.until.toISOString() } } : {}),
     ...(input.pendingCommand ? { pendingCommand: input.pendingCommand } : {}),
     ...(abortedModelSha ? { abortedModelSha } : {}),
     readyReplicas: d?.readyReplicas ?? 0,
@@ -301,6 +319,9 @@ export function computeStatus(input: StatusInput): RecommenderModelStatus {
 export function derivePhase(conditions: readonly Condition[]): NonNullable<RecommenderModelStatus['phase']> {
   const is = (t: string) => conditions.find((c) => c.type === t)?.status === 'True';
   if (is('Degraded')) return 'Degraded';
+  // A rollout a freeze window holds back says so in the phase (and the Frozen-Until column).
+  if (conditions.find((c) => c.type === 'Frozen' && c.status === 'True')?.reason === 'RolloutHeld')
+    return 'Frozen';
   const progressing = conditions.find((c) => c.type === 'Progressing');
   if (is('Progressing') && (progressing?.reason === 'Canary' || progressing?.reason === 'Promoting'))
     return 'Progressing';
