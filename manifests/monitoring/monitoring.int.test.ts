@@ -1,13 +1,13 @@
 /**
  * Every Grafana panel query and every alerting rule of manifests/monitoring against a real
- * Prometheus that scrapes real processes: two serving processes (stable and canary revisions of
- * one model), a router in front of them, and the operator reconciling a RecommenderModel on the
- * real API server. A query Prometheus refuses fails the test; so does an empty answer, except for
+ * Prometheus that scrapes real processes: serving processes (stable and canary revisions of one
+ * model, and a stable replica that lost its Redis), a router in front of them, and the operator
+ * reconciling a RecommenderModel on the real API server. A query Prometheus refuses fails the test; so does an empty answer, except for
  * the queries listed in EXPECTED_EMPTY with the reason they are empty here.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -207,6 +207,23 @@ beforeAll(async () => {
     CREMA_VARIANT: 'canary',
     CREMA_FEATURE_DEADLINE_MS: '1000',
   });
+  // A stable replica that loses its Redis after start: it answers from the popularity fallback
+  // (its in-memory snapshot) with reason redis_unavailable.
+  const lostDir = join(dir, 'lost');
+  await mkdir(lostDir);
+  const lostRedis = (await startRedis(lostDir, () => undefined)).redis;
+  const lostAdmin = new Redis(lostRedis.url);
+  await seedFeatures(lostAdmin, { version: 'v1', users });
+  lostAdmin.disconnect();
+  const cutOffPort = await startServing([], {
+    ...identity,
+    REDIS_URL: lostRedis.url,
+    CREMA_RANKING_MODEL_URI: stableModel.uri,
+    CREMA_VARIANT: 'stable',
+  });
+  for (let i = 0; i < 100 && (await fetch(`http://127.0.0.1:${cutOffPort}/readyz`)).status !== 200; i++)
+    await new Promise((res) => setTimeout(res, 200));
+  await lostRedis.stop();
   // A third variant whose upstream is down: the router sends its users to stable (a router fallback).
   const routerConfig = join(dir, 'router.yaml');
   const config = stringify({
@@ -250,14 +267,15 @@ beforeAll(async () => {
     scrapeTargets: [
       `127.0.0.1:${stablePort}`,
       `127.0.0.1:${canaryPort}`,
+      `127.0.0.1:${cutOffPort}`,
       `127.0.0.1:${routerPort}`,
       `127.0.0.1:${operatorPort}`,
     ],
   });
 
   // Traffic until the test ends: recommendations through the router and (for the drift window)
-  // straight to stable, known and unknown users (cold starts), pickup estimates without a pickup
-  // model (fallbacks), and experiment events.
+  // straight to stable, known and unknown users (cold starts), a few to the replica without Redis
+  // (fallbacks), and experiment events.
   const day = new Date().toISOString();
   let n = 0;
   const round = async () => {
@@ -268,9 +286,15 @@ beforeAll(async () => {
       batch.push(post(`http://127.0.0.1:${routerPort}/v1/recommendations`, body));
       batch.push(post(`http://127.0.0.1:${stablePort}/v1/recommendations`, body));
     }
-    batch.push(
-      post(`http://127.0.0.1:${stablePort}/v1/pickup-estimate`, { storeId: 'store-0', items: ['drink-3'] }),
-    );
+    for (let i = 0; i < 3; i++)
+      batch.push(
+        post(`http://127.0.0.1:${cutOffPort}/v1/recommendations`, {
+          userId: `u${i}`,
+          storeId: 'store-0',
+          context: { time: day },
+          limit: 5,
+        }),
+      );
     for (const variant of ['control', 'v2']) {
       const ev = (type: string, extra = {}) => ({
         eventId: `${type}-${variant}-${n}`,
