@@ -33,6 +33,32 @@ describe('analyze: decisions a person reads', () => {
     expect(a.comparisons[0]!.liftInterval[0]).toBeGreaterThan(0);
   });
 
+  it('an interval excludes 0 exactly when the comparison is significant, large lifts on few users included', () => {
+    // The controller's integration test once showed p = 0.026 next to [-19 %, +135 %].
+    const seen = { significant: 0, not: 0 };
+    for (const n of [250, 500, 2_000, 20_000]) {
+      for (const base of [0.1, 0.25]) {
+        for (const rel of [-0.5, -0.1, 0.02, 0.1, 0.3, 0.6, 1]) {
+          const a = analyze(
+            input(
+              [
+                v('control', 50, bin(n, Math.round(n * base))),
+                v('v2', 50, bin(n, Math.round(n * base * (1 + rel)))),
+              ],
+              { minSamplesPerVariant: 100, plannedSamplesPerVariant: 1_000 },
+            ),
+          );
+          const c = a.comparisons[0]!;
+          const excludesZero = c.liftInterval[0] > 0 || c.liftInterval[1] < 0;
+          expect(excludesZero, `n=${n} base=${base} rel=${rel}: ${JSON.stringify(c)}`).toBe(c.significant);
+          seen[c.significant ? 'significant' : 'not']++;
+        }
+      }
+    }
+    expect(seen.significant).toBeGreaterThan(5);
+    expect(seen.not).toBeGreaterThan(5);
+  });
+
   it('keeps going on a lift a fixed-horizon test would call (z = 2.6) but a peeking-proof one does not', () => {
     // +2.0 % on 25 % at 100k each: z ≈ 2.6, p ≈ 0.01 at one look; the mixture needs |z| ≳ 3.
     const a = analyze(input([v('control', 50, bin(100_000, 25_000)), v('v2', 50, bin(100_000, 25_500))]));
