@@ -362,7 +362,7 @@ describe('Experiment', () => {
         observedGeneration: 3,
         phase: 'Running',
         winner: 'v2',
-        conditions: [cond('WinnerAwaitingPromotion', 'True', 'AutoPromoteOff', 'v2 won; promote it by hand')],
+        conditions: [cond('WinnerAwaitsPromotion', 'True', 'AutoPromoteOff', 'v2 won; promote it by hand')],
       },
       {},
       'Suspended',

@@ -71,7 +71,7 @@ if phase == "Concluded" then
   return hs
 end
 
-local awaiting = condition(status, "WinnerAwaitingPromotion") or condition(status, "AwaitingPromotion")
+local awaiting = condition(status, "WinnerAwaitsPromotion") or condition(status, "WinnerAwaitingPromotion")
 if isTrue(awaiting) then
   hs.status = "Suspended"
   hs.message = text(awaiting, "A winner awaits promotion by a person")

@@ -124,7 +124,7 @@ describe('views of objects with missing or unknown status fields', () => {
     expect(text).toContain('look: 7');
   });
 
-  it("a region's next change is shown when the controller writes status.nextChange", () => {
+  it("a region's next change is shown from the controller's status.nextChangeTime / nextMinReplicas", () => {
     const r: StoreRegion = {
       apiVersion: 'crema.dev/v1alpha1',
       kind: 'StoreRegion',
@@ -132,7 +132,8 @@ describe('views of objects with missing or unknown status fields', () => {
       spec: { stores: ['a'], timezone: 'Mars/Olympus' },
       status: {
         desiredMinReplicas: 2,
-        nextChange: { at: '2026-12-01T13:30:00Z', desiredMinReplicas: 6 },
+        nextChangeTime: '2026-12-01T13:30:00Z',
+        nextMinReplicas: 6,
       } as never,
     };
     const text = drawTree(regionTree(r, at));

@@ -13,7 +13,7 @@ import { regionCalendar } from './calendar.js';
 import { listObjects, type Cluster } from './cluster.js';
 import type { CliIO } from './commands.js';
 import { CliError, EXIT, type ExitCode } from './errors.js';
-import { ago, formatDuration, statusIsCurrent } from './render.js';
+import { ago, formatDuration, nextChangeOf, statusIsCurrent } from './render.js';
 import { judgeModel } from './verdict.js';
 
 /** How often the page reloads itself, seconds. */
@@ -114,8 +114,7 @@ function regionCard(r: StoreRegion, now: Date): string {
             `<li class="${e.kind}${e.active ? ' active' : ''}">${esc(e.startLocal)} – ${esc(e.endLocal)} ${e.kind === 'freeze' ? 'freeze' : `${e.kind === 'promotion' ? `promotion ${esc(e.name)}` : 'peak'} ×${e.multiplier}`}${e.active ? ' ← now' : ''}</li>`,
         )
         .join('') || '<li>nothing scheduled</li>';
-  const next = (s as Record<string, unknown>)['nextChange'] as
-    { at?: string; desiredMinReplicas?: number } | undefined;
+  const next = nextChangeOf(s as Record<string, unknown>);
   return `<section class="card region" data-name="${esc(r.metadata?.name)}">
   <h3>${ref(r)} <span class="badge">floor ${esc(s.desiredMinReplicas ?? '?')}</span></h3>
   <p>${esc(r.spec.timezone)}${cal.localNow ? ` (now ${esc(cal.localNow)})` : ''} · model ${esc(r.spec.serving?.modelRef ?? '–')} · ${r.spec.stores.length} stores${s.activeWindow ? ` · active: ${esc(s.activeWindow)}` : ''}</p>

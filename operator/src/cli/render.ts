@@ -361,6 +361,8 @@ const REGION_STATUS_KNOWN = [
   'desiredMinReplicas',
   'activePromotions',
   'nextChange',
+  'nextChangeTime',
+  'nextMinReplicas',
 ];
 
 function calendarLine(e: CalendarEntry): string {
@@ -372,12 +374,28 @@ function calendarLine(e: CalendarEntry): string {
   return join([span.padEnd(23), what, e.active && '← now']);
 }
 
+/**
+ * A region's next floor change: the controller writes `status.nextChangeTime` and
+ * `status.nextMinReplicas`; `status.nextChange {at, desiredMinReplicas}` is read too.
+ */
+export function nextChangeOf(
+  status: Record<string, unknown>,
+): { at?: string; desiredMinReplicas?: number; reason?: string } | undefined {
+  if (typeof status['nextChangeTime'] === 'string') {
+    const floor = status['nextMinReplicas'];
+    return {
+      at: status['nextChangeTime'],
+      ...(typeof floor === 'number' ? { desiredMinReplicas: floor } : {}),
+    };
+  }
+  return status['nextChange'] as { at?: string; desiredMinReplicas?: number; reason?: string } | undefined;
+}
+
 /** One region: the floor it asks for now, what is scheduled in the next 24 h of its own time. */
 export function regionTree(r: StoreRegion, now: Date): TreeNode {
   const s = r.status ?? {};
   const loose = s as Record<string, unknown>;
-  const next = loose['nextChange'] as
-    { at?: string; desiredMinReplicas?: number; reason?: string } | undefined;
+  const next = nextChangeOf(loose);
   const cal = regionCalendar(r.spec, now);
   const nodes: TreeNode[] = [
     {
