@@ -8,6 +8,12 @@ export class OperatorMetrics {
   readonly queueDepth: Gauge<'controller'>;
   readonly leader: Gauge;
   readonly writes: Counter<'controller' | 'kind'>;
+  /** Running experiments' latest look (dashboards; the same numbers as their status). */
+  readonly experimentLift: Gauge<'namespace' | 'experiment' | 'variant'>;
+  readonly experimentLiftCiLow: Gauge<'namespace' | 'experiment' | 'variant'>;
+  readonly experimentLiftCiHigh: Gauge<'namespace' | 'experiment' | 'variant'>;
+  readonly experimentSrmP: Gauge<'namespace' | 'experiment'>;
+  private readonly experimentVariants = new Map<string, readonly string[]>();
   private apiRequestCounts: Record<string, number> = {};
 
   constructor(readonly registry: Registry = new Registry()) {
@@ -48,6 +54,26 @@ export class OperatorMetrics {
       labelNames: ['controller', 'kind'],
       registers: [registry],
     });
+    const lift = (name: string, help: string) =>
+      new Gauge({ name, help, labelNames: ['namespace', 'experiment', 'variant'], registers: [registry] });
+    this.experimentLift = lift(
+      'crema_experiment_lift',
+      'Relative lift of a variant over control at the last look.',
+    );
+    this.experimentLiftCiLow = lift(
+      'crema_experiment_lift_ci_low',
+      'Lower end of the always-valid interval of the lift (Holm level) at the last look.',
+    );
+    this.experimentLiftCiHigh = lift(
+      'crema_experiment_lift_ci_high',
+      'Upper end of the always-valid interval of the lift (Holm level) at the last look.',
+    );
+    this.experimentSrmP = new Gauge({
+      name: 'crema_experiment_srm_p_value',
+      help: 'Sample-ratio-mismatch p-value of a running experiment at the last look.',
+      labelNames: ['namespace', 'experiment'],
+      registers: [registry],
+    });
     const counts = () => this.apiRequestCounts;
     new Gauge({
       name: 'crema_operator_api_requests',
@@ -63,5 +89,47 @@ export class OperatorMetrics {
   /** Exposes a KubeClient's request counters as crema_operator_api_requests{method}. */
   trackApiRequests(counts: Record<string, number>): void {
     this.apiRequestCounts = counts;
+  }
+
+  /** Records an experiment's last look (replacing its previous variants' series). */
+  setExperiment(
+    namespace: string,
+    experiment: string,
+    look: {
+      readonly srmPValue: number;
+      readonly comparisons: readonly {
+        variant: string;
+        lift: number;
+        liftInterval: readonly [number, number];
+      }[];
+    },
+  ): void {
+    this.dropExperiment(namespace, experiment);
+    this.experimentSrmP.set({ namespace, experiment }, look.srmPValue);
+    for (const c of look.comparisons) {
+      const l = { namespace, experiment, variant: c.variant };
+      this.experimentLift.set(l, c.lift);
+      this.experimentLiftCiLow.set(l, c.liftInterval[0]);
+      this.experimentLiftCiHigh.set(l, c.liftInterval[1]);
+    }
+    this.experimentVariants.set(
+      `${namespace}/${experiment}`,
+      look.comparisons.map((c) => c.variant),
+    );
+  }
+
+  /** Removes an experiment's series (it ended or was deleted). */
+  dropExperiment(namespace: string, experiment: string): void {
+    const key = `${namespace}/${experiment}`;
+    const variants = this.experimentVariants.get(key);
+    if (!variants) return;
+    this.experimentSrmP.remove({ namespace, experiment });
+    for (const variant of variants) {
+      const l = { namespace, experiment, variant };
+      this.experimentLift.remove(l);
+      this.experimentLiftCiLow.remove(l);
+      this.experimentLiftCiHigh.remove(l);
+    }
+    this.experimentVariants.delete(key);
   }
 }

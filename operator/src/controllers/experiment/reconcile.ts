@@ -92,7 +92,10 @@ export async function reconcileExperiment(
   // 1. Load.
   const [namespace, name] = key.split('/') as [string, string];
   const exp = informers.for<Experiment>(RESOURCES.experiment).get(namespace, name);
-  if (!exp || exp.metadata?.deletionTimestamp) return { kind: 'done' };
+  if (!exp || exp.metadata?.deletionTimestamp) {
+    deps.metrics.dropExperiment(namespace, name);
+    return { kind: 'done' };
+  }
   const now = deps.now();
 
   // 2. Gather.
@@ -315,6 +318,13 @@ export async function reconcileExperiment(
   if (!(await writeStatus(final))) return { kind: 'requeueAfter', ms: 200 };
 
   // 9. When to come back.
+  // The dashboards' lift and SRM panels: the last look of a running experiment.
+  if (final.phase === 'Running' && analysis)
+    deps.metrics.setExperiment(namespace, name, {
+      srmPValue: analysis.srm.pValue,
+      comparisons: analysis.comparisons,
+    });
+  else if (final.phase !== 'Running') deps.metrics.dropExperiment(namespace, name);
   if (applyError) return { kind: 'error', error: new Error(applyError) };
   if (final.phase === 'Running') return { kind: 'requeueAfter', ms: deps.lookIntervalMs ?? 60_000 };
   return { kind: 'done' };
