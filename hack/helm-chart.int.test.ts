@@ -310,24 +310,48 @@ describe('charts/crema', () => {
     const res = await dryRun(text);
     expect(res.code, res.stderr).toBe(0);
     const mon = objs.filter((o) => o.apiVersion === 'monitoring.coreos.com/v1');
+    // One PrometheusRule per rule file of manifests/monitoring (crema-alerts, events-alerts).
     expect(mon.map((o) => o.kind).sort()).toEqual([
       'PodMonitor',
       'PodMonitor',
       'PrometheusRule',
+      'PrometheusRule',
       'ServiceMonitor',
     ]);
     for (const o of mon) expect(o.metadata.labels?.['release']).toBe('kube-prometheus-stack');
-    // Every alert of manifests/monitoring (its ConfigMaps' rule files) is in a PrometheusRule, verbatim.
-    const source = parseAllDocuments(
-      await readFile(join(root, 'manifests/monitoring/events-alerts.yaml'), 'utf8'),
-    );
-    const sourceGroups = source.flatMap((d) => {
-      const cm = d.toJSON() as { data: Record<string, string> };
-      return Object.values(cm.data).flatMap((f) => (parse(f) as { groups: unknown[] }).groups);
-    });
+    // Every alert of manifests/monitoring (ConfigMaps' rule files, PrometheusRules) is in a
+    // PrometheusRule, verbatim.
+    const sourceGroups: unknown[] = [];
+    for (const file of ['crema-alerts.yaml', 'events-alerts.yaml']) {
+      for (const d of parseAllDocuments(await readFile(join(root, 'manifests/monitoring', file), 'utf8'))) {
+        const o = d.toJSON() as { kind: string; data?: Record<string, string>; spec?: { groups: unknown[] } };
+        if (o.kind === 'PrometheusRule') sourceGroups.push(...o.spec!.groups);
+        else
+          sourceGroups.push(
+            ...Object.values(o.data ?? {}).flatMap((f) => (parse(f) as { groups: unknown[] }).groups),
+          );
+      }
+    }
     const rendered = find(objs, 'PrometheusRule').flatMap((o) => (o['spec'] as { groups: unknown[] }).groups);
     expect(rendered).toEqual(sourceGroups);
     expect(JSON.stringify(rendered)).toContain('CremaEventsRefused');
+    expect(JSON.stringify(rendered)).toContain('CremaOperatorDown');
+    // runbookBaseUrl points every alert's runbook at the team's own copy of docs/runbooks.
+    const moved = await render({
+      'prometheusRule.enabled': true,
+      'prometheusRule.runbookBaseUrl': 'https://wiki.example.com/crema/runbooks/',
+    });
+    const urls = find(moved.objs, 'PrometheusRule')
+      .flatMap(
+        (o) =>
+          (o['spec'] as { groups: { rules: { alert?: string; annotations?: Record<string, string> }[] }[] })
+            .groups,
+      )
+      .flatMap((g) => g.rules)
+      .filter((r) => r.annotations?.['runbook_url'])
+      .map((r) => r.annotations!['runbook_url']);
+    expect(urls.length).toBeGreaterThan(5);
+    for (const u of urls) expect(u).toMatch(/^https:\/\/wiki\.example\.com\/crema\/runbooks\/Crema\w+\.md$/);
     const dep = find(objs, 'Deployment')[0] as Deployment;
     expect(dep.spec.template.spec.containers[0]!.env).toContainEqual({
       name: 'CREMA_PROMETHEUS_URL',

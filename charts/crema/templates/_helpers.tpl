@@ -76,7 +76,11 @@ Returns {"files": [{"name": base name, "groups": [...]}]} as YAML.
 {{- $out := list }}
 {{- range $path, $_ := .Files.Glob "files/monitoring/**.{yaml,yml}" }}
 {{- $base := base $path | trimSuffix ".yaml" | trimSuffix ".yml" }}
-{{- range $i, $doc := splitList "\n---" ($.Files.Get $path) }}
+{{- $text := $.Files.Get $path }}
+{{- with $.Values.prometheusRule.runbookBaseUrl }}
+{{- $text = replace "https://github.com/crema-dev/crema/blob/main/docs/runbooks/" (printf "%s/" (trimSuffix "/" .)) $text }}
+{{- end }}
+{{- range $i, $doc := splitList "\n---" $text }}
 {{- $obj := fromYaml $doc }}
 {{- if and $obj (not (hasKey $obj "Error")) }}
 {{- $groups := list }}
