@@ -62,9 +62,9 @@ const EXPECTED_EMPTY: Record<string, { readonly always: boolean; readonly why: s
     always: true,
     why: 'crema_experiment_srm_p_value: only while an Experiment is Running (none here)',
   },
-  'crema-regions/Floor per region (planned metric)/A': {
+  'crema-regions/Floor per region/A': {
     always: true,
-    why: 'planned metric crema_storeregion_desired_min_replicas: the StoreRegion controller (issue 14) does not export it yet',
+    why: 'crema_storeregion_desired_min_replicas is exported while a StoreRegion serves a model; this test runs none',
   },
   'crema-regions/HPA minReplicas vs current replicas/A': {
     always: true,

@@ -32,3 +32,22 @@ describe('experiment gauges (the dashboards read lift, interval and SRM p from t
     expect(text).not.toMatch(/crema_experiment_\w+\{/);
   });
 });
+
+describe('region floor gauge (the regions dashboard reads it)', () => {
+  it('follows the floor, moves with the model reference and is removed when the region goes', async () => {
+    const m = new OperatorMetrics();
+    m.setRegionFloor('shop', 'west', 'drinks', 6);
+    expect(await m.registry.metrics()).toContain(
+      'crema_storeregion_desired_min_replicas{namespace="shop",storeregion="west",model="drinks"} 6',
+    );
+    m.setRegionFloor('shop', 'west', 'drinks-v2', 3);
+    let text = await m.registry.metrics();
+    expect(text).not.toContain('model="drinks"}');
+    expect(text).toContain(
+      'crema_storeregion_desired_min_replicas{namespace="shop",storeregion="west",model="drinks-v2"} 3',
+    );
+    m.setRegionFloor('shop', 'west', undefined, undefined);
+    text = await m.registry.metrics();
+    expect(text).not.toMatch(/crema_storeregion_desired_min_replicas\{/);
+  });
+});

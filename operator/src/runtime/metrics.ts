@@ -13,6 +13,9 @@ export class OperatorMetrics {
   readonly experimentLiftCiLow: Gauge<'namespace' | 'experiment' | 'variant'>;
   readonly experimentLiftCiHigh: Gauge<'namespace' | 'experiment' | 'variant'>;
   readonly experimentSrmP: Gauge<'namespace' | 'experiment'>;
+  /** Each StoreRegion's desired floor now (the regions dashboard; the same as its status). */
+  readonly regionFloor: Gauge<'namespace' | 'storeregion' | 'model'>;
+  private readonly regionModels = new Map<string, string>();
   private readonly experimentVariants = new Map<string, readonly string[]>();
   private apiRequestCounts: Record<string, number> = {};
 
@@ -74,6 +77,12 @@ export class OperatorMetrics {
       labelNames: ['namespace', 'experiment'],
       registers: [registry],
     });
+    this.regionFloor = new Gauge({
+      name: 'crema_storeregion_desired_min_replicas',
+      help: "A StoreRegion's replica floor now for its model (status.desiredMinReplicas).",
+      labelNames: ['namespace', 'storeregion', 'model'],
+      registers: [registry],
+    });
     const counts = () => this.apiRequestCounts;
     new Gauge({
       name: 'crema_operator_api_requests',
@@ -131,5 +140,23 @@ export class OperatorMetrics {
       this.experimentLiftCiHigh.remove(l);
     }
     this.experimentVariants.delete(key);
+  }
+
+  /** Records a region's floor now; `undefined` (no model, invalid spec, deleted) removes it. */
+  setRegionFloor(
+    namespace: string,
+    storeregion: string,
+    model: string | undefined,
+    floor: number | undefined,
+  ): void {
+    const key = `${namespace}/${storeregion}`;
+    const old = this.regionModels.get(key);
+    if (old !== undefined && (old !== model || floor === undefined)) {
+      this.regionFloor.remove({ namespace, storeregion, model: old });
+      this.regionModels.delete(key);
+    }
+    if (model === undefined || floor === undefined) return;
+    this.regionFloor.set({ namespace, storeregion, model }, floor);
+    this.regionModels.set(key, model);
   }
 }

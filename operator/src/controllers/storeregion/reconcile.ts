@@ -145,6 +145,7 @@ export async function reconcileStoreRegion(
   const region = informers.for<StoreRegion>(RESOURCES.storeRegion).get(namespace, name);
   const previousModel = state.lastModel.get(key);
   if (!region || region.metadata?.deletionTimestamp) {
+    deps.metrics.setRegionFloor(namespace, name, undefined, undefined);
     state.lastModel.delete(key);
     state.cache.forget(key);
     // Its share leaves the model's floor; with no region left the model controller takes the
@@ -174,8 +175,14 @@ export async function reconcileStoreRegion(
     if (!modelRef) state.lastModel.delete(key);
   }
 
-  // 5. Status.
+  // 5. Status (and the dashboards' gauge, the same floor).
   const status = computeRegionStatus({ region, now, ...(evaluation ? { evaluation } : {}), ...applied });
+  deps.metrics.setRegionFloor(
+    namespace,
+    name,
+    modelRef,
+    evaluation?.ok ? status.desiredMinReplicas : undefined,
+  );
   try {
     const written = await patchStatus(deps.client, RESOURCES.storeRegion, region, status);
     if (written) deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'StoreRegion/status' });
