@@ -539,7 +539,7 @@ describe('status', () => {
     })) as RecommenderModel;
 
     const table = await getTable(`/apis/crema.dev/v1alpha1/namespaces/${namespace}/recommendermodels`);
-    expect(table.columns).toEqual(['Name', 'Phase', 'Revision', 'Canary%', 'Ready', 'Age']);
+    expect(table.columns).toEqual(['Name', 'Phase', 'Revision', 'Canary%', 'Ready', 'Frozen-Until', 'Age']);
     const row = table.rows.find((r) => r[0] === 'columns');
     expect(row?.slice(0, 5)).toEqual(['columns', 'Progressing', 3, 10, 2]);
 
