@@ -7,14 +7,13 @@
  *
  * `node --import tsx hack/fuzz/schemathesis.ts` just installs it (CI does so in its own phase).
  */
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
-import { homedir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isRoot, which } from '../testenv/debian.js';
+import { ensurePinnedVenv, runProcess, venvCacheRoot } from '../testenv/python-venv.js';
+
+export { venvPackageFrom } from '../testenv/python-venv.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const REQUIREMENTS = join(HERE, 'requirements.txt');
@@ -33,42 +32,20 @@ interface RunResult {
 }
 
 /** Runs cmd to completion, collecting stdout and stderr together. */
-function run(
+async function run(
   cmd: string,
   args: readonly string[],
   opts: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
 ): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
-      env: opts.env ?? process.env,
-      cwd: opts.cwd,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
-    const timer = opts.timeoutMs
-      ? setTimeout(() => {
-          out += `\n[killed after ${opts.timeoutMs} ms]`;
-          child.kill('SIGKILL');
-        }, opts.timeoutMs)
-      : undefined;
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
-    });
-  });
+  const r = await runProcess(cmd, args, opts);
+  return { code: r.code, out: r.out + r.err };
 }
+
+const VENV = { name: 'fuzz', cacheEnv: 'CREMA_FUZZ_CACHE' } as const;
 
 /** The root of the fuzz tool cache. */
 export function fuzzCacheRoot(): string {
-  if (process.env['CREMA_FUZZ_CACHE']) return process.env['CREMA_FUZZ_CACHE'];
-  const xdg = process.env['XDG_CACHE_HOME'] || join(homedir(), '.cache');
-  return join(xdg, 'crema', 'fuzz');
+  return venvCacheRoot(VENV);
 }
 
 /** The pinned schemathesis version, from requirements.txt. */
@@ -79,110 +56,28 @@ export async function pinnedVersion(): Promise<string> {
 }
 
 /**
- * The Debian package that provides `python3 -m venv`, from the error of a failed attempt
- * (Debian's python names it, e.g. "apt install python3.11-venv"), or python3-venv.
- */
-export function venvPackageFrom(error: string): string {
-  return /apt(?:-get)? install (python3(?:\.\d+)?-venv)/.exec(error)?.[1] ?? 'python3-venv';
-}
-
-async function aptInstall(pkgs: readonly string[], why: string, log: Log): Promise<void> {
-  const cmd = `apt-get update && apt-get install -y ${pkgs.join(' ')}`;
-  if (!isRoot() || !which('apt-get'))
-    throw new FuzzToolError(
-      `${why} needs the Debian packages ${pkgs.join(', ')}. Install them as root: ${cmd}`,
-    );
-  log(`installing Debian packages for ${why}: ${pkgs.join(' ')}`);
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  for (const args of [
-    ['update', '-qq'],
-    ['install', '-y', '-qq', '--no-install-recommends', ...pkgs],
-  ]) {
-    const r = await run('apt-get', args, { env });
-    if (r.code !== 0) throw new FuzzToolError(`apt-get ${args.join(' ')} failed:\n${r.out}`);
-  }
-}
-
-/** Creates a venv in dir, installing Debian's venv package first when python3 lacks it. */
-async function createVenv(python: string, dir: string, log: Log): Promise<void> {
-  let r = await run(python, ['-m', 'venv', dir]);
-  if (r.code === 0) return;
-  await rm(dir, { recursive: true, force: true });
-  if (!/ensurepip|venv/.test(r.out)) throw new FuzzToolError(`${python} -m venv ${dir} failed:\n${r.out}`);
-  await aptInstall([venvPackageFrom(r.out)], 'the serving fuzz suite (python3 -m venv)', log);
-  r = await run(python, ['-m', 'venv', dir]);
-  if (r.code !== 0) throw new FuzzToolError(`${python} -m venv ${dir} failed:\n${r.out}`);
-}
-
-/**
  * Returns the venv's python with the pinned schemathesis installed, creating the venv on first
- * use (~30 s). It is built in a temporary sibling and renamed into place when complete, so an
- * interrupted install leaves nothing that looks usable. Run schemathesis as
- * `<python> -m schemathesis.cli` (the venv's own scripts name the temporary path).
+ * use (~30 s; hack/testenv/python-venv.ts). Run schemathesis as `<python> -m schemathesis.cli`
+ * (the venv's own scripts name the temporary path it was built in).
  */
 export async function ensureSchemathesis(log: Log = (l) => console.error(`[fuzz] ${l}`)): Promise<string> {
-  if (!which('python3')) await aptInstall(['python3'], 'the serving fuzz suite', log);
-  const python = which('python3')!;
-  const pyVersion = (await run(python, ['-c', 'import sys; print(sys.version)'])).out.trim();
-  const requirements = await readFile(REQUIREMENTS, 'utf8');
-  const key = createHash('sha256')
-    .update(`${python}\n${pyVersion}\n${requirements}`)
-    .digest('hex')
-    .slice(0, 16);
-  const root = fuzzCacheRoot();
-  const venv = join(root, `venv-${key}`);
-  const venvPython = join(venv, 'bin', 'python');
-  if (existsSync(venvPython)) return venvPython;
-
-  await mkdir(root, { recursive: true });
   const version = await pinnedVersion();
-  const building = `${venv}.building-${process.pid}`;
-  await rm(building, { recursive: true, force: true });
-  log(`installing schemathesis ${version} into ${venv} (once per requirements and python)…`);
-  const t0 = Date.now();
-  try {
-    await createVenv(python, building, log);
-    const pip = await run(
-      join(building, 'bin', 'python'),
-      ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--no-input', '-r', REQUIREMENTS],
-      { timeoutMs: 600_000 },
-    );
-    if (pip.code !== 0) throw new FuzzToolError(`pip install -r ${REQUIREMENTS} failed:\n${pip.out}`);
-    const check = await run(join(building, 'bin', 'python'), ['-m', 'schemathesis.cli', '--version']);
-    if (!check.out.includes(version))
-      throw new FuzzToolError(`schemathesis --version printed ${check.out.trim()}, expected ${version}`);
-    try {
-      await rename(building, venv);
-    } catch (err) {
-      // Another process finished the same venv first: use that one.
-      if (!existsSync(venvPython)) throw err;
-    }
-  } finally {
-    await rm(building, { recursive: true, force: true });
-  }
-  await pruneOtherVenvs(root, venv);
-  log(`schemathesis ${version} installed in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  return venvPython;
-}
-
-/** Removes venvs of other requirements or interpreters, and builds left by dead processes. */
-async function pruneOtherVenvs(root: string, keep: string): Promise<void> {
-  for (const name of await readdir(root)) {
-    const path = join(root, name);
-    if (path === keep || !name.startsWith('venv-')) continue;
-    const pid = Number(/\.building-(\d+)$/.exec(name)?.[1] ?? 0);
-    if (pid && isAlive(pid)) continue;
-    await rm(path, { recursive: true, force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return ensurePinnedVenv(
+    {
+      ...VENV,
+      requirements: REQUIREMENTS,
+      why: 'the serving fuzz suite',
+      what: `schemathesis ${version}`,
+      async verify(python) {
+        const check = await run(python, ['-m', 'schemathesis.cli', '--version']);
+        return check.out.includes(version)
+          ? undefined
+          : `schemathesis --version printed ${check.out.trim()}, expected ${version}`;
+      },
+      error: (message) => new FuzzToolError(message),
+    },
+    log,
+  );
 }
 
 /** Options of one schemathesis run against a running server. */
