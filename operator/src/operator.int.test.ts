@@ -48,8 +48,11 @@ const CHILD_KINDS = [
   RESOURCES.roleBinding,
 ];
 
-/** Children of one model without a canary: 2 ConfigMaps, 1 Deployment, 2 Services, HPA, PDB, router SA + Role + RoleBinding. */
-const PER_MODEL = 10;
+/**
+ * Children of one model without a canary: 3 ConfigMaps (the model's, the router's, the regions'
+ * menus), 1 Deployment, 2 Services, HPA, PDB, router SA + Role + RoleBinding.
+ */
+const PER_MODEL = 11;
 
 async function managedChildren(ns: string): Promise<KubeObject[]> {
   const lists = await Promise.all(
@@ -141,7 +144,7 @@ describe('operator processes', () => {
         60_000,
         `all ${PER_MODEL * 20} children`,
       );
-      // 20 models x 10 objects, no duplicates
+      // 20 models x 11 objects, no duplicates
       expect(children).toHaveLength(PER_MODEL * 20);
       const perKind = new Map<string, number>();
       for (const c of children) {
@@ -151,7 +154,7 @@ describe('operator processes', () => {
         expect(uids.get(owners[0]!.uid)).toBe(owners[0]!.name); // owned by a live model of that name
       }
       expect(Object.fromEntries(perKind)).toEqual({
-        ConfigMap: 40, // the model's and the router's
+        ConfigMap: 60, // the model's, the router's and the regions' menus
         Deployment: 20,
         Service: 40, // the entry point and stable's
         HorizontalPodAutoscaler: 20,
