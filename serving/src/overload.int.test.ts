@@ -71,8 +71,13 @@ it(
   { timeout: 90_000 },
   async () => {
     const model = await writeModel({ dir, file: 'ranker' });
-    // The shipped admission defaults (docs/serving.md).
-    const port = await start({ REDIS_URL: server.url, CREMA_RANKING_MODEL_URI: model.uri });
+    // Admission control is opt-in (docs/serving.md): this is what it does when turned on.
+    const port = await start({
+      REDIS_URL: server.url,
+      CREMA_RANKING_MODEL_URI: model.uri,
+      CREMA_LATENCY_TARGET_MS: '50',
+      CREMA_MAX_QUEUE_MS: '25',
+    });
     const url = `http://127.0.0.1:${port}`;
     const one = async (i: number) => {
       const r = await fetch(`${url}/v1/recommendations`, {
