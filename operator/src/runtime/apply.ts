@@ -123,3 +123,31 @@ function nullMissing(before: unknown, after: unknown): unknown {
   for (const [k, v] of Object.entries(a)) out[k] = nullMissing(b[k], v);
   return out;
 }
+
+/**
+ * Removes command annotations (`keys`) from `obj` once their effect is recorded in status, with
+ * `obj`'s resourceVersion as precondition: a command a user adds meanwhile changes it, the patch
+ * then fails with 409, and the next reconcile sees both. Returns `obj` with the new
+ * resourceVersion.
+ */
+export async function consumeAnnotations<T extends KubeObject>(
+  client: KubeClient,
+  resource: ResourceDef,
+  obj: T,
+  keys: readonly string[],
+): Promise<T> {
+  const patched = await client.request<T>(
+    'PATCH',
+    resourcePath(resource, obj.metadata!.namespace!, obj.metadata!.name!),
+    {
+      contentType: 'application/merge-patch+json',
+      body: {
+        metadata: {
+          resourceVersion: obj.metadata?.resourceVersion,
+          annotations: Object.fromEntries(keys.map((k) => [k, null])),
+        },
+      },
+    },
+  );
+  return { ...obj, metadata: { ...obj.metadata, resourceVersion: patched.metadata?.resourceVersion } };
+}

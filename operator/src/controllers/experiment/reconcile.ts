@@ -15,7 +15,7 @@
  */
 import { CONCLUDE_ANNOTATION, STOP_ANNOTATION } from '../../../../contracts/kube-keys.js';
 import type { PrometheusClient } from '../../analysis/prometheus.js';
-import { applyOwned, patchStatus } from '../../runtime/apply.js';
+import { applyOwned, consumeAnnotations, patchStatus } from '../../runtime/apply.js';
 import type { EventRecorder } from '../../runtime/events.js';
 import {
   KubeApiError,
@@ -214,23 +214,10 @@ export async function reconcileExperiment(
   // 5. Consume the command annotation once its effect is recorded.
   if (annotated) {
     try {
-      const patched = await deps.client.request<Experiment>(
-        'PATCH',
-        resourcePath(RESOURCES.experiment, namespace, name),
-        {
-          contentType: 'application/merge-patch+json',
-          body: {
-            metadata: {
-              resourceVersion: current.metadata?.resourceVersion,
-              annotations: { [STOP_ANNOTATION]: null, [CONCLUDE_ANNOTATION]: null },
-            },
-          },
-        },
-      );
-      current = {
-        ...current,
-        metadata: { ...current.metadata, resourceVersion: patched.metadata?.resourceVersion },
-      };
+      current = await consumeAnnotations(deps.client, RESOURCES.experiment, current, [
+        STOP_ANNOTATION,
+        CONCLUDE_ANNOTATION,
+      ]);
       deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'Experiment' });
       if (step.commandIgnored)
         await deps.events.record(

@@ -15,7 +15,7 @@
  */
 import { ABORT_ANNOTATION, PROMOTE_ANNOTATION } from '../../../../contracts/kube-keys.js';
 import type { StoreRegion } from '../../api/v1alpha1/index.js';
-import { FIELD_MANAGER, applyOwned, patchStatus } from '../../runtime/apply.js';
+import { FIELD_MANAGER, applyOwned, consumeAnnotations, patchStatus } from '../../runtime/apply.js';
 import type { EventRecorder } from '../../runtime/events.js';
 import {
   KubeApiError,
@@ -354,25 +354,12 @@ export async function reconcileRecommenderModel(
   const consume = alreadyActed || (!specError && decision.command && decision.command.outcome !== 'held');
   if (consume) {
     try {
-      const consumed = await deps.client.request<RecommenderModel>(
-        'PATCH',
-        resourcePath(RESOURCES.recommenderModel, namespace, name),
-        {
-          contentType: 'application/merge-patch+json',
-          body: {
-            metadata: {
-              // A command a user adds meanwhile changes the resourceVersion: this then fails,
-              // and the next reconcile sees both.
-              resourceVersion: current.metadata?.resourceVersion,
-              annotations: { [ABORT_ANNOTATION]: null, [PROMOTE_ANNOTATION]: null },
-            },
-          },
-        },
-      );
-      current = {
-        ...current,
-        metadata: { ...current.metadata, resourceVersion: consumed.metadata?.resourceVersion },
-      };
+      // A command a user adds meanwhile changes the resourceVersion: this then fails (409),
+      // and the next reconcile sees both.
+      current = await consumeAnnotations(deps.client, RESOURCES.recommenderModel, current, [
+        ABORT_ANNOTATION,
+        PROMOTE_ANNOTATION,
+      ]);
       deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'RecommenderModel' });
     } catch (err) {
       if (err instanceof KubeApiError && (err.conflict || err.notFound))
