@@ -394,6 +394,12 @@ describe('experiments on the real API server, with real serving, router and Prom
         30_000,
         '20 users exposed (60 requests)',
       );
+      // One look per interval (1 s here), however often its own status writes or the models wake
+      // the reconcile.
+      const running = await getExp('manual');
+      const elapsedMs = Date.now() - Date.parse(running.status!.startedAt!);
+      expect(running.status!.looks!).toBeGreaterThanOrEqual(1);
+      expect(running.status!.looks!).toBeLessThanOrEqual(Math.ceil(elapsedMs / 1000) + 2);
       await client.request('PATCH', resourcePath(RESOURCES.experiment, ns, 'manual'), {
         contentType: 'application/merge-patch+json',
         body: { metadata: { annotations: { 'crema.dev/stop': 'true' } } },

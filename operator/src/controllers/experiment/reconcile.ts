@@ -122,7 +122,15 @@ export async function reconcileExperiment(
   let dataError: string | undefined;
   const guardrails = new Map<string, GuardrailVerdict[]>();
   const running = !problem && !ending && !!startedAt;
-  if (running) {
+  // One look per interval, whatever woke the reconcile (its own status write, a model's status,
+  // the router Deployment rolling): between looks nothing is read or written, and the reconcile
+  // comes back when the next look is due.
+  const lookIntervalMs = deps.lookIntervalMs ?? 60_000;
+  const lastLookAt = exp.status?.lastLookAt ? Date.parse(exp.status.lastLookAt) : NaN;
+  const nextLookInMs = Number.isFinite(lastLookAt) ? lastLookAt + lookIntervalMs - now.getTime() : 0;
+  // Timers fire a little late, never much early: a look due within 1 % of the interval is due.
+  const lookDue = nextLookInMs <= lookIntervalMs * 0.01;
+  if (running && lookDue) {
     if (!deps.prometheus)
       dataError = 'no Prometheus configured (set CREMA_PROMETHEUS_URL): no look, no decision';
     else {
@@ -313,7 +321,8 @@ export async function reconcileExperiment(
     });
   else if (final.phase !== 'Running') deps.metrics.dropExperiment(namespace, name);
   if (applyError) return { kind: 'error', error: new Error(applyError) };
-  if (final.phase === 'Running') return { kind: 'requeueAfter', ms: deps.lookIntervalMs ?? 60_000 };
+  if (final.phase === 'Running')
+    return { kind: 'requeueAfter', ms: running && !lookDue ? nextLookInMs : lookIntervalMs };
   return { kind: 'done' };
 }
 

@@ -176,6 +176,8 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
     i.problem?.message ??
     i.dataError ??
     i.analysis?.reason ??
+    // Between looks the last look's reason stands.
+    (i.splitting && !i.looked && prev.lastLookAt && prev.reason ? prev.reason : undefined) ??
     (i.splitting ? 'collecting data' : 'waiting to split traffic');
   return {
     observedGeneration: generation,
