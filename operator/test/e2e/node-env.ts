@@ -47,6 +47,8 @@ export interface NodeE2e {
   readonly webhookAlerts: { at: number; line: string }[];
   /** When each rules ConfigMap version reached Prometheus. */
   readonly rulesLoaded: { name: string; text: string; at: number }[];
+  /** Where pods fetch model files from (the test's artifact store), and its in-cluster URL. */
+  readonly artifacts: { readonly dir: string; readonly url: string };
   /** Writes a model revision where pods fetch it (see models.ts). */
   revision(o: Omit<Parameters<typeof writeRevision>[1], 'baseUri'>): Promise<Revision>;
   stop(): Promise<void>;
@@ -159,6 +161,7 @@ export async function startNodeE2e(opts: {
       users,
       webhookAlerts,
       rulesLoaded,
+      artifacts: { dir: artifacts, url: CLUSTER_SERVICES.artifactsUrl },
       revision: (o) => writeRevision(artifacts, { ...o, baseUri: CLUSTER_SERVICES.artifactsUrl }),
       stop,
     };
