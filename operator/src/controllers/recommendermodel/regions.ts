@@ -6,6 +6,7 @@
 import {
   ITEM_CATALOG_ANNOTATION,
   REGION_MENU_KEY,
+  parseItemCatalog,
   regionMenuConfigMapName,
   type RegionMenuConfig,
 } from '../../../../contracts/region-menu.js';
@@ -67,7 +68,7 @@ export function buildRegionMenuConfigMap(rm: RecommenderModel, regions: readonly
 /** The item ids training recorded on the model, or undefined (nothing to check against). */
 export function itemCatalogOf(rm: RecommenderModel): ReadonlySet<string> | undefined {
   const a = rm.metadata?.annotations?.[ITEM_CATALOG_ANNOTATION];
-  return a ? new Set(a.split(',').filter(Boolean)) : undefined;
+  return a ? new Set(parseItemCatalog(a)) : undefined;
 }
 
 /** The MenuValid condition of a region serving `model`, checked against its catalog. */
