@@ -311,12 +311,19 @@ function regionObjects(): StoreRegion[] {
 }
 function reconcilePass(cache: RegionFloorCache, all: StoreRegion[], now: Date): number {
   const t = performance.now();
+  // As the controller does it: every share from the regions' store counts (twice: the region's
+  // own base, then the sum's), then the sum over all 800.
+  const bases = () =>
+    computeRegionBases(
+      all.map((x) => ({ key: x.metadata!.name!, stores: x.spec.stores.length })),
+      MODEL_MIN,
+    );
   for (const r of all) {
-    cache.evaluate(r, MODEL_MIN / all.length, now); // the region's own status
-    // One store each: every base is 1/800 of the model's minimum (computeRegionBases).
+    cache.evaluate(r, bases().get(r.metadata!.name!)!, now); // the region's own status
+    const b = bases();
     computeModelFloor(
       all.map((x) => {
-        const ev = cache.evaluate(x, MODEL_MIN / all.length, now);
+        const ev = cache.evaluate(x, b.get(x.metadata!.name!)!, now);
         return ev.ok ? ev.now.exact : 0;
       }),
       MODEL,
