@@ -70,3 +70,13 @@ export function validateRegionMenu(c: unknown): string[] {
  * on, comma-separated. The operator checks StoreRegion menus against it; without it, unchecked.
  */
 export const ITEM_CATALOG_ANNOTATION = 'crema.dev/item-catalog';
+
+/** The ITEM_CATALOG_ANNOTATION value for item ids `ids` (each once, in catalog order). */
+export function formatItemCatalog(ids: readonly string[]): string {
+  return [...new Set(ids)].join(',');
+}
+
+/** The item ids of an ITEM_CATALOG_ANNOTATION value (empty entries dropped). */
+export function parseItemCatalog(value: string): string[] {
+  return value.split(',').filter(Boolean);
+}

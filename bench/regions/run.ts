@@ -3,15 +3,16 @@
  * and static peak provisioning give.
  *
  *   npm run bench:regions -- [--users 500000] [--date 2026-06-03] [--requests-per-order 50]
+ *                            [--model-min 2]
  *
  * 1. Orders of one weekday from the project's generator (feature-jobs/src/generate: 840 stores
  *    in 5 US timezones, rushes 06–09 and 14–16 local), scaled to 2M orders a day (DESIGN.md).
  * 2. A 10x promotion 12:00–13:00 local in every timezone (so it sweeps the country from 16:00Z
  *    to 20:00Z): orders of a store inside its promotion hour count 10 times.
  * 3. Offered load per minute = orders × requests per order (ASSUMPTION, --requests-per-order,
- *    default 500: DESIGN.md gives orders, not calls. At 50 calls per order the whole country
- *    peaks at 6.4k req/s, 4 pods, and integer per-region floors (≥ 1 pod × 10) overshoot; 500
- *    stands for the larger fleet where capacity per region is several pods).
+ *    default 50: DESIGN.md gives orders, not calls; 50 calls per order puts the day's 10x
+ *    promotion peak at ~6.4k req/s, the order of the seed's ~10k req/s at a 10x peak. 500 stands
+ *    for a fleet ten times larger).
  * 4. Capacity per pod: 2,565 req/s, the sustainable rate of one serving process with the pod's
  *    NODE_OPTIONS (bench/results/overload.json `sustainable.rps`). The HPA targets 70 % of it
  *    (Crema's default targetCPUUtilization; CPU is proportional to requests here).
@@ -21,14 +22,26 @@
  *    scale-up at most max(4 pods, 200 %) per 60 s, scale-down stabilization 300 s and at most
  *    2 pods per 300 s; below minReplicas it goes straight to minReplicas at the next sync.
  *    The metric is the last minute's load (metrics-server's window).
- * 7. Floors: one StoreRegion per timezone, evaluated with Crema's own schedule module and
- *    summed per model (computeModelFloor). Each region's minReplicas is its share of the
- *    quiet-hour load at the HPA target (≥ 1), peak windows 06:00–09:00 x3 and 14:00–16:00 x2,
- *    the promotion x10, default lead (2 min) and step-down (15 min in 3 steps).
+ * 7. Floors: one StoreRegion per generator region (8, in 5 timezones, with their stores), all on
+ *    one model with minReplicas --model-min (default 2: two pods for availability) and
+ *    maxReplicas 200, evaluated with Crema's own schedule module and summed per model
+ *    (computeRegionBases, computeModelFloor). Peak windows 06:00–09:00 x3 and 14:00–16:00 x2
+ *    (the generator's rushes), the promotion x10, default lead (2 min) and step-down (15 min in
+ *    3 steps). Three region configurations, all reported:
+ *    - `shares` (the headline): regions leave minReplicas unset, so each has its share of the
+ *      model's minimum by stores (ADR 0013 amendment);
+ *    - `explicit`: each region's minReplicas is its quiet-hour (10:00–12:00 local) load at the
+ *      HPA target, rounded up to whole pods (the CRD's minReplicas is an integer);
+ *    - `oldRule`: the rule before the amendment (minReplicas unset = the model's whole minimum
+ *      per region, each region rounded up before the sum), for comparison;
+ *    - `load`: each region's base is its quiet-hour load at the HPA target in fractions of a pod
+ *      (NOT expressible today: minReplicas is an integer), to show what a load-anchored base
+ *      would give.
  * 8. Static: the day's worst minute at the HPA target, all day.
  *
  * Reports, per strategy, minutes where offered load exceeded ready capacity and replica-hours
- * (goal: 0 minutes with floors; floors ≤ 50 % of static). Then the reconcile cost with 800
+ * (goal: 0 minutes with floors; floors ≤ 50 % of static), and the share of static that the
+ * model's minimum alone costs (no strategy that keeps it can go below that). Then the reconcile cost with 800
  * StoreRegions (one per store, all on one model, the worst case): CPU per reconcile of the
  * floor computation (schedule + the sum over the model's regions), cold and warm.
  * Prints JSON as its last line and writes bench/results/regions.json.
@@ -45,6 +58,7 @@ import {
   DEFAULT_SCHEDULE_OPTIONS,
   RegionSchedule,
   computeModelFloor,
+  computeRegionBases,
 } from '../../operator/src/controllers/storeregion/schedule.js';
 
 const arg = (name: string, dflt: string) => {
@@ -53,13 +67,13 @@ const arg = (name: string, dflt: string) => {
 };
 const USERS = Number(arg('users', '500000'));
 const DATE = arg('date', '2026-06-03'); // a Wednesday
-const REQUESTS_PER_ORDER = Number(arg('requests-per-order', '500'));
+const REQUESTS_PER_ORDER = Number(arg('requests-per-order', '50'));
 const ORDERS_PER_DAY = 2_000_000;
 const POD_RPS = 2565; // bench/results/overload.json sustainable.rps
 const TARGET = 0.7;
 const POD_READY_S = 4.0; // docs/operator.md, real node
 const MAX_REPLICAS = 200;
-const MODEL_MIN = 2;
+const MODEL_MIN = Number(arg('model-min', '2'));
 
 const EVERY_WEEKDAY: Array<'Mon' | 'Tue' | 'Wed' | 'Thu' | 'Fri'> = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri'];
 const TIMEZONES: string[] = [...new Set(REGIONS.map((r) => r.timezone as string))];
@@ -97,29 +111,32 @@ const MINUTES = 30 * 60;
 const simStart = dayStart + 4 * 3_600_000;
 const promos = new Map(TIMEZONES.map((tz) => [tz, promotionIn(tz)]));
 const tzOfStore: string[] = world.stores.map((s) => REGIONS[s.regionIndex]!.timezone);
-const loadByTz = new Map(TIMEZONES.map((tz) => [tz, new Float64Array(MINUTES)]));
+const regionOfStore: number[] = world.stores.map((s) => s.regionIndex);
+const loadByRegion = REGIONS.map(() => new Float64Array(MINUTES));
 // Orders are of the store-local date DATE: shift them so each order keeps its local time.
 for (let i = 0; i < orders.n; i++) {
   const tz = tzOfStore[orders.store[i]!]!;
+  const region = regionOfStore[orders.store[i]!]!;
   const ts = orders.ts[i]! * 1000;
   const m = Math.floor((ts - simStart) / 60_000);
   if (m < 0 || m >= MINUTES) continue;
   const p = promos.get(tz)!;
   const factor = ts >= Date.parse(p.start) && ts < Date.parse(p.end) ? 10 : 1;
-  loadByTz.get(tz)![m]! += (factor * scale * REQUESTS_PER_ORDER) / 60;
+  loadByRegion[region]![m]! += (factor * scale * REQUESTS_PER_ORDER) / 60;
 }
 const load = new Float64Array(MINUTES);
-for (const l of loadByTz.values()) for (let m = 0; m < MINUTES; m++) load[m]! += l[m]!;
+for (const l of loadByRegion) for (let m = 0; m < MINUTES; m++) load[m]! += l[m]!;
 const genMs = performance.now() - t0;
 
-// 7. The regions: base = quiet-hour (10:00–12:00 local) load at the HPA target.
-function baseOf(tz: string): number {
-  const l = loadByTz.get(tz)!;
+// 7. The regions: one StoreRegion per generator region, all on one model.
+/** Region `index`'s mean offered load between local `start` and `end`, req/s. */
+function meanLoadOf(index: number, start: string, end: string): number {
+  const l = loadByRegion[index]!;
   const s = new RegionSchedule(
     {
-      timezone: tz,
+      timezone: REGIONS[index]!.timezone,
       baseReplicas: 1,
-      peakWindows: [{ days: EVERY_WEEKDAY, start: '10:00', end: '12:00', multiplier: 2 }],
+      peakWindows: [{ days: EVERY_WEEKDAY, start, end, multiplier: 2 }],
     },
     { leadMs: 0, stepDownMs: 0, stepDownSteps: 1 },
   );
@@ -130,27 +147,66 @@ function baseOf(tz: string): number {
       sum += l[m]!;
       n++;
     }
-  return Math.max(1, Math.ceil(sum / n / (POD_RPS * TARGET)));
+  return sum / n;
 }
-const regions = TIMEZONES.map(
-  (tz) =>
-    new RegionSchedule(
-      {
-        timezone: tz,
-        baseReplicas: baseOf(tz),
-        peakWindows: [
-          { days: EVERY_WEEKDAY, start: '06:00', end: '09:00', multiplier: 3 },
-          { days: EVERY_WEEKDAY, start: '14:00', end: '16:00', multiplier: 2 },
-        ],
-        promotions: [{ name: 'lunch-bogo', ...promos.get(tz)!, multiplier: 10 }],
-      },
-      DEFAULT_SCHEDULE_OPTIONS,
-    ),
+/** A region's quiet-hour (10:00–12:00 local, weekdays) load at the HPA target, in whole pods. */
+function quietPodsOf(index: number): number {
+  return Math.ceil(meanLoadOf(index, '10:00', '12:00') / (POD_RPS * TARGET));
+}
+/** The rushes against the quiet hours in the generated day: what the x3 and x2 stand for. */
+const observedMultipliers = Object.fromEntries(
+  REGIONS.map((r, i) => {
+    const quiet = meanLoadOf(i, '10:00', '12:00');
+    const ratio = (a: string, b: string) => Math.round((meanLoadOf(i, a, b) / quiet) * 100) / 100;
+    return [r.name, { morning: ratio('06:00', '09:00'), afternoon: ratio('14:00', '16:00') }];
+  }),
 );
-const floorAt = (ms: number) =>
+const storesOf = REGIONS.map((_, i) => regionOfStore.filter((r) => r === i).length);
+const shareBases = computeRegionBases(
+  REGIONS.map((r, i) => ({ key: r.name, stores: storesOf[i]! })),
+  MODEL_MIN,
+);
+const explicitBases = new Map(REGIONS.map((r, i) => [r.name, quietPodsOf(i)]));
+// Not expressible today (minReplicas is an integer): the quiet-hour load in fractions of a pod.
+const loadBases = new Map(
+  REGIONS.map((r, i) => [r.name, meanLoadOf(i, '10:00', '12:00') / (POD_RPS * TARGET)]),
+);
+function schedules(bases: ReadonlyMap<string, number>): RegionSchedule[] {
+  return REGIONS.map(
+    (r) =>
+      new RegionSchedule(
+        {
+          timezone: r.timezone,
+          baseReplicas: bases.get(r.name)!,
+          peakWindows: [
+            { days: EVERY_WEEKDAY, start: '06:00', end: '09:00', multiplier: 3 },
+            { days: EVERY_WEEKDAY, start: '14:00', end: '16:00', multiplier: 2 },
+          ],
+          promotions: [{ name: 'lunch-bogo', ...promos.get(r.timezone)!, multiplier: 10 }],
+        },
+        DEFAULT_SCHEDULE_OPTIONS,
+      ),
+  );
+}
+const MODEL = { minReplicas: MODEL_MIN, maxReplicas: MAX_REPLICAS };
+/** The HPA floor at `ms` (ADR 0013 amendment: exact demands, rounded once). */
+function floorOf(regions: RegionSchedule[]): (ms: number) => number {
+  return (ms) =>
+    computeModelFloor(
+      regions.map((r) => r.floorAt(ms).exact),
+      MODEL,
+    ).floor;
+}
+const shareRegions = schedules(shareBases);
+const explicitRegions = schedules(explicitBases);
+const loadRegions = schedules(loadBases);
+// The rule before the amendment: every region's base is the model's whole minimum, and each
+// region is rounded up to whole pods before the sum.
+const oldRegions = schedules(new Map(REGIONS.map((r) => [r.name, MODEL_MIN])));
+const oldRuleFloor = (ms: number) =>
   computeModelFloor(
-    regions.map((r) => r.floorAt(ms).floor),
-    { minReplicas: MODEL_MIN, maxReplicas: MAX_REPLICAS },
+    oldRegions.map((r) => r.floorAt(ms).floor),
+    MODEL,
   ).floor;
 
 // 6. The HPA, second by second.
@@ -227,9 +283,12 @@ function simulate(minFloor: (ms: number) => number, staticReplicas?: number): Re
 }
 
 const peakLoad = Math.max(...load);
-const staticReplicas = Math.ceil(peakLoad / (POD_RPS * TARGET));
+const staticReplicas = Math.max(MODEL_MIN, Math.ceil(peakLoad / (POD_RPS * TARGET)));
 const hpaAlone = simulate(() => MODEL_MIN);
-const withFloors = simulate(floorAt);
+const withFloors = simulate(floorOf(shareRegions));
+const withExplicitFloors = simulate(floorOf(explicitRegions));
+const withLoadFloors = simulate(floorOf(loadRegions));
+const withOldRule = simulate(oldRuleFloor);
 const staticPeak = simulate(() => staticReplicas, staticReplicas);
 
 // Reconcile cost with 800 StoreRegions on one model: every region's reconcile sums all 800.
@@ -246,20 +305,28 @@ function regionObjects(): StoreRegion[] {
         { days: EVERY_WEEKDAY, start: '14:00', end: '16:00', multiplier: 2 },
       ],
       promotions: [{ name: 'lunch-bogo', ...promos.get(REGIONS[s.regionIndex]!.timezone)!, multiplier: 10 }],
-      serving: { modelRef: 'drinks', minReplicas: 0 },
+      serving: { modelRef: 'drinks' },
     },
   }));
 }
 function reconcilePass(cache: RegionFloorCache, all: StoreRegion[], now: Date): number {
   const t = performance.now();
+  // As the controller does it: every share from the regions' store counts (twice: the region's
+  // own base, then the sum's), then the sum over all 800.
+  const bases = () =>
+    computeRegionBases(
+      all.map((x) => ({ key: x.metadata!.name!, stores: x.spec.stores.length })),
+      MODEL_MIN,
+    );
   for (const r of all) {
-    cache.evaluate(r, 0, now); // the region's own status
+    cache.evaluate(r, bases().get(r.metadata!.name!)!, now); // the region's own status
+    const b = bases();
     computeModelFloor(
       all.map((x) => {
-        const ev = cache.evaluate(x, 0, now);
-        return ev.ok ? ev.now.floor : 0;
+        const ev = cache.evaluate(x, b.get(x.metadata!.name!)!, now);
+        return ev.ok ? ev.now.exact : 0;
       }),
-      { minReplicas: MODEL_MIN, maxReplicas: MAX_REPLICAS },
+      MODEL,
     );
   }
   return (performance.now() - t) / all.length;
@@ -273,6 +340,9 @@ const warmMs = reconcilePass(cache, all, at);
 const boundary = new Date(Date.parse(promos.get('America/New_York')!.end) + 5 * 60_000);
 const boundaryMs = reconcilePass(cache, all, boundary);
 
+function vsStatic(r: Result): number {
+  return Math.round((r.replicaHours / staticPeak.replicaHours) * 1000) / 1000;
+}
 const result = {
   bench: 'regions',
   at: new Date().toISOString(),
@@ -285,16 +355,34 @@ const result = {
     hpaTarget: TARGET,
     podReadySeconds: POD_READY_S,
     promotion: '10x, 12:00-13:00 local in each of ' + TIMEZONES.join(', '),
+    model: MODEL,
+    regions: REGIONS.map((r, i) => `${r.name} (${r.timezone}, ${storesOf[i]} stores)`),
   },
   generatedOrders: orders.n,
   generateMs: Math.round(genMs),
   peakLoadRps: Math.round(peakLoad),
-  regionBases: Object.fromEntries(TIMEZONES.map((tz) => [tz, baseOf(tz)])),
+  observedMultipliers,
+  quietLoadRps: Object.fromEntries(
+    REGIONS.map((r, i) => [r.name, Math.round(meanLoadOf(i, '10:00', '12:00'))]),
+  ),
+  regionBases: {
+    shares: Object.fromEntries([...shareBases].map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
+    explicit: Object.fromEntries(explicitBases),
+    load: Object.fromEntries([...loadBases].map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
+  },
   hpaAlone,
   withFloors,
+  withExplicitFloors,
+  withOldRule,
+  withLoadFloors,
   staticPeak: { ...staticPeak, replicas: staticReplicas },
-  floorsVsStatic: Math.round((withFloors.replicaHours / staticPeak.replicaHours) * 1000) / 1000,
-  hpaAloneVsStatic: Math.round((hpaAlone.replicaHours / staticPeak.replicaHours) * 1000) / 1000,
+  floorsVsStatic: vsStatic(withFloors),
+  explicitFloorsVsStatic: vsStatic(withExplicitFloors),
+  oldRuleVsStatic: vsStatic(withOldRule),
+  loadFloorsVsStatic: vsStatic(withLoadFloors),
+  hpaAloneVsStatic: vsStatic(hpaAlone),
+  // The model's minimum alone, all day, against static peak: nothing that keeps it goes lower.
+  modelMinVsStatic: Math.round(((MODEL_MIN * MINUTES) / 60 / staticPeak.replicaHours) * 1000) / 1000,
   reconcile800: {
     regions: all.length,
     coldMsPerReconcile: Math.round(coldMs * 1000) / 1000,

@@ -6,6 +6,7 @@ import { stringify } from 'yaml';
 import { FEATURE_SCHEMA_VERSION } from '../../../contracts/features.js';
 import { TASK_LABEL } from '../../../contracts/kube-keys.js';
 import { OFFLINE_METRICS_ANNOTATION, lineageAnnotations } from '../../../contracts/lineage.js';
+import { ITEM_CATALOG_ANNOTATION, formatItemCatalog } from '../../../contracts/region-menu.js';
 import {
   validateModelMetadata,
   type BaselineHistogram,
@@ -100,11 +101,16 @@ export function buildMetadata(
   return meta;
 }
 
-/** A RecommenderModel resource pointing at the artifact, with lineage as annotations. */
+/**
+ * A RecommenderModel resource pointing at the artifact, with lineage as annotations and, when
+ * given, the ids of the catalog items the model was trained with (`crema.dev/item-catalog`: the
+ * operator checks StoreRegion menus against it, ADR 0014).
+ */
 export function buildRecommenderModelYaml(
   meta: CremaModelMetadata,
   uri: string,
   metadataUri: string,
+  itemIds?: readonly string[],
 ): string {
   const doc = {
     apiVersion: 'crema.dev/v1alpha1',
@@ -115,6 +121,7 @@ export function buildRecommenderModelYaml(
       annotations: {
         ...lineageAnnotations(meta.lineage),
         [OFFLINE_METRICS_ANNOTATION]: JSON.stringify(meta.metrics),
+        ...(itemIds?.length ? { [ITEM_CATALOG_ANNOTATION]: formatItemCatalog(itemIds) } : {}),
       },
     },
     spec: {
@@ -132,7 +139,8 @@ export function buildRecommenderModelYaml(
 }
 
 /**
- * Writes `<outDir>/<name>.onnx` and `.meta.json`, and `<manifestsDir>/<name>.yaml`. Each file is
+ * Writes `<outDir>/<name>.onnx` and `.meta.json`, and `<manifestsDir>/<name>.yaml` (with the
+ * item catalog `itemIds` when given). Each file is
  * written to a temporary name and renamed, model before metadata before manifest, so a reader
  * never finds a manifest whose model is missing.
  */
@@ -142,6 +150,7 @@ export function writeArtifact(
   outDir: string,
   manifestsDir: string | undefined,
   uriBase: string | undefined,
+  itemIds?: readonly string[],
 ): { onnxPath: string; metaPath: string; manifestPath?: string } {
   const onnxPath = join(outDir, `${meta.name}.onnx`);
   const metaPath = join(outDir, `${meta.name}.meta.json`);
@@ -152,7 +161,7 @@ export function writeArtifact(
   const manifestPath = join(manifestsDir, `${meta.name}.yaml`);
   writeFileAtomic(
     manifestPath,
-    buildRecommenderModelYaml(meta, `${base}/${meta.name}.onnx`, `${base}/${meta.name}.meta.json`),
+    buildRecommenderModelYaml(meta, `${base}/${meta.name}.onnx`, `${base}/${meta.name}.meta.json`, itemIds),
   );
   return { onnxPath, metaPath, manifestPath };
 }

@@ -2,7 +2,7 @@
  * Training end to end on a tiny dataset: four ONNX models whose onnxruntime outputs equal the
  * TypeScript models' predictions, valid metadata, GitOps YAML, and an evaluation report.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -10,6 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { DRIFT_CONTEXT_SCHEME } from '../../../contracts/drift-binning.js';
 import { validateModelMetadata, type ModelMetadata } from '../../../contracts/model-metadata.js';
+import { ITEM_CATALOG_ANNOTATION, parseItemCatalog } from '../../../contracts/region-menu.js';
+import type { StoreRegion } from '../../../operator/src/api/v1alpha1/index.js';
+import {
+  checkRegionMenu,
+  itemCatalogOf,
+} from '../../../operator/src/controllers/recommendermodel/regions.js';
+import type { RecommenderModel } from '../../../operator/src/controllers/recommendermodel/types.js';
+import { buildCatalog } from '../generate/catalog.js';
 import { runEvaluation } from '../evaluate/evaluate.js';
 import { Dataset, generateDataset } from '../generate/dataset.js';
 import { sha256Hex } from './artifacts.js';
@@ -39,6 +47,15 @@ beforeAll(async () => {
   });
 }, 60_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function regionWithMenu(seasonal: string[], unavailable: string[]): StoreRegion {
+  return {
+    apiVersion: 'crema.dev/v1alpha1',
+    kind: 'StoreRegion',
+    metadata: { name: 'west', namespace: 'default' },
+    spec: { stores: ['s1'], timezone: 'UTC', menu: { seasonal, unavailable } },
+  };
+}
 
 describe('training', () => {
   it('writes four models whose ONNX outputs equal the TypeScript model predictions', async () => {
@@ -125,6 +142,38 @@ describe('training', () => {
         metadataUri: `https://models.example.com/crema/${m.name}.meta.json`,
       });
       expect(doc.metadata.annotations['crema.dev/dataset-hash']).toBe(ds.manifest.hash);
+    }
+  });
+
+  it("records the training catalog's item ids on each RecommenderModel, so region menus are checked", () => {
+    const ids = ds.catalog.items.map((i) => i.id);
+    expect(ids.length).toBeGreaterThan(100);
+    for (const m of result.models) {
+      const doc = parse(readFileSync(m.paths.manifestPath!, 'utf8')) as RecommenderModel;
+      expect(parseItemCatalog(doc.metadata!.annotations![ITEM_CATALOG_ANNOTATION]!)).toEqual(ids);
+      // What the operator makes of it: a real item passes, a typo is named.
+      const region = regionWithMenu(['d003'], ['a160', 'd999']);
+      expect(checkRegionMenu(region, m.name, itemCatalogOf(doc))).toMatchObject({
+        status: 'False',
+        reason: 'UnknownMenuItem',
+        message: expect.stringContaining('spec.menu.unavailable[1]: "d999"'),
+      });
+      expect(checkRegionMenu(regionWithMenu(['d003'], ['a160']), m.name, itemCatalogOf(doc)).status).toBe(
+        'True',
+      );
+    }
+  });
+
+  it('the committed models (manifests/models) carry the item catalog they were trained with', () => {
+    const ids = buildCatalog(2).items.map((i) => i.id);
+    for (const f of readdirSync('manifests/models').filter((x) => x.endsWith('.yaml'))) {
+      const doc = parse(readFileSync(join('manifests/models', f), 'utf8')) as RecommenderModel;
+      const catalog = itemCatalogOf(doc);
+      expect(catalog, f).toBeDefined();
+      expect([...catalog!], f).toEqual(ids);
+      expect(checkRegionMenu(regionWithMenu(['d010'], ['a150']), doc.metadata!.name!, catalog).status).toBe(
+        'True',
+      );
     }
   });
 

@@ -186,6 +186,10 @@ export async function runTraining(o: TrainCommandOptions): Promise<TrainResult> 
     rows,
   };
   const models: TrainedModel[] = [];
+  // The item ids of the catalog the models were trained with (a feature version's item matrix
+  // covers drinks and add-ons, and serving applies region menus to both) go on each manifest,
+  // so the operator checks StoreRegion menus against what the model was trained on.
+  const itemIds = ds.catalog.items.map((i) => i.id);
   const specs: Array<[ModelTask, Mlp, RowBuffer, readonly string[]]> = [
     ['drink-ranking', ranking, trainEx.ranking, RANKING_FEATURES],
     ['addon-attach', addon, trainEx.addon, ADDON_FEATURES],
@@ -214,7 +218,7 @@ export async function runTraining(o: TrainCommandOptions): Promise<TrainResult> 
       lineage,
       training,
     );
-    const paths = writeArtifact(meta, onnx, o.outDir, o.manifestsDir, o.uriBase);
+    const paths = writeArtifact(meta, onnx, o.outDir, o.manifestsDir, o.uriBase, itemIds);
     models.push({ name, task, mlp: m, meta, onnx, paths });
     log(`train: wrote ${paths.onnxPath} (${onnx.length} bytes, sha256 ${meta.sha256.slice(0, 12)})`);
   }

@@ -50,7 +50,13 @@ import {
   type ServingPlan,
 } from './desired.js';
 import { findPodProblem, type PodObject } from './pods.js';
-import { buildRegionMenuConfigMap, checkRegionMenu, itemCatalogOf } from './regions.js';
+import {
+  buildRegionMenu,
+  checkRegionMenu,
+  checkRegionMenuPublished,
+  itemCatalogOf,
+  type RegionMenuTooLarge,
+} from './regions.js';
 import { computeStatus, rolloutStateOf, runsEverywhere, type ObservedDeployment } from './status.js';
 import type { RecommenderModel } from './types.js';
 
@@ -279,8 +285,14 @@ export async function reconcileRecommenderModel(
     specError = err instanceof Error ? err.message : String(err);
   }
   // The regional menus the serving pods read (ADR 0014): built from the regions every time
-  // (cheap), applied only when they differ.
-  if (!specError) desired = [...desired, buildRegionMenuConfigMap(model, regions)];
+  // (cheap), applied only when they differ, and never when the API server would refuse them
+  // (or nearly): then the last ConfigMap that fit stays, and the regions say why (MenuPublished).
+  const regionMenu = buildRegionMenu(model, regions);
+  if (regionMenu.tooLarge)
+    deps.log(
+      `RecommenderModel ${key}: ConfigMap ${regionMenu.tooLarge.configMap} not applied: ${regionMenu.tooLarge.bytes} bytes > ${regionMenu.tooLarge.limit}`,
+    );
+  if (!specError && !regionMenu.tooLarge) desired = [...desired, regionMenu.configMap];
   const actedCommand = decision.command?.outcome === 'acted' ? command : undefined;
   const stablePods = findPodProblem(pods, 'stable', plan.stable.sha256);
   const canaryPods = plan.canary ? findPodProblem(pods, 'canary', plan.canary.sha256) : null;
@@ -428,8 +440,9 @@ export async function reconcileRecommenderModel(
     }
   }
 
-  // Each region naming this model says whether its menu items are in the model's catalog.
-  await patchRegionMenuConditions(deps, model, regions, now);
+  // Each region naming this model says whether its menu items are in the model's catalog and
+  // whether its menu reached serving.
+  await patchRegionMenuConditions(deps, model, regions, regionMenu.tooLarge, now);
 
   // 8. Status from the cluster and the decision.
   const applied = observeDeployment(deployment) ?? stableDeployment;
@@ -449,35 +462,51 @@ export async function reconcileRecommenderModel(
   return { kind: 'done' };
 }
 
-/** Field manager of the MenuValid condition on StoreRegions (the region controller owns the rest). */
+/**
+ * Field manager of the MenuValid and MenuPublished conditions on StoreRegions (the region
+ * controller owns the rest).
+ */
 const REGION_MENU_MANAGER = 'crema-region-menu';
 
 /**
- * Sets the MenuValid condition of each region serving `model`, by server-side apply of that one
- * condition (conditions are a map keyed by type, so other managers' conditions stay), and only
- * when it changed. A failure is logged and retried on the next reconcile: it never holds up the
+ * Sets the MenuValid and MenuPublished conditions of each region serving `model`, by server-side
+ * apply of those two conditions (conditions are a map keyed by type, so other managers'
+ * conditions stay), and only when one changed. A failure is logged and retried on the next reconcile: it never holds up the
  * model's own reconcile.
  */
 async function patchRegionMenuConditions(
   deps: RecommenderModelDeps,
   model: RecommenderModel,
   regions: readonly StoreRegion[],
+  tooLarge: RegionMenuTooLarge | undefined,
   now: Date,
 ): Promise<void> {
   const name = model.metadata!.name!;
   const catalog = itemCatalogOf(model);
+  const published = checkRegionMenuPublished(name, tooLarge);
   for (const r of regions) {
     if (r.spec.serving?.modelRef !== name) continue;
-    const c = checkRegionMenu(r, name, catalog);
-    const old = r.status?.conditions?.find((x) => x.type === 'MenuValid');
-    if (old && old.status === c.status && old.reason === c.reason && old.message === c.message) continue;
-    const condition = {
-      type: 'MenuValid',
-      ...c,
-      observedGeneration: r.metadata?.generation ?? 0,
-      lastTransitionTime:
-        old && old.status === c.status && old.lastTransitionTime ? old.lastTransitionTime : now.toISOString(),
-    };
+    const wanted = [
+      { type: 'MenuValid', ...checkRegionMenu(r, name, catalog) },
+      { type: 'MenuPublished', ...published },
+    ];
+    const olds = wanted.map((c) => r.status?.conditions?.find((x) => x.type === c.type));
+    const same = wanted.every((c, i) => {
+      const old = olds[i];
+      return old && old.status === c.status && old.reason === c.reason && old.message === c.message;
+    });
+    if (same) continue;
+    const conditions = wanted.map((c, i) => {
+      const old = olds[i];
+      return {
+        ...c,
+        observedGeneration: r.metadata?.generation ?? 0,
+        lastTransitionTime:
+          old && old.status === c.status && old.lastTransitionTime
+            ? old.lastTransitionTime
+            : now.toISOString(),
+      };
+    });
     try {
       await deps.client.request(
         'PATCH',
@@ -487,7 +516,7 @@ async function patchRegionMenuConditions(
             apiVersion: 'crema.dev/v1alpha1',
             kind: 'StoreRegion',
             metadata: { name: r.metadata?.name, namespace: r.metadata?.namespace },
-            status: { conditions: [condition] },
+            status: { conditions },
           },
           contentType: 'application/apply-patch+yaml',
           query: { fieldManager: REGION_MENU_MANAGER, force: true },
@@ -496,7 +525,7 @@ async function patchRegionMenuConditions(
       deps.metrics.writes.inc({ controller: CONTROLLER, kind: 'StoreRegion/status' });
     } catch (err) {
       deps.log(
-        `StoreRegion ${r.metadata?.name}: MenuValid not written: ${err instanceof Error ? err.message : String(err)}`,
+        `StoreRegion ${r.metadata?.name}: MenuValid/MenuPublished not written: ${err instanceof Error ? err.message : String(err)}`,
       );
     }
   }

@@ -161,4 +161,95 @@ describe('regional menus reach serving', () => {
       expect(invalid.message).not.toMatch(/drink-2/);
     },
   );
+
+  it(
+    'menus over the size limit: the last ConfigMap that fit stays, the regions say ConfigMapTooLarge',
+    { timeout: 90_000 },
+    async () => {
+      await client.request('POST', resourcePath(RESOURCES.recommenderModel, ns), {
+        body: {
+          apiVersion: 'crema.dev/v1alpha1',
+          kind: 'RecommenderModel',
+          metadata: { name: 'big', namespace: ns },
+          spec: {
+            model: { uri: 'file:///models/a.onnx', sha256: 'b'.repeat(64), task: 'drink-ranking' },
+            serving: { minReplicas: 1, maxReplicas: 2 },
+          },
+        },
+      });
+      // Store ids of the CRD's longest (64 characters), 2,000 per region (its maximum).
+      const bigRegion = (i: number, stores: number) => ({
+        apiVersion: 'crema.dev/v1alpha1',
+        kind: 'StoreRegion',
+        metadata: { name: `big-${i}`, namespace: ns },
+        spec: {
+          stores: Array.from({ length: stores }, (_, j) => `${i}-${String(j).padStart(62, 'x')}`.slice(-64)),
+          timezone: 'UTC',
+          serving: { modelRef: 'big' },
+        },
+      });
+      const published = async (name: string) =>
+        (
+          await client.request<StoreRegion>('GET', resourcePath(RESOURCES.storeRegion, ns, name))
+        ).status?.conditions?.find((c) => c.type === 'MenuPublished');
+      // 6 × 2,000 stores of 64 characters: ~785 KiB, under the 900 KiB limit.
+      await client.request('POST', resourcePath(RESOURCES.storeRegion, ns), { body: bigRegion(0, 10) });
+      for (let i = 1; i <= 6; i++)
+        await client.request('POST', resourcePath(RESOURCES.storeRegion, ns), { body: bigRegion(i, 2000) });
+      const last = bigRegion(6, 2000).spec.stores[1999]!;
+      const good = await eventually(
+        async () => {
+          const f = await menuFile('big');
+          return f?.menu.forStore(last) ? f : undefined;
+        },
+        30_000,
+        'big-regions with 6 big regions',
+      );
+      await eventually(
+        async () => (await published('big-0'))?.status === 'True',
+        30_000,
+        'MenuPublished True',
+      );
+
+      // A 7th: ~916 KiB, over the limit.
+      await client.request('POST', resourcePath(RESOURCES.storeRegion, ns), { body: bigRegion(7, 2000) });
+      const refused = await eventually(
+        async () => {
+          const c = await published('big-0');
+          return c?.status === 'False' ? c : undefined;
+        },
+        30_000,
+        'MenuPublished False',
+      );
+      expect(refused.reason).toBe('ConfigMapTooLarge');
+      expect(refused.message).toMatch(/ConfigMap big-regions of RecommenderModel big would hold \d+ bytes/);
+      expect(refused.message).toContain('14010 stores in 8 regions');
+      await eventually(
+        async () => (await published('big-7'))?.reason === 'ConfigMapTooLarge',
+        30_000,
+        'big-7 ConfigMapTooLarge',
+      );
+      // The last ConfigMap that fit is still there, unchanged: serving keeps its menus.
+      const kept = await menuFile('big');
+      expect(kept?.text).toBe(good.text);
+      expect(kept?.menu.forStore(bigRegion(7, 2000).spec.stores[0]!)).toBeUndefined();
+
+      // Back under the limit: the ConfigMap follows again and the condition clears.
+      await client.request('DELETE', resourcePath(RESOURCES.storeRegion, ns, 'big-6'));
+      const after = await eventually(
+        async () => {
+          const f = await menuFile('big');
+          return f?.menu.forStore(bigRegion(7, 2000).spec.stores[0]!) ? f : undefined;
+        },
+        30_000,
+        'big-regions with big-7 instead of big-6',
+      );
+      expect(after.menu.forStore(last)).toBeUndefined();
+      await eventually(
+        async () => (await published('big-0'))?.status === 'True',
+        30_000,
+        'MenuPublished True again',
+      );
+    },
+  );
 });

@@ -3,7 +3,8 @@
  *   1. load the region (gone → re-apply the floor of the model it served, from the regions left);
  *   2. gather: the referenced RecommenderModel, its HPA, the other regions serving it;
  *   3. compute (pure) the region's floor now and its next change, and the model's floor: the
- *      regions' floors added up, within the model's own minimum and maximum;
+ *      regions' exact demands added up and rounded up once, within the model's own minimum and
+ *      maximum (a region without minReplicas has its share of the model's minimum by stores);
  *   4. apply the model's floor to its HPA's spec.minReplicas (own field manager, only when it
  *      differs);
  *   5. compute status and write it only if it changed;
@@ -29,6 +30,7 @@ import {
   DEFAULT_SCHEDULE_OPTIONS,
   RegionSchedule,
   computeModelFloor,
+  computeRegionBases,
   type ScheduleOptions,
 } from './schedule.js';
 import { computeRegionStatus, type RegionStatusInput } from './status.js';
@@ -71,6 +73,31 @@ class RegionControllerState {
   constructor(readonly cache: RegionFloorCache) {}
 }
 
+/** The regions (not being deleted) serving model `namespace/modelName`. */
+function regionsServingModel(informers: InformerSet, namespace: string, modelName: string): StoreRegion[] {
+  return informers
+    .for<StoreRegion>(RESOURCES.storeRegion)
+    .list()
+    .filter(
+      (r) =>
+        r.metadata?.namespace === namespace &&
+        !r.metadata?.deletionTimestamp &&
+        r.spec.serving?.modelRef === modelName,
+    );
+}
+
+/** Each region's base: its own minReplicas, or its share of the model's minimum by stores. */
+function regionBases(regions: readonly StoreRegion[], modelMinReplicas: number): Map<string, number> {
+  return computeRegionBases(
+    regions.map((r) => ({
+      key: `${r.metadata?.namespace}/${r.metadata?.name}`,
+      stores: r.spec.stores?.length ?? 0,
+      ...(r.spec.serving?.minReplicas !== undefined ? { minReplicas: r.spec.serving.minReplicas } : {}),
+    })),
+    modelMinReplicas,
+  );
+}
+
 /**
  * The floor of model `namespace/modelName` from every region serving it, applied to its HPA.
  * `evaluations` carries evaluations already made in this reconcile.
@@ -86,25 +113,17 @@ async function applyModelFloor(
   const model = informers.for<RecommenderModel>(RESOURCES.recommenderModel).get(namespace, modelName);
   if (!model || model.metadata?.deletionTimestamp) return { status: { modelMissing: true }, wrote: false };
   const bounds = modelBounds(model);
-  const regions = informers
-    .for<StoreRegion>(RESOURCES.storeRegion)
-    .list()
-    .filter(
-      (r) =>
-        r.metadata?.namespace === namespace &&
-        !r.metadata?.deletionTimestamp &&
-        r.spec.serving?.modelRef === modelName,
-    );
+  const regions = regionsServingModel(informers, namespace, modelName);
   // No region left: the model controller takes the field back with its own minimum (floor.ts).
   if (regions.length === 0) return { status: {}, wrote: false };
-  const floors = regions.map((r) => {
-    const base = r.spec.serving?.minReplicas ?? bounds.minReplicas;
-    const ev = state.cache.evaluate(r, base, now);
+  const bases = regionBases(regions, bounds.minReplicas);
+  const demands = regions.map((r) => {
+    const ev = state.cache.evaluate(r, bases.get(`${namespace}/${r.metadata?.name}`)!, now);
     // A region whose schedule cannot be read keeps asking what it asked last (nothing, if it
     // never could be read): a bad spec changes nothing.
-    return ev.ok ? ev.now.floor : (r.status?.desiredMinReplicas ?? 0);
+    return ev.ok ? ev.now.exact : (r.status?.desiredMinReplicas ?? 0);
   });
-  const total = computeModelFloor(floors, bounds);
+  const total = computeModelFloor(demands, bounds);
   const model_ = { name: modelName, ...total, regions: regions.length, ...bounds };
   const hpaName = childNames(modelName).hpa;
   const hpa = informers.for<Hpa>(RESOURCES.hpa, MANAGED_SELECTOR).get(namespace, hpaName);
@@ -161,8 +180,13 @@ export async function reconcileStoreRegion(
     : undefined;
   let evaluation: RegionEvaluation | undefined;
   if (modelRef) {
-    const base = region.spec.serving?.minReplicas ?? (model ? modelBounds(model).minReplicas : 2);
-    evaluation = state.cache.evaluate(region, base, now);
+    // The same base the model's sum uses (its share of the model's minimum when unset).
+    const base = model
+      ? regionBases(regionsServingModel(informers, namespace, modelRef), modelBounds(model).minReplicas).get(
+          key,
+        )
+      : undefined;
+    evaluation = state.cache.evaluate(region, base ?? region.spec.serving?.minReplicas ?? 2, now);
   }
   let applied: Omit<RegionStatusInput, 'region' | 'now' | 'evaluation'> = {};
   if (modelRef && evaluation?.ok) {

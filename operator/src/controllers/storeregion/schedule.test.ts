@@ -4,6 +4,7 @@ import {
   RegionSchedule,
   ScheduleSpecError,
   computeModelFloor,
+  computeRegionBases,
   type ScheduleOptions,
   type ScheduleSpec,
 } from './schedule.js';
@@ -27,7 +28,7 @@ function floors(spec: ScheduleSpec, opts: ScheduleOptions, table: ReadonlyArray<
 function walk(s: RegionSchedule, from: string, to: string) {
   const state = (t: number) => {
     const f = s.floorAt(t);
-    return { floor: f.floor, key: `${f.floor}|${f.active.join(',')}` };
+    return { floor: f.floor, key: `${f.floor}|${f.exact.toFixed(9)}|${f.active.join(',')}` };
   };
   let t = at(from);
   let promised = s.nextChange(t);
@@ -307,7 +308,103 @@ describe('computeModelFloor: regions sharing one model', () => {
     [[1, 1], 2, 10, { floor: 2, sum: 2, clamped: false }], // never below the model's own minimum
     [[3, 4], 2, 10, { floor: 7, sum: 7, clamped: false }], // disjoint stores: demands add up
     [[8, 4], 2, 10, { floor: 10, sum: 12, clamped: true }], // the HPA refuses min > max
-  ])('%j with model %i..%i', (floorsOf, min, max, want) => {
-    expect(computeModelFloor(floorsOf, { minReplicas: min, maxReplicas: max })).toEqual(want);
+    [[0.75, 0.75, 0.75, 0.75], 2, 10, { floor: 3, sum: 3, clamped: false }], // rounded once, not 4 × 1
+    [[2.5, 0.25], 2, 10, { floor: 3, sum: 2.75, clamped: false }],
+  ])('%j with model %i..%i', (demands, min, max, want) => {
+    expect(computeModelFloor(demands, { minReplicas: min, maxReplicas: max })).toEqual(want);
+  });
+});
+
+describe('computeRegionBases: a region without minReplicas has its share of the model minimum', () => {
+  it.each([
+    ['8 equal regions share a minimum of 2', [10, 10, 10, 10, 10, 10, 10, 10], [], 2, Array(8).fill(0.25)],
+    ['shares follow store counts', [300, 100], [], 2, [1.5, 0.5]],
+    ['an explicit minReplicas is kept; the others share by all stores', [100, 100], [3], 2, [3, 1]],
+    ['no stores counted: equal shares', [0, 0], [], 3, [1.5, 1.5]],
+  ])('%s', (_name, stores, explicit, min, want) => {
+    const bases = computeRegionBases(
+      stores.map((n, i) => ({
+        key: `r${i}`,
+        stores: n,
+        ...(explicit[i] !== undefined ? { minReplicas: explicit[i] } : {}),
+      })),
+      min,
+    );
+    expect([...bases.values()]).toEqual(want);
+  });
+});
+
+describe('regions sharing one model: the HPA floor', () => {
+  const PROMO = {
+    name: 'bogo',
+    start: '2026-06-01T19:00:00Z',
+    end: '2026-06-01T20:00:00Z',
+    multiplier: 10,
+  };
+  /** The model floor of 8 LA regions of 25 stores on a 2..200 model; region 0 may run `promo`. */
+  function modelFloor(iso: string, opts: { promo?: boolean; peak?: number; mins?: number[] } = {}) {
+    const regions = Array.from({ length: 8 }, (_, i) => ({
+      key: `r${i}`,
+      stores: 25,
+      ...(opts.mins?.[i] !== undefined ? { minReplicas: opts.mins[i] } : {}),
+    }));
+    const bases = computeRegionBases(regions, 2);
+    const demands = regions.map((r, i) =>
+      new RegionSchedule(
+        {
+          timezone: LA,
+          baseReplicas: bases.get(r.key)!,
+          peakWindows: opts.peak
+            ? [{ days: EVERY_DAY, start: '07:00', end: '09:00', multiplier: opts.peak }]
+            : [],
+          promotions: opts.promo && i === 0 ? [PROMO] : [],
+        },
+        EXACT,
+      ).floorAt(at(iso)),
+    );
+    return {
+      model: computeModelFloor(
+        demands.map((d) => d.exact),
+        { minReplicas: 2, maxReplicas: 200 },
+      ).floor,
+      regions: demands.map((d) => d.floor),
+    };
+  }
+
+  it('8 regions without a peak: the model minimum (2), not 8 × 2', () => {
+    expect(modelFloor('2026-06-01T18:00:00Z').model).toBe(2);
+  });
+
+  it("one region in a 10x promotion raises the floor by its share's extra need: 2 + 0.25 × 9 → 5", () => {
+    const { model, regions } = modelFloor('2026-06-01T19:30:00Z', { promo: true });
+    expect(model).toBe(5); // ceil(2 + 0.25 × (10 − 1)) = ceil(4.25)
+    expect(regions).toEqual([3, 1, 1, 1, 1, 1, 1, 1]); // its own floor in whole pods: ceil(2.5)
+    // Outside the promotion it is back to the minimum.
+    expect(modelFloor('2026-06-01T21:00:00Z', { promo: true }).model).toBe(2);
+  });
+
+  it('all 8 in a 3x rush: 3 × the minimum; with the promotion on top, that region adds 0.75 × 9', () => {
+    expect(modelFloor('2026-06-01T14:30:00Z', { peak: 3 }).model).toBe(6);
+    // A promotion in the rush multiplies (ADR 0013): 7 × 0.75 + 0.25 × 3 × 10 = 12.75 → 13.
+    const promoInRush = { ...PROMO, start: '2026-06-01T14:00:00Z', end: '2026-06-01T15:00:00Z' };
+    const regions = Array.from(
+      { length: 8 },
+      (_, i) =>
+        new RegionSchedule(
+          {
+            timezone: LA,
+            baseReplicas: 0.25,
+            peakWindows: [{ days: EVERY_DAY, start: '07:00', end: '09:00', multiplier: 3 }],
+            promotions: i === 0 ? [promoInRush] : [],
+          },
+          EXACT,
+        ).floorAt(at('2026-06-01T14:30:00Z')).exact,
+    );
+    expect(computeModelFloor(regions, { minReplicas: 2, maxReplicas: 200 }).floor).toBe(13);
+  });
+
+  it('regions that set minReplicas keep it; the others still share the minimum', () => {
+    // Region 0 asks 4 of its own; the 7 others share 2 × 175/200 = 1.75; total 5.75 → 6.
+    expect(modelFloor('2026-06-01T18:00:00Z', { mins: [4] }).model).toBe(6);
   });
 });

@@ -2,7 +2,8 @@
  * A StoreRegion's replica floor as a function of time (pure; ADR 0013).
  *
  * floor(t) = ceil(base × P(t) × Q(t)), clamped at the region's maxReplicas, where
- *   - base is the region's spec.serving.minReplicas (the model's own minimum when unset);
+ *   - base is the region's spec.serving.minReplicas, or when unset its share of the model's own
+ *     minimum by stores (computeRegionBases; may be a fraction of a replica);
  *   - P(t) is the largest multiplier of the peak windows in effect at t (1 when none): a window
  *     is recurring local wall-clock time in the region's IANA timezone;
  *   - Q(t) is the largest multiplier of the promotions in effect at t (1 when none);
@@ -41,7 +42,7 @@ export interface ScheduleSpec {
   readonly timezone: string;
   readonly peakWindows?: readonly PeakWindowSpec[];
   readonly promotions?: readonly PromotionSpec[];
-  /** Floor outside windows and promotions. */
+  /** Floor outside windows and promotions (≥ 0; a share of a model's minimum may be a fraction). */
   readonly baseReplicas: number;
   /** The region's ceiling (spec.serving.maxReplicas); none when unset. */
   readonly maxReplicas?: number;
@@ -99,6 +100,11 @@ export interface FloorAt {
   readonly demand: number;
   /** The floor the region asks for: demand clamped at maxReplicas. */
   readonly floor: number;
+  /**
+   * base × peak × promotion, clamped at maxReplicas, NOT rounded: what the region adds to its
+   * model's floor (computeModelFloor rounds the sum once, so regions' fractions add up).
+   */
+  readonly exact: number;
   readonly clamped: boolean;
   /** Labels of the windows and promotions in effect (including lead and step-down). */
   readonly active: readonly string[];
@@ -203,12 +209,14 @@ export class RegionSchedule {
     }
     // Rounding: 1e-9 keeps 3 × 1.1 = 3.3000000000000003 from becoming 4 where 3.3 means 4 anyway,
     // but 2 × 1.5 = 3 stays 3.
-    const demand = Math.ceil(this.spec.baseReplicas * peak * promo - 1e-9);
+    const wanted = this.spec.baseReplicas * peak * promo;
+    const demand = Math.ceil(wanted - 1e-9);
     const max = this.spec.maxReplicas;
     const clamped = max !== undefined && demand > max;
     return {
       demand,
       floor: clamped ? max : demand,
+      exact: clamped ? max : wanted,
       clamped,
       active: [...new Set(active)],
       activePromotions: [...new Set(activePromotions)],
@@ -223,7 +231,9 @@ export class RegionSchedule {
    */
   nextChange(t: Date | number): FloorChange | undefined {
     const ms = +t;
-    const key = (f: FloorAt) => `${f.floor}|${f.active.join(',')}`;
+    // The exact level too: a step-down that keeps the whole-pod floor still changes what the
+    // region adds to its model's sum.
+    const key = (f: FloorAt) => `${f.floor}|${f.exact.toFixed(9)}|${f.active.join(',')}`;
     const now = key(this.floorAt(ms));
     const differs = (b: number): FloorChange | undefined => {
       const f = this.floorAt(b);
@@ -356,17 +366,51 @@ function parseClock(s: string, field: string, allow24: boolean): number {
   return (h * 60 + min) * 60_000;
 }
 
+/** What computeRegionBases needs of one region serving a model. */
+export interface RegionShareInput {
+  readonly key: string;
+  /** Its spec.stores count (the CRD requires ≥ 1). */
+  readonly stores: number;
+  /** Its spec.serving.minReplicas, when set. */
+  readonly minReplicas?: number;
+}
+
 /**
- * The floor a model's HPA gets from all the regions it serves: their floors add up (disjoint
- * stores, so their traffic adds up; time zones spread the peaks), never below the model's own
- * minimum, never above its maximum (the HPA refuses minReplicas > maxReplicas).
+ * Each region's base (its floor outside windows and promotions), for the regions serving one
+ * model: spec.serving.minReplicas when set, otherwise its share of the model's own minimum by
+ * stores (its stores over the stores of all the regions serving the model; equal shares if no
+ * region counts any). So regions that leave it unset add up to the model's minimum at quiet
+ * hours, not to one minimum each.
+ */
+export function computeRegionBases(
+  regions: readonly RegionShareInput[],
+  modelMinReplicas: number,
+): Map<string, number> {
+  const totalStores = regions.reduce((a, r) => a + Math.max(0, r.stores), 0);
+  return new Map(
+    regions.map((r) => [
+      r.key,
+      r.minReplicas ??
+        (totalStores > 0
+          ? (modelMinReplicas * Math.max(0, r.stores)) / totalStores
+          : modelMinReplicas / regions.length),
+    ]),
+  );
+}
+
+/**
+ * The floor a model's HPA gets from all the regions it serves: their exact (unrounded) demands
+ * add up (disjoint stores, so their traffic adds up; time zones spread the peaks) and the sum is
+ * rounded up once, never below the model's own minimum, never above its maximum (the HPA refuses
+ * minReplicas > maxReplicas). Rounding each region up first would add up to a pod per region.
  */
 export function computeModelFloor(
-  regionFloors: readonly number[],
+  regionDemands: readonly number[],
   model: { readonly minReplicas: number; readonly maxReplicas: number },
 ): { floor: number; sum: number; clamped: boolean } {
-  const sum = regionFloors.reduce((a, b) => a + b, 0);
-  const wanted = Math.max(model.minReplicas, sum);
+  const sum = regionDemands.reduce((a, b) => a + b, 0);
+  // 1e-9: 8 shares of 2/8 add up to 2.0000000000000004, which means 2.
+  const wanted = Math.max(model.minReplicas, Math.ceil(sum - 1e-9));
   const clamped = wanted > model.maxReplicas;
   return { floor: clamped ? model.maxReplicas : wanted, sum, clamped };
 }

@@ -116,7 +116,7 @@ export function computeRegionStatus(input: RegionStatusInput): StoreRegionStatus
         'Ready',
         'True',
         'FloorApplied',
-        `HorizontalPodAutoscaler of ${m.name} has minReplicas ${m.floor}: ${m.regions} region(s) ask ${m.sum} in total, the model's own minimum is ${m.minReplicas}`,
+        `HorizontalPodAutoscaler of ${m.name} has minReplicas ${m.floor}: ${m.regions} region(s) ask ${replicas(m.sum)} in total${ev?.ok ? ` (this one ${replicas(ev.now.exact)})` : ''}, the model's own minimum is ${m.minReplicas}`,
       );
     }
   }
@@ -135,12 +135,17 @@ export function computeRegionStatus(input: RegionStatusInput): StoreRegionStatus
       'CapacityClamped',
       'True',
       'ModelMaximum',
-      `the ${m.regions} region(s) serving ${m.name} ask ${m.sum} replicas; RecommenderModel ${m.name} spec.serving.maxReplicas caps the floor at ${m.maxReplicas}`,
+      `the ${m.regions} region(s) serving ${m.name} ask ${replicas(m.sum)} replicas; RecommenderModel ${m.name} spec.serving.maxReplicas caps the floor at ${m.maxReplicas}`,
     );
   } else {
     set('CapacityClamped', 'False', 'WithinMaximum', 'the floor is below every maximum');
   }
   return { ...status, conditions };
+}
+
+/** A replica count that may be a share: 2, 0.25, 1.33. */
+function replicas(n: number): string {
+  return String(Math.round(n * 100) / 100);
 }
 
 function truncate(s: string, n: number): string {

@@ -181,6 +181,8 @@ describe('StoreRegion controller (real API server, moved clock)', () => {
       ['2026-06-01T15:40:00.000Z', 12, 12, 'peak 07:00-09:00 x3, promotion bogo x10 (stepping down)'],
       ['2026-06-01T15:45:00.000Z', 3, 3, 'peak 07:00-09:00 x3'],
       ['2026-06-01T16:00:00.000Z', 3, 3, 'peak 07:00-09:00 x3 (stepping down)'],
+      // x2.33: still 3 whole pods, but what the region adds to its model's sum changed.
+      ['2026-06-01T16:05:00.000Z', 3, 3, 'peak 07:00-09:00 x3 (stepping down)'],
       ['2026-06-01T16:10:00.000Z', 2, 2, 'peak 07:00-09:00 x3 (stepping down)'],
       ['2026-06-01T16:15:00.000Z', 1, 2, ''], // the region asks 1; the model keeps its own 2
     ]);
@@ -281,5 +283,64 @@ describe('StoreRegion controller (real API server, moved clock)', () => {
     // (The region manager may still co-own the same value: harmless, it never applies it again,
     // and the model controller's next change of its minimum takes the field with force.)
     sreFieldsSurvive(hpa);
+  });
+
+  it('8 regions sharing the model without minReplicas ask its minimum, not 8 times it; a 10x promotion in one adds its share', async () => {
+    clock = Date.parse('2026-06-01T11:00:00-07:00');
+    for (let i = 0; i < 8; i++)
+      await client.request('POST', resourcePath(RESOURCES.storeRegion, ns), {
+        body: region(`share-${i}`, {
+          serving: { modelRef: 'drinks' },
+          ...(i === 0
+            ? {
+                promotions: [
+                  {
+                    name: 'lunch',
+                    start: '2026-06-01T12:00:00-07:00',
+                    end: '2026-06-01T13:00:00-07:00',
+                    multiplier: 10,
+                  },
+                ],
+              }
+            : {}),
+        }),
+      });
+    // Each has 1 store of 8: a quarter replica of the model's 2. Old rule: 8 × 2 = 16.
+    const quiet = await eventually(
+      async () => {
+        // (Siblings do not wake each other: a region's status catches up at its next change.)
+        op.manager.enqueue('storeregion', `${ns}/share-7`);
+        const r = await getRegion('share-7');
+        return cond(r, 'Ready')?.message?.includes('8 region(s) ask 2 in total') ? r : undefined;
+      },
+      10_000,
+      'share-7 sees all 8 regions',
+    );
+    expect(quiet.status?.desiredMinReplicas).toBe(1); // its own floor in whole pods
+    expect(cond(quiet, 'Ready')?.message).toContain('(this one 0.25)');
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await getHpa()).spec.minReplicas).toBe(2);
+
+    // 12:10 PDT: share-0's promotion: 2 + 0.25 × (10 − 1) = 4.25 → 5 (old rule: 7 × 2 + 20 → 20).
+    clock = Date.parse('2026-06-01T12:10:00-07:00');
+    op.manager.enqueue('storeregion', `${ns}/share-0`);
+    const hpa = await eventually(
+      async () => {
+        const h = await getHpa();
+        return h.spec.minReplicas === 5 ? h : undefined;
+      },
+      10_000,
+      'HPA minReplicas 5',
+    );
+    sreFieldsSurvive(hpa);
+    const promo = await eventually(
+      async () => {
+        const r = await getRegion('share-0');
+        return r.status?.desiredMinReplicas === 3 ? r : undefined;
+      },
+      10_000,
+      'share-0 floor 3',
+    );
+    expect(cond(promo, 'Ready')?.message).toContain('ask 4.25 in total (this one 2.5)');
   });
 });
