@@ -35,8 +35,7 @@
  *    - `oldRule`: the rule before the amendment (minReplicas unset = the model's whole minimum
  *      per region, each region rounded up before the sum), for comparison;
  *    - `load`: each region's base is its quiet-hour load at the HPA target in fractions of a pod
- *      (NOT expressible today: minReplicas is an integer), to show what a load-anchored base
- *      would give.
+ *      (spec.serving.baseReplicas), the load-anchored configuration.
  * 8. Static: the day's worst minute at the HPA target, all day.
  *
  * Reports, per strategy, minutes where offered load exceeded ready capacity and replica-hours
@@ -167,7 +166,7 @@ const shareBases = computeRegionBases(
   MODEL_MIN,
 );
 const explicitBases = new Map(REGIONS.map((r, i) => [r.name, quietPodsOf(i)]));
-// Not expressible today (minReplicas is an integer): the quiet-hour load in fractions of a pod.
+// spec.serving.baseReplicas: the quiet-hour load in fractions of a pod.
 const loadBases = new Map(
   REGIONS.map((r, i) => [r.name, meanLoadOf(i, '10:00', '12:00') / (POD_RPS * TARGET)]),
 );

@@ -180,6 +180,14 @@ export interface StoreRegionSpecServing {
    */
   minReplicas?: number;
   /**
+   * The region's quiet-hour demand in replicas of the model (a fraction is fine, e.g. 0.4 = 40% of one
+   * pod at the HPA target) - what peak and promotion multipliers multiply. The regions serving a model
+   * add up and round up once, never below the model's own minReplicas. Defaults to minReplicas, or
+   * when that is unset too to this region's share of the model's minReplicas by stores.
+   * Constraints: ≥ 0; ≤ 1000.
+   */
+  baseReplicas?: number;
+  /**
    * Replica ceiling even during peaks.
    * Constraints: ≥ 0; ≤ 1000.
    */

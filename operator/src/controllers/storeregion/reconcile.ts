@@ -86,13 +86,14 @@ function regionsServingModel(informers: InformerSet, namespace: string, modelNam
     );
 }
 
-/** Each region's base: its own minReplicas, or its share of the model's minimum by stores. */
+/** Each region's base: its baseReplicas, its minReplicas, or its share of the model's minimum by stores. */
 function regionBases(regions: readonly StoreRegion[], modelMinReplicas: number): Map<string, number> {
   return computeRegionBases(
     regions.map((r) => ({
       key: `${r.metadata?.namespace}/${r.metadata?.name}`,
       stores: r.spec.stores?.length ?? 0,
       ...(r.spec.serving?.minReplicas !== undefined ? { minReplicas: r.spec.serving.minReplicas } : {}),
+      ...(r.spec.serving?.baseReplicas !== undefined ? { baseReplicas: r.spec.serving.baseReplicas } : {}),
     })),
     modelMinReplicas,
   );
@@ -186,7 +187,11 @@ export async function reconcileStoreRegion(
           key,
         )
       : undefined;
-    evaluation = state.cache.evaluate(region, base ?? region.spec.serving?.minReplicas ?? 2, now);
+    evaluation = state.cache.evaluate(
+      region,
+      base ?? region.spec.serving?.baseReplicas ?? region.spec.serving?.minReplicas ?? 2,
+      now,
+    );
   }
   let applied: Omit<RegionStatusInput, 'region' | 'now' | 'evaluation'> = {};
   if (modelRef && evaluation?.ok) {

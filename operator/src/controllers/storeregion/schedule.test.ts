@@ -332,8 +332,62 @@ describe('computeRegionBases: a region without minReplicas has its share of the 
     );
     expect([...bases.values()]).toEqual(want);
   });
+
+  it('baseReplicas (quiet-hour demand, a fraction is fine) wins over minReplicas and the share', () => {
+    const bases = computeRegionBases(
+      [
+        { key: 'a', stores: 100, baseReplicas: 0.4, minReplicas: 3 },
+        { key: 'b', stores: 100, baseReplicas: 0 },
+        { key: 'c', stores: 100 },
+      ],
+      2,
+    );
+    // c shares the minimum by all stores (a third of 2); a and b say their own demand.
+    expect([...bases.values()]).toEqual([0.4, 0, 2 / 3]);
+  });
 });
 
+describe('load-anchored bases: floors follow demand, not the minimum', () => {
+  /** A LA region's exact demand at 07:30 PDT (in its 3x rush), with a 10x promotion or not. */
+  const inRush = (base: number, promo: boolean) =>
+    new RegionSchedule(
+      {
+        timezone: LA,
+        baseReplicas: base,
+        peakWindows: [{ days: EVERY_DAY, start: '07:00', end: '09:00', multiplier: 3 }],
+        promotions: promo
+          ? [{ name: 'bogo', start: '2026-06-01T14:00:00Z', end: '2026-06-01T15:00:00Z', multiplier: 10 }]
+          : [],
+      },
+      EXACT,
+    ).floorAt(at('2026-06-01T14:30:00Z')).exact;
+  const model = { minReplicas: 2, maxReplicas: 200 };
+
+  it('8 regions needing 0.1 pods at quiet hours: the 3x rush needs 2.4 → 3 pods, not 3 × the 2-pod minimum', () => {
+    const demands = Array.from({ length: 8 }, () => inRush(0.1, false));
+    expect(demands[0]).toBeCloseTo(0.3, 12);
+    expect(computeModelFloor(demands, model).floor).toBe(3);
+    // Shares of the minimum instead (0.25 each) would ask 8 × 0.75 = 6.
+    expect(
+      computeModelFloor(
+        Array.from({ length: 8 }, () => inRush(0.25, false)),
+        model,
+      ).floor,
+    ).toBe(6);
+  });
+
+  it('one of them also in a 10x promotion adds its 10x: 7 × 0.3 + 0.1 × 3 × 10 = 5.1 → 6', () => {
+    const demands = Array.from({ length: 8 }, (_, i) => inRush(0.1, i === 0));
+    expect(computeModelFloor(demands, model).floor).toBe(6);
+  });
+
+  it('quiet hours: demand under the minimum keeps the minimum', () => {
+    const quiet = new RegionSchedule({ timezone: LA, baseReplicas: 0.1 }, EXACT).floorAt(
+      at('2026-06-01T18:00:00Z'),
+    ).exact;
+    expect(computeModelFloor(Array(8).fill(quiet), model).floor).toBe(2);
+  });
+});
 describe('regions sharing one model: the HPA floor', () => {
   const PROMO = {
     name: 'bogo',

@@ -2,8 +2,9 @@
  * A StoreRegion's replica floor as a function of time (pure; ADR 0013).
  *
  * floor(t) = ceil(base × P(t) × Q(t)), clamped at the region's maxReplicas, where
- *   - base is the region's spec.serving.minReplicas, or when unset its share of the model's own
- *     minimum by stores (computeRegionBases; may be a fraction of a replica);
+ *   - base is the region's spec.serving.baseReplicas, else its minReplicas, or when both are
+ *     unset its share of the model's own minimum by stores (computeRegionBases; may be a
+ *     fraction of a replica);
  *   - P(t) is the largest multiplier of the peak windows in effect at t (1 when none): a window
  *     is recurring local wall-clock time in the region's IANA timezone;
  *   - Q(t) is the largest multiplier of the promotions in effect at t (1 when none);
@@ -373,13 +374,16 @@ export interface RegionShareInput {
   readonly stores: number;
   /** Its spec.serving.minReplicas, when set. */
   readonly minReplicas?: number;
+  /** Its spec.serving.baseReplicas (quiet-hour demand, may be a fraction), when set. */
+  readonly baseReplicas?: number;
 }
 
 /**
  * Each region's base (its floor outside windows and promotions), for the regions serving one
- * model: spec.serving.minReplicas when set, otherwise its share of the model's own minimum by
+ * model: spec.serving.baseReplicas when set (its quiet-hour demand, a fraction of a pod is
+ * fine), else spec.serving.minReplicas, otherwise its share of the model's own minimum by
  * stores (its stores over the stores of all the regions serving the model; equal shares if no
- * region counts any). So regions that leave it unset add up to the model's minimum at quiet
+ * region counts any). So regions that leave both unset add up to the model's minimum at quiet
  * hours, not to one minimum each.
  */
 export function computeRegionBases(
@@ -390,7 +394,8 @@ export function computeRegionBases(
   return new Map(
     regions.map((r) => [
       r.key,
-      r.minReplicas ??
+      r.baseReplicas ??
+        r.minReplicas ??
         (totalStores > 0
           ? (modelMinReplicas * Math.max(0, r.stores)) / totalStores
           : modelMinReplicas / regions.length),

@@ -342,5 +342,26 @@ describe('StoreRegion controller (real API server, moved clock)', () => {
       'share-0 floor 3',
     );
     expect(cond(promo, 'Ready')?.message).toContain('ask 4.25 in total (this one 2.5)');
+
+    // The platform team sets share-0's quiet-hour demand (a tenth of a pod): its 10x promotion
+    // now asks 1 pod, the others keep their shares: 0.1 × 10 + 7 × 0.25 = 2.75 → 3.
+    await client.request('PATCH', resourcePath(RESOURCES.storeRegion, ns, 'share-0'), {
+      contentType: 'application/merge-patch+json',
+      body: { spec: { serving: { baseReplicas: 0.1 } } },
+    });
+    await eventually(
+      async () => ((await getHpa()).spec.minReplicas === 3 ? true : undefined),
+      10_000,
+      'HPA minReplicas 3',
+    );
+    const anchored = await eventually(
+      async () => {
+        const r = await getRegion('share-0');
+        return cond(r, 'Ready')?.message?.includes('(this one 1)') ? r : undefined;
+      },
+      10_000,
+      'share-0 asks 1',
+    );
+    expect(cond(anchored, 'Ready')?.message).toContain('ask 2.75 in total');
   });
 });
