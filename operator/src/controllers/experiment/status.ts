@@ -26,6 +26,8 @@ export interface ExperimentStatusInput {
   readonly guardrails?: ReadonlyMap<string, readonly GuardrailVerdict[]>;
   /** Prometheus could not be read (the look did not happen). */
   readonly dataError?: string;
+  /** Prometheus answered, but with no new counts (checkCountsFresh): no look, counts kept. */
+  readonly noNewData?: string;
   readonly pendingCommand?: 'conclude' | 'stop';
   readonly promotion?: ExperimentStatus['promotion'];
   /** Writing the objects or the promotion failed. */
@@ -86,6 +88,7 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
   }
 
   if (i.dataError) cond('DataAvailable', 'False', 'PrometheusUnavailable', i.dataError);
+  else if (i.noNewData) cond('DataAvailable', 'False', 'NoNewData', `${i.noNewData}; counts kept`);
   else if (i.looked) cond('DataAvailable', 'True', 'Read', 'serving counts read from Prometheus');
 
   const srm = i.analysis?.srm ?? prev.srm;
@@ -175,6 +178,7 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
     ending?.message ??
     i.problem?.message ??
     i.dataError ??
+    (i.noNewData ? `no new data: ${i.noNewData}` : undefined) ??
     i.analysis?.reason ??
     (i.splitting ? 'collecting data' : 'waiting to split traffic');
   return {
