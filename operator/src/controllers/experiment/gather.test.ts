@@ -35,6 +35,7 @@ const EXP: Experiment = {
     primaryMetric: 'conversion',
     minSamplesPerVariant: 1000,
     maxDuration: '14d',
+    guardrails: { p99LatencyMs: 200 },
     decision: { alpha: 0.05, autoPromote: false },
   },
   status: { phase: 'Running', startedAt: started, looks: 4, variants: recorded },
@@ -153,6 +154,8 @@ describe('a look never takes counts back', () => {
         ['v2', 1180, 320],
       ]);
       expect(s?.looks).toBe(4);
+      // The guardrails are still judged (no request histogram here: NoData).
+      expect(s?.variants?.[1]?.guardrails?.[0]).toMatchObject({ name: 'p99LatencyMs', verdict: 'NoData' });
       expect(s?.conditions?.find((c) => c.type === 'DataAvailable')).toMatchObject({
         status: 'False',
         reason: 'NoNewData',

@@ -129,6 +129,12 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
   if (i.applyError) cond('Degraded', 'True', 'ApplyFailed', i.applyError);
   else drop('Degraded');
 
+  const guardrailsOf = (variant: string) => {
+    const g = i.guardrails?.get(variant) ?? [];
+    return g.length
+      ? { guardrails: g.map((x) => ({ ...x, ...(x.value !== undefined ? { value: r6(x.value) } : {}) })) }
+      : {};
+  };
   const comparisons = new Map((i.analysis?.comparisons ?? []).map((c) => [c.variant, c]));
   const prevVariants = new Map((prev.variants ?? []).map((v) => [v.name, v]));
   const variants = i.sums
@@ -136,7 +142,6 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
         const s = i.sums!.get(v.name)!;
         const n = s.conversion.n;
         const c = comparisons.get(v.name);
-        const g = i.guardrails?.get(v.name) ?? [];
         return {
           name: v.name,
           modelRef: v.modelRef,
@@ -156,17 +161,14 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
                 varianceReduction: r6(c.varianceReduction),
               }
             : {}),
-          ...(g.length
-            ? {
-                guardrails: g.map((x) => ({
-                  ...x,
-                  ...(x.value !== undefined ? { value: r6(x.value) } : {}),
-                })),
-              }
-            : {}),
+          ...guardrailsOf(v.name),
         };
       })
-    : exp.spec.variants.map((v) => prevVariants.get(v.name) ?? { name: v.name, modelRef: v.modelRef });
+    : // No new counts: status keeps its own; this reconcile's guardrail verdicts still show.
+      exp.spec.variants.map((v) => ({
+        ...(prevVariants.get(v.name) ?? { name: v.name, modelRef: v.modelRef }),
+        ...guardrailsOf(v.name),
+      }));
 
   // Lift column: the winner's, else the best comparison's.
   const shown = winner
