@@ -147,8 +147,9 @@ export interface OrderChange {
 }
 
 /**
- * What one order adds to the sums (the ORDER script does this arithmetic in Redis): Y moves from its old to its new per-user value, so sumY grows
- * by the difference and sumYY by the difference of squares (never negative: Y only grows).
+ * What one order adds to the sums: Y moves from its old to its new per-user value, so sumY grows
+ * by the difference and sumYY by the difference of squares (never negative: Y only grows). The
+ * ORDER script does this arithmetic in Redis; this is its specification, checked by the tests.
  */
 export function orderIncrements(c: OrderChange): SumIncrements {
   const deltas: Record<ExperimentMetric, [before: number, after: number]> = {
@@ -196,7 +197,7 @@ export function exposureTotals(
 
 /** The experiment counting of one serving process: the scripts and their failures. */
 export class ExperimentCounting {
-  /** Script calls that failed (Redis down): the exposure or order was not counted; also scrapes. */
+  /** Exposures, orders, index adds and totals reads that failed (Redis down), by kind. */
   readonly failures: Counter<string>;
 
   constructor(
