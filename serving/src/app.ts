@@ -190,9 +190,11 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
   const ranking = new WeakMap<LoadedModel, RankingState>();
   const eventRedis = opts.eventRedis ?? opts.redis;
   const eventWrites = ScriptBatcher.forClient(eventRedis, opts.eventDurability);
-  const experiments = new ExperimentCounting(metrics.registry, metrics.model, eventWrites, eventRedis);
+  // The index add and the totals reads go on the main connection: one kept for WAIT (events'
+  // durability) would hold them behind a slow replica.
+  const experiments = new ExperimentCounting(metrics.registry, metrics.model, eventWrites, opts.redis);
   // Every process exports every experiment's Redis totals at scrape time (ADR 0012 amendment).
-  new ExperimentTotalsGauges(metrics.registry, redisTotalsSource(eventRedis), experiments.failures);
+  new ExperimentTotalsGauges(metrics.registry, redisTotalsSource(opts.redis), experiments.failures);
   const ctx: ServingContext = {
     redis: opts.redis,
     eventWrites,

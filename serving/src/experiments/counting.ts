@@ -204,7 +204,7 @@ export class ExperimentCounting {
     registry: Registry,
     private readonly model: string,
     private readonly scripts: ScriptRunner,
-    /** Where the experiment index lives (the scripts' Redis). */
+    /** The scripts' Redis, for the experiment index (not a connection kept for WAIT). */
     private readonly redis: RedisClient,
   ) {
     this.failures = new Counter({
