@@ -1,9 +1,9 @@
 /**
  * What serving, the router and the operator's Experiment controller agree on about experiments:
- * the headers the router adds to a request of an experiment's user, the per-user state serving
- * keeps in Redis, and the counters serving exports and the controller reads (sufficient
- * statistics, operator/src/controllers/experiment/stats-api.ts). No label carries a user id.
- * Design: docs/adr/0012-experiment-controller.md.
+ * the headers the router adds to a request of an experiment's user, the per-user state and the
+ * per-experiment totals serving keeps in Redis, and the gauges serving exports from those totals
+ * and the controller reads (sufficient statistics, operator/src/controllers/experiment/stats-api.ts).
+ * No label carries a user id. Design: docs/adr/0012-experiment-controller.md (and its amendment).
  */
 import { METRIC_PREFIX } from './metrics.js';
 
@@ -11,7 +11,11 @@ import { METRIC_PREFIX } from './metrics.js';
 export const EXPERIMENT_HEADERS = {
   /** `<namespace>/<name>` of the experiment. */
   experiment: 'x-crema-experiment',
-  /** The variant the sticky hash assigned the request's user. */
+  /**
+   * The variant the sticky hash assigned the request's user. Absent when the router sent the
+   * request to stable instead of that variant (its upstream down or unknown): serving then
+   * records no exposure, yet still counts an order of a user already exposed.
+   */
   variant: 'x-crema-experiment-variant',
   /** How long serving remembers the user's exposure, seconds (the experiment's maxDuration). */
   ttlSeconds: 'x-crema-experiment-ttl',
@@ -31,11 +35,11 @@ export const EXPERIMENT_COVARIATES: Record<ExperimentMetric, string> = {
   attachRate: 'addon_attach_rate',
 };
 
-/** `stat` label values of the sums counter (names as in stats-api.ts MetricSums). */
+/** `stat` label values of the sums gauge (names as in stats-api.ts MetricSums). */
 export const EXPERIMENT_STATS = ['sumY', 'sumYY', 'sumX', 'sumXX', 'sumXY', 'nWithoutCovariate'] as const;
 export type ExperimentStat = (typeof EXPERIMENT_STATS)[number];
 
-/** Label names of the experiment counters. */
+/** Label names of the experiment gauges. */
 export const EXPERIMENT_LABELS = {
   experiment: 'experiment',
   variant: 'variant',
@@ -48,19 +52,77 @@ export const EXPERIMENT_LABELS = {
 
 const L = EXPERIMENT_LABELS;
 
-/** The counters. `experiment` is the experiment's name (its namespace is `namespace`). */
-export const EXPERIMENT_COUNTERS = {
+/**
+ * The gauges. `experiment` is the experiment's name (its namespace is `namespace`). Every serving
+ * process exports the same totals, read from Redis at scrape time (so a restarted or new pod
+ * reports them all at once); readers take `max` across pods, then `sum` over models.
+ */
+export const EXPERIMENT_GAUGES = {
   /** Users exposed, each counted once per experiment (n). */
   users: {
-    name: `${METRIC_PREFIX}experiment_users_total`,
+    name: `${METRIC_PREFIX}experiment_users`,
     labels: [L.experiment, L.variant, L.model, L.namespace],
   },
   /** Sufficient statistics of each metric over the exposed users. */
   sums: {
-    name: `${METRIC_PREFIX}experiment_sums_total`,
+    name: `${METRIC_PREFIX}experiment_sums`,
     labels: [L.experiment, L.variant, L.model, L.namespace, L.metric, L.stat],
   },
 } as const;
+
+/**
+ * Redis hash of one experiment's totals, updated by the same script that records an exposure
+ * or order (so exactly once). Fields: `users|<variant>|<model>` and
+ * `sum|<variant>|<model>|<metric>|<stat>`. Same hash tag as the user keys: one slot. Expires
+ * `ttl` (the experiment's maxDuration) after the experiment's last exposure or order.
+ */
+export function experimentTotalsKey(namespace: string, experiment: string): string {
+  return `crema:exp:{${namespace}/${experiment}}:totals`;
+}
+
+/** Redis set of `<namespace>/<name>` of the experiments whose totals serving exports. */
+export const EXPERIMENT_INDEX_KEY = 'crema:exp:index';
+
+/** One field of the totals hash, parsed; undefined for a field of another shape. */
+export type TotalsField =
+  | { readonly kind: 'users'; readonly variant: string; readonly model: string }
+  | {
+      readonly kind: 'sum';
+      readonly variant: string;
+      readonly model: string;
+      readonly metric: ExperimentMetric;
+      readonly stat: ExperimentStat;
+    };
+
+/** The totals field of `f`. Variant and model names are DNS names: they hold no `|`. */
+export function totalsFieldName(f: TotalsField): string {
+  return f.kind === 'users'
+    ? `users|${f.variant}|${f.model}`
+    : `sum|${f.variant}|${f.model}|${f.metric}|${f.stat}`;
+}
+
+/** Parses a totals field name (totalsFieldName's inverse). */
+export function parseTotalsField(name: string): TotalsField | undefined {
+  const p = name.split('|');
+  if (p[0] === 'users' && p.length === 3 && p[1] && p[2])
+    return { kind: 'users', variant: p[1], model: p[2] };
+  if (
+    p[0] === 'sum' &&
+    p.length === 5 &&
+    p[1] &&
+    p[2] &&
+    (EXPERIMENT_METRICS as readonly string[]).includes(p[3]!) &&
+    (EXPERIMENT_STATS as readonly string[]).includes(p[4]!)
+  )
+    return {
+      kind: 'sum',
+      variant: p[1],
+      model: p[2],
+      metric: p[3] as ExperimentMetric,
+      stat: p[4] as ExperimentStat,
+    };
+  return undefined;
+}
 
 /** Redis hash of one user in one experiment: v (variant), x:<metric>, c, t, a. Expires with the experiment. */
 export function experimentUserKey(namespace: string, experiment: string, userId: string): string {

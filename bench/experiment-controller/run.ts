@@ -9,6 +9,7 @@
  *
  *   npx tsx bench/experiment-controller/run.ts
  */
+import { EXPERIMENT_GAUGES } from '../../contracts/experiments.js';
 import { analyze } from '../../operator/src/controllers/experiment/stats.js';
 import { reconcileExperiment } from '../../operator/src/controllers/experiment/reconcile.js';
 import {
@@ -86,9 +87,9 @@ const prometheus: PrometheusClient = {
   async query(q) {
     // Counts grow a little every look, so every status differs (a write per reconcile).
     const n = 20_000 + look * 10;
-    if (q.includes('experiment_users_total'))
+    if (q.includes(EXPERIMENT_GAUGES.users.name))
       return ['control', 'v2'].map((variant) => sample({ variant }, n));
-    if (q.includes('experiment_sums_total')) {
+    if (q.includes(EXPERIMENT_GAUGES.sums.name)) {
       const out: PromSample[] = [];
       for (const variant of ['control', 'v2'])
         for (const metric of ['conversion', 'orderValue', 'attachRate']) {

@@ -62,6 +62,14 @@ const EXPECTED_EMPTY: Record<string, { readonly always: boolean; readonly why: s
     always: true,
     why: 'crema_experiment_srm_p_value: only while an Experiment is Running (none here)',
   },
+  'crema-experiments/Exposed users and conversions per experiment variant/A': {
+    always: true,
+    why: 'crema_experiment_users has series only for experiments in Redis (serving exports their totals); this test runs none',
+  },
+  'crema-experiments/Exposed users and conversions per experiment variant/B': {
+    always: true,
+    why: 'crema_experiment_sums: only for experiments in Redis (none here)',
+  },
   'crema-regions/Floor per region/A': {
     always: true,
     why: 'crema_storeregion_desired_min_replicas is exported while a StoreRegion serves a model; this test runs none',

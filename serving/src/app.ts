@@ -23,6 +23,7 @@ import { ScriptBatcher } from './features/scripts.js';
 import { FeatureStore } from './features/store.js';
 import { ServingMetrics } from './metrics.js';
 import { ExperimentCounting } from './experiments/counting.js';
+import { ExperimentTotalsGauges, redisTotalsSource } from './experiments/totals.js';
 import type { LoadedModel } from './model/loader.js';
 import { ModelStore, type ModelStoreOptions } from './model/store.js';
 import { inferenceThread } from './model/thread.js';
@@ -187,11 +188,17 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     batchUserReads: opts.batchFeatureReads,
   });
   const ranking = new WeakMap<LoadedModel, RankingState>();
-  const eventWrites = ScriptBatcher.forClient(opts.eventRedis ?? opts.redis, opts.eventDurability);
+  const eventRedis = opts.eventRedis ?? opts.redis;
+  const eventWrites = ScriptBatcher.forClient(eventRedis, opts.eventDurability);
+  // The index add and the totals reads go on the main connection: one kept for WAIT (events'
+  // durability) would hold them behind a slow replica.
+  const experiments = new ExperimentCounting(metrics.registry, metrics.model, eventWrites, opts.redis);
+  // Every process exports every experiment's Redis totals at scrape time (ADR 0012 amendment).
+  new ExperimentTotalsGauges(metrics.registry, redisTotalsSource(opts.redis), experiments.failures);
   const ctx: ServingContext = {
     redis: opts.redis,
     eventWrites,
-    experiments: new ExperimentCounting(metrics.registry, metrics.model, eventWrites),
+    experiments,
     clock,
     features,
     models: opts.models,

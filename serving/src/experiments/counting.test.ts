@@ -45,6 +45,9 @@ describe('experiment sums', () => {
     expect(experimentTagOf({ ...h, 'x-crema-experiment-ttl': '0' })).toBeUndefined();
     expect(experimentTagOf({ ...h, 'x-crema-experiment': 'ab' })).toBeUndefined();
     expect(experimentTagOf({ ...h, 'x-crema-experiment-variant': 'user:42' })).toBeUndefined();
+    // The router's fallback to stable sends no variant: a tag that exposes nobody.
+    const { 'x-crema-experiment-variant': _, ...fallback } = h;
+    expect(experimentTagOf(fallback)).toEqual({ namespace: 'shop', name: 'ab', ttlSeconds: 3600 });
   });
 });
 
@@ -84,5 +87,44 @@ describe('the experiment router', () => {
       'x-crema-experiment-variant': 'v2',
       'x-crema-experiment-ttl': '60',
     });
+  });
+
+  it('a user sent to stable instead of their variant (down or unknown upstream) carries no variant', async () => {
+    const addr = upstream.server.address() as { port: number };
+    const up = `http://127.0.0.1:${addr.port}`;
+    // A port nobody listens on: a real refused connection.
+    const down = Fastify();
+    await down.listen({ port: 0, host: '127.0.0.1' });
+    const downUrl = `http://127.0.0.1:${(down.server.address() as { port: number }).port}`;
+    await down.close();
+    for (const v2 of [{ upstream: downUrl }, {}]) {
+      const router = await buildRouter({
+        config: {
+          salt: 's',
+          stable: 'control',
+          variants: [
+            { name: 'control', weight: 0, upstream: up },
+            { name: 'v2', weight: 100, ...v2 },
+          ],
+          experiment: { id: 'shop/ab', ttlSeconds: 60 },
+        },
+      });
+      seen.length = 0;
+      const res = await router.inject({ method: 'GET', url: '/v1/users/u1/offers' });
+      const metrics = (await router.inject({ url: '/metrics' })).body;
+      await router.close();
+      expect(res.statusCode).toBe(200);
+      expect(res.headers['x-crema-variant']).toBe('control');
+      expect(seen).toHaveLength(1);
+      // The experiment and its ttl still go (an order of an already exposed user counts), the
+      // variant does not: serving exposes nobody on this request.
+      expect(seen[0]).toMatchObject({ 'x-crema-experiment': 'shop/ab', 'x-crema-variant': 'control' });
+      expect(seen[0]).not.toHaveProperty('x-crema-experiment-variant');
+      expect(metrics).toMatch(
+        new RegExp(
+          `crema_router_fallbacks_total\\{variant="v2",reason="${v2.upstream ? 'upstream_down' : 'unknown_upstream'}"\\} 1`,
+        ),
+      );
+    }
   });
 });

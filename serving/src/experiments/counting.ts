@@ -3,32 +3,37 @@
  * experiment and the variant the sticky hash assigned its user (contracts/experiments.ts). The
  * first recommendation a user gets in an experiment is their exposure: one Redis script records
  * the user's variant and pre-experiment covariates (SET-if-absent with TTL = the experiment's
- * maxDuration), so a user is counted once however many requests, replicas or restarts. An order
- * event of an exposed user updates the user's outcomes in the same hash and returns what changed,
- * and serving adds that to the counters of the variant recorded at exposure. The counters are
- * the sufficient statistics of stats-api.ts; no label carries a user id.
+ * maxDuration) and, in the same script, adds the user to the experiment's totals hash, so a user
+ * is counted once however many requests, replicas or restarts. An order event of an exposed user
+ * updates the user's outcomes and the totals of the variant recorded at exposure, again in one
+ * script. The totals are the sufficient statistics of stats-api.ts; every serving process exports
+ * them as gauges read at scrape time (totals.ts), so they survive any pod. No label carries a
+ * user id.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { Counter, type Registry } from 'prom-client';
 import {
-  EXPERIMENT_COUNTERS,
   EXPERIMENT_COVARIATES,
   EXPERIMENT_HEADERS,
+  EXPERIMENT_INDEX_KEY,
   EXPERIMENT_METRICS,
+  experimentTotalsKey,
   experimentUserKey,
+  totalsFieldName,
   parseExperimentId,
   type ExperimentMetric,
   type ExperimentStat,
 } from '../../../contracts/experiments.js';
 import { USER_FEATURES, type UserFeatureName } from '../../../contracts/features.js';
-import { defineScript } from '../../../contracts/redis.js';
+import { defineScript, type RedisClient } from '../../../contracts/redis.js';
 import type { ScriptRunner } from '../features/scripts.js';
 
 /** The experiment a request belongs to, from the router's headers. */
 export interface ExperimentTag {
   readonly namespace: string;
   readonly name: string;
-  readonly variant: string;
+  /** Absent when the router sent the user to stable instead of their variant: no exposure. */
+  readonly variant?: string;
   readonly ttlSeconds: number;
 }
 
@@ -36,15 +41,19 @@ const VARIANT = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 /** Longest TTL accepted (a year): a bad header must not pin keys forever. */
 const MAX_TTL_SECONDS = 366 * 86_400;
 
-/** The experiment tag of a request, or undefined when it carries none (or a malformed one). */
+/**
+ * The experiment tag of a request, or undefined when it carries none (or a malformed one). A
+ * tag without the variant header has no variant (the router fell back to stable).
+ */
 export function experimentTagOf(headers: IncomingHttpHeaders): ExperimentTag | undefined {
   const id = headers[EXPERIMENT_HEADERS.experiment];
   const variant = headers[EXPERIMENT_HEADERS.variant];
   const ttl = Number(headers[EXPERIMENT_HEADERS.ttlSeconds]);
-  if (typeof id !== 'string' || typeof variant !== 'string' || !VARIANT.test(variant)) return undefined;
+  if (typeof id !== 'string') return undefined;
+  if (variant !== undefined && (typeof variant !== 'string' || !VARIANT.test(variant))) return undefined;
   const parsed = parseExperimentId(id);
   if (!parsed || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_SECONDS) return undefined;
-  return { ...parsed, variant, ttlSeconds: ttl };
+  return { ...parsed, ...(variant !== undefined ? { variant } : {}), ttlSeconds: ttl };
 }
 
 /** Each metric's covariate from the user's batch features; undefined for a user without history. */
@@ -62,24 +71,30 @@ export function covariatesOf(
 }
 
 /**
- * KEYS[1] = the user's hash; ARGV = variant, ttl, x:conversion, x:orderValue, x:attachRate
- * ('' = no covariate). Returns 1 when this is the user's first exposure, 0 otherwise.
+ * KEYS[1] = the user's hash, KEYS[2] = the experiment's totals (one slot: same hash tag);
+ * ARGV = variant, ttl, x:conversion, x:orderValue, x:attachRate ('' = no covariate), then
+ * totals field / increment pairs (the users field and exposureIncrements). Returns 1 when this is
+ * the user's first exposure (and the totals moved), 0 otherwise.
  */
 const EXPOSE = defineScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local ttl = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'c', 0, 't', 0, 'a', 0)
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'x:conversion', ARGV[3], 'x:orderValue', ARGV[4], 'x:attachRate', ARGV[5])
 end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 6, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[2], ttl)
 return 1
 `);
 
 /**
- * KEYS[1] = the user's hash; ARGV = order value ('' = unknown), 1 when the order carries an
- * add-on. Nothing for a user never exposed; else {variant, converted now (0/1), old total, new
- * total, attached now (0/1), x:conversion, x:orderValue, x:attachRate}, numbers as strings
- * (Lua would truncate them to integers).
+ * KEYS[1] = the user's hash, KEYS[2] = the experiment's totals; ARGV = order value ('' =
+ * unknown), 1 when the order carries an add-on, ttl, model. Nothing for a user never exposed;
+ * else the variant recorded at exposure, whose totals moved by orderIncrements (the same
+ * arithmetic, here so that the user's outcome and the totals change together, exactly once).
+ * Numbers are written with %.17g: Lua's default conversion keeps only 14 digits.
  */
 const ORDER = defineScript(`
 local f = redis.call('HMGET', KEYS[1], 'v', 'c', 't', 'a', 'x:conversion', 'x:orderValue', 'x:attachRate')
@@ -93,10 +108,24 @@ if ARGV[1] ~= '' then
 end
 local attached = 0
 if ARGV[2] == '1' and f[4] == '0' then attached = 1; redis.call('HSET', KEYS[1], 'a', 1) end
-return {f[1], tostring(converted), tostring(old), tostring(new), tostring(attached), f[5] or '', f[6] or '', f[7] or ''}
+local prefix = 'sum|' .. f[1] .. '|' .. ARGV[4] .. '|'
+local function add(metric, before, after, x)
+  local d = after - before
+  if d <= 0 then return end
+  redis.call('HINCRBYFLOAT', KEYS[2], prefix .. metric .. '|sumY', string.format('%.17g', d))
+  redis.call('HINCRBYFLOAT', KEYS[2], prefix .. metric .. '|sumYY', string.format('%.17g', after * after - before * before))
+  if x then
+    redis.call('HINCRBYFLOAT', KEYS[2], prefix .. metric .. '|sumXY', string.format('%.17g', tonumber(x) * d))
+  end
+end
+add('conversion', 0, converted, f[5])
+add('orderValue', old, new, f[6])
+add('attachRate', 0, attached, f[7])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return f[1]
 `);
 
-/** Counter increments: per metric, per stat. */
+/** Increments of the totals: per metric, per stat. */
 export type SumIncrements = Partial<Record<ExperimentMetric, Partial<Record<ExperimentStat, number>>>>;
 
 /** What one exposure adds to the sums (outcomes start at 0; only covariate sums move). */
@@ -119,7 +148,8 @@ export interface OrderChange {
 
 /**
  * What one order adds to the sums: Y moves from its old to its new per-user value, so sumY grows
- * by the difference and sumYY by the difference of squares (never negative: Y only grows).
+ * by the difference and sumYY by the difference of squares (never negative: Y only grows). The
+ * ORDER script does this arithmetic in Redis; this is its specification, checked by the tests.
  */
 export function orderIncrements(c: OrderChange): SumIncrements {
   const deltas: Record<ExperimentMetric, [before: number, after: number]> = {
@@ -141,63 +171,74 @@ export function orderIncrements(c: OrderChange): SumIncrements {
   return out;
 }
 
-/** The experiment counters of one serving process and the scripts that feed them. */
+/** The totals fields and increments of one exposure (users + exposureIncrements), flattened. */
+export function exposureTotals(
+  variant: string,
+  model: string,
+  x: Record<ExperimentMetric, number> | undefined,
+): string[] {
+  const out = [totalsFieldName({ kind: 'users', variant, model }), '1'];
+  for (const [metric, stats] of Object.entries(exposureIncrements(x)))
+    for (const [stat, v] of Object.entries(stats ?? {}))
+      if (v !== undefined && v !== 0)
+        out.push(
+          totalsFieldName({
+            kind: 'sum',
+            variant,
+            model,
+            metric: metric as ExperimentMetric,
+            stat: stat as ExperimentStat,
+          }),
+          // JavaScript's shortest round-trip form: Redis parses it back to the same double.
+          String(v),
+        );
+  return out;
+}
+
+/** The experiment counting of one serving process: the scripts and their failures. */
 export class ExperimentCounting {
-  readonly users: Counter<string>;
-  readonly sums: Counter<string>;
-  /** Script calls that failed (Redis down): the exposure or order was not counted. */
+  /** Exposures, orders, index adds and totals reads that failed (Redis down), by kind. */
   readonly failures: Counter<string>;
 
   constructor(
     registry: Registry,
     private readonly model: string,
     private readonly scripts: ScriptRunner,
+    /** The scripts' Redis, for the experiment index (not a connection kept for WAIT). */
+    private readonly redis: RedisClient,
   ) {
-    this.users = new Counter({
-      name: EXPERIMENT_COUNTERS.users.name,
-      help: 'Users exposed to an experiment variant, each counted once per experiment.',
-      labelNames: EXPERIMENT_COUNTERS.users.labels,
-      registers: [registry],
-    });
-    this.sums = new Counter({
-      name: EXPERIMENT_COUNTERS.sums.name,
-      help: 'Sufficient statistics (sumY, sumYY, CUPED sums) of each experiment metric over exposed users.',
-      labelNames: EXPERIMENT_COUNTERS.sums.labels,
-      registers: [registry],
-    });
     this.failures = new Counter({
       name: 'crema_experiment_count_failures_total',
-      help: 'Exposures or orders of experiment users not counted because Redis failed, by kind.',
+      help: 'Exposures or orders of experiment users not counted because Redis failed (kind exposure, order), index entries not added (kind index), and scrapes that could not read the experiment totals (kind scrape).',
       labelNames: ['kind'],
       registers: [registry],
     });
   }
 
-  private add(tag: ExperimentTag, variant: string, inc: SumIncrements): void {
-    const base = { experiment: tag.name, variant, model: this.model, namespace: tag.namespace };
-    for (const [metric, stats] of Object.entries(inc)) {
-      for (const [stat, v] of Object.entries(stats ?? {})) {
-        if (v !== undefined && v > 0) this.sums.inc({ ...base, metric, stat }, v);
-      }
-    }
-  }
-
-  /** Records the user's exposure (counted once per experiment); `features` are their batch features. */
+  /**
+   * Records the user's exposure (counted once per experiment); `features` are their batch
+   * features. A tag without a variant (the router's fallback to stable) exposes nobody.
+   */
   async expose(
     tag: ExperimentTag,
     userId: string,
     features: ArrayLike<number> | undefined,
   ): Promise<boolean> {
+    if (tag.variant === undefined) return false;
     const x = covariatesOf(features);
     let first: unknown;
     try {
       first = await this.scripts.run({
         script: EXPOSE,
-        keys: [experimentUserKey(tag.namespace, tag.name, userId)],
+        keys: [
+          experimentUserKey(tag.namespace, tag.name, userId),
+          experimentTotalsKey(tag.namespace, tag.name),
+        ],
         args: [
           tag.variant,
           String(tag.ttlSeconds),
           ...(x ? EXPERIMENT_METRICS.map((m) => String(x[m])) : ['', '', '']),
+          ...exposureTotals(tag.variant, this.model, x),
         ],
       });
     } catch (err) {
@@ -205,13 +246,12 @@ export class ExperimentCounting {
       throw err;
     }
     if (first !== 1) return false;
-    this.users.inc({
-      experiment: tag.name,
-      variant: tag.variant,
-      model: this.model,
-      namespace: tag.namespace,
-    });
-    this.add(tag, tag.variant, exposureIncrements(x));
+    // The index is another slot (a cluster runs a script on one slot): a set add after the
+    // script, repeated at each new user, so a failed add or an entry dropped at expiry comes
+    // back. The exposure is counted either way.
+    await this.redis
+      .sadd(EXPERIMENT_INDEX_KEY, `${tag.namespace}/${tag.name}`)
+      .catch(() => this.failures.inc({ kind: 'index' }));
     return true;
   }
 
@@ -230,30 +270,21 @@ export class ExperimentCounting {
     try {
       r = await this.scripts.run({
         script: ORDER,
-        keys: [experimentUserKey(tag.namespace, tag.name, userId)],
-        args: [value === undefined ? '' : String(value), hasAddon ? '1' : '0'],
+        keys: [
+          experimentUserKey(tag.namespace, tag.name, userId),
+          experimentTotalsKey(tag.namespace, tag.name),
+        ],
+        args: [
+          value === undefined ? '' : String(value),
+          hasAddon ? '1' : '0',
+          String(tag.ttlSeconds),
+          this.model,
+        ],
       });
     } catch (err) {
       this.failures.inc({ kind: 'order' });
       throw err;
     }
-    if (!Array.isArray(r)) return false;
-    const [variant, converted, oldT, newT, attached, xc, xv, xa] = (r as Array<string | Buffer>).map(String);
-    const x =
-      xc !== '' && xv !== '' && xa !== ''
-        ? { conversion: Number(xc), orderValue: Number(xv), attachRate: Number(xa) }
-        : undefined;
-    this.add(
-      tag,
-      variant!,
-      orderIncrements({
-        converted: converted === '1',
-        oldTotal: Number(oldT),
-        newTotal: Number(newT),
-        attached: attached === '1',
-        ...(x ? { x } : {}),
-      }),
-    );
-    return true;
+    return r !== null && r !== undefined && r !== false;
   }
 }

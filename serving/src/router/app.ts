@@ -214,16 +214,21 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
     body: Buffer | undefined,
     variant: string,
     experiment: RouterConfig['experiment'],
+    /** The user's assigned variant is served: serving may count the request as its exposure. */
+    exposes: boolean,
   ): Promise<Upstream> => {
     const out: Record<string, string> = { 'x-crema-variant': variant };
     for (const h of FORWARDED_REQUEST_HEADERS) {
       const v = headers[h];
       if (typeof v === 'string') out[h] = v;
     }
-    // The experiment headers come from the config only, never from the client.
+    // The experiment headers come from the config only, never from the client. A request of a
+    // user sent to stable instead of their variant carries no variant: serving must not expose
+    // the user under a treatment they did not get (an order of an exposed user still counts,
+    // for the variant recorded at exposure).
     if (experiment) {
       out[EXPERIMENT_HEADERS.experiment] = experiment.id;
-      out[EXPERIMENT_HEADERS.variant] = variant;
+      if (exposes) out[EXPERIMENT_HEADERS.variant] = variant;
       out[EXPERIMENT_HEADERS.ttlSeconds] = String(experiment.ttlSeconds);
     }
     const once = async (): Promise<Upstream> => {
@@ -291,8 +296,10 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
           req.url,
           req.headers,
           body,
-          route.variant,
+          served,
           cfg.experiment,
+          // An unknown upstream sends the assigned variant's user to stable (route.upstream).
+          !route.rerouted,
         );
       } catch (err) {
         if (!(err instanceof UpstreamUnreachable) || served === stable.name) {
@@ -310,6 +317,7 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
             body,
             stable.name,
             cfg.experiment,
+            false,
           );
         } catch (err2) {
           req.log.error({ err: (err2 as Error).message }, 'stable upstream unreachable');

@@ -34,8 +34,9 @@ export async function readRouterConfig(path: string): Promise<RouterConfig> {
 
 /** Where a user's request goes: the assigned variant and the upstream that serves it. */
 export interface Route {
+  /** The variant the sticky hash assigned (also when stable serves it instead). */
   readonly variant: string;
-  /** The assigned variant has no upstream, so stable serves it. */
+  /** The assigned variant has no upstream, so stable serves it (`upstream` is stable's). */
   readonly rerouted: boolean;
   readonly upstream: string;
 }
@@ -46,6 +47,6 @@ export function routeFor(config: RouterConfig, userId: string | undefined): Rout
   if (userId === undefined) return { variant: stable.name, rerouted: false, upstream: stable.upstream! };
   const name = assignVariant(userId, config.salt, config.variants);
   const v = config.variants.find((x) => x.name === name)!;
-  if (!v.upstream) return { variant: stable.name, rerouted: true, upstream: stable.upstream! };
+  if (!v.upstream) return { variant: v.name, rerouted: true, upstream: stable.upstream! };
   return { variant: v.name, rerouted: false, upstream: v.upstream };
 }

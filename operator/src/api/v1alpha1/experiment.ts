@@ -183,7 +183,7 @@ export interface ExperimentStatus {
    */
   looks?: number;
   /**
-   * When the data was last analysed.
+   * When serving's counts were last read (one read per look interval, new counts or not).
    * Constraints: format date-time.
    */
   lastLookAt?: string;

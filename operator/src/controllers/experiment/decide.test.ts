@@ -260,10 +260,10 @@ describe('router config of an experiment', () => {
   it('queries select the experiment and its namespace, never a user', () => {
     const t = { namespace: 'ns', name: 'ab', models: ['drinks', 'drinks-v2'], window: '5m' };
     expect(buildUsersQuery(t)).toBe(
-      'sum by (variant) (crema_experiment_users_total{experiment="ab",namespace="ns"})',
+      'sum by (variant) (max by (variant, model) (crema_experiment_users{experiment="ab",namespace="ns"}))',
     );
     expect(buildSumsQuery(t)).toBe(
-      'sum by (variant, metric, stat) (crema_experiment_sums_total{experiment="ab",namespace="ns"})',
+      'sum by (variant, metric, stat) (max by (variant, metric, stat, model) (crema_experiment_sums{experiment="ab",namespace="ns"}))',
     );
     expect(buildP99Query(t)).toBe(
       'histogram_quantile(0.99, sum by (model, le) (rate(crema_http_request_duration_seconds_bucket{namespace="ns",model=~"drinks|drinks-v2",route=~"/v1/.+"}[5m]))) * 1000',

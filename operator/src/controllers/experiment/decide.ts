@@ -6,7 +6,7 @@
  * otherwise keep running.
  */
 import type { ExperimentMetric } from '../../../../contracts/experiments.js';
-import type { ExperimentData, ModelHealth } from './gather.js';
+import type { ModelHealth, VariantSums } from './gather.js';
 import type { Analysis, AnalysisInput } from './stats-api.js';
 import type { Experiment, RecommenderModel } from './types.js';
 
@@ -120,13 +120,16 @@ export function judgeGuardrails(
 }
 
 /** The statistics' input for the primary metric. */
-export function buildAnalysisInput(experiment: Experiment, data: ExperimentData): AnalysisInput {
+export function buildAnalysisInput(
+  experiment: Experiment,
+  sums: ReadonlyMap<string, VariantSums>,
+): AnalysisInput {
   const metric = experiment.spec.primaryMetric as ExperimentMetric;
   return {
     variants: experiment.spec.variants.map((v) => ({
       name: v.name,
       weight: v.weight,
-      sums: data.sums.get(v.name)![metric],
+      sums: sums.get(v.name)![metric],
     })),
     alpha: experiment.spec.decision?.alpha ?? 0.05,
     minSamplesPerVariant: experiment.spec.minSamplesPerVariant ?? 1000,

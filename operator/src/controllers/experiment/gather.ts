@@ -1,7 +1,8 @@
 /**
  * Reads what serving counted for an experiment from Prometheus: per variant the exposed users
  * and the sufficient statistics of every metric, and per variant's model the guardrail numbers.
- * `toVariantSums` (pure) turns the samples into stats-api.ts inputs.
+ * `toVariantSums` (pure) turns the samples into stats-api.ts inputs; `checkCountsFresh` (pure)
+ * refuses counts that are absent or below those status already shows, so a look never goes back.
  */
 import { EXPERIMENT_METRICS, type ExperimentMetric } from '../../../../contracts/experiments.js';
 import type { PrometheusClient, PromSample } from '../../analysis/prometheus.js';
@@ -14,6 +15,7 @@ import {
   type ExperimentTarget,
 } from './queries.js';
 import type { MetricSums } from './stats-api.js';
+import type { ExperimentStatus } from './types.js';
 
 /** One variant's sums for every metric. */
 export type VariantSums = Record<ExperimentMetric, MetricSums>;
@@ -27,8 +29,31 @@ export interface ModelHealth {
 
 /** Everything read for one look. */
 export interface ExperimentData {
-  readonly sums: ReadonlyMap<string, VariantSums>;
+  /** Absent when Prometheus has no users series of the experiment (no serving pod exports it now). */
+  readonly sums?: ReadonlyMap<string, VariantSums>;
   readonly health: ReadonlyMap<string, ModelHealth>;
+}
+
+/**
+ * Why `data` holds no new counts, or null when it does: no series at all (no pod scraped yet,
+ * or Redis unreadable at scrape), or a variant's exposures or conversions below what status
+ * already records. Either way the look is skipped and status keeps its counts: the totals in
+ * Redis only grow, so lower numbers are a gap in the scrape, never the truth.
+ */
+export function checkCountsFresh(
+  data: ExperimentData,
+  recorded: ExperimentStatus['variants'],
+): string | null {
+  if (!data.sums) return 'serving exports no totals for this experiment yet (no series)';
+  for (const v of recorded ?? []) {
+    const now = v.name === undefined ? undefined : data.sums.get(v.name)?.conversion;
+    if (!now) continue;
+    if (now.n < (v.exposures ?? 0))
+      return `variant ${v.name}: ${now.n} exposures read, below the ${v.exposures} recorded (a gap in the scrape)`;
+    if (Math.round(now.sumY) < (v.conversions ?? 0))
+      return `variant ${v.name}: ${Math.round(now.sumY)} conversions read, below the ${v.conversions} recorded (a gap in the scrape)`;
+  }
+  return null;
 }
 
 /** Builds per-variant sums from the users and sums samples (variants without samples get zeros). */
@@ -96,7 +121,7 @@ export async function fetchExperimentData(
     prom.query(buildP99Query(t)),
   ]);
   return {
-    sums: toVariantSums(variants, users, sums),
+    ...(users.length > 0 ? { sums: toVariantSums(variants, users, sums) } : {}),
     health: toModelHealth(t.models, requests, errors, p99),
   };
 }

@@ -1,9 +1,11 @@
 /**
  * PromQL of the Experiment controller (pure; table-tested): the per-variant sufficient statistics
- * serving counts (contracts/experiments.ts) and the guardrails per variant's model, from the
+ * serving keeps in Redis and every serving pod exports as gauges (contracts/experiments.ts; `max`
+ * across pods, since each reports the same totals and max takes the freshest, then `sum` over the
+ * models that served a variant) and the guardrails per variant's model, from the
  * request histogram every serving process exports (contracts/metrics.ts).
  */
-import { EXPERIMENT_COUNTERS, EXPERIMENT_LABELS as E } from '../../../../contracts/experiments.js';
+import { EXPERIMENT_GAUGES, EXPERIMENT_LABELS as E } from '../../../../contracts/experiments.js';
 import { METRIC_LABELS as L, SERVING_METRICS as M } from '../../../../contracts/metrics.js';
 import { quoteLabelValue } from '../../analysis/queries.js';
 
@@ -23,12 +25,13 @@ const expSelector = (t: ExperimentTarget) =>
 
 /** Exposed users per variant. */
 export function buildUsersQuery(t: ExperimentTarget): string {
-  return `sum by (${E.variant}) (${EXPERIMENT_COUNTERS.users.name}${expSelector(t)})`;
+  return `sum by (${E.variant}) (max by (${E.variant}, ${E.model}) (${EXPERIMENT_GAUGES.users.name}${expSelector(t)}))`;
 }
 
 /** Every sum per variant, metric and stat. */
 export function buildSumsQuery(t: ExperimentTarget): string {
-  return `sum by (${E.variant}, ${E.metric}, ${E.stat}) (${EXPERIMENT_COUNTERS.sums.name}${expSelector(t)})`;
+  const by = `${E.variant}, ${E.metric}, ${E.stat}`;
+  return `sum by (${by}) (max by (${by}, ${E.model}) (${EXPERIMENT_GAUGES.sums.name}${expSelector(t)}))`;
 }
 
 function requests(t: ExperimentTarget, extra = ''): string {

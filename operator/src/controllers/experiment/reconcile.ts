@@ -36,7 +36,7 @@ import {
   type GuardrailVerdict,
 } from './decide.js';
 import { buildExperimentObjects, buildExperimentRouterConfig } from './desired.js';
-import { fetchExperimentData, type ExperimentData } from './gather.js';
+import { checkCountsFresh, fetchExperimentData, type ExperimentData } from './gather.js';
 import type { Analysis, AnalysisInput } from './stats-api.js';
 import { computeExperimentStatus, endingOf, type ExperimentStatusInput } from './status.js';
 import type { Experiment, ExperimentStatus, RecommenderModel } from './types.js';
@@ -120,6 +120,9 @@ export async function reconcileExperiment(
   let data: ExperimentData | undefined;
   let analysis: Analysis | undefined;
   let dataError: string | undefined;
+  // Counts of this look, only when they are new (never absent or below status's).
+  let fresh: ExperimentData['sums'];
+  let noNewData: string | undefined;
   const guardrails = new Map<string, GuardrailVerdict[]>();
   const running = !problem && !ending && !!startedAt;
   // One look per interval, whatever woke the reconcile (its own status write, a model's status,
@@ -150,12 +153,16 @@ export async function reconcileExperiment(
       }
     }
     if (data) {
-      // 3. Decide: the statistics, then the guardrails per variant's model.
-      try {
-        analysis = deps.analyze(buildAnalysisInput(exp, data));
-      } catch (err) {
-        // Counts the statistics refuse (inconsistent sums) are no decision; status says why.
-        dataError = `the statistics refused the counts: ${err instanceof Error ? err.message : String(err)}`;
+      // 3. Decide: the statistics (on new counts only), then the guardrails per variant's model.
+      noNewData = checkCountsFresh(data, exp.status?.variants) ?? undefined;
+      if (!noNewData && data.sums) {
+        fresh = data.sums;
+        try {
+          analysis = deps.analyze(buildAnalysisInput(exp, fresh));
+        } catch (err) {
+          // Counts the statistics refuse (inconsistent sums) are no decision; status says why.
+          dataError = `the statistics refused the counts: ${err instanceof Error ? err.message : String(err)}`;
+        }
       }
       for (const v of exp.spec.variants)
         guardrails.set(v.name, judgeGuardrails(exp.spec.guardrails, data.health.get(v.modelRef)));
@@ -185,8 +192,11 @@ export async function reconcileExperiment(
     splitting: split && !!startedAt,
     ...(startedAt ? { startedAt } : {}),
     ...(step.ending ? { ending: step.ending } : {}),
-    looked: !!data,
-    ...(data ? { sums: data.sums, guardrails } : {}),
+    looked: !!fresh,
+    read: running && lookDue,
+    ...(fresh ? { sums: fresh } : {}),
+    ...(data ? { guardrails } : {}),
+    ...(noNewData ? { noNewData } : {}),
     ...(analysis ? { analysis } : {}),
     ...(dataError ? { dataError } : {}),
     ...(exp.status?.promotion ? { promotion: exp.status.promotion } : {}),

@@ -19,13 +19,20 @@ export interface ExperimentStatusInput {
   readonly splitting: boolean;
   readonly startedAt?: string;
   readonly ending?: Ending;
-  /** This reconcile analysed data (a look). */
+  /** This reconcile analysed new counts (a look: `looks` + 1). */
   readonly looked: boolean;
+  /**
+   * This reconcile read (or tried to read) serving's counts, new or not: `lastLookAt` moves, so
+   * the next read waits a look interval (reconcile.ts).
+   */
+  readonly read?: boolean;
   readonly sums?: ReadonlyMap<string, VariantSums>;
   readonly analysis?: Analysis;
   readonly guardrails?: ReadonlyMap<string, readonly GuardrailVerdict[]>;
   /** Prometheus could not be read (the look did not happen). */
   readonly dataError?: string;
+  /** Prometheus answered, but with no new counts (checkCountsFresh): no look, counts kept. */
+  readonly noNewData?: string;
   readonly pendingCommand?: 'conclude' | 'stop';
   readonly promotion?: ExperimentStatus['promotion'];
   /** Writing the objects or the promotion failed. */
@@ -86,6 +93,7 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
   }
 
   if (i.dataError) cond('DataAvailable', 'False', 'PrometheusUnavailable', i.dataError);
+  else if (i.noNewData) cond('DataAvailable', 'False', 'NoNewData', `${i.noNewData}; counts kept`);
   else if (i.looked) cond('DataAvailable', 'True', 'Read', 'serving counts read from Prometheus');
 
   const srm = i.analysis?.srm ?? prev.srm;
@@ -126,6 +134,12 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
   if (i.applyError) cond('Degraded', 'True', 'ApplyFailed', i.applyError);
   else drop('Degraded');
 
+  const guardrailsOf = (variant: string) => {
+    const g = i.guardrails?.get(variant) ?? [];
+    return g.length
+      ? { guardrails: g.map((x) => ({ ...x, ...(x.value !== undefined ? { value: r6(x.value) } : {}) })) }
+      : {};
+  };
   const comparisons = new Map((i.analysis?.comparisons ?? []).map((c) => [c.variant, c]));
   const prevVariants = new Map((prev.variants ?? []).map((v) => [v.name, v]));
   const variants = i.sums
@@ -133,7 +147,6 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
         const s = i.sums!.get(v.name)!;
         const n = s.conversion.n;
         const c = comparisons.get(v.name);
-        const g = i.guardrails?.get(v.name) ?? [];
         return {
           name: v.name,
           modelRef: v.modelRef,
@@ -153,17 +166,14 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
                 varianceReduction: r6(c.varianceReduction),
               }
             : {}),
-          ...(g.length
-            ? {
-                guardrails: g.map((x) => ({
-                  ...x,
-                  ...(x.value !== undefined ? { value: r6(x.value) } : {}),
-                })),
-              }
-            : {}),
+          ...guardrailsOf(v.name),
         };
       })
-    : exp.spec.variants.map((v) => prevVariants.get(v.name) ?? { name: v.name, modelRef: v.modelRef });
+    : // No new counts: status keeps its own; this reconcile's guardrail verdicts still show.
+      exp.spec.variants.map((v) => ({
+        ...(prevVariants.get(v.name) ?? { name: v.name, modelRef: v.modelRef }),
+        ...guardrailsOf(v.name),
+      }));
 
   // Lift column: the winner's, else the best comparison's.
   const shown = winner
@@ -175,9 +185,10 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
     ending?.message ??
     i.problem?.message ??
     i.dataError ??
+    (i.noNewData ? `no new data: ${i.noNewData}` : undefined) ??
     i.analysis?.reason ??
     // Between looks the last look's reason stands.
-    (i.splitting && !i.looked && prev.lastLookAt && prev.reason ? prev.reason : undefined) ??
+    (i.splitting && !i.looked && !i.read && prev.lastLookAt && prev.reason ? prev.reason : undefined) ??
     (i.splitting ? 'collecting data' : 'waiting to split traffic');
   return {
     observedGeneration: generation,
@@ -186,7 +197,7 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
     variants,
     ...(srm ? { srm: { pValue: r6(srm.pValue ?? 1), mismatch: !!srm.mismatch } } : {}),
     looks: (prev.looks ?? 0) + (i.looked ? 1 : 0),
-    ...(i.looked
+    ...(i.looked || i.read
       ? { lastLookAt: now.toISOString() }
       : prev.lastLookAt
         ? { lastLookAt: prev.lastLookAt }
