@@ -8,9 +8,11 @@
  * rule ConfigMaps loaded into Prometheus (what the Prometheus Operator or a rules sidecar does in
  * a cluster).
  */
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { CLUSTER_SERVICES, startLocalCluster, type LocalCluster } from '../../../hack/testenv/cluster.js';
 import { ensureNamespace } from '../../../hack/testenv/host-services.js';
@@ -169,6 +171,22 @@ export async function startNodeE2e(opts: {
     await stop();
     throw err;
   }
+}
+
+/** `kubectl get <what> -n <ns>` as the SRE sees it: the header and each row's cells (whitespace-split). */
+export async function kubectlGet(e: NodeE2e, what: string): Promise<string[][]> {
+  const { stdout } = await promisify(execFile)(e.cluster.kubectl, [
+    '--kubeconfig',
+    e.cluster.kubeconfigPath,
+    'get',
+    what,
+    '-n',
+    e.ns,
+  ]);
+  return stdout
+    .trim()
+    .split('\n')
+    .map((line) => line.trim().split(/\s{2,}/));
 }
 
 /** Reads a RecommenderModel. */
