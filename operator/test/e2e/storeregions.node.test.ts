@@ -13,11 +13,11 @@
  *
  * Prints one `[e2e] {...}` JSON line with its measurements.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import type { StoreRegion } from '../../src/api/v1alpha1/index.js';
 import { RESOURCES, resourcePath, type KubeObject } from '../../src/runtime/kube.js';
 import { eventually } from '../helpers.js';
-import { createModel, serviceUrl, startNodeE2e, type NodeE2e } from './node-env.js';
+import { createModel, kubectlGet, serviceUrl, startNodeE2e, type NodeE2e } from './node-env.js';
 import { failed, failureSummary, startTraffic } from './traffic.js';
 
 let e: NodeE2e;
@@ -87,10 +87,14 @@ describe('StoreRegion floors on a real node (real HPA controller, real pods)', (
       // Every HPA minReplicas the test sees, with when.
       const mins: { at: number; min: number | undefined; ready: number }[] = [];
       let watching = true;
+      onTestFinished(() => {
+        watching = false;
+        return traffic.stop();
+      });
       const watch = (async () => {
         while (watching) {
-          const [h, ready] = await Promise.all([getHpa(), readyPods()]);
-          mins.push({ at: Date.now(), min: h.spec.minReplicas, ready });
+          const read = await Promise.all([getHpa(), readyPods()]).catch(() => undefined);
+          if (read) mins.push({ at: Date.now(), min: read[0].spec.minReplicas, ready: read[1] });
           await new Promise((r) => setTimeout(r, 250));
         }
       })();
@@ -120,12 +124,26 @@ describe('StoreRegion floors on a real node (real HPA controller, real pods)', (
       const during = await eventually(
         async () => {
           const r = await getRegion();
-          return r.status?.activePromotions?.includes('bogo') ? r : undefined;
+          // In the lead Active says "promotion bogo x3 (lead)"; the controller wakes at the start.
+          return r.status?.activePromotions?.includes('bogo') && r.status.activeWindow === 'promotion bogo x3'
+            ? r
+            : undefined;
         },
         start.getTime() - Date.now() + 30_000,
-        'promotion bogo active',
+        'promotion bogo active (started)',
       );
+      expect(Date.now()).toBeGreaterThanOrEqual(start.getTime());
       expect(during.status?.desiredMinReplicas).toBe(3);
+      // What an SRE sees: kubectl get storeregions, with the floor and what raised it.
+      const table = await kubectlGet(e, 'storeregions');
+      // (Next is in `-o wide`.)
+      expect(table[0]).toEqual(['NAME', 'TIMEZONE', 'FLOOR', 'ACTIVE', 'AGE']);
+      expect(table.find((r) => r[0] === 'nyc')?.slice(0, 4)).toEqual([
+        'nyc',
+        'America/New_York',
+        '3',
+        'promotion bogo x3',
+      ]);
       expect(await readyPods()).toBeGreaterThanOrEqual(3);
 
       // After the promotion: down in steps to the model's own minimum, never below it.
