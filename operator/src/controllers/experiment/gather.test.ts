@@ -106,7 +106,10 @@ async function reconcileOnce(
     informers,
     `${ns}/ab`,
   );
-  expect(r.kind).toBe('requeueAfter');
+  // Running: back at the next look; ended: done.
+  expect(r.kind).toBe(
+    written?.phase === 'Concluded' || written?.phase === 'Stopped' ? 'done' : 'requeueAfter',
+  );
   result?.(r as { kind: string; ms?: number });
   return written;
 }
@@ -203,5 +206,49 @@ describe('one read of the counts per look interval', () => {
     const stale = await reconcileOnce(prometheus(undefined), due);
     expect(stale?.lastLookAt).toBe('2026-01-02T00:00:00.000Z');
     expect(stale?.looks).toBe(4);
+  });
+});
+
+describe('what does not wait for the next look', () => {
+  const counting = () => {
+    const state = { queries: 0 };
+    const prom: PrometheusClient = {
+      baseUrl: 'stand-in',
+      query: async (q) => (state.queries++, prometheus({ control: 1300, v2: 1250 }).query(q)),
+    };
+    return { state, prom };
+  };
+  const recent = (extra: Partial<Experiment>) => ({
+    ...EXP,
+    ...extra,
+    status: { ...EXP.status!, lastLookAt: '2026-01-01T23:59:50.000Z' },
+  });
+
+  it('a conclude command decides on the latest counts, read now', async () => {
+    const { state, prom } = counting();
+    const exp = recent({
+      metadata: { ...EXP.metadata, annotations: { 'crema.dev/conclude': 'true' } },
+    });
+    const s = await reconcileOnce(prom, exp);
+    expect(state.queries).toBeGreaterThan(0);
+    expect(s?.variants?.map((v) => v.exposures)).toEqual([1300, 1250]);
+    expect(s?.phase).toBe('Concluded');
+  });
+
+  it('maxDuration reached: the ending look reads the counts too', async () => {
+    const { state, prom } = counting();
+    const exp = recent({ spec: { ...EXP.spec, maxDuration: '1d' } }); // started 24 h before now
+    const s = await reconcileOnce(prom, exp);
+    expect(state.queries).toBeGreaterThan(0);
+    expect(s?.phase).toBe('Concluded');
+  });
+
+  it('a lastLookAt ahead of this clock (another leader) waits at most one interval', async () => {
+    const { state, prom } = counting();
+    const ahead = { ...EXP, status: { ...EXP.status!, lastLookAt: '2026-01-02T01:00:00.000Z' } };
+    let next: { kind: string; ms?: number } | undefined;
+    await reconcileOnce(prom, ahead, (r) => (next = r));
+    expect(state.queries).toBe(0);
+    expect(next).toEqual({ kind: 'requeueAfter', ms: 60_000 });
   });
 });

@@ -33,6 +33,7 @@ import {
   checkReferences,
   computeExperimentStep,
   judgeGuardrails,
+  parseMaxDuration,
   type GuardrailVerdict,
 } from './decide.js';
 import { buildExperimentObjects, buildExperimentRouterConfig } from './desired.js';
@@ -130,9 +131,16 @@ export async function reconcileExperiment(
   // comes back when the next look is due.
   const lookIntervalMs = deps.lookIntervalMs ?? 60_000;
   const lastLookAt = exp.status?.lastLookAt ? Date.parse(exp.status.lastLookAt) : NaN;
-  const nextLookInMs = Number.isFinite(lastLookAt) ? lastLookAt + lookIntervalMs - now.getTime() : 0;
+  // At most one interval away, whatever lastLookAt says (another leader's clock may run ahead).
+  const nextLookInMs = Number.isFinite(lastLookAt)
+    ? Math.min(lookIntervalMs, lastLookAt + lookIntervalMs - now.getTime())
+    : 0;
+  // A conclude/stop command or the end of maxDuration decides on the latest counts, not the last look's.
+  const timeUp =
+    !!startedAt &&
+    now.getTime() - Date.parse(startedAt) >= parseMaxDuration(exp.spec.maxDuration ?? '14d');
   // Timers fire a little late, never much early: a look due within 1 % of the interval is due.
-  const lookDue = nextLookInMs <= lookIntervalMs * 0.01;
+  const lookDue = nextLookInMs <= lookIntervalMs * 0.01 || !!command || timeUp;
   if (running && lookDue) {
     if (!deps.prometheus)
       dataError = 'no Prometheus configured (set CREMA_PROMETHEUS_URL): no look, no decision';

@@ -187,8 +187,9 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
     i.dataError ??
     (i.noNewData ? `no new data: ${i.noNewData}` : undefined) ??
     i.analysis?.reason ??
-    // Between looks the last look's reason stands.
-    (i.splitting && !i.looked && !i.read && prev.lastLookAt && prev.reason ? prev.reason : undefined) ??
+    // Between looks the last look's reason stands (only a look's: a problem or read error that
+    // has cleared since is not carried).
+    (i.splitting && !i.looked && !i.read && lastReasonWasALook(prev) ? prev.reason : undefined) ??
     (i.splitting ? 'collecting data' : 'waiting to split traffic');
   return {
     observedGeneration: generation,
@@ -217,6 +218,17 @@ export function computeExperimentStatus(i: ExperimentStatusInput): ExperimentSta
     ...(i.pendingCommand ? { pendingCommand: i.pendingCommand } : {}),
     ...(i.promotion ? { promotion: i.promotion } : {}),
   };
+}
+
+/** Whether status's reason came from a look (valid references, counts read). */
+function lastReasonWasALook(prev: ExperimentStatus): boolean {
+  const c = (t: string) => prev.conditions?.find((x) => x.type === t);
+  return (
+    !!prev.lastLookAt &&
+    !!prev.reason &&
+    c('Valid')?.status !== 'False' &&
+    c('DataAvailable')?.reason !== 'PrometheusUnavailable'
+  );
 }
 
 /** Phase from the conditions: an ending wins, then Running, else Pending. */
