@@ -175,7 +175,8 @@ export interface StoreRegionSpecServing {
    */
   modelRef: string;
   /**
-   * Replica floor outside peak windows and promotions.
+   * The region's replica floor at all times, and what peak and promotion multipliers multiply when
+   * baseReplicas is unset.
    * Constraints: ≥ 0; ≤ 1000.
    */
   minReplicas?: number;

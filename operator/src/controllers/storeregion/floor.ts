@@ -128,6 +128,9 @@ export class RegionFloorCache {
             peakWindows: region.spec.peakWindows ?? [],
             promotions: region.spec.promotions ?? [],
             baseReplicas,
+            ...(region.spec.serving?.minReplicas !== undefined
+              ? { minReplicas: region.spec.serving.minReplicas }
+              : {}),
             ...(max !== undefined ? { maxReplicas: max } : {}),
           },
           this.opts,

@@ -381,6 +381,25 @@ describe('load-anchored bases: floors follow demand, not the minimum', () => {
     expect(computeModelFloor(demands, model).floor).toBe(6);
   });
 
+  it("a region's own minReplicas stays its floor when baseReplicas is set: max(3, 0.4 × 3) = 3, in a 10x promotion 12", () => {
+    const region = (promo: boolean) =>
+      new RegionSchedule(
+        {
+          timezone: LA,
+          baseReplicas: 0.4,
+          minReplicas: 3,
+          peakWindows: [{ days: EVERY_DAY, start: '07:00', end: '09:00', multiplier: 3 }],
+          promotions: promo
+            ? [{ name: 'bogo', start: '2026-06-01T14:00:00Z', end: '2026-06-01T15:00:00Z', multiplier: 10 }]
+            : [],
+        },
+        EXACT,
+      ).floorAt(at('2026-06-01T14:30:00Z'));
+    expect(region(false)).toMatchObject({ floor: 3, exact: 3 });
+    expect(region(true).exact).toBeCloseTo(12, 12);
+    expect(region(true).floor).toBe(12);
+  });
+
   it('quiet hours: demand under the minimum keeps the minimum', () => {
     const quiet = new RegionSchedule({ timezone: LA, baseReplicas: 0.1 }, EXACT).floorAt(
       at('2026-06-01T18:00:00Z'),

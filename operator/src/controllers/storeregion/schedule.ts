@@ -45,6 +45,8 @@ export interface ScheduleSpec {
   readonly promotions?: readonly PromotionSpec[];
   /** Floor outside windows and promotions (≥ 0; a share of a model's minimum may be a fraction). */
   readonly baseReplicas: number;
+  /** The region's own floor at every instant (spec.serving.minReplicas), when set. */
+  readonly minReplicas?: number;
   /** The region's ceiling (spec.serving.maxReplicas); none when unset. */
   readonly maxReplicas?: number;
 }
@@ -210,7 +212,7 @@ export class RegionSchedule {
     }
     // Rounding: 1e-9 keeps 3 × 1.1 = 3.3000000000000003 from becoming 4 where 3.3 means 4 anyway,
     // but 2 × 1.5 = 3 stays 3.
-    const wanted = this.spec.baseReplicas * peak * promo;
+    const wanted = Math.max(this.spec.minReplicas ?? 0, this.spec.baseReplicas * peak * promo);
     const demand = Math.ceil(wanted - 1e-9);
     const max = this.spec.maxReplicas;
     const clamped = max !== undefined && demand > max;
