@@ -71,9 +71,22 @@ export function validateRegionMenu(c: unknown): string[] {
  */
 export const ITEM_CATALOG_ANNOTATION = 'crema.dev/item-catalog';
 
+/**
+ * Largest ITEM_CATALOG_ANNOTATION value written (bytes). The API server refuses an object whose
+ * annotations together exceed 256 KiB; a larger catalog is left out (menus are then unchecked,
+ * MenuValid Unknown) rather than making the model's manifest impossible to apply.
+ */
+export const MAX_ITEM_CATALOG_BYTES = 128 * 1024;
+
 /** The ITEM_CATALOG_ANNOTATION value for item ids `ids` (each once, in catalog order). */
 export function formatItemCatalog(ids: readonly string[]): string {
   return [...new Set(ids)].join(',');
+}
+
+/** The annotation value for `ids`, or undefined when it would exceed MAX_ITEM_CATALOG_BYTES. */
+export function itemCatalogAnnotation(ids: readonly string[]): string | undefined {
+  const v = formatItemCatalog(ids);
+  return v && Buffer.byteLength(v, 'utf8') <= MAX_ITEM_CATALOG_BYTES ? v : undefined;
 }
 
 /** The item ids of an ITEM_CATALOG_ANNOTATION value (empty entries dropped). */

@@ -6,7 +6,7 @@ import { stringify } from 'yaml';
 import { FEATURE_SCHEMA_VERSION } from '../../../contracts/features.js';
 import { TASK_LABEL } from '../../../contracts/kube-keys.js';
 import { OFFLINE_METRICS_ANNOTATION, lineageAnnotations } from '../../../contracts/lineage.js';
-import { ITEM_CATALOG_ANNOTATION, formatItemCatalog } from '../../../contracts/region-menu.js';
+import { ITEM_CATALOG_ANNOTATION, itemCatalogAnnotation } from '../../../contracts/region-menu.js';
 import {
   validateModelMetadata,
   type BaselineHistogram,
@@ -112,6 +112,7 @@ export function buildRecommenderModelYaml(
   metadataUri: string,
   itemIds?: readonly string[],
 ): string {
+  const catalog = itemIds ? itemCatalogAnnotation(itemIds) : undefined;
   const doc = {
     apiVersion: 'crema.dev/v1alpha1',
     kind: 'RecommenderModel',
@@ -121,7 +122,7 @@ export function buildRecommenderModelYaml(
       annotations: {
         ...lineageAnnotations(meta.lineage),
         [OFFLINE_METRICS_ANNOTATION]: JSON.stringify(meta.metrics),
-        ...(itemIds?.length ? { [ITEM_CATALOG_ANNOTATION]: formatItemCatalog(itemIds) } : {}),
+        ...(catalog ? { [ITEM_CATALOG_ANNOTATION]: catalog } : {}),
       },
     },
     spec: {
