@@ -154,6 +154,9 @@ function commandOf(model: RecommenderModel): Command | undefined {
   return undefined;
 }
 
+/** The size last logged of each model's too-large regions ConfigMap (key: namespace/name). */
+const tooLargeLogged = new Map<string, number>();
+
 /** Reconciles one RecommenderModel `namespace/name`. */
 export async function reconcileRecommenderModel(
   deps: RecommenderModelDeps,
@@ -288,10 +291,13 @@ export async function reconcileRecommenderModel(
   // (cheap), applied only when they differ, and never when the API server would refuse them
   // (or nearly): then the last ConfigMap that fit stays, and the regions say why (MenuPublished).
   const regionMenu = buildRegionMenu(model, regions);
-  if (regionMenu.tooLarge)
+  // Logged once per size (the regions' MenuPublished condition says it for as long as it lasts).
+  if (regionMenu.tooLarge && tooLargeLogged.get(key) !== regionMenu.tooLarge.bytes) {
+    tooLargeLogged.set(key, regionMenu.tooLarge.bytes);
     deps.log(
       `RecommenderModel ${key}: ConfigMap ${regionMenu.tooLarge.configMap} not applied: ${regionMenu.tooLarge.bytes} bytes > ${regionMenu.tooLarge.limit}`,
     );
+  } else if (!regionMenu.tooLarge) tooLargeLogged.delete(key);
   if (!specError && !regionMenu.tooLarge) desired = [...desired, regionMenu.configMap];
   const actedCommand = decision.command?.outcome === 'acted' ? command : undefined;
   const stablePods = findPodProblem(pods, 'stable', plan.stable.sha256);
