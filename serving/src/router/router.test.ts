@@ -45,7 +45,7 @@ describe('router config', () => {
   });
 });
 
-describe('sticky assignment over 100k users', () => {
+describe('sticky assignment over 100k users', { timeout: 30_000 }, () => {
   const users = Array.from({ length: 100_000 }, (_, i) => `user-${i}`);
 
   it('splits within 0.5 percentage points of the weights', () => {
