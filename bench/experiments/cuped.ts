@@ -142,6 +142,8 @@ const Y: Record<Scenario, Record<ExperimentMetric, Float64Array>> = {
   },
 };
 let experimentOrders = 0;
+/** Orders after a user's staggered exposure, for the decision-time sweep (step 6). */
+const staggeredOrders = { t: [] as number[], u: [] as number[], dollars: [] as number[] };
 // Local dates from START − 1 (its evening is after 00:00 UTC of START) to START + 13.
 for (const date of dates.slice(PRE_DATES - 1)) {
   const o = ordersOf(date);
@@ -151,6 +153,11 @@ for (const date of dates.slice(PRE_DATES - 1)) {
     experimentOrders++;
     const u = o.user[i]!;
     const addon = o.addon1[i]! >= 0 || o.addon2[i]! >= 0;
+    if (t >= exposedAt.staggered[u]!) {
+      staggeredOrders.t.push(t);
+      staggeredOrders.u.push(u);
+      staggeredOrders.dollars.push(o.cents[i]! / 100);
+    }
     for (const s of SCENARIOS) {
       if (t < exposedAt[s][u]!) continue;
       Y[s].conversion[u] = 1;
@@ -362,6 +369,121 @@ for (const s of SCENARIOS) {
   log(`${s}: ${JSON.stringify(results[s])}`);
 }
 
+// 6. Days to a decision at +3 % relative, with and without CUPED: the staggered population as
+// the controller sees it, a look every LOOK_MINUTES; serving adds X at exposure and Y as orders
+// arrive. Each run splits the users 50/50 at random (what the hash does) and adds the lift to
+// the treatment arm: conversion: non-converters of the treatment convert with probability q at
+// a uniform time in their window (q = 3 % of the mean over the non-converters' share); order
+// value: every treatment order is worth 3 % more.
+const LOOK_MINUTES = Number(arg('look-minutes', '30'));
+const DECISION_RUNS = Number(arg('decision-runs', '100'));
+const LIFT = Number(arg('decision-lift', '0.03'));
+const expOrder = Uint32Array.from(
+  Array.from({ length: USERS }, (_, u) => u).filter((u) => exposedAt.staggered[u]! < end),
+).sort((a, b) => exposedAt.staggered[a]! - exposedAt.staggered[b]!);
+const ordIdx = Uint32Array.from(staggeredOrders.t, (_, i) => i).sort(
+  (a, b) => staggeredOrders.t[a]! - staggeredOrders.t[b]!,
+);
+const ordT = Float64Array.from(ordIdx, (i) => staggeredOrders.t[i]!);
+const ordU = Uint32Array.from(ordIdx, (i) => staggeredOrders.u[i]!);
+const ordV = Float64Array.from(ordIdx, (i) => staggeredOrders.dollars[i]!);
+const baseConversion = (results.staggered as { metrics: { conversion: { meanY: number } } }).metrics
+  .conversion.meanY;
+const q = (LIFT * baseConversion) / (1 - baseConversion);
+
+interface RunOutcome {
+  cuped?: { day: number; winner: string };
+  plain?: { day: number; winner: string };
+}
+
+function decisionRun(metric: 'conversion' | 'orderValue', run: number): RunOutcome {
+  const rng = new Rng(mixSeed(SEED, 3003, run, metric === 'conversion' ? 0 : 1));
+  const treat = new Uint8Array(USERS);
+  for (let u = 0; u < USERS; u++) treat[u] = rng.next() < 0.5 ? 1 : 0;
+  // Extra conversions of the treatment (conversion lift), sorted by time.
+  const extra: { t: number; u: number }[] = [];
+  if (metric === 'conversion') {
+    for (const u of expOrder) {
+      if (!treat[u] || Y.staggered.conversion[u]) continue;
+      if (rng.next() < q)
+        extra.push({ t: exposedAt.staggered[u]! + rng.next() * (end - exposedAt.staggered[u]!), u });
+    }
+    extra.sort((a, b) => a.t - b.t);
+  }
+  const arms = [newAcc(), newAcc()];
+  const y = new Float64Array(USERS);
+  const x = X[metric];
+  const outcome = (u: number, after: number) => {
+    const before = y[u]!;
+    if (after === before) return;
+    y[u] = after;
+    const a = arms[treat[u]!]!;
+    a.sumY += after - before;
+    a.sumYY += after * after - before * before;
+    if (hasX[u]) a.sumXY += x[u]! * (after - before);
+  };
+  let ie = 0;
+  let io = 0;
+  let ix = 0;
+  const out: RunOutcome = {};
+  for (let look = 1; look * LOOK_MINUTES * 60 <= EXPERIMENT_DAYS * DAY; look++) {
+    const at = asOf + look * LOOK_MINUTES * 60;
+    for (; ie < expOrder.length && exposedAt.staggered[expOrder[ie]!]! < at; ie++) {
+      const u = expOrder[ie]!;
+      add(arms[treat[u]!]!, 0, hasX[u] ? x[u]! : undefined);
+    }
+    for (; io < ordT.length && ordT[io]! < at; io++) {
+      const u = ordU[io]!;
+      if (metric === 'conversion') outcome(u, 1);
+      else outcome(u, y[u]! + ordV[io]! * (treat[u] ? 1 + LIFT : 1));
+    }
+    for (; ix < extra.length && extra[ix]!.t < at; ix++) outcome(extra[ix]!.u, 1);
+    if (arms[0]!.n < 2 || arms[1]!.n < 2) continue;
+    const day = (at - asOf) / DAY;
+    for (const kind of ['cuped', 'plain'] as const) {
+      if (out[kind]) continue;
+      const sums = arms.map((a) => (kind === 'cuped' ? { ...a } : { n: a.n, sumY: a.sumY, sumYY: a.sumYY }));
+      const r = analyze({
+        variants: [
+          { ...VARIANTS[0]!, sums: sums[0]! },
+          { ...VARIANTS[1]!, sums: sums[1]! },
+        ],
+        alpha: ALPHA,
+        minSamplesPerVariant: 1000, // the controller's defaults (decide.ts buildAnalysisInput)
+        binary: metric === 'conversion',
+      });
+      if (r.decision === 'winner') out[kind] = { day, winner: r.winner! };
+    }
+    if (out.cuped && out.plain) break;
+  }
+  return out;
+}
+
+const quantile = (xs: number[], p: number) => {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
+};
+const decisions: Record<string, unknown> = {};
+for (const metric of ['conversion', 'orderValue'] as const) {
+  const outs = Array.from({ length: DECISION_RUNS }, (_, r) => decisionRun(metric, r));
+  const summary = (kind: 'cuped' | 'plain') => {
+    // Undecided runs count as 14+ days, so the median is over every run.
+    const days = outs.map((o) => (o[kind] ? o[kind].day : Infinity));
+    const decided = outs.filter((o) => o[kind]);
+    return {
+      decidedIn14Days: round(decided.length / outs.length, 3),
+      correctWinner: decided.length
+        ? round(decided.filter((o) => o[kind]!.winner === 'treatment').length / decided.length, 3)
+        : null,
+      medianDays: quantile(days, 0.5) === Infinity ? '> 14' : round(quantile(days, 0.5)!, 3),
+      p90Days: quantile(days, 0.9) === Infinity ? '> 14' : round(quantile(days, 0.9)!, 3),
+    };
+  };
+  decisions[metric] = { runs: DECISION_RUNS, cuped: summary('cuped'), plain: summary('plain') };
+  log(`decision ${metric}: ${JSON.stringify(decisions[metric])}`);
+}
+
 // 5. Sanity check on a SYNTHETIC population with corr(X, Y)² = 0.81.
 const synRng = new Rng(mixSeed(SEED, 2002));
 const SYN_USERS = 200_000;
@@ -410,6 +532,10 @@ const result = {
   preWindowOrders: snapshot.agg.orders30.reduce((a, b) => a + b, 0),
   experimentOrders,
   ...results,
+  daysToDecisionAt3PctLift: {
+    assumptions: `staggered exposure, a look every ${LOOK_MINUTES} min over 14 days, analyze() with the controller's defaults (alpha 0.05, minSamplesPerVariant 1000, planned 10,000); random 50/50 split per run; conversion: treatment non-converters convert with q = ${round(q)}; order value: treatment orders x1.03; cuped = the sums serving exports, plain = the same without the X sums`,
+    ...decisions,
+  },
   synthetic,
   seconds: round((performance.now() - t0) / 1000, 1),
 };
