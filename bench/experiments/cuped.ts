@@ -3,6 +3,7 @@
  * measured with Crema's own code end to end.
  *
  *   npm run bench:experiments:cuped -- [--users 500000] [--start 2026-05-04] [--seed 11] [--splits 10]
+ *       [--decision-runs 100] [--decision-lift 0.03] [--look-minutes 30] [--out <file>]
  *
  * 1. Orders from the feature-jobs generator (buildWorld, generateDay: 840 stores, 0.4 orders per
  *    user per day) for the 31 local dates before the experiment's start and the 14 from it.
@@ -26,10 +27,14 @@
  *    stats-api.ts; analyze() gives each comparison's varianceReduction (1 − V_cuped/V_plain).
  *    The planned sample size per variant at +3 % relative conversion lift (planSamplesPerVariant,
  *    80 % power) shrinks by the same factor.
- * 5. Sanity check (SYNTHETIC, not the chain): Y = 2 + 0.5·X + ε with corr(X, Y)² = 0.81, all users
+ * 5. Days to a decision at +3 % relative (conversion; order value), with the sums serving exports
+ *    and with the same sums minus X: the staggered population as the controller sees it (X added
+ *    at exposure, Y as orders arrive), a look every 30 min, `--decision-runs` random splits.
+ *    `--decision-lift 0` makes it an A/A (false positives with outcomes that mature after entry).
+ * 6. Sanity check (SYNTHETIC, not the chain): Y = 2 + 0.5·X + ε with corr(X, Y)² = 0.81, all users
  *    with a covariate: the reduction analyze() reports must be ≈ 0.81.
  *
- * Prints JSON as its last line and writes bench/results/experiments-cuped.json.
+ * Prints JSON as its last line and writes bench/results/experiments-cuped.json (or `--out`).
  */
 import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -142,7 +147,7 @@ const Y: Record<Scenario, Record<ExperimentMetric, Float64Array>> = {
   },
 };
 let experimentOrders = 0;
-/** Orders after a user's staggered exposure, for the decision-time sweep (step 6). */
+/** Orders after a user's staggered exposure, for the decision-time sweep (step 5). */
 const staggeredOrders = { t: [] as number[], u: [] as number[], dollars: [] as number[] };
 // Local dates from START − 1 (its evening is after 00:00 UTC of START) to START + 13.
 for (const date of dates.slice(PRE_DATES - 1)) {
@@ -369,7 +374,7 @@ for (const s of SCENARIOS) {
   log(`${s}: ${JSON.stringify(results[s])}`);
 }
 
-// 6. Days to a decision at +3 % relative, with and without CUPED: the staggered population as
+// 5. Days to a decision at +3 % relative, with and without CUPED: the staggered population as
 // the controller sees it, a look every LOOK_MINUTES; serving adds X at exposure and Y as orders
 // arrive. Each run splits the users 50/50 at random (what the hash does) and adds the lift to
 // the treatment arm: conversion: non-converters of the treatment convert with probability q at
@@ -484,7 +489,7 @@ for (const metric of ['conversion', 'orderValue'] as const) {
   log(`decision ${metric}: ${JSON.stringify(decisions[metric])}`);
 }
 
-// 5. Sanity check on a SYNTHETIC population with corr(X, Y)² = 0.81.
+// 6. Sanity check on a SYNTHETIC population with corr(X, Y)² = 0.81.
 const synRng = new Rng(mixSeed(SEED, 2002));
 const SYN_USERS = 200_000;
 const synArms = [newAcc(), newAcc()];
@@ -540,7 +545,7 @@ const result = {
   seconds: round((performance.now() - t0) / 1000, 1),
 };
 await writeFile(
-  join(root, 'bench', 'results', 'experiments-cuped.json'),
+  arg('out', join(root, 'bench', 'results', 'experiments-cuped.json')),
   JSON.stringify(result, null, 2) + '\n',
 );
 console.log(JSON.stringify(result));
