@@ -12,6 +12,11 @@ export const EXPERIMENT_HEADERS = {
   /** `<namespace>/<name>` of the experiment. */
   experiment: 'x-crema-experiment',
   /**
+   * The run: which Experiment object (experimentRunOf its metadata.uid). An Experiment deleted
+   * and re-created under the same name is a new run and counts from zero.
+   */
+  run: 'x-crema-experiment-run',
+  /**
    * The variant the sticky hash assigned the request's user. Absent when the router sent the
    * request to stable instead of that variant (its upstream down or unknown): serving then
    * records no exposure, yet still counts an order of a user already exposed.
@@ -46,6 +51,8 @@ export const EXPERIMENT_LABELS = {
   /** The RecommenderModel that served the variant (the serving process's CREMA_MODEL_NAME). */
   model: 'model',
   namespace: 'namespace',
+  /** The Experiment object's run (experimentRunOf its uid). */
+  run: 'run',
   metric: 'metric',
   stat: 'stat',
 } as const;
@@ -53,7 +60,8 @@ export const EXPERIMENT_LABELS = {
 const L = EXPERIMENT_LABELS;
 
 /**
- * The gauges. `experiment` is the experiment's name (its namespace is `namespace`). Every serving
+ * The gauges. `experiment` is the experiment's name (its namespace is `namespace`, the Experiment
+ * object `run`: a re-created Experiment of the same name exports other series). Every serving
  * process exports the same totals, read from Redis at scrape time (so a restarted or new pod
  * reports them all at once); readers take `max` across pods, then `sum` over models.
  */
@@ -61,27 +69,55 @@ export const EXPERIMENT_GAUGES = {
   /** Users exposed, each counted once per experiment (n). */
   users: {
     name: `${METRIC_PREFIX}experiment_users`,
-    labels: [L.experiment, L.variant, L.model, L.namespace],
+    labels: [L.experiment, L.variant, L.model, L.namespace, L.run],
   },
   /** Sufficient statistics of each metric over the exposed users. */
   sums: {
     name: `${METRIC_PREFIX}experiment_sums`,
-    labels: [L.experiment, L.variant, L.model, L.namespace, L.metric, L.stat],
+    labels: [L.experiment, L.variant, L.model, L.namespace, L.run, L.metric, L.stat],
   },
 } as const;
 
+/** A run: 8 to 32 lowercase hex digits (experimentRunOf gives 12). */
+export const EXPERIMENT_RUN = /^[0-9a-f]{8,32}$/;
+
 /**
- * Redis hash of one experiment's totals, updated by the same script that records an exposure
- * or order (so exactly once). Fields: `users|<variant>|<model>` and
- * `sum|<variant>|<model>|<metric>|<stat>`. Same hash tag as the user keys: one slot. Expires
- * `ttl` (the experiment's maxDuration) after the experiment's last exposure or order.
+ * The run of an Experiment object: the first 12 hex digits of its metadata.uid (dashes
+ * dropped). Throws when the uid has fewer than 12 hex digits.
  */
-export function experimentTotalsKey(namespace: string, experiment: string): string {
-  return `crema:exp:{${namespace}/${experiment}}:totals`;
+export function experimentRunOf(uid: string): string {
+  const run = uid.replace(/-/g, '').toLowerCase().slice(0, 12);
+  if (!/^[0-9a-f]{12}$/.test(run)) throw new RangeError(`metadata.uid ${JSON.stringify(uid)} is not a UID`);
+  return run;
 }
 
-/** Redis set of `<namespace>/<name>` of the experiments whose totals serving exports. */
+/**
+ * Redis hash of one experiment run's totals, updated by the same script that records an exposure
+ * or order (so exactly once). Fields: `users|<variant>|<model>` and
+ * `sum|<variant>|<model>|<metric>|<stat>`. Same hash tag as the user keys: one slot. Expires
+ * `ttl` (the experiment's maxDuration) after the run's last exposure or order.
+ */
+export function experimentTotalsKey(namespace: string, experiment: string, run: string): string {
+  return `crema:exp:{${namespace}/${experiment}}:r:${run}:totals`;
+}
+
+/** Redis set of the runs whose totals serving exports: `<namespace>/<name>/<run>` each. */
 export const EXPERIMENT_INDEX_KEY = 'crema:exp:index';
+
+/** One entry of EXPERIMENT_INDEX_KEY. */
+export function experimentIndexEntry(namespace: string, experiment: string, run: string): string {
+  return `${namespace}/${experiment}/${run}`;
+}
+
+/** Parses an index entry (experimentIndexEntry's inverse); undefined for another shape. */
+export function parseExperimentIndexEntry(
+  entry: string,
+): { namespace: string; name: string; run: string } | undefined {
+  const cut = entry.lastIndexOf('/');
+  const id = parseExperimentId(entry.slice(0, cut));
+  const run = entry.slice(cut + 1);
+  return cut > 0 && id && EXPERIMENT_RUN.test(run) ? { ...id, run } : undefined;
+}
 
 /** One field of the totals hash, parsed; undefined for a field of another shape. */
 export type TotalsField =
@@ -124,9 +160,14 @@ export function parseTotalsField(name: string): TotalsField | undefined {
   return undefined;
 }
 
-/** Redis hash of one user in one experiment: v (variant), x:<metric>, c, t, a. Expires with the experiment. */
-export function experimentUserKey(namespace: string, experiment: string, userId: string): string {
-  return `crema:exp:{${namespace}/${experiment}}:u:${userId}`;
+/** Redis hash of one user in one experiment run: v (variant), x:<metric>, c, t, a. Expires with the run. */
+export function experimentUserKey(
+  namespace: string,
+  experiment: string,
+  run: string,
+  userId: string,
+): string {
+  return `crema:exp:{${namespace}/${experiment}}:r:${run}:u:${userId}`;
 }
 
 /** Parses `x-crema-experiment`: `<namespace>/<name>`, both DNS names. */

@@ -3,6 +3,7 @@
  * operator writes it (operator/src/traffic/router.ts), serving's router mode validates and
  * applies it (serving/src/router/config.ts). The shape and its rules are defined here once.
  */
+import { EXPERIMENT_RUN } from './experiments.js';
 
 /** One variant: its traffic share in percent and where it is served. */
 export interface RouterVariant {
@@ -21,9 +22,10 @@ export interface RouterConfig {
   /**
    * Set by the Experiment controller: the router then tells each upstream which experiment and
    * variant a request belongs to (contracts/experiments.ts EXPERIMENT_HEADERS), so serving counts
-   * it. Absent on a canary's router.
+   * it. Absent on a canary's router. `run` is the Experiment object's run
+   * (contracts/experiments.ts experimentRunOf): each object counts on its own.
    */
-  readonly experiment?: { readonly id: string; readonly ttlSeconds: number };
+  readonly experiment?: { readonly id: string; readonly run: string; readonly ttlSeconds: number };
 }
 
 /** Problems with a config (empty when valid). */
@@ -54,6 +56,8 @@ export function validateRouterConfig(c: unknown): string[] {
     const e = o.experiment as Partial<NonNullable<RouterConfig['experiment']>> | null;
     if (typeof e?.id !== 'string' || !/^[a-z0-9-]{1,63}\/[a-z0-9.-]{1,253}$/.test(e.id))
       errors.push('experiment.id: namespace/name required');
+    if (typeof e?.run !== 'string' || !EXPERIMENT_RUN.test(e.run))
+      errors.push('experiment.run: 8 to 32 lowercase hex digits required (from the Experiment uid)');
     if (typeof e?.ttlSeconds !== 'number' || !Number.isInteger(e.ttlSeconds) || e.ttlSeconds < 1)
       errors.push('experiment.ttlSeconds: a whole number >= 1');
   }

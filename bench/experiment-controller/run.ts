@@ -46,7 +46,7 @@ for (let i = 0; i < N; i++) {
     metadata: {
       name: `e${i}`,
       namespace: ns,
-      uid: `u${i}`,
+      uid: `${String(i).padStart(8, '0')}-0000-4000-8000-000000000000`,
       generation: 1,
       resourceVersion: '1',
       creationTimestamp: started as unknown as Date,

@@ -17,6 +17,8 @@ import {
   EXPERIMENT_HEADERS,
   EXPERIMENT_INDEX_KEY,
   EXPERIMENT_METRICS,
+  EXPERIMENT_RUN,
+  experimentIndexEntry,
   experimentTotalsKey,
   experimentUserKey,
   totalsFieldName,
@@ -32,6 +34,8 @@ import type { ScriptRunner } from '../features/scripts.js';
 export interface ExperimentTag {
   readonly namespace: string;
   readonly name: string;
+  /** The Experiment object's run (contracts/experiments.ts experimentRunOf). */
+  readonly run: string;
   /** Absent when the router sent the user to stable instead of their variant: no exposure. */
   readonly variant?: string;
   readonly ttlSeconds: number;
@@ -43,17 +47,19 @@ const MAX_TTL_SECONDS = 366 * 86_400;
 
 /**
  * The experiment tag of a request, or undefined when it carries none (or a malformed one). A
- * tag without the variant header has no variant (the router fell back to stable).
+ * tag without the variant header has no variant (the router fell back to stable). Without a
+ * well-formed run header nothing is counted: the counts of another run would be mixed in.
  */
 export function experimentTagOf(headers: IncomingHttpHeaders): ExperimentTag | undefined {
   const id = headers[EXPERIMENT_HEADERS.experiment];
+  const run = headers[EXPERIMENT_HEADERS.run];
   const variant = headers[EXPERIMENT_HEADERS.variant];
   const ttl = Number(headers[EXPERIMENT_HEADERS.ttlSeconds]);
-  if (typeof id !== 'string') return undefined;
+  if (typeof id !== 'string' || typeof run !== 'string' || !EXPERIMENT_RUN.test(run)) return undefined;
   if (variant !== undefined && (typeof variant !== 'string' || !VARIANT.test(variant))) return undefined;
   const parsed = parseExperimentId(id);
   if (!parsed || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_SECONDS) return undefined;
-  return { ...parsed, ...(variant !== undefined ? { variant } : {}), ttlSeconds: ttl };
+  return { ...parsed, run, ...(variant !== undefined ? { variant } : {}), ttlSeconds: ttl };
 }
 
 /** Each metric's covariate from the user's batch features; undefined for a user without history. */
@@ -92,8 +98,11 @@ return 1
 /**
  * KEYS[1] = the user's hash, KEYS[2] = the experiment's totals; ARGV = order value ('' =
  * unknown), 1 when the order carries an add-on, ttl, model. Nothing for a user never exposed;
- * else the variant recorded at exposure, whose totals moved by orderIncrements (the same
- * arithmetic, here so that the user's outcome and the totals change together, exactly once).
+ * else the variant recorded at exposure, whose totals move in the same script (so that the
+ * user's outcome and the totals change together, exactly once): per metric, Y moves from its old
+ * to its new per-user value, so sumY grows by the difference, sumYY by the difference of squares
+ * (never negative: Y only grows) and sumXY by x times the difference
+ * (durable-totals.int.test.ts checks the sums against its own).
  * Numbers are written with %.17g: Lua's default conversion keeps only 14 digits.
  */
 const ORDER = defineScript(`
@@ -133,40 +142,6 @@ export function exposureIncrements(x: Record<ExperimentMetric, number> | undefin
   const out: SumIncrements = {};
   for (const m of EXPERIMENT_METRICS) {
     out[m] = x ? { sumX: x[m], sumXX: x[m] * x[m] } : { nWithoutCovariate: 1 };
-  }
-  return out;
-}
-
-/** The user's outcome change from one order, as the ORDER script reports it. */
-export interface OrderChange {
-  readonly converted: boolean;
-  readonly oldTotal: number;
-  readonly newTotal: number;
-  readonly attached: boolean;
-  readonly x?: Record<ExperimentMetric, number>;
-}
-
-/**
- * What one order adds to the sums: Y moves from its old to its new per-user value, so sumY grows
- * by the difference and sumYY by the difference of squares (never negative: Y only grows). The
- * ORDER script does this arithmetic in Redis; this is its specification, checked by the tests.
- */
-export function orderIncrements(c: OrderChange): SumIncrements {
-  const deltas: Record<ExperimentMetric, [before: number, after: number]> = {
-    conversion: [0, c.converted ? 1 : 0],
-    orderValue: [c.oldTotal, c.newTotal],
-    attachRate: [0, c.attached ? 1 : 0],
-  };
-  const out: SumIncrements = {};
-  for (const m of EXPERIMENT_METRICS) {
-    const [before, after] = deltas[m];
-    const d = after - before;
-    if (d <= 0) continue;
-    out[m] = {
-      sumY: d,
-      sumYY: after * after - before * before,
-      ...(c.x ? { sumXY: c.x[m] * d } : {}),
-    };
   }
   return out;
 }
@@ -231,8 +206,8 @@ export class ExperimentCounting {
       first = await this.scripts.run({
         script: EXPOSE,
         keys: [
-          experimentUserKey(tag.namespace, tag.name, userId),
-          experimentTotalsKey(tag.namespace, tag.name),
+          experimentUserKey(tag.namespace, tag.name, tag.run, userId),
+          experimentTotalsKey(tag.namespace, tag.name, tag.run),
         ],
         args: [
           tag.variant,
@@ -250,7 +225,7 @@ export class ExperimentCounting {
     // script, repeated at each new user, so a failed add or an entry dropped at expiry comes
     // back. The exposure is counted either way.
     await this.redis
-      .sadd(EXPERIMENT_INDEX_KEY, `${tag.namespace}/${tag.name}`)
+      .sadd(EXPERIMENT_INDEX_KEY, experimentIndexEntry(tag.namespace, tag.name, tag.run))
       .catch(() => this.failures.inc({ kind: 'index' }));
     return true;
   }
@@ -271,8 +246,8 @@ export class ExperimentCounting {
       r = await this.scripts.run({
         script: ORDER,
         keys: [
-          experimentUserKey(tag.namespace, tag.name, userId),
-          experimentTotalsKey(tag.namespace, tag.name),
+          experimentUserKey(tag.namespace, tag.name, tag.run, userId),
+          experimentTotalsKey(tag.namespace, tag.name, tag.run),
         ],
         args: [
           value === undefined ? '' : String(value),

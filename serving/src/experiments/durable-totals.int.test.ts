@@ -8,6 +8,14 @@
  * 2. Through the router, users assigned v2 while v2's upstream is down are served by stable
  *    (control) and counted nowhere; their orders of earlier exposures still count. Once v2's
  *    upstream is up, their next request counts them under v2 (its model).
+ * 3. The Experiment is deleted and re-created under the same name (a new uid: a new run): the
+ *    new run exports no users until its first exposure, users exposed in the old run are
+ *    exposed again and their orders count only in the new run; the old run's totals stay as
+ *    they were (under their own run label) until they expire.
+ * 4. An index entry whose totals exist again is not dropped (the race of a scrape with a new user).
+ *
+ * The expected sums are this test's own arithmetic from the users' features and orders: every
+ * stat the EXPOSE and ORDER scripts write (sumX, sumXX, nWithoutCovariate, sumY, sumYY, sumXY).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -16,14 +24,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { EXPERIMENT_HEADERS } from '../../../contracts/experiments.js';
+import {
+  EXPERIMENT_COVARIATES,
+  EXPERIMENT_HEADERS,
+  EXPERIMENT_INDEX_KEY,
+  EXPERIMENT_METRICS,
+  experimentIndexEntry,
+  experimentTotalsKey,
+} from '../../../contracts/experiments.js';
+import { USER_FEATURES, type UserFeatureName } from '../../../contracts/features.js';
 import type { RouterConfig } from '../../../contracts/router-config.js';
 import { assignVariant } from '../../../contracts/variant-hash.js';
 import { startRedis } from '../../../hack/testenv/environment.js';
 import { rng, seedFeatures, syntheticUser, writeModel } from '../../test/fixtures.js';
 import { buildRouter } from '../router/app.js';
+import { redisTotalsSource } from './totals.js';
 
 const EXP = 'shop/ab';
+/** The run of the first Experiment object, and of the one re-created under the same name. */
+const RUN = '3f2a9c1e07b4';
+const RUN2 = 'c9d81e5a2f60';
 const SALT = 'durable';
 const VARIANTS = [
   { name: 'control', weight: 50 },
@@ -34,6 +54,8 @@ const variantOf = (u: string) => assignVariant(u, SALT, VARIANTS);
 let dir: string;
 let redis: Awaited<ReturnType<typeof startRedis>>['redis'];
 let modelUri: string;
+/** The batch features of the users with history. */
+const features = new Map<string, Float32Array>();
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
@@ -42,12 +64,12 @@ beforeAll(async () => {
   const admin = new Redis(redis.url);
   const r = rng(5);
   // Users u0..u39 have history (a CUPED covariate) except every fourth; n* users are new.
-  await seedFeatures(admin, {
-    version: 'v1',
-    users: Array.from({ length: 40 }, (_, i) => ({ id: `u${i}`, features: syntheticUser(r, 150) })).filter(
-      (_, i) => i % 4 !== 0,
-    ),
-  });
+  const users = Array.from({ length: 40 }, (_, i) => ({
+    id: `u${i}`,
+    features: syntheticUser(r, 150),
+  })).filter((_, i) => i % 4 !== 0);
+  for (const u of users) features.set(u.id, u.features);
+  await seedFeatures(admin, { version: 'v1', users });
   admin.disconnect();
   modelUri = (await writeModel({ dir, file: 'ranker' })).uri;
 }, 60_000);
@@ -122,18 +144,21 @@ const orderBody = (userId: string, value: number) =>
 const tagged = (userId: string) => ({
   'content-type': 'application/json',
   [EXPERIMENT_HEADERS.experiment]: EXP,
+  [EXPERIMENT_HEADERS.run]: RUN,
   [EXPERIMENT_HEADERS.variant]: variantOf(userId),
   [EXPERIMENT_HEADERS.ttlSeconds]: '3600',
 });
 
-/** The experiment gauges of a /metrics text: one number per series, keyed by its labels. */
-async function scrape(url: string): Promise<Map<string, number>> {
+/** The experiment gauges of one run in a /metrics text: one number per series, keyed by its labels. */
+async function scrape(url: string, run = RUN): Promise<Map<string, number>> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const out = new Map<string, number>();
   for (const m of text.matchAll(/^(crema_experiment_(?:users|sums))\{([^}]*)\} (\S+)$/gm)) {
     const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
     expect(labels).not.toHaveProperty('user');
     expect(`${labels['experiment']}|${labels['namespace']}`).toBe('ab|shop');
+    expect(labels['run']).toMatch(/^[0-9a-f]{12}$/);
+    if (labels['run'] !== run) continue;
     const key = [
       m[1]!.slice('crema_experiment_'.length),
       labels['variant'],
@@ -148,17 +173,16 @@ async function scrape(url: string): Promise<Map<string, number>> {
   return out;
 }
 
-/** What serving must have counted: per variant and model, from the requests this test made. */
+/** The user's covariate of `metric` (undefined: a user without history). */
+const covariate = (user: string, metric: (typeof EXPERIMENT_METRICS)[number]) =>
+  features.get(user)?.[USER_FEATURES.indexOf(EXPERIMENT_COVARIATES[metric] as UserFeatureName)];
+
+/** What serving must have counted in one run: per variant and model, from the requests this test made. */
 class Truth {
-  readonly exposed = new Map<string, { variant: string; model: string; hasHistory: boolean }>();
+  readonly exposed = new Map<string, { variant: string; model: string }>();
   readonly spent = new Map<string, number>();
   expose(user: string, model: string): void {
-    if (!this.exposed.has(user))
-      this.exposed.set(user, {
-        variant: variantOf(user),
-        model,
-        hasHistory: /^u\d+$/.test(user) && Number(user.slice(1)) % 4 !== 0 && Number(user.slice(1)) < 40,
-      });
+    if (!this.exposed.has(user)) this.exposed.set(user, { variant: variantOf(user), model });
   }
   order(user: string, value: number): void {
     if (this.exposed.has(user)) this.spent.set(user, (this.spent.get(user) ?? 0) + value);
@@ -169,13 +193,22 @@ class Truth {
     for (const [user, e] of this.exposed) {
       const at = `${e.variant}|${e.model}`;
       add(`users|${at}`, 1);
-      if (!e.hasHistory) add(`sums|${at}|conversion|nWithoutCovariate`, 1);
-      const spent = this.spent.get(user);
       // Orders are counted by the process that records them; every one here is of the same model.
-      if (spent !== undefined) {
-        add(`sums|${at}|conversion|sumY`, 1);
-        add(`sums|${at}|orderValue|sumY`, spent);
-        add(`sums|${at}|orderValue|sumYY`, spent * spent);
+      const spent = this.spent.get(user);
+      // Per-user outcomes: converted (0/1), spend; no order here carries an add-on.
+      const y = { conversion: spent === undefined ? 0 : 1, orderValue: spent ?? 0, attachRate: 0 };
+      for (const m of EXPERIMENT_METRICS) {
+        const x = covariate(user, m);
+        if (x === undefined) add(`sums|${at}|${m}|nWithoutCovariate`, 1);
+        else if (x !== 0) {
+          add(`sums|${at}|${m}|sumX`, x);
+          add(`sums|${at}|${m}|sumXX`, x * x);
+        }
+        if (y[m] > 0) {
+          add(`sums|${at}|${m}|sumY`, y[m]);
+          add(`sums|${at}|${m}|sumYY`, y[m] * y[m]);
+          if (x !== undefined && x !== 0) add(`sums|${at}|${m}|sumXY`, x * y[m]);
+        }
       }
     }
     return out;
@@ -188,8 +221,9 @@ function expectTotals(actual: Map<string, number>, truth: Truth): void {
     expect(actual.has(k), `${k} exported`).toBe(true);
     expect(actual.get(k)!, k).toBeCloseTo(v, 6);
   }
-  // No series the truth has no room for (users of a variant nobody was exposed to).
-  for (const k of actual.keys()) if (k.startsWith('users|')) expect(want.has(k), `${k} expected`).toBe(true);
+  // No series the truth has no room for (users of a variant nobody was exposed to, a stat
+  // nothing moved).
+  for (const [k, v] of actual) if (v !== 0) expect(want.has(k), `${k} expected`).toBe(true);
 }
 
 const truth = new Truth();
@@ -240,7 +274,7 @@ it("a user sent to stable while their variant is down is not counted; they are a
       { name: 'control', weight: 50, upstream: control.url },
       { name: 'v2', weight: 50, upstream: v2Upstream },
     ],
-    experiment: { id: EXP, ttlSeconds: 3600 },
+    experiment: { id: EXP, run: RUN, ttlSeconds: 3600 },
   });
   await writeFile(path, JSON.stringify(config(await closedPort())));
   const router = await buildRouter({ configPath: path, watchIntervalMs: 50 });
@@ -284,3 +318,72 @@ it("a user sent to stable while their variant is down is not counted; they are a
     await router.close();
   }
 }, 120_000);
+
+it('an Experiment re-created under the same name counts from zero: its users are exposed again', async () => {
+  const before = await startServing('drinks');
+  const oldTotals = await scrape(before.url);
+  expectTotals(oldTotals, truth);
+  const v2 = await startServing('drinks-v2');
+  const path = join(dir, 'router-rerun.json');
+  // The new object's router: same name, same salt, a new run.
+  const config: RouterConfig = {
+    salt: SALT,
+    stable: 'control',
+    variants: [
+      { name: 'control', weight: 50, upstream: before.url },
+      { name: 'v2', weight: 50, upstream: v2.url },
+    ],
+    experiment: { id: EXP, run: RUN2, ttlSeconds: 3600 },
+  };
+  await writeFile(path, JSON.stringify(config));
+  const router = await buildRouter({ configPath: path, watchIntervalMs: 50 });
+  try {
+    // Before any request of the new run: no series of it at all (not the old run's counts).
+    expect(await scrape(before.url, RUN2)).toEqual(new Map());
+    const viaRouter = (url: string, body: string) =>
+      router.inject({ method: 'POST', url, headers: { 'content-type': 'application/json' }, payload: body });
+    const again = new Truth();
+    // Users exposed (and some ordering) in the old run, of both variants.
+    const returning = Array.from({ length: 12 }, (_, i) => `u${i}`);
+    expect(returning.every((u) => truth.exposed.has(u))).toBe(true);
+    for (const u of returning) {
+      const res = await viaRouter('/v1/recommendations', recommendationBody(u));
+      expect(res.statusCode).toBe(200);
+      again.expose(u, res.headers['x-crema-variant'] === 'v2' ? 'drinks-v2' : 'drinks');
+    }
+    for (const u of returning.slice(0, 4)) {
+      expect((await viaRouter('/v1/events', orderBody(u, 7.5))).statusCode).toBe(202);
+      again.order(u, 7.5);
+    }
+    expect(again.exposed.size).toBe(12);
+    expect(new Set([...again.exposed.values()].map((e) => e.variant))).toEqual(new Set(['control', 'v2']));
+    // The new run counts exactly these 12 users and 4 orders, from either pod.
+    expectTotals(await scrape(before.url, RUN2), again);
+    expectTotals(await scrape(v2.url, RUN2), again);
+    // The old run's totals are untouched, still exported under their own run.
+    expect(await scrape(v2.url, RUN)).toEqual(oldTotals);
+  } finally {
+    await router.close();
+  }
+}, 120_000);
+
+it('a scrape does not drop an index entry whose totals exist again (a new user since they were read)', async () => {
+  const admin = new Redis(redis.url);
+  try {
+    const source = redisTotalsSource(admin);
+    const run = { namespace: 'shop', name: 'race', run: 'abcdef012345' };
+    const entry = experimentIndexEntry(run.namespace, run.name, run.run);
+    const key = experimentTotalsKey(run.namespace, run.name, run.run);
+    // The scrape read the totals empty; a new user then created them and added the entry.
+    await admin.hset(key, 'users|v2|m', '1');
+    await admin.sadd(EXPERIMENT_INDEX_KEY, entry);
+    await source.forget(entry, run);
+    expect(await admin.sismember(EXPERIMENT_INDEX_KEY, entry)).toBe(1);
+    // Expired for real: dropped.
+    await admin.del(key);
+    await source.forget(entry, run);
+    expect(await admin.sismember(EXPERIMENT_INDEX_KEY, entry)).toBe(0);
+  } finally {
+    admin.disconnect();
+  }
+});

@@ -9,7 +9,7 @@ function source(hashes: Record<string, Record<string, string>>, index = Object.k
   const forgotten: string[] = [];
   const s: TotalsSource = {
     experiments: async () => [...index],
-    totals: async (ns, name) => hashes[`${ns}/${name}`] ?? {},
+    totals: async (ns, name, run) => hashes[`${ns}/${name}/${run}`] ?? {},
     forget: async (id) => void forgotten.push(id),
   };
   return { s, forgotten };
@@ -31,6 +31,9 @@ function gauges(s: TotalsSource, timeoutMs?: number) {
   new ExperimentTotalsGauges(registry, s, failures, timeoutMs ? { timeoutMs } : {});
   return registry;
 }
+
+const RUN = '0a1b2c3d4e5f';
+const AB_RUN = `shop/ab/${RUN}`;
 
 const AB = {
   'users|control|drinks': '3',
@@ -65,11 +68,17 @@ describe('experiment totals', () => {
     expect(exposureTotals('v2', 'm', undefined)).toContain('sum|v2|m|orderValue|nWithoutCovariate');
   });
 
-  it('samples carry experiment, variant, model, namespace (and metric, stat), never a user', () => {
-    const s = buildTotalsSamples('shop', 'ab', AB);
+  it('samples carry experiment, variant, model, namespace, run (and metric, stat), never a user', () => {
+    const s = buildTotalsSamples('shop', 'ab', RUN, AB);
     expect(s.users).toEqual([
-      { labels: { experiment: 'ab', variant: 'control', model: 'drinks', namespace: 'shop' }, value: 3 },
-      { labels: { experiment: 'ab', variant: 'v2', model: 'drinks-v2', namespace: 'shop' }, value: 2 },
+      {
+        labels: { experiment: 'ab', variant: 'control', model: 'drinks', namespace: 'shop', run: RUN },
+        value: 3,
+      },
+      {
+        labels: { experiment: 'ab', variant: 'v2', model: 'drinks-v2', namespace: 'shop', run: RUN },
+        value: 2,
+      },
     ]);
     expect(s.sums[1]).toEqual({
       labels: {
@@ -77,6 +86,7 @@ describe('experiment totals', () => {
         variant: 'v2',
         model: 'drinks-v2',
         namespace: 'shop',
+        run: RUN,
         metric: 'orderValue',
         stat: 'sumYY',
       },
@@ -84,26 +94,36 @@ describe('experiment totals', () => {
     });
   });
 
-  it('a scrape exports every indexed experiment and drops an expired one from the index', async () => {
-    const { s, forgotten } = source({ 'shop/ab': AB, 'shop/old': {} });
+  it('a scrape exports every indexed run and drops an expired or malformed entry from the index', async () => {
+    const { s, forgotten } = source({
+      [AB_RUN]: AB,
+      'shop/ab/ffffffffffff': { 'users|control|drinks': '7' },
+      'shop/old/0123456789ab': {},
+      'shop/ab': { 'users|control|drinks': '9' },
+    });
     const text = await gauges(s).metrics();
     expect(text).toContain(
-      'crema_experiment_users{experiment="ab",variant="control",model="drinks",namespace="shop"} 3',
+      `crema_experiment_users{experiment="ab",variant="control",model="drinks",namespace="shop",run="${RUN}"} 3`,
+    );
+    // Another run of the same name: its own series.
+    expect(text).toContain(
+      'crema_experiment_users{experiment="ab",variant="control",model="drinks",namespace="shop",run="ffffffffffff"} 7',
     );
     expect(text).toContain(
-      'crema_experiment_sums{experiment="ab",variant="v2",model="drinks-v2",namespace="shop",metric="orderValue",stat="sumY"} 12.5',
+      `crema_experiment_sums{experiment="ab",variant="v2",model="drinks-v2",namespace="shop",run="${RUN}",metric="orderValue",stat="sumY"} 12.5`,
     );
     expect(text).not.toContain('experiment="old"');
-    expect(forgotten).toEqual(['shop/old']);
+    expect(text).not.toContain('} 9\n');
+    expect(forgotten.sort()).toEqual(['shop/ab', 'shop/old/0123456789ab']);
   });
 
   it('each scrape shows the totals as they are now', async () => {
-    const hashes: Record<string, Record<string, string>> = { 'shop/ab': { 'users|v2|m': '1' } };
+    const hashes: Record<string, Record<string, string>> = { [AB_RUN]: { 'users|v2|m': '1' } };
     const registry = gauges(source(hashes).s);
-    expect(await registry.metrics()).toContain('variant="v2",model="m",namespace="shop"} 1\n');
-    hashes['shop/ab'] = { 'users|v2|m': '5' };
-    expect(await registry.metrics()).toContain('variant="v2",model="m",namespace="shop"} 5\n');
-    hashes['shop/ab'] = {};
+    expect(await registry.metrics()).toContain(`variant="v2",model="m",namespace="shop",run="${RUN}"} 1\n`);
+    hashes[AB_RUN] = { 'users|v2|m': '5' };
+    expect(await registry.metrics()).toContain(`variant="v2",model="m",namespace="shop",run="${RUN}"} 5\n`);
+    hashes[AB_RUN] = {};
     expect(await registry.metrics()).not.toContain('crema_experiment_users{');
   });
 

@@ -11,28 +11,43 @@ import { Gauge, type Counter, type Registry } from 'prom-client';
 import {
   EXPERIMENT_GAUGES,
   EXPERIMENT_INDEX_KEY,
+  experimentIndexEntry,
   experimentTotalsKey,
-  parseExperimentId,
+  parseExperimentIndexEntry,
   parseTotalsField,
 } from '../../../contracts/experiments.js';
 import type { RedisClient } from '../../../contracts/redis.js';
 
 /** Where the totals come from (Redis in production). */
 export interface TotalsSource {
-  /** `<namespace>/<name>` of every indexed experiment. */
+  /** Every index entry (`<namespace>/<name>/<run>`, contracts/experiments.ts). */
   experiments(): Promise<string[]>;
-  /** The experiment's totals hash; empty once it expired. */
-  totals(namespace: string, name: string): Promise<Record<string, string>>;
-  /** Drops an experiment from the index. */
-  forget(id: string): Promise<void>;
+  /** The run's totals hash; empty once it expired. */
+  totals(namespace: string, name: string, run: string): Promise<Record<string, string>>;
+  /**
+   * Drops an index entry whose totals expired (`run` undefined: a malformed entry). An entry
+   * whose totals exist again (a new user since they were read) stays.
+   */
+  forget(entry: string, run?: { namespace: string; name: string; run: string }): Promise<void>;
 }
 
 /** The totals of the index in `redis` (a cluster client too: one key per command). */
 export function redisTotalsSource(redis: RedisClient): TotalsSource {
   return {
     experiments: () => redis.smembers(EXPERIMENT_INDEX_KEY),
-    totals: (namespace, name) => redis.hgetall(experimentTotalsKey(namespace, name)),
-    forget: async (id) => void (await redis.srem(EXPERIMENT_INDEX_KEY, id)),
+    totals: (namespace, name, run) => redis.hgetall(experimentTotalsKey(namespace, name, run)),
+    forget: async (entry, r) => {
+      if (!r) return void (await redis.srem(EXPERIMENT_INDEX_KEY, entry));
+      // The index and the totals are in different slots (no script or MULTI spans both in a
+      // cluster). A new user runs EXPOSE (creating the totals) and then SADDs the entry; so:
+      // drop the entry only while the totals do not exist, and put it back if they exist
+      // after the drop (an EXPOSE in between, whose SADD may have come before our SREM).
+      const key = experimentTotalsKey(r.namespace, r.name, r.run);
+      if ((await redis.exists(key)) === 1) return;
+      await redis.srem(EXPERIMENT_INDEX_KEY, entry);
+      if ((await redis.exists(key)) === 1)
+        await redis.sadd(EXPERIMENT_INDEX_KEY, experimentIndexEntry(r.namespace, r.name, r.run));
+    },
   };
 }
 
@@ -46,6 +61,7 @@ export interface TotalsSample {
 export function buildTotalsSamples(
   namespace: string,
   experiment: string,
+  run: string,
   hash: Readonly<Record<string, string>>,
 ): { users: TotalsSample[]; sums: TotalsSample[] } {
   const users: TotalsSample[] = [];
@@ -54,7 +70,7 @@ export function buildTotalsSamples(
     const f = parseTotalsField(field);
     const value = Number(text);
     if (!f || !Number.isFinite(value)) continue;
-    const base = { experiment, variant: f.variant, model: f.model, namespace };
+    const base = { experiment, variant: f.variant, model: f.model, namespace, run };
     if (f.kind === 'users') users.push({ labels: base, value });
     else sums.push({ labels: { ...base, metric: f.metric, stat: f.stat }, value });
   }
@@ -137,19 +153,19 @@ export class ExperimentTotalsGauges {
     const out = { users: [] as TotalsSample[], sums: [] as TotalsSample[] };
     const hashes = await Promise.all(
       ids.map(async (id) => {
-        const parsed = parseExperimentId(id);
+        const parsed = parseExperimentIndexEntry(id);
         if (!parsed) return { id, parsed, hash: {} };
-        return { id, parsed, hash: await this.source.totals(parsed.namespace, parsed.name) };
+        return { id, parsed, hash: await this.source.totals(parsed.namespace, parsed.name, parsed.run) };
       }),
     );
     for (const { id, parsed, hash } of hashes) {
       if (!parsed || Object.keys(hash).length === 0) {
         // Expired (no exposure or order for maxDuration) or not an experiment id: out of the
         // index. A new user of the experiment adds it back.
-        await this.source.forget(id);
+        await this.source.forget(id, parsed);
         continue;
       }
-      const s = buildTotalsSamples(parsed.namespace, parsed.name, hash);
+      const s = buildTotalsSamples(parsed.namespace, parsed.name, parsed.run, hash);
       out.users.push(...s.users);
       out.sums.push(...s.sums);
     }

@@ -228,6 +228,7 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
     // for the variant recorded at exposure).
     if (experiment) {
       out[EXPERIMENT_HEADERS.experiment] = experiment.id;
+      out[EXPERIMENT_HEADERS.run] = experiment.run;
       if (exposes) out[EXPERIMENT_HEADERS.variant] = variant;
       out[EXPERIMENT_HEADERS.ttlSeconds] = String(experiment.ttlSeconds);
     }

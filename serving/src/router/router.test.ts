@@ -32,6 +32,16 @@ describe('router config', () => {
       /duplicate/,
     ],
     ['https upstream', cfg([90, 10], 'https://x'), /only http/],
+    [
+      'an experiment without its run',
+      { ...cfg([90, 10]), experiment: { id: 'shop/ab', ttlSeconds: 60 } },
+      /experiment\.run: 8 to 32 lowercase hex digits/,
+    ],
+    [
+      'an experiment run that is not from a uid',
+      { ...cfg([90, 10]), experiment: { id: 'shop/ab', run: '0A1B-2C3D', ttlSeconds: 60 } },
+      /experiment\.run/,
+    ],
   ];
   for (const [name, c, re] of cases)
     it(`rejects ${name}`, () => expect(validateRouterConfig(c).join('; ')).toMatch(re));

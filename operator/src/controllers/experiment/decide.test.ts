@@ -9,7 +9,7 @@ import {
   type GuardrailVerdict,
 } from './decide.js';
 import { buildExperimentRouterConfig } from './desired.js';
-import { buildP99Query, buildSumsQuery, buildUsersQuery } from './queries.js';
+import { buildP99Query, buildSumsQuery, buildUsersQuery, experimentTargetOf } from './queries.js';
 import { computeExperimentStatus, endingOf, formatLift } from './status.js';
 import type { Analysis } from './stats-api.js';
 import type { Experiment, RecommenderModel } from './types.js';
@@ -24,7 +24,7 @@ const exp = (
   metadata: {
     name,
     namespace: 'ns',
-    uid: `uid-${name}`,
+    uid: `0a1b2c3d-4e5f-4a6b-8c7d-${Buffer.from(name).toString('hex').padEnd(12, '0').slice(0, 12)}`,
     generation: 1,
     creationTimestamp: `2026-01-01T00:00:0${name.length % 10}Z` as unknown as Date,
   },
@@ -247,8 +247,11 @@ describe('router config of an experiment', () => {
         { name: 'control', weight: 50, upstream: 'http://drinks-stable.ns.svc:80' },
         { name: 'v2', weight: 50, upstream: 'http://drinks-v2-stable.ns.svc:80' },
       ],
-      experiment: { id: 'ns/ab', ttlSeconds: 14 * 86_400 },
+      experiment: { id: 'ns/ab', run: '0a1b2c3d4e5f', ttlSeconds: 14 * 86_400 },
     });
+    // A re-created Experiment (same name, new uid) is another run.
+    const again = { ...AB, metadata: { ...AB.metadata, uid: 'FEDCBA98-7654-4321-8000-000000000000' } };
+    expect(buildExperimentRouterConfig(again, true).experiment?.run).toBe('fedcba987654');
     expect(buildExperimentRouterConfig(AB, false).variants.map((v) => v.weight)).toEqual([100, 0]);
     // The router and any other component assign the same user to the same variant.
     const users = Array.from({ length: 2000 }, (_, i) => `u${i}`);
@@ -257,13 +260,25 @@ describe('router config of an experiment', () => {
     expect(share).toBeLessThan(0.55);
   });
 
-  it('queries select the experiment and its namespace, never a user', () => {
-    const t = { namespace: 'ns', name: 'ab', models: ['drinks', 'drinks-v2'], window: '5m' };
+  it("queries select the experiment, its namespace and this object's run, never a user", () => {
+    const t = experimentTargetOf(AB, '5m');
+    expect(t).toEqual({
+      namespace: 'ns',
+      name: 'ab',
+      run: '0a1b2c3d4e5f',
+      models: ['drinks', 'drinks-v2'],
+      window: '5m',
+    });
+    // An earlier Experiment of the same name (another run) still exported until its totals
+    // expire is never read.
     expect(buildUsersQuery(t)).toBe(
-      'sum by (variant) (max by (variant, model) (crema_experiment_users{experiment="ab",namespace="ns"}))',
+      'sum by (variant) (max by (variant, model) (crema_experiment_users{experiment="ab",namespace="ns",run="0a1b2c3d4e5f"}))',
     );
     expect(buildSumsQuery(t)).toBe(
-      'sum by (variant, metric, stat) (max by (variant, metric, stat, model) (crema_experiment_sums{experiment="ab",namespace="ns"}))',
+      'sum by (variant, metric, stat) (max by (variant, metric, stat, model) (crema_experiment_sums{experiment="ab",namespace="ns",run="0a1b2c3d4e5f"}))',
+    );
+    expect(() => experimentTargetOf({ ...AB, metadata: { ...AB.metadata, uid: 'uid-ab' } }, '5m')).toThrow(
+      /metadata.uid/,
     );
     expect(buildP99Query(t)).toBe(
       'histogram_quantile(0.99, sum by (model, le) (rate(crema_http_request_duration_seconds_bucket{namespace="ns",model=~"drinks|drinks-v2",route=~"/v1/.+"}[5m]))) * 1000',

@@ -5,6 +5,7 @@
  * counts under), the router Deployment, the Service clients call (`<experiment>-exp`), and the
  * router's read-only access to its ConfigMap. Design: docs/adr/0012-experiment-controller.md.
  */
+import { experimentRunOf } from '../../../../contracts/experiments.js';
 import { EXPERIMENT_LABEL, MANAGED_BY } from '../../../../contracts/kube-keys.js';
 import type { RouterConfig } from '../../../../contracts/router-config.js';
 import {
@@ -51,6 +52,8 @@ export function buildExperimentRouterConfig(exp: Experiment, split: boolean): Ro
     })),
     experiment: {
       id: `${ns}/${exp.metadata!.name!}`,
+      // This object's run: one re-created under the same name counts from zero.
+      run: experimentRunOf(exp.metadata!.uid!),
       ttlSeconds: Math.ceil(parseMaxDuration(exp.spec.maxDuration ?? '14d') / 1000),
     },
   };

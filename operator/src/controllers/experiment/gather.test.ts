@@ -25,7 +25,13 @@ const recorded: ExperimentStatus['variants'] = [
 const EXP: Experiment = {
   apiVersion: 'crema.dev/v1alpha1',
   kind: 'Experiment',
-  metadata: { name: 'ab', namespace: ns, uid: 'u1', generation: 1, resourceVersion: '7' },
+  metadata: {
+    name: 'ab',
+    namespace: ns,
+    uid: '11111111-2222-4333-8444-555555555555',
+    generation: 1,
+    resourceVersion: '7',
+  },
   spec: {
     variants: [
       { name: 'control', modelRef: 'drinks', weight: 50 },
@@ -116,12 +122,18 @@ async function reconcileOnce(
 
 describe('a look never takes counts back', () => {
   it('the queries take the max across pods (each exports the same Redis totals), then sum models', () => {
-    const t = { namespace: 'ns', name: 'ab', models: ['drinks', 'drinks-v2'], window: '5m' };
+    const t = {
+      namespace: 'ns',
+      name: 'ab',
+      run: '111111112222',
+      models: ['drinks', 'drinks-v2'],
+      window: '5m',
+    };
     expect(buildUsersQuery(t)).toBe(
-      'sum by (variant) (max by (variant, model) (crema_experiment_users{experiment="ab",namespace="ns"}))',
+      'sum by (variant) (max by (variant, model) (crema_experiment_users{experiment="ab",namespace="ns",run="111111112222"}))',
     );
     expect(buildSumsQuery(t)).toBe(
-      'sum by (variant, metric, stat) (max by (variant, metric, stat, model) (crema_experiment_sums{experiment="ab",namespace="ns"}))',
+      'sum by (variant, metric, stat) (max by (variant, metric, stat, model) (crema_experiment_sums{experiment="ab",namespace="ns",run="111111112222"}))',
     );
   });
 

@@ -5,7 +5,11 @@
  * models that served a variant) and the guardrails per variant's model, from the
  * request histogram every serving process exports (contracts/metrics.ts).
  */
-import { EXPERIMENT_GAUGES, EXPERIMENT_LABELS as E } from '../../../../contracts/experiments.js';
+import {
+  EXPERIMENT_GAUGES,
+  EXPERIMENT_LABELS as E,
+  experimentRunOf,
+} from '../../../../contracts/experiments.js';
 import { METRIC_LABELS as L, SERVING_METRICS as M } from '../../../../contracts/metrics.js';
 import { quoteLabelValue } from '../../analysis/queries.js';
 
@@ -15,13 +19,37 @@ const WINDOW = /^[1-9][0-9]*(s|m|h)$/;
 export interface ExperimentTarget {
   readonly namespace: string;
   readonly name: string;
+  /**
+   * The Experiment object's run (contracts/experiments.ts experimentRunOf its uid): only its
+   * totals are read, never those of an earlier object of the same name still exported until
+   * they expire. experimentTargetOf sets it.
+   */
+  readonly run?: string;
   readonly models: readonly string[];
   /** Guardrail window, e.g. 5m. */
   readonly window: string;
 }
 
+/** The target of a look at `exp` (its run from its uid). */
+export function experimentTargetOf(
+  exp: {
+    metadata?: { name?: string; namespace?: string; uid?: string };
+    spec: { variants: ReadonlyArray<{ modelRef: string }> };
+  },
+  window: string,
+): ExperimentTarget {
+  return {
+    namespace: exp.metadata!.namespace!,
+    name: exp.metadata!.name!,
+    run: experimentRunOf(exp.metadata!.uid!),
+    models: exp.spec.variants.map((v) => v.modelRef),
+    window,
+  };
+}
+
 const expSelector = (t: ExperimentTarget) =>
-  `{${E.experiment}=${quoteLabelValue(t.name)},${E.namespace}=${quoteLabelValue(t.namespace)}}`;
+  `{${E.experiment}=${quoteLabelValue(t.name)},${E.namespace}=${quoteLabelValue(t.namespace)}` +
+  `${t.run !== undefined ? `,${E.run}=${quoteLabelValue(t.run)}` : ''}}`;
 
 /** Exposed users per variant. */
 export function buildUsersQuery(t: ExperimentTarget): string {
