@@ -138,7 +138,7 @@ describe('a look never takes counts back', () => {
   });
 
   it('no users series is no sums at all, not zeros', async () => {
-    const t = { namespace: ns, name: 'ab', models: ['drinks'], window: '5m' };
+    const t = { namespace: ns, name: 'ab', run: '111111112222', models: ['drinks'], window: '5m' };
     const none = await fetchExperimentData(prometheus(undefined), t, ['control', 'v2']);
     expect(none.sums).toBeUndefined();
     expect(checkCountsFresh(none, recorded)).toMatch(/no series/);

@@ -24,7 +24,7 @@ export interface ExperimentTarget {
    * totals are read, never those of an earlier object of the same name still exported until
    * they expire. experimentTargetOf sets it.
    */
-  readonly run?: string;
+  readonly run: string;
   readonly models: readonly string[];
   /** Guardrail window, e.g. 5m. */
   readonly window: string;
@@ -48,8 +48,7 @@ export function experimentTargetOf(
 }
 
 const expSelector = (t: ExperimentTarget) =>
-  `{${E.experiment}=${quoteLabelValue(t.name)},${E.namespace}=${quoteLabelValue(t.namespace)}` +
-  `${t.run !== undefined ? `,${E.run}=${quoteLabelValue(t.run)}` : ''}}`;
+  `{${E.experiment}=${quoteLabelValue(t.name)},${E.namespace}=${quoteLabelValue(t.namespace)},${E.run}=${quoteLabelValue(t.run)}}`;
 
 /** Exposed users per variant. */
 export function buildUsersQuery(t: ExperimentTarget): string {

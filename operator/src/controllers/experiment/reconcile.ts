@@ -38,6 +38,7 @@ import {
 } from './decide.js';
 import { buildExperimentObjects, buildExperimentRouterConfig } from './desired.js';
 import { checkCountsFresh, fetchExperimentData, type ExperimentData } from './gather.js';
+import { experimentTargetOf } from './queries.js';
 import type { Analysis, AnalysisInput } from './stats-api.js';
 import { computeExperimentStatus, endingOf, type ExperimentStatusInput } from './status.js';
 import type { Experiment, ExperimentStatus, RecommenderModel } from './types.js';
@@ -137,8 +138,7 @@ export async function reconcileExperiment(
     : 0;
   // A conclude/stop command or the end of maxDuration decides on the latest counts, not the last look's.
   const timeUp =
-    !!startedAt &&
-    now.getTime() - Date.parse(startedAt) >= parseMaxDuration(exp.spec.maxDuration ?? '14d');
+    !!startedAt && now.getTime() - Date.parse(startedAt) >= parseMaxDuration(exp.spec.maxDuration ?? '14d');
   // Timers fire a little late, never much early: a look due within 1 % of the interval is due.
   const lookDue = nextLookInMs <= lookIntervalMs * 0.01 || !!command || timeUp;
   if (running && lookDue) {
@@ -148,12 +148,8 @@ export async function reconcileExperiment(
       try {
         data = await fetchExperimentData(
           deps.prometheus,
-          {
-            namespace,
-            name,
-            models: exp.spec.variants.map((v) => v.modelRef),
-            window: deps.guardrailWindow ?? '5m',
-          },
+          // This object's run only: an earlier Experiment of the same name counted in its own.
+          experimentTargetOf(exp, deps.guardrailWindow ?? '5m'),
           exp.spec.variants.map((v) => v.name),
         );
       } catch (err) {
