@@ -127,13 +127,14 @@ describe('two models canarying at once (real serving, real Prometheus)', () => {
   let south: AnalysisResult;
   let addons: AnalysisResult;
   beforeAll(async () => {
-    // Until both of south's variants have a window's worth of requests.
+    // Until the variants of both models have a window's worth of requests in Prometheus (each
+    // model's traffic reaches it at its own scrape: one ready does not make the other ready).
     const deadline = Date.now() + 60_000;
     do {
       await new Promise((r) => setTimeout(r, 1000));
       south = await analyze('south');
-    } while (south.verdict === 'Inconclusive' && Date.now() < deadline);
-    north = await analyze('north');
+      north = await analyze('north');
+    } while ((south.verdict === 'Inconclusive' || north.verdict === 'Inconclusive') && Date.now() < deadline);
     addons = await analyze('north', 'addons');
   }, 90_000);
 
