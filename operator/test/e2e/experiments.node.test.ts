@@ -73,6 +73,10 @@ afterAll(async () => {
 const getExp = (name: string) =>
   e.client.request<Experiment>('GET', resourcePath(RESOURCES.experiment, e.ns, name));
 
+/**
+ * Creates Experiment `name` (control `drinks` vs v2 `drinks-v2` unless `extra.variants` says
+ * otherwise) and waits until it runs and its Service answers.
+ */
 async function createExperiment(name: string, extra: Record<string, unknown>): Promise<Experiment> {
   await e.client.request('POST', resourcePath(RESOURCES.experiment, e.ns), {
     body: {
@@ -413,31 +417,14 @@ describe('experiments on a real node: router and serving pods, real Prometheus',
         120_000,
         'the faulty pods rolled out',
       );
-      await e.client.request('POST', resourcePath(RESOURCES.experiment, e.ns), {
-        body: {
-          apiVersion: 'crema.dev/v1alpha1',
-          kind: 'Experiment',
-          metadata: { name: 'guard', namespace: e.ns },
-          spec: {
-            variants: [
-              { name: 'control', modelRef: 'drinks-v2', weight: 50 },
-              { name: 'faulty', modelRef: 'drinks-faulty', weight: 50 },
-            ],
-            assignment: { salt: 'guard-salt' },
-            primaryMetric: 'conversion',
-            minSamplesPerVariant: 200,
-            maxDuration: '1h',
-            decision: { autoPromote: true },
-            guardrails: { errorRate: 0.05 },
-          },
-        },
+      await createExperiment('guard', {
+        variants: [
+          { name: 'control', modelRef: 'drinks-v2', weight: 50 },
+          { name: 'faulty', modelRef: 'drinks-faulty', weight: 50 },
+        ],
+        decision: { autoPromote: true },
+        guardrails: { errorRate: 0.05 },
       });
-      await eventually(
-        async () => (await getExp('guard')).status?.phase === 'Running',
-        60_000,
-        'guard Running',
-      );
-      await serviceAnswers(e, 'guard-exp');
       // Closed loop: the fault only bites when requests overlap.
       const t = startTraffic({
         url: await serviceUrl(e, 'guard-exp'),
