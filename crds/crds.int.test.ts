@@ -200,7 +200,6 @@ describe('valid resources', () => {
       minReplicas: 2,
       maxReplicas: 10,
       targetCPUUtilization: 70,
-      targetRpsPerPod: 200,
       port: 8080,
       resources: { requests: { cpu: '250m', memory: '256Mi' }, limits: { memory: '512Mi' } },
       adminTokenSecretRef: { name: 'crema-serving-admin', key: 'token' },

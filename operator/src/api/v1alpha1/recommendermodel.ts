@@ -138,9 +138,10 @@ export interface RecommenderModelSpecServing {
    */
   targetCPUUtilization?: number;
   /**
-   * Requests per second one pod should handle before the autoscaler adds another. Defaults to 200.
+   * Reserved, not used yet: the autoscaler scales on CPU (targetCPUUtilization), because a
+   * requests-per-second metric needs a custom metrics adapter Crema does not install. Setting it has
+   * no effect. docs/serving.md says what one pod can answer.
    * Constraints: ≥ 1; ≤ 100000.
-   * @default 200
    */
   targetRpsPerPod?: number;
   /**
