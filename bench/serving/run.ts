@@ -249,7 +249,7 @@ async function stageBreakdown(entry: string, env: Record<string, string>, body: 
     const to = Number(process.hrtime.bigint() / 1000n);
     proc.kill('SIGTERM');
     await exited;
-    const us = await stagesOfProfiles(profDir, entry, from, to);
+    const { byStage: us, inferenceThread } = await stagesOfProfiles(profDir, entry, from, to);
     const sampled = STAGES.reduce((s, k) => s + us[k], 0);
     const perRequest = (x: number) => Math.round((x / r.requests.total) * 10) / 10;
     return {
@@ -257,6 +257,8 @@ async function stageBreakdown(entry: string, env: Record<string, string>, body: 
       // CPU of the profiled process per request (from /proc) and the part the profiles sampled.
       profiledCpuUs: Math.round(r.cpuMicrosPerRequest ?? 0),
       sampledUs: perRequest(sampled),
+      // Of the inference stage: the inference thread's part (onnxruntime and its messages there).
+      sampledInferenceThreadUs: perRequest(inferenceThread),
       sampledUsByStage: Object.fromEntries(STAGES.map((k) => [k, perRequest(us[k])])) as Record<
         Stage,
         number

@@ -146,22 +146,25 @@ export function profileStages(
 
 /**
  * Stage microseconds summed over the profiles in `dir` (the main thread's by module, any other
- * thread's — the inference thread — as inference), within the window.
+ * thread's — the inference thread — as inference), within the window; `inferenceThread` is the
+ * inference thread's part of `inference` (the rest is the main thread's side: batching and messages).
  */
 export async function stagesOfProfiles(
   dir: string,
   bundlePath: string,
   fromUs: number,
   toUs: number,
-): Promise<Record<Stage, number>> {
+): Promise<{ byStage: Record<Stage, number>; inferenceThread: number }> {
   const map = bundleModules(await readFile(bundlePath, 'utf8'));
   const total = Object.fromEntries(STAGES.map((s) => [s, 0])) as Record<Stage, number>;
+  let inferenceThread = 0;
   for (const f of (await readdir(dir)).filter((x) => x.endsWith('.cpuprofile'))) {
     // CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile; thread 0 is the main thread.
     const thread = Number(f.split('.').at(-3));
     const p = JSON.parse(await readFile(join(dir, f), 'utf8')) as CpuProfile;
     const s = profileStages(p, map, fromUs, toUs, thread === 0 ? undefined : 'inference');
     for (const k of STAGES) total[k] += s[k];
+    if (thread !== 0) inferenceThread += s.inference;
   }
-  return total;
+  return { byStage: total, inferenceThread };
 }
