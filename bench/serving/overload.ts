@@ -24,19 +24,24 @@
  * The last line printed is the JSON result, also written to bench/results/overload.json
  * (`BENCH_OUT` to write elsewhere, e.g. a before/after comparison).
  */
-import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { Pool, type Dispatcher } from 'undici';
 import { Redis } from 'ioredis';
-import { encodeUserFeatures, KEYS } from '../../contracts/features.js';
 import { SERVING_METRICS } from '../../contracts/metrics.js';
-import { modelEnvNames, nodeOptionsForMemoryLimit } from '../../contracts/serving-env.js';
+import { nodeOptionsForMemoryLimit } from '../../contracts/serving-env.js';
 import { startRedis } from '../../hack/testenv/environment.js';
-import { bundleComponent, COMPONENTS } from '../../hack/images/bundle.js';
-import { buildCatalog, buildStores, rng, seedFeatures, syntheticUser } from '../../serving/test/fixtures.js';
+import {
+  bundleServing,
+  requestBodies,
+  seedBenchFeatures,
+  shippedModelEnv,
+  startCompiledServing,
+  waitHttp,
+} from './compiled.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const USERS = Number(process.env['BENCH_USERS'] ?? 1_000_000);
@@ -48,21 +53,10 @@ const STORES = 20;
 /** The pod memory limit the operator renders by default (DEFAULT_RESOURCES in desired.ts). */
 const POD_MEMORY_LIMIT_MIB = 512;
 
-/** Request bodies for random users (1 in 10 unknown → cold start) at random stores. */
+/** Request bodies for random users (1 in 11 unknown → cold start) at random stores. */
 function bodies(n: number): Buffer[] {
-  const r = rng(99);
-  return Array.from({ length: n }, () =>
-    Buffer.from(
-      JSON.stringify({
-        userId: `u${Math.floor(r() * USERS * 1.1)}`,
-        storeId: `store-${Math.floor(r() * STORES)}`,
-        context: {
-          time: new Date(Date.UTC(2026, 10, 24, Math.floor(r() * 24))).toISOString(),
-          channel: 'app',
-        },
-        limit: 5,
-      }),
-    ),
+  return requestBodies(n, { users: USERS, stores: STORES, withoutFeatures: 1 / 11 }).map((b) =>
+    Buffer.from(b),
   );
 }
 
@@ -261,19 +255,6 @@ function diff(after: Record<string, number>, before: Record<string, number>): Re
   return out;
 }
 
-async function waitHttp(url: string, timeoutMs = 60_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > end) throw new Error(`${url} not ready after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 const loadAvg = async () => Number((await readFile('/proc/loadavg', 'utf8')).split(' ')[0]);
 
 async function main(): Promise<void> {
@@ -281,53 +262,31 @@ async function main(): Promise<void> {
   const loadBefore = await loadAvg();
   const { redis: server } = await startRedis(dir, () => undefined);
   const redis = new Redis(server.url);
-  let serving: ReturnType<typeof spawn> | undefined;
+  let serving: ChildProcess | undefined;
   try {
     // 1. Data: the menu and stores the fixtures build, USERS users as binary blobs.
-    const catalog = buildCatalog(150, 40);
-    await seedFeatures(redis, { version: 'bench', catalog, stores: buildStores(STORES) });
-    const r = rng(1);
-    for (let start = 0; start < USERS; start += 20_000) {
-      const p = redis.pipeline();
-      for (let i = start; i < Math.min(USERS, start + 20_000); i++) {
-        p.set(KEYS.user('bench', `u${i}`), encodeUserFeatures(syntheticUser(r, 150)));
-      }
-      await p.exec();
-    }
+    await seedBenchFeatures(redis, USERS, STORES);
 
     // 2. The compiled program and the shipped model, with the pod's memory settings.
-    const app = join(dir, 'app');
-    await bundleComponent(COMPONENTS.serving, app);
-    const artifacts = join(root, 'manifests', 'models', 'artifacts');
-    const meta = JSON.parse(await readFile(join(artifacts, 'drink-ranking.meta.json'), 'utf8')) as {
-      sha256: string;
-    };
+    const entry = await bundleServing(join(dir, 'app'));
     const podEnv = podMemoryEnv(POD_MEMORY_LIMIT_MIB);
     const port = 19000 + Math.floor(Math.random() * 1000);
-    const names = modelEnvNames('drink-ranking');
     // BENCH_SERVER_CPUS (e.g. "0", with the bench itself run under `taskset -c 1`) pins the
     // server to its own cores, so the load generator cannot starve it: on 2 cores an open loop
     // offering 10x takes a core of its own.
-    const pin = process.env['BENCH_SERVER_CPUS'];
-    const cmd = pin ? 'taskset' : process.execPath;
-    const args = pin ? ['-c', pin, process.execPath, join(app, 'serving.js')] : [join(app, 'serving.js')];
-    serving = spawn(cmd, args, {
-      cwd: app,
+    serving = startCompiledServing({
+      entry,
+      ...(process.env['BENCH_SERVER_CPUS'] ? { cpus: process.env['BENCH_SERVER_CPUS'] } : {}),
       env: {
-        ...process.env,
         ...podEnv,
+        ...(await shippedModelEnv(['drink-ranking'])),
         // Admission control is opt-in; the bench measures it turned on (override to compare).
         CREMA_LATENCY_TARGET_MS: process.env['CREMA_LATENCY_TARGET_MS'] ?? '50',
         CREMA_MAX_QUEUE_MS: process.env['CREMA_MAX_QUEUE_MS'] ?? '25',
-        NODE_ENV: 'production',
         HOST: '127.0.0.1',
         PORT: String(port),
         REDIS_URL: server.url,
-        [names.uri]: pathToFileURL(join(artifacts, 'drink-ranking.onnx')).href,
-        [names.sha256]: meta.sha256,
-        LOG_LEVEL: 'warn',
       },
-      stdio: ['ignore', 'inherit', 'inherit'],
     });
     let exit: { code: number | null; signal: string | null } | undefined;
     serving.once('exit', (code, signal) => (exit = { code, signal }));

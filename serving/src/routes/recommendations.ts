@@ -19,7 +19,7 @@ import { buildRankingInput, computeContextValues, sharedColumnValue } from '../r
 import { explainRecommendation } from '../ranking/reasons.js';
 import { recommendationJson, type AnswerMeta, type RankedDrink } from '../ranking/response.js';
 import { topK } from '../ranking/topk.js';
-import { buildAddonInput, compileAddonPlan, pickAddonsPerDrink } from '../ranking/addons.js';
+import { addonPlanOf, buildAddonInput, pickAddonsPerDrink } from '../ranking/addons.js';
 import type { FastifyRequest } from 'fastify';
 import { errorResponses, StoreId, Timestamp, UserId, stringEnum } from './schemas.js';
 
@@ -141,9 +141,11 @@ export const recommendationRoutes: FastifyPluginAsyncTypebox<{ ctx: ServingConte
       return undefined;
     }
     try {
-      const plan = compileAddonPlan(m.meta.inputs[0]!.features);
-      const input = buildAddonInput(plan, items, user, drinks, addonCandidates);
-      const out = await m.run(input, drinks.length * addonCandidates.length);
+      const plan = addonPlanOf(m.meta.inputs[0]!.features);
+      // The rows are written straight into the turn's batch input, like the ranking's.
+      const out = await m.runWith(drinks.length * addonCandidates.length, (into) =>
+        buildAddonInput(plan, items, user, drinks, addonCandidates, into),
+      );
       return pickAddonsPerDrink(out, drinks, addonCandidates, ADDONS_PER_DRINK);
     } catch (err) {
       req.log.warn({ err: (err as Error).message }, 'add-on inference failed; shared add-ons used');
