@@ -197,13 +197,21 @@ export async function buildRouter(opts: RouterOptions): Promise<FastifyInstance>
       ? { loggerInstance: logger as FastifyBaseLogger }
       : { logger: (logger as FastifyServerOptions['logger']) ?? false }),
     logController: new LogController({ disableRequestLogging: true }),
-    serverFactory: (handler) =>
-      createServer((req, res) => {
+    serverFactory: (handler, o) => {
+      const server = createServer((req, res) => {
         const url = req.url!;
         if (url.charCodeAt(3) === 0x2f && url.startsWith('/v1/') && ROUTED_METHODS.has(req.method!))
           routed(req, res);
         else handler(req, res);
-      }),
+      });
+      // what fastify sets on a server it creates (keep-alive 72 s: longer than clients' idle pools)
+      const n = (x: unknown) => (typeof x === 'number' ? x : undefined);
+      const { keepAliveTimeout, requestTimeout, connectionTimeout } = o as Record<string, unknown>;
+      if (n(keepAliveTimeout) !== undefined) server.keepAliveTimeout = n(keepAliveTimeout)!;
+      if (n(requestTimeout) !== undefined) server.requestTimeout = n(requestTimeout)!;
+      if (n(connectionTimeout) !== undefined) server.setTimeout(n(connectionTimeout));
+      return server;
+    },
   });
   // Undefined only while a watched ConfigMap has not been read yet (the router is not ready then).
   const first = opts.config ?? (opts.configPath ? await readRouterConfig(opts.configPath) : undefined);

@@ -204,6 +204,8 @@ describe('router forwarding (loopback upstreams)', () => {
     });
     try {
       const base = await r.listen({ host: '127.0.0.1', port: 0 });
+      // idle keep-alive connections last as long as fastify's own server kept them
+      expect(r.server.keepAliveTimeout).toBe(72_000);
       for (let i = 0; i < 20; i++) {
         const payload = JSON.stringify({ userId: `u-${i}`, storeId: 's' });
         const viaSocket = await request(`${base}/v1/echo`, {
