@@ -321,6 +321,8 @@ async function main(): Promise<void> {
       light: Record<Target, WrkResult>;
       ratio: { node: number; nginx: number };
       addedP99ms: { node: number; nginx: number };
+      addedP50ms: { node: number; nginx: number };
+      servingCpuUs: { direct: number; viaNode: number; viaNginx: number };
     }[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       const order = TARGETS.map((_, k) => TARGETS[(k + round) % TARGETS.length]!);
@@ -351,6 +353,17 @@ async function main(): Promise<void> {
           node: Math.round((light.node.p99ms - light.direct.p99ms) * 100) / 100,
           nginx: Math.round((light.nginx.p99ms - light.direct.p99ms) * 100) / 100,
         },
+        // p99 of a few seconds on a shared machine is a handful of scheduler stalls; p50 is steadier
+        addedP50ms: {
+          node: Math.round((light.node.p50ms - light.direct.p50ms) * 100) / 100,
+          nginx: Math.round((light.nginx.p50ms - light.direct.p50ms) * 100) / 100,
+        },
+        // serving's own CPU per request rises when a router shares the machine with it
+        servingCpuUs: {
+          direct: saturated.direct.servingCpuUs,
+          viaNode: saturated.node.servingCpuUs,
+          viaNginx: saturated.nginx.servingCpuUs,
+        },
       };
       rounds.push(entry);
       const s = saturated;
@@ -358,7 +371,9 @@ async function main(): Promise<void> {
         `round ${round + 1}/${ROUNDS} (load ${entry.loadAvg}): ${CONNECTIONS} conns direct ${s.direct.rps} req/s, ` +
           `node ${s.node.rps} (${entry.ratio.node}x, ${s.node.routerCpuUs} µs/req), ` +
           `nginx ${s.nginx.rps} (${entry.ratio.nginx}x, ${s.nginx.routerCpuUs} µs/req); ` +
-          `${LIGHT_CONNECTIONS} conns p99 direct ${light.direct.p99ms} ms, node +${entry.addedP99ms.node}, nginx +${entry.addedP99ms.nginx}`,
+          `${LIGHT_CONNECTIONS} conns p99 direct ${light.direct.p99ms} ms, node +${entry.addedP99ms.node}, nginx +${entry.addedP99ms.nginx} ` +
+          `(p50 direct ${light.direct.p50ms} ms, node +${entry.addedP50ms.node}, nginx +${entry.addedP50ms.nginx}); ` +
+          `serving µs/req direct ${s.direct.servingCpuUs}, via node ${s.node.servingCpuUs}, via nginx ${s.nginx.servingCpuUs}`,
       );
     }
     const med = (f: (x: (typeof rounds)[number]) => number) => median(rounds.map(f));
@@ -382,10 +397,13 @@ async function main(): Promise<void> {
         },
         ratio: { node: med((x) => x.ratio.node), nginx: med((x) => x.ratio.nginx) },
         addedP99ms: { node: med((x) => x.addedP99ms.node), nginx: med((x) => x.addedP99ms.nginx) },
+        addedP50ms: { node: med((x) => x.addedP50ms.node), nginx: med((x) => x.addedP50ms.nginx) },
         cpuMicrosPerRequest: {
           node: med((x) => x.saturated.node.routerCpuUs!),
           nginx: med((x) => x.saturated.nginx.routerCpuUs!),
           serving: med((x) => x.saturated.direct.servingCpuUs),
+          servingViaNode: med((x) => x.saturated.node.servingCpuUs),
+          servingViaNginx: med((x) => x.saturated.nginx.servingCpuUs),
         },
         lightP99ms: {
           direct: med((x) => x.light.direct.p99ms),
@@ -407,7 +425,8 @@ async function main(): Promise<void> {
         `median of ${ROUNDS}: direct ${m.rps.direct} req/s, node ${m.rps.node} (${m.ratio.node}x), nginx ${m.rps.nginx} (${m.ratio.nginx}x)`,
         `ratio per round: node ${rounds.map((x) => x.ratio.node).join(' ')}; nginx ${rounds.map((x) => x.ratio.nginx).join(' ')}`,
         `added p99 at ${LIGHT_CONNECTIONS} connections per round: node ${rounds.map((x) => x.addedP99ms.node).join(' ')} ms; nginx ${rounds.map((x) => x.addedP99ms.nginx).join(' ')} ms`,
-        `CPU per request: node router ${m.cpuMicrosPerRequest.node} µs, nginx ${m.cpuMicrosPerRequest.nginx} µs, serving ${m.cpuMicrosPerRequest.serving} µs`,
+        `added p50 per round: node ${rounds.map((x) => x.addedP50ms.node).join(' ')} ms; nginx ${rounds.map((x) => x.addedP50ms.nginx).join(' ')} ms`,
+        `CPU per request: node router ${m.cpuMicrosPerRequest.node} µs, nginx ${m.cpuMicrosPerRequest.nginx} µs, serving ${m.cpuMicrosPerRequest.serving} µs (${m.cpuMicrosPerRequest.servingViaNode} via node, ${m.cpuMicrosPerRequest.servingViaNginx} via nginx)`,
         `load average ${result.loadAvg.before} → ${result.loadAvg.after}`,
       ].join('\n'),
     );
