@@ -62,7 +62,7 @@ export async function ensureDebianPackages(
   }
   // Debian starts services on install (policy-rc.d permitting); the environment runs its own.
   for (const pkg of missing) {
-    const svc = { 'redis-server': 'redis-server', containerd: 'containerd' }[pkg];
+    const svc = { 'redis-server': 'redis-server', containerd: 'containerd', nginx: 'nginx' }[pkg];
     if (svc) await run('service', [svc, 'stop']).catch(() => undefined);
   }
   const still = reqs.filter((r) => !which(r.command));

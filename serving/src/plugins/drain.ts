@@ -29,20 +29,27 @@ export class DrainState {
 
 /**
  * Adds `Connection: close` to an answer once `state` is active, or when its connection is older
- * than `maxConnectionAgeMs` (0 = no limit).
+ * than `maxConnectionAgeMs` (0 = no limit). Returns the same decision for answers written
+ * without fastify's hooks (the router's forwarding path).
  */
-export function registerDrain(app: FastifyInstance, state: DrainState, maxConnectionAgeMs = 0): void {
+export function registerDrain(
+  app: FastifyInstance,
+  state: DrainState,
+  maxConnectionAgeMs = 0,
+): (socket: Socket) => boolean {
   const born = new WeakMap<Socket, number>();
   if (maxConnectionAgeMs > 0) {
     app.server.on('connection', (socket: Socket) => born.set(socket, Date.now()));
   }
+  const closes = (socket: Socket): boolean => {
+    if (state.active) return true;
+    if (maxConnectionAgeMs <= 0) return false;
+    const since = born.get(socket);
+    return since !== undefined && Date.now() - since > maxConnectionAgeMs;
+  };
   app.addHook('onSend', (req, reply, payload, done) => {
-    if (state.active) void reply.header('connection', 'close');
-    else if (maxConnectionAgeMs > 0) {
-      const since = born.get(req.raw.socket);
-      if (since !== undefined && Date.now() - since > maxConnectionAgeMs)
-        void reply.header('connection', 'close');
-    }
+    if (closes(req.raw.socket)) void reply.header('connection', 'close');
     done(null, payload);
   });
+  return closes;
 }

@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { DrainState } from '../plugins/drain.js';
 import { buildRouter, userIdOf } from './app.js';
 import { parseRouterConfig, routeFor, validateRouterConfig, type RouterConfig } from './config.js';
 
@@ -115,6 +117,13 @@ describe('router forwarding (loopback upstreams)', () => {
         body: req.body,
       }));
       u.get('/v1/users/:id/offers', async () => ({ servedBy: name }));
+      u.addContentTypeParser('text/plain', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+      u.post('/v1/echo', async (req, reply) =>
+        reply
+          .code(429)
+          .header('retry-after', '3')
+          .send({ servedBy: name, headers: req.headers, body: req.body }),
+      );
       urls[name] = await u.listen({ host: '127.0.0.1', port: 0 });
       upstreams.push(u);
     }
@@ -182,6 +191,78 @@ describe('router forwarding (loopback upstreams)', () => {
       await writeFile(path, '{"salt": ');
       await new Promise((res) => setTimeout(res, 300));
       expect(await served()).toBe('canary');
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('over a real socket: the same routing, headers, body, metrics, drain and limits as inject', async () => {
+    const drain = new DrainState();
+    const r = await buildRouter({
+      config: { ...config(50), experiment: { id: 'shop/ab', run: '0a1b2c3d4e5f', ttlSeconds: 60 } },
+      drain,
+    });
+    try {
+      const base = await r.listen({ host: '127.0.0.1', port: 0 });
+      // idle keep-alive connections last as long as fastify's own server kept them
+      expect(r.server.keepAliveTimeout).toBe(72_000);
+      for (let i = 0; i < 20; i++) {
+        const payload = JSON.stringify({ userId: `u-${i}`, storeId: 's' });
+        const viaSocket = await request(`${base}/v1/echo`, {
+          method: 'POST',
+          headers: {
+            // a body the router must pass on whatever its type (it used to drop non-JSON bodies)
+            'content-type': 'text/plain',
+            'x-request-id': `req-${i}`,
+            'x-crema-experiment-variant': 'forged',
+          },
+          body: payload,
+        });
+        const viaInject = await r.inject({
+          method: 'POST',
+          url: '/v1/echo',
+          headers: { 'content-type': 'text/plain', 'x-request-id': `req-${i}` },
+          payload,
+        });
+        const answer = (await viaSocket.body.json()) as {
+          servedBy: string;
+          headers: Record<string, string>;
+          body: string;
+        };
+        expect(viaSocket.statusCode).toBe(429);
+        expect(viaInject.statusCode).toBe(429);
+        expect(answer.servedBy).toBe(viaInject.json().servedBy);
+        expect(answer.body).toBe(payload);
+        expect(viaInject.json().body).toBe(payload);
+        expect(answer.headers).toMatchObject({
+          'x-crema-variant': answer.servedBy,
+          'x-request-id': `req-${i}`,
+          'x-crema-experiment': 'shop/ab',
+          'x-crema-experiment-run': '0a1b2c3d4e5f',
+          'x-crema-experiment-variant': answer.servedBy,
+          'x-crema-experiment-ttl': '60',
+        });
+        for (const h of ['x-crema-variant', 'x-crema-router-config', 'retry-after', 'content-type'])
+          expect([h, viaSocket.headers[h]]).toEqual([h, viaInject.headers[h]]);
+        expect(viaSocket.headers['x-crema-variant']).toBe(answer.servedBy);
+      }
+      const metrics = await (await request(`${base}/metrics`)).body.text();
+      expect(metrics).toMatch(/crema_router_requests_total\{variant="stable",served_by="stable"\} \d+/);
+      expect(metrics).toMatch(/crema_router_request_duration_seconds_count\{variant="canary"\} \d+/);
+
+      const big = await request(`${base}/v1/echo`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: Buffer.alloc(2 << 20, 0x20),
+      });
+      expect(big.statusCode).toBe(413);
+      expect(((await big.body.json()) as { code: string }).code).toBe('BODY_TOO_LARGE');
+
+      drain.begin();
+      const draining = await request(`${base}/v1/users/u1/offers`);
+      await draining.body.dump();
+      expect(draining.statusCode).toBe(200);
+      expect(draining.headers['connection']).toBe('close');
     } finally {
       await r.close();
     }
