@@ -21,7 +21,7 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -43,6 +43,10 @@ import {
 import { renderNginxConf, renderNjs } from './nginx-router.js';
 
 const run = promisify(execFile);
+/** Pin serving to core 0 and everything else to the other cores (default on 2+ cores; BENCH_PIN=0 turns it off). */
+const PIN = (process.env['BENCH_PIN'] ?? (cpus().length >= 2 ? '1' : '0')) === '1';
+/** Sets the CPU affinity of every thread of `pid` (new threads inherit it). */
+const taskset = (cpuList: string, pid: number) => run('taskset', ['-a', '-pc', cpuList, String(pid)]);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 6);
 const LIGHT_SECONDS = Number(process.env['BENCH_LIGHT_SECONDS'] ?? 4);
@@ -286,6 +290,18 @@ async function main(): Promise<void> {
     await waitHttp(`${urls.node}/readyz`);
     await waitHttp(`${urls.nginx}/healthz`);
     const nginxAll = await nginxPids(nginx.pid!);
+    // Serving gets core 0 to itself; the routers, wrk, Redis and this script share the others, as
+    // in a cluster where the router runs in its own pods: the routed ratio then says whether a
+    // router keeps up with the serving pod it fronts, not how three programs split two cores.
+    if (PIN) {
+      const others = `1-${cpus().length - 1}`;
+      const redisPids = (await run('pgrep', ['-f', `redis-server 127.0.0.1:${server.port}`])).stdout
+        .split('\n')
+        .filter(Boolean)
+        .map(Number);
+      await taskset('0', serving.pid!);
+      for (const pid of [router.pid!, ...nginxAll, ...redisPids, process.pid]) await taskset(others, pid);
+    }
 
     // 3. Same variant as assignVariant, through both routers; the answers come from the model.
     const ids = parityIds(3000);
@@ -384,6 +400,7 @@ async function main(): Promise<void> {
       node: process.version,
       cpus: (await import('node:os')).cpus().length,
       generator: 'wrk -t1',
+      pinned: PIN ? { serving: '0', routersWrkRedis: `1-${cpus().length - 1}` } : false,
       users: USERS,
       rounds: ROUNDS,
       secondsPerRound: SECONDS,
