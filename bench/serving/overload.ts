@@ -233,8 +233,11 @@ async function openLoop(
     `-targets=${targets}`,
     `-rate=${rate}/1s`,
     `-duration=${seconds}s`,
-    `-max-connections=${connections}`,
-    '-workers=200',
+    // One worker per client: at most `connections` requests outstanding, each on its own
+    // connection; when all are busy the next arrival starts late (counted in lateShare) rather
+    // than queueing inside the generator, so latency starts when the request leaves.
+    `-workers=${connections}`,
+    `-max-workers=${connections}`,
     '-timeout=10s',
     '-http2=false',
     `-output=${results}`,

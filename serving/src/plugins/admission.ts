@@ -214,3 +214,82 @@ export class QueueDelayEstimator {
     return Math.max(0, this.now() - from);
   }
 }
+
+/** Cumulative CPU times (ms) of the event loop's thread: on a CPU, and runnable but waiting for one. */
+export interface ThreadTimes {
+  readonly runMs: number;
+  readonly waitMs: number;
+}
+
+/**
+ * The times of the calling thread from /proc/thread-self/schedstat (Linux with scheduler
+ * statistics: "ns on a CPU, ns waiting on a run queue, time slices"); undefined elsewhere.
+ * Called from the event loop, so these are the loop's own thread's times.
+ */
+export function readLoopThreadTimes(read: () => string): ThreadTimes | undefined {
+  try {
+    const [run, wait] = read().split(' ', 2).map(Number);
+    if (!Number.isFinite(run) || !Number.isFinite(wait)) return undefined;
+    return { runMs: run! / 1e6, waitMs: wait! / 1e6 };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the event loop is saturated: over the last two samples (500 ms when sampled every
+ * 250 ms), it had no time to sleep. From the loop thread's scheduler times when the kernel
+ * gives them: of the time it was not waiting for a CPU (run queue), it ran at least `threshold`.
+ * A process whose node is busy (its thread runnable but descheduled, or stopped) with little to
+ * do sleeps most of the rest, so it is not saturated, however late its timers. Event loop
+ * utilization (the fallback without scheduler times) counts a callback descheduled by a
+ * neighbour as busy: on a starved node it called a mostly idle process saturated.
+ */
+export class LoopSaturation {
+  private readonly snapshots: { at: number; times: ThreadTimes | undefined; elu: EluSnapshot }[] = [];
+  private value: boolean;
+
+  constructor(
+    private readonly threshold: number,
+    private readonly now: () => number,
+    private readonly threadTimes: () => ThreadTimes | undefined,
+    private readonly elu: () => EluSnapshot,
+  ) {
+    this.value = threshold === 0;
+    this.snapshots.push(this.take());
+  }
+
+  private take() {
+    return { at: this.now(), times: this.threadTimes(), elu: this.elu() };
+  }
+
+  get saturated(): boolean {
+    return this.value;
+  }
+
+  /** Takes a sample (every 250 ms) and decides from the oldest kept one. */
+  sample(): void {
+    const cur = this.take();
+    const old = this.snapshots[0]!;
+    if (this.threshold === 0) this.value = true;
+    else if (cur.times && old.times) {
+      const wall = cur.at - old.at;
+      const run = cur.times.runMs - old.times.runMs;
+      const wait = cur.times.waitMs - old.times.waitMs;
+      const sleep = Math.max(0, wall - run - wait);
+      this.value = run > 0 && run / (run + sleep) >= this.threshold;
+    } else {
+      const active = cur.elu.active - old.elu.active;
+      const idle = cur.elu.idle - old.elu.idle;
+      this.value = active + idle > 0 && active / (active + idle) >= this.threshold;
+    }
+    this.snapshots.push(cur);
+    if (this.snapshots.length > 2) this.snapshots.shift();
+  }
+}
+
+/** Cumulative ms of the event loop waiting for I/O (idle) and not (active). */
+export interface EluSnapshot {
+  readonly idle: number;
+  readonly active: number;
+}
