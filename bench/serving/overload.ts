@@ -398,9 +398,11 @@ async function main(): Promise<void> {
     // this process on the others (pinned in main's first lines): the result is about the server,
     // not about a load generator taking its CPU. "" leaves everything unpinned.
     const cmd = SERVER_CPUS ? 'taskset' : process.execPath;
+    // BENCH_SERVER_NODE_ARGS: extra node flags for the server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
+    const nodeArgs = (process.env['BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
     const args = SERVER_CPUS
-      ? ['-c', SERVER_CPUS, process.execPath, join(app, 'serving.js')]
-      : [join(app, 'serving.js')];
+      ? ['-c', SERVER_CPUS, process.execPath, ...nodeArgs, join(app, 'serving.js')]
+      : [...nodeArgs, join(app, 'serving.js')];
     serving = spawn(cmd, args, {
       cwd: app,
       env: {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  availableCores,
   ConcurrencyLimit,
   LoopSaturation,
   QueueDelayCheck,
@@ -284,6 +285,53 @@ describe('LoopSaturation', () => {
 
   it('a stopped process (SIGSTOP: neither running nor runnable) is not saturated', () => {
     expect(loop(5, 0, 245).saturated).toBe(false);
+  });
+
+  it('a process whose other threads take its one core while the loop sleeps is saturated', () => {
+    // Per 250 ms the loop runs 100 ms and sleeps 150 waiting for inference, which (onnxruntime's
+    // threads) takes the rest of the pod's one core: nothing to spare, though the loop sleeps.
+    const clock = manualClock();
+    const t = { runMs: 0, waitMs: 0 };
+    let cpu = 0;
+    const on = (cores: number) =>
+      new LoopSaturation(
+        0.9,
+        clock.now,
+        () => ({ ...t }),
+        () => ({ idle: 0, active: 0 }),
+        () => cpu,
+        cores,
+      );
+    const oneCore = on(1);
+    const twoCores = on(2);
+    for (let i = 0; i < 4; i++) {
+      clock.advance(250);
+      t.runMs += 100;
+      cpu += 245;
+      oneCore.sample();
+      twoCores.sample();
+    }
+    expect(oneCore.saturated).toBe(true);
+    // With a second core to spare, it is not.
+    expect(twoCores.saturated).toBe(false);
+  });
+
+  it('the CPUs a process may use: its affinity, capped by its cgroup quota', () => {
+    const files = (f: Record<string, string>) => (p: string) => f[p];
+    expect(availableCores(2, files({}))).toBe(2);
+    expect(availableCores(2, files({ '/sys/fs/cgroup/cpu.max': 'max 100000\n' }))).toBe(2);
+    expect(availableCores(4, files({ '/sys/fs/cgroup/cpu.max': '150000 100000\n' }))).toBe(1.5);
+    expect(availableCores(1, files({ '/sys/fs/cgroup/cpu.max': '400000 100000\n' }))).toBe(1);
+    expect(
+      availableCores(
+        8,
+        files({
+          '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '50000\n',
+          '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n',
+        }),
+      ),
+    ).toBe(0.5);
+    expect(availableCores(8, files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1\n' }))).toBe(8);
   });
 
   it('without scheduler times it falls back to event loop utilization', () => {

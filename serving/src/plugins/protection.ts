@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
@@ -14,6 +15,7 @@ import { ServingError } from '../errors.js';
 import type { Clock } from '../clock.js';
 import type { ServingMetrics } from '../metrics.js';
 import {
+  availableCores,
   ConcurrencyLimit,
   LoopSaturation,
   QueueDelayCheck,
@@ -200,6 +202,17 @@ async function protection(app: FastifyInstance, opts: ProtectionOptions): Promis
       const e = performance.eventLoopUtilization();
       return { idle: e.idle, active: e.active };
     },
+    () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    },
+    availableCores(availableParallelism(), (path) => {
+      try {
+        return readFileSync(path, 'latin1');
+      } catch {
+        return undefined;
+      }
+    }),
   );
   let utilizationSampler: NodeJS.Timeout | undefined;
   if ((limit || queue || histogram) && saturationUtilization > 0) {
