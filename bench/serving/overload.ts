@@ -9,14 +9,15 @@
  *   1. the sustainable rate: a closed loop of 50 keep-alive clients (the rate it answers at);
  *   2. a spike: an open loop offering 10x that rate (`BENCH_FACTOR`) for `BENCH_SECONDS` (20):
  *      arrivals on a fixed schedule whatever the answers do, each on a free connection of a pool
- *      of up to `BENCH_CONNECTIONS` (2000), the way many independent clients arrive;
+ *      of up to `BENCH_CONNECTIONS` (2000), the way many independent clients arrive, offered by
+ *      vegeta (Go, built from the module proxy: hack/testenv/vegeta.ts);
  *   3. recovery: the process is alive, /healthz answers and a request is answered from the model.
  *
  * Reports the admitted (200) answers' p99 (from the request leaving on its connection to the
  * last byte of the answer), the share of them answered from the model (`fallback: false`), the
  * 503 share, errors, whether the process survived, its peak RSS (VmHWM) and RSS over time. The
- * load generator shares the 2 cores with the server (and, on a shared machine, with whatever
- * else runs): it says how many arrivals it managed to send on time.
+ * server runs on core 0 (`BENCH_SERVER_CPUS`), the generators, Redis and the bench on the
+ * others (`BENCH_GENERATOR_CPUS`); `lateShare` says how many arrivals vegeta sent late.
  *
  *   npm run bench:overload   # ~1.5 min; BENCH_USERS=1000000 BENCH_FACTOR=10 BENCH_SECONDS=20
  *                            # BENCH_RATE=<req/s> offers a fixed rate instead (before/after runs)
@@ -24,16 +25,18 @@
  * The last line printed is the JSON result, also written to bench/results/overload.json
  * (`BENCH_OUT` to write elsewhere, e.g. a before/after comparison).
  */
-import type { ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Pool, type Dispatcher } from 'undici';
 import { Redis } from 'ioredis';
 import { SERVING_METRICS } from '../../contracts/metrics.js';
 import { nodeOptionsForMemoryLimit } from '../../contracts/serving-env.js';
 import { startRedis } from '../../hack/testenv/environment.js';
+import { ensureVegeta, readVegetaVersion } from '../../hack/testenv/vegeta.js';
 import {
   bundleServing,
   requestBodies,
@@ -50,6 +53,8 @@ const SPIKE_SECONDS = Number(process.env['BENCH_SECONDS'] ?? 20);
 const MAX_CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 2000);
 const CLOSED_CONNECTIONS = Number(process.env['BENCH_CLOSED_CONNECTIONS'] ?? 50);
 const STORES = 20;
+const SERVER_CPUS = process.env['BENCH_SERVER_CPUS'] ?? (cpus().length >= 2 ? '0' : '');
+const GENERATOR_CPUS = SERVER_CPUS ? (process.env['BENCH_GENERATOR_CPUS'] ?? `1-${cpus().length - 1}`) : '';
 /** The pod memory limit the operator renders by default (DEFAULT_RESOURCES in desired.ts). */
 const POD_MEMORY_LIMIT_MIB = 512;
 
@@ -184,44 +189,123 @@ async function closedLoop(url: string, body: Buffer[], connections: number, seco
 }
 
 /**
- * Arrivals at `rate` per second for `seconds`, on schedule whatever the answers do: each tick
- * sends every arrival due by now. A pool of up to `connections` keep-alive connections carries
- * them (a request waits in the pool only when every connection has one outstanding).
+ * Arrivals at `rate` per second for `seconds`, on schedule whatever the answers do, offered by
+ * vegeta (a Go constant-rate open loop, hack/testenv/vegeta.ts) over up to `connections`
+ * keep-alive connections. The Node generator this replaced took a core of its own at 10x and
+ * sent 98 % of arrivals late; vegeta costs a fraction of that, and runs on the generator's CPUs.
+ * Latency is vegeta's: from the arrival's start (including any wait for a free connection) to
+ * the last byte of the answer.
  */
-async function openLoop(url: string, body: Buffer[], rate: number, seconds: number, connections: number) {
-  const pool = new Pool(url, { connections, pipelining: 1, connectTimeout: 10_000 });
-  const t = newTally();
-  let outstanding = 0;
-  let i = 0;
-  const total = Math.round(rate * seconds);
+async function openLoop(
+  url: string,
+  body: Buffer[],
+  rate: number,
+  seconds: number,
+  connections: number,
+  dir: string,
+) {
+  const vegeta = await ensureVegeta();
+  const targets = join(dir, 'targets.jsonl');
+  await writeFile(
+    targets,
+    body
+      .map((b) =>
+        JSON.stringify({
+          method: 'POST',
+          url: `${url}/v1/recommendations`,
+          header: { 'Content-Type': ['application/json'] },
+          body: b.toString('base64'),
+        }),
+      )
+      .join('\n') + '\n',
+  );
+  const results = join(dir, 'results.bin');
   const start = performance.now();
-  const done = () => outstanding--;
-  await new Promise<void>((resolve) => {
-    const tick = () => {
-      const now = performance.now();
-      const due = Math.min(total, Math.floor(((now - start) / 1000) * rate));
-      while (t.sent < due) {
-        // Arrival t.sent was due at start + t.sent / rate.
-        if (now - (start + (t.sent * 1000) / rate) > 5) t.late++;
-        t.sent++;
-        outstanding++;
-        send(pool, body[i++ % body.length]!, t, done);
+  const attack = await runTool(vegeta, [
+    'attack',
+    '-format=json',
+    `-targets=${targets}`,
+    `-rate=${rate}/1s`,
+    `-duration=${seconds}s`,
+    // One worker per client: at most `connections` requests outstanding, each on its own
+    // connection; when all are busy the next arrival starts late (counted in lateShare) rather
+    // than queueing inside the generator, so latency starts when the request leaves.
+    `-workers=${connections}`,
+    `-max-workers=${connections}`,
+    '-timeout=10s',
+    '-http2=false',
+    `-output=${results}`,
+  ]);
+  if (attack.code !== 0) throw new Error(`vegeta attack exited ${attack.code}: ${attack.stderr}`);
+  const elapsed = (performance.now() - start) / 1000;
+  const t = newTally();
+  const enc = spawn(vegeta, ['encode', '--to', 'json', results], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let first: number | undefined;
+  const gapNs = 1e9 / rate;
+  for await (const line of createInterface({ input: enc.stdout! })) {
+    if (!line) continue;
+    const r = JSON.parse(line) as VegetaResult;
+    t.sent++;
+    const at = timestampNs(r.timestamp);
+    first ??= at - r.seq * gapNs;
+    // Arrival seq was due at first + seq / rate: more than 5 ms after it is late.
+    if (at - (first + r.seq * gapNs) > 5e6) t.late++;
+    const us = r.latency / 1000;
+    if (r.code === 200) {
+      t.okLatencyUs.push(us);
+      if (Buffer.from(r.body ?? '', 'base64').includes(FALLBACK_FALSE)) t.model++;
+      else t.fallback++;
+    } else if (r.code === 0) {
+      // No answer: a connection error or the 10 s timeout.
+      if (/timeout|deadline exceeded/i.test(r.error)) t.unanswered++;
+      else {
+        t.errors++;
+        const c =
+          /(ECONNRESET|connection reset|EOF|refused|too many open files)/i.exec(r.error)?.[1] ??
+          r.error.slice(0, 60);
+        t.errorCodes[c] = (t.errorCodes[c] ?? 0) + 1;
       }
-      if (t.sent >= total) resolve();
-      else setImmediate(tick);
-    };
-    tick();
+    } else {
+      t.status[r.code] = (t.status[r.code] ?? 0) + 1;
+      if (r.code === 503) {
+        t.shedLatencyUs.push(us);
+        if (!r.headers?.['Retry-After']) t.retryAfterMissing++;
+      }
+    }
+  }
+  await new Promise((r) => (enc.exitCode !== null ? r(undefined) : enc.once('exit', r)));
+  return { tally: t, seconds: elapsed };
+}
+
+/** ns since the epoch of an RFC 3339 timestamp with up to 9 fractional digits. */
+function timestampNs(ts: string): number {
+  const m = /^(.*?)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/.exec(ts);
+  if (!m) throw new Error(`bad vegeta timestamp ${ts}`);
+  return Date.parse(m[1]! + m[3]!) * 1e6 + Number((m[2] ?? '').padEnd(9, '0').slice(0, 9));
+}
+
+/** One line of `vegeta encode --to json`. */
+interface VegetaResult {
+  seq: number;
+  code: number;
+  /** RFC 3339 with nanoseconds. */
+  timestamp: string;
+  /** ns */
+  latency: number;
+  error: string;
+  /** base64 */
+  body?: string;
+  headers?: Record<string, string[]>;
+}
+
+function runTool(cmd: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.once('error', reject);
+    p.once('close', (code) => resolve({ code, stderr }));
   });
-  const graceEnd = performance.now() + 5000;
-  while (outstanding > 0 && performance.now() < graceEnd) await new Promise((r) => setTimeout(r, 20));
-  t.unanswered = outstanding;
-  // Destroying the pool fails what is left: those are counted as unanswered, not as errors.
-  const errors = t.errors;
-  const codes = { ...t.errorCodes };
-  await pool.destroy();
-  t.errors = errors;
-  t.errorCodes = codes;
-  return { tally: t, seconds: (performance.now() - start) / 1000 };
 }
 
 function pct(xs: number[], q: number): number {
@@ -258,6 +342,11 @@ function diff(after: Record<string, number>, before: Record<string, number>): Re
 const loadAvg = async () => Number((await readFile('/proc/loadavg', 'utf8')).split(' ')[0]);
 
 async function main(): Promise<void> {
+  if (GENERATOR_CPUS) {
+    // Every thread of this process; redis-server and vegeta inherit it.
+    const r = spawnSync('taskset', ['-a', '-p', '-c', GENERATOR_CPUS, String(process.pid)]);
+    if (r.status !== 0) throw new Error(`taskset ${GENERATOR_CPUS}: ${r.stderr.toString()}`);
+  }
   const dir = await mkdtemp(join(tmpdir(), 'crema-bench-overload-'));
   const loadBefore = await loadAvg();
   const { redis: server } = await startRedis(dir, () => undefined);
@@ -271,16 +360,19 @@ async function main(): Promise<void> {
     const entry = await bundleServing(join(dir, 'app'));
     const podEnv = podMemoryEnv(POD_MEMORY_LIMIT_MIB);
     const port = 19000 + Math.floor(Math.random() * 1000);
-    // BENCH_SERVER_CPUS (e.g. "0", with the bench itself run under `taskset -c 1`) pins the
-    // server to its own cores, so the load generator cannot starve it: on 2 cores an open loop
-    // offering 10x takes a core of its own.
+    // The server on its own core(s) (BENCH_SERVER_CPUS, default "0"), the generators, Redis and
+    // this process on the others (pinned in main's first lines): the result is about the server,
+    // not about a load generator taking its CPU. "" leaves everything unpinned.
+    // BENCH_SERVER_NODE_ARGS: extra node flags for the server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
+    const nodeArgs = (process.env['BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
     serving = startCompiledServing({
       entry,
-      ...(process.env['BENCH_SERVER_CPUS'] ? { cpus: process.env['BENCH_SERVER_CPUS'] } : {}),
+      nodeArgs,
+      ...(SERVER_CPUS ? { cpus: SERVER_CPUS } : {}),
       env: {
         ...podEnv,
         ...(await shippedModelEnv(['drink-ranking'])),
-        // Admission control is opt-in; the bench measures it turned on (override to compare).
+        // The shipped defaults of the admission checks, spelled out (override to compare).
         CREMA_LATENCY_TARGET_MS: process.env['CREMA_LATENCY_TARGET_MS'] ?? '50',
         CREMA_MAX_QUEUE_MS: process.env['CREMA_MAX_QUEUE_MS'] ?? '25',
         HOST: '127.0.0.1',
@@ -329,7 +421,7 @@ async function main(): Promise<void> {
     const fbBefore = await countsBy(`${url}/metrics`, SERVING_METRICS.fallbacks.name, 'reason');
     const rate = process.env['BENCH_RATE'] ? Number(process.env['BENCH_RATE']) : sustainable * FACTOR;
     const spikeStart = Math.round(performance.now() - t0);
-    const open = await openLoop(url, body, rate, SPIKE_SECONDS, MAX_CONNECTIONS);
+    const open = await openLoop(url, body, rate, SPIKE_SECONDS, MAX_CONNECTIONS, dir);
     const spikeEnd = Math.round(performance.now() - t0);
     const o = open.tally;
     const memoryAtSpikeEnd =
@@ -372,6 +464,9 @@ async function main(): Promise<void> {
       // The machine is shared: the 1-minute load average before and after says how noisy it was.
       loadAvg: { before: loadBefore, after: await loadAvg() },
       users: USERS,
+      generator: `vegeta ${await readVegetaVersion()}`,
+      cpusServer: SERVER_CPUS || 'unpinned',
+      cpusGenerator: GENERATOR_CPUS || 'unpinned',
       nodeOptions: podEnv['NODE_OPTIONS'] ?? '',
       sustainable: {
         connections: CLOSED_CONNECTIONS,

@@ -500,6 +500,48 @@ describe('protection', () => {
     });
   });
 
+  it('on a socket, a refused request is answered before the framework sees it, and still counted', async () => {
+    // At 10x the sustainable rate nine requests in ten are refused: a refusal that goes through
+    // routing, hooks, the error handler and the serializer takes the CPU the admitted ones need.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const seen: number[] = [];
+    const a = await app({ protection: { maxInFlight: 2, shedPaceMs: 0 } }, (x) => {
+      x.get('/v1/test-slow', async () => {
+        await gate;
+        return { ok: true };
+      });
+      x.addHook('onResponse', (_req, reply, done) => {
+        seen.push(reply.statusCode);
+        done();
+      });
+    });
+    await a.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = a.server.address() as { port: number };
+    const url = `http://127.0.0.1:${port}/v1/test-slow`;
+    const slow = [fetch(url), fetch(url)];
+    await new Promise((r) => setTimeout(r, 50));
+    const shed = await fetch(url);
+    expect(shed.status).toBe(503);
+    expect(shed.headers.get('retry-after')).toBe('1');
+    expect(shed.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    expect(await shed.json()).toEqual({
+      code: 'OVERLOADED',
+      message: 'server is overloaded (in_flight), retry later',
+    });
+    // The framework never saw it: no onResponse for the 503.
+    expect(seen).toEqual([]);
+    release();
+    expect((await Promise.all(slow)).map((r) => r.status)).toEqual([200, 200]);
+    expect(seen).toEqual([200, 200]);
+    // Counted like any answer: the shed reason, and the request metrics with its route.
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    expect(metrics).toMatch(/crema_requests_rejected_total\{[^}]*reason="in_flight"[^}]*\} 1/);
+    expect(metrics).toMatch(
+      /http_request_duration_seconds_count\{(?=[^}]*route="\/v1\/test-slow")(?=[^}]*method="GET")(?=[^}]*status_code="503")[^}]*\} 1$/m,
+    );
+  });
+
   it('sheds load beyond maxInFlight with 503 and Retry-After', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));

@@ -311,11 +311,15 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     // Admitted requests must meet the feature deadline: at least 90 % of them get their
     // features in time and answer within twice the deadline, and no request that waited longer
     // than it in a standing queue is served (ADR 0007). Both act only while the event loop is
-    // saturated (saturationUtilization). Still opt-in (0 = off): on the real node, on a quiet
-    // 2-core machine, they refused 3 (queue_time) and 59 (concurrency_limit) requests of the
-    // e2e's canary scenarios at a few hundred req/s, with the saturation gate (issue 12).
-    latencyTargetMs: opts.protection?.latencyTargetMs ?? 0,
-    maxQueueMs: opts.protection?.maxQueueMs ?? 0,
+    // saturated (saturationUtilization), judged from the loop thread's own CPU time, so a
+    // process on a starved node (descheduled, mostly idle) is not saturated: on by default.
+    latencyTargetMs: opts.protection?.latencyTargetMs ?? 2 * ctx.featureDeadlineMs,
+    maxQueueMs: opts.protection?.maxQueueMs ?? ctx.featureDeadlineMs,
+    onRefusedEarly: (route, method, seconds) =>
+      metrics.httpDuration.observe(
+        { ...metrics.labelsFor(), variant: ctx.variant, route, method, status_code: '503' },
+        seconds,
+      ),
     shedPaceMs: opts.protection?.shedPaceMs ?? ctx.featureDeadlineMs,
     clock,
     metrics,

@@ -67,3 +67,4 @@ GOMOD
 wrap metrics-server sigs.k8s.io/metrics-server "$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server
 wrap coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
 wrap helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+wrap vegeta github.com/tsenart/vegeta/v12 "$VEGETA_VERSION" github.com/tsenart/vegeta/v12

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { ConcurrencyLimit, QueueDelayCheck, QueueDelayEstimator } from './admission.js';
+import {
+  availableCores,
+  ConcurrencyLimit,
+  LoopSaturation,
+  QueueDelayCheck,
+  QueueDelayEstimator,
+  readLoopThreadTimes,
+} from './admission.js';
 
 /** A clock the test moves. */
 function manualClock(start = 1000) {
@@ -234,5 +241,114 @@ describe('QueueDelayEstimator', () => {
     // The loop waited 20 ms at most 40 ms ago.
     expect(e.delay(undefined)).toBe(40);
     expect(e.delay(0)).toBe(40);
+  });
+});
+
+describe('LoopSaturation', () => {
+  /** 250 ms samples of a loop thread that, per 250 ms, ran `run`, waited for a CPU `wait` ms. */
+  function loop(run: number, wait: number, eluActive = run + wait) {
+    const clock = manualClock();
+    const t = { runMs: 0, waitMs: 0 };
+    const e = { idle: 0, active: 0 };
+    const withTimes = (times: boolean) =>
+      new LoopSaturation(
+        0.9,
+        clock.now,
+        () => (times ? { ...t } : undefined),
+        () => ({ ...e }),
+      );
+    const sat = withTimes(true);
+    const eluOnly = withTimes(false);
+    for (let i = 0; i < 4; i++) {
+      clock.advance(250);
+      t.runMs += run;
+      t.waitMs += wait;
+      e.active += eluActive;
+      e.idle += 250 - eluActive;
+      sat.sample();
+      eluOnly.sample();
+    }
+    return { saturated: sat.saturated, byUtilization: eluOnly.saturated };
+  }
+
+  it('a loop that runs all the time it is given a CPU is saturated', () => {
+    expect(loop(240, 0).saturated).toBe(true);
+    // ...also when neighbours take most of the CPU: it has no time to sleep.
+    expect(loop(60, 185).saturated).toBe(true);
+  });
+
+  it('a mostly idle loop on a starved node is not, though its callbacks were descheduled', () => {
+    // 30 ms of work per 250 ms, 200 ms of it waiting for a CPU mid-callback: event loop
+    // utilization (the old signal) calls it saturated, 92 % busy.
+    expect(loop(30, 200)).toEqual({ saturated: false, byUtilization: true });
+  });
+
+  it('a stopped process (SIGSTOP: neither running nor runnable) is not saturated', () => {
+    expect(loop(5, 0, 245).saturated).toBe(false);
+  });
+
+  it('a process whose other threads take its one core while the loop sleeps is saturated', () => {
+    // Per 250 ms the loop runs 100 ms and sleeps 150 waiting for inference, which (onnxruntime's
+    // threads) takes the rest of the pod's one core: nothing to spare, though the loop sleeps.
+    const clock = manualClock();
+    const t = { runMs: 0, waitMs: 0 };
+    let cpu = 0;
+    const on = (cores: number) =>
+      new LoopSaturation(
+        0.9,
+        clock.now,
+        () => ({ ...t }),
+        () => ({ idle: 0, active: 0 }),
+        () => cpu,
+        cores,
+      );
+    const oneCore = on(1);
+    const twoCores = on(2);
+    for (let i = 0; i < 4; i++) {
+      clock.advance(250);
+      t.runMs += 100;
+      cpu += 245;
+      oneCore.sample();
+      twoCores.sample();
+    }
+    expect(oneCore.saturated).toBe(true);
+    // With a second core to spare, it is not.
+    expect(twoCores.saturated).toBe(false);
+  });
+
+  it('the CPUs a process may use: its affinity, capped by its cgroup quota', () => {
+    const files = (f: Record<string, string>) => (p: string) => f[p];
+    expect(availableCores(2, files({}))).toBe(2);
+    expect(availableCores(2, files({ '/sys/fs/cgroup/cpu.max': 'max 100000\n' }))).toBe(2);
+    expect(availableCores(4, files({ '/sys/fs/cgroup/cpu.max': '150000 100000\n' }))).toBe(1.5);
+    expect(availableCores(1, files({ '/sys/fs/cgroup/cpu.max': '400000 100000\n' }))).toBe(1);
+    expect(
+      availableCores(
+        8,
+        files({
+          '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '50000\n',
+          '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n',
+        }),
+      ),
+    ).toBe(0.5);
+    expect(availableCores(8, files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1\n' }))).toBe(8);
+  });
+
+  it('without scheduler times it falls back to event loop utilization', () => {
+    expect(loop(240, 0).byUtilization).toBe(true);
+    expect(loop(100, 0).byUtilization).toBe(false);
+  });
+
+  it('reads /proc/thread-self/schedstat (ns on a CPU, ns runnable)', () => {
+    expect(readLoopThreadTimes(() => '296115000 2900458000 2\n')).toEqual({
+      runMs: 296.115,
+      waitMs: 2900.458,
+    });
+    expect(readLoopThreadTimes(() => '')).toBeUndefined();
+    expect(
+      readLoopThreadTimes(() => {
+        throw new Error('ENOENT');
+      }),
+    ).toBeUndefined();
   });
 });

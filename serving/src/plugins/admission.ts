@@ -214,3 +214,118 @@ export class QueueDelayEstimator {
     return Math.max(0, this.now() - from);
   }
 }
+
+/** Cumulative CPU times (ms) of the event loop's thread: on a CPU, and runnable but waiting for one. */
+export interface ThreadTimes {
+  readonly runMs: number;
+  readonly waitMs: number;
+}
+
+/**
+ * The times of the calling thread from /proc/thread-self/schedstat (Linux with scheduler
+ * statistics: "ns on a CPU, ns waiting on a run queue, time slices"); undefined elsewhere.
+ * Called from the event loop, so these are the loop's own thread's times.
+ */
+export function readLoopThreadTimes(read: () => string): ThreadTimes | undefined {
+  try {
+    const [run, wait] = read().split(' ', 2).map(Number);
+    if (!Number.isFinite(run) || !Number.isFinite(wait)) return undefined;
+    return { runMs: run! / 1e6, waitMs: wait! / 1e6 };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the process is saturated: over the last two samples (500 ms when sampled every
+ * 250 ms), it had no CPU to spare. Either of:
+ *
+ * - its event loop had no time to sleep: of the time the loop's thread was not waiting for a CPU
+ *   (run queue), it ran at least `threshold` (from the kernel's scheduler times of the thread);
+ * - its threads together (the loop, the inference thread and onnxruntime's, GC helpers) used at
+ *   least `threshold` of the CPUs it may use (`cores`: its CPU affinity and cgroup quota). On a
+ *   one-core pod the loop sleeps while inference takes the core, yet nothing is to spare.
+ *
+ * A process whose node is busy (its threads runnable but descheduled, or stopped) with little to
+ * do sleeps most of the rest and uses little CPU, so it is not saturated, however late its
+ * timers. Event loop utilization (the fallback for the first rule without scheduler times) counts
+ * a callback descheduled by a neighbour as busy: on a starved node it called a mostly idle
+ * process saturated.
+ */
+export class LoopSaturation {
+  private readonly snapshots: Sample[] = [];
+  private value: boolean;
+
+  constructor(
+    private readonly threshold: number,
+    private readonly now: () => number,
+    private readonly threadTimes: () => ThreadTimes | undefined,
+    private readonly elu: () => EluSnapshot,
+    /** Cumulative CPU ms of every thread of the process (process.cpuUsage()). */
+    private readonly processCpuMs: () => number = () => 0,
+    /** CPUs the process may use. */
+    private readonly cores = Infinity,
+  ) {
+    this.value = threshold === 0;
+    this.snapshots.push(this.take());
+  }
+
+  private take(): Sample {
+    return { at: this.now(), times: this.threadTimes(), elu: this.elu(), cpu: this.processCpuMs() };
+  }
+
+  get saturated(): boolean {
+    return this.value;
+  }
+
+  /** Takes a sample (every 250 ms) and decides from the oldest kept one. */
+  sample(): void {
+    const cur = this.take();
+    const old = this.snapshots[0]!;
+    const wall = cur.at - old.at;
+    if (this.threshold === 0) this.value = true;
+    else if (wall > 0 && (cur.cpu - old.cpu) / wall >= this.threshold * this.cores) this.value = true;
+    else if (cur.times && old.times) {
+      const run = cur.times.runMs - old.times.runMs;
+      const wait = cur.times.waitMs - old.times.waitMs;
+      const sleep = Math.max(0, wall - run - wait);
+      this.value = run > 0 && run / (run + sleep) >= this.threshold;
+    } else {
+      const active = cur.elu.active - old.elu.active;
+      const idle = cur.elu.idle - old.elu.idle;
+      this.value = active + idle > 0 && active / (active + idle) >= this.threshold;
+    }
+    this.snapshots.push(cur);
+    if (this.snapshots.length > 2) this.snapshots.shift();
+  }
+}
+
+interface Sample {
+  at: number;
+  times: ThreadTimes | undefined;
+  elu: EluSnapshot;
+  cpu: number;
+}
+
+/**
+ * CPUs the process may use: its affinity (`availableParallelism`), capped by its cgroup's CPU
+ * quota (cgroup v2 `cpu.max` "quota period", v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`) when
+ * `read` finds one.
+ */
+export function availableCores(affinity: number, read: (path: string) => string | undefined): number {
+  let quota: number | undefined;
+  const v2 = read('/sys/fs/cgroup/cpu.max')?.trim().split(/\s+/);
+  if (v2 && v2[0] !== 'max' && Number(v2[0]) > 0 && Number(v2[1]) > 0) quota = Number(v2[0]) / Number(v2[1]);
+  else {
+    const q = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us'));
+    const per = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_period_us'));
+    if (q > 0 && per > 0) quota = q / per;
+  }
+  return Math.max(0.1, quota === undefined ? affinity : Math.min(affinity, quota));
+}
+
+/** Cumulative ms of the event loop waiting for I/O (idle) and not (active). */
+export interface EluSnapshot {
+  readonly idle: number;
+  readonly active: number;
+}
