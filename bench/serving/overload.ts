@@ -372,9 +372,10 @@ async function main(): Promise<void> {
       env: {
         ...podEnv,
         ...(await shippedModelEnv(['drink-ranking'])),
-        // The shipped defaults of the admission checks, spelled out (override to compare).
-        CREMA_LATENCY_TARGET_MS: process.env['CREMA_LATENCY_TARGET_MS'] ?? '50',
-        CREMA_MAX_QUEUE_MS: process.env['CREMA_MAX_QUEUE_MS'] ?? '25',
+        // The shipped defaults unless set (CREMA_LATENCY_TARGET_MS=50 CREMA_MAX_QUEUE_MS=25 turns the
+        // opt-in admission checks on, to compare).
+        CREMA_LATENCY_TARGET_MS: process.env['CREMA_LATENCY_TARGET_MS'] ?? '0',
+        CREMA_MAX_QUEUE_MS: process.env['CREMA_MAX_QUEUE_MS'] ?? '0',
         HOST: '127.0.0.1',
         PORT: String(port),
         REDIS_URL: server.url,

@@ -44,6 +44,7 @@ import { renderNginxConf, renderNjs } from './nginx-router.js';
 
 const run = promisify(execFile);
 /** Pin serving to core 0 and everything else to the other cores (default on 2+ cores; BENCH_PIN=0 turns it off). */
+const EXPERIMENT = process.env['BENCH_EXPERIMENT'] !== '0';
 const PIN = (process.env['BENCH_PIN'] ?? (cpus().length >= 2 ? '1' : '0')) === '1';
 /** Sets the CPU affinity of every thread of `pid` (new threads inherit it). */
 const taskset = (cpuList: string, pid: number) => run('taskset', ['-a', '-pc', cpuList, String(pid)]);
@@ -267,7 +268,9 @@ async function main(): Promise<void> {
         { name: 'stable', weight: 50, upstream: urls.direct },
         { name: 'treatment', weight: 50, upstream: urls.direct },
       ],
-      experiment: { id: 'bench/ab', run: '0a1b2c3d4e5f', ttlSeconds: 3600 },
+      // BENCH_EXPERIMENT=0: a canary split (no experiment headers, so serving records no
+      // exposures): the router's own cost, without the experiment's counting in serving.
+      ...(EXPERIMENT ? { experiment: { id: 'bench/ab', run: '0a1b2c3d4e5f', ttlSeconds: 3600 } } : {}),
     };
     const configPath = join(dir, 'router.json');
     await writeFile(configPath, JSON.stringify(config));
@@ -400,6 +403,7 @@ async function main(): Promise<void> {
       node: process.version,
       cpus: (await import('node:os')).cpus().length,
       generator: 'wrk -t1',
+      experiment: EXPERIMENT,
       pinned: PIN ? { serving: '0', routersWrkRedis: `1-${cpus().length - 1}` } : false,
       users: USERS,
       rounds: ROUNDS,
@@ -448,7 +452,10 @@ async function main(): Promise<void> {
       ].join('\n'),
     );
     const line = JSON.stringify(result);
-    await writeFile(join(root, 'bench', 'results', 'router.json'), line + '\n');
+    await writeFile(
+      join(root, 'bench', 'results', EXPERIMENT ? 'router.json' : 'router-canary.json'),
+      line + '\n',
+    );
     console.log(line);
   } finally {
     for (const p of procs) p.kill('SIGTERM');
