@@ -13,9 +13,10 @@
  *    default 50: DESIGN.md gives orders, not calls; 50 calls per order puts the day's 10x
  *    promotion peak at ~6.4k req/s, the order of the seed's ~10k req/s at a 10x peak. 500 stands
  *    for a fleet ten times larger).
- * 4. Capacity per pod: 2,565 req/s, the sustainable rate of one serving process with the pod's
- *    NODE_OPTIONS (bench/results/overload.json `sustainable.rps`). The HPA targets 70 % of it
- *    (Crema's default targetCPUUtilization; CPU is proportional to requests here).
+ * 4. Capacity per pod: one serving pod's rate at p99 ≤ 10 ms through its Service on the real
+ *    node (bench/results/node-capacity.json, 2,056 req/s at one core; `--pod-rps` to override).
+ *    The HPA targets 70 % of it (Crema's default targetCPUUtilization, CPU proportional to
+ *    requests; this assumes the CPU request is what one pod uses at capacity, see ADR 0013).
  * 5. Pod start-up: Ready 4.0 s after the pod is created (measured on the real node,
  *    docs/operator.md).
  * 6. The HPA as Kubernetes runs it with Crema's HPA spec: sync every 15 s, tolerance 10 %,
@@ -45,7 +46,7 @@
  * floor computation (schedule + the sum over the model's regions), cold and warm.
  * Prints JSON as its last line and writes bench/results/regions.json.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildWorld } from '../../feature-jobs/src/generate/dataset.js';
@@ -68,11 +69,23 @@ const USERS = Number(arg('users', '500000'));
 const DATE = arg('date', '2026-06-03'); // a Wednesday
 const REQUESTS_PER_ORDER = Number(arg('requests-per-order', '50'));
 const ORDERS_PER_DAY = 2_000_000;
-const POD_RPS = 2565; // bench/results/overload.json sustainable.rps
+/**
+ * One pod's capacity: bench:node-capacity's rate at p99 ≤ 10 ms through the Service on the real
+ * node (bench/results/node-capacity.json), or `--pod-rps`.
+ */
+const POD_RPS = Number(arg('pod-rps', String(measuredPodRps())));
 const TARGET = 0.7;
 const POD_READY_S = 4.0; // docs/operator.md, real node
 const MAX_REPLICAS = 200;
 const MODEL_MIN = Number(arg('model-min', '2'));
+
+function measuredPodRps(): number {
+  const file = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', 'node-capacity.json');
+  const rps = (JSON.parse(readFileSync(file, 'utf8')) as { capacity?: { rpsPerPodAtP99le10ms?: number } })
+    .capacity?.rpsPerPodAtP99le10ms;
+  if (!rps) throw new Error(`${file} has no capacity: run npm run bench:node-capacity, or pass --pod-rps`);
+  return rps;
+}
 
 const EVERY_WEEKDAY: Array<'Mon' | 'Tue' | 'Wed' | 'Thu' | 'Fri'> = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri'];
 const TIMEZONES: string[] = [...new Set(REGIONS.map((r) => r.timezone as string))];
