@@ -160,12 +160,14 @@ describe('canary rollout (control plane only: pod readiness simulated)', () => {
       reason: expect.stringMatching(/Replaced by revision 2 after a successful canary/),
     });
     expect(await deploymentSha('drinks-stable')).toBe(sha('b'));
+    // The canary's Deployment and Service are deleted one after the other: wait for both.
     await eventually(
-      async () => !(await exists(RESOURCES.deployment, 'drinks-canary')),
+      async () =>
+        !(await exists(RESOURCES.deployment, 'drinks-canary')) &&
+        !(await exists(RESOURCES.service, 'drinks-canary')),
       20_000,
-      'canary removed',
+      'canary Deployment and Service removed',
     );
-    expect(await exists(RESOURCES.service, 'drinks-canary')).toBe(false);
     expect(await routerWeights('drinks')).toEqual({ stable: 100 });
   });
 
