@@ -41,6 +41,11 @@ export const SERVING_ENV = {
   /** Seconds a terminating process keeps answering (with `Connection: close`) before it closes. */
   drainSeconds: 'CREMA_DRAIN_SECONDS',
   /**
+   * Seconds closing waits for open connections after the drain (in-flight requests, clients that
+   * stopped mid-request or never sent one) before it closes them; default 5.
+   */
+  closeTimeoutSeconds: 'CREMA_CLOSE_TIMEOUT_SECONDS',
+  /**
    * Client connections older than this many seconds are closed after their next answer, so a
    * Service that moved (new pods, the router in front for a canary) reaches every client.
    */

@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -172,3 +173,32 @@ it('bad model URIs, at start-up and through the admin route, are refused while t
   serving.proc.kill('SIGTERM');
   expect(await exited).toBe(0);
 });
+
+it('SIGTERM ends the process even while clients hold connections open mid-request or silent', async () => {
+  const model = await writeModel({ dir, file: 'ranker-hung' });
+  const serving = await start([], { REDIS_URL: server.url, CREMA_RANKING_MODEL_URI: model.uri });
+  const open = (data: string) =>
+    new Promise<Socket>((resolve, reject) => {
+      const s = connect(serving.port, '127.0.0.1', () => {
+        if (data) s.write(data);
+        resolve(s);
+      });
+      s.on('error', reject);
+    });
+  // A client that died mid-request (headers never finished) and one that never sent a byte: the
+  // server cannot tell them from slow clients, and closing waited for them forever.
+  const sockets = [
+    await open('POST /v1/recommendations HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n'),
+    await open(''),
+  ];
+  for (const s of sockets) s.on('error', () => {});
+  await new Promise((r) => setTimeout(r, 200));
+  const started = Date.now();
+  const exited = new Promise<number | null>((r) => serving.proc.once('exit', (code) => r(code)));
+  serving.proc.kill('SIGTERM');
+  const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
+  for (const s of sockets) s.destroy();
+  expect(code).toBe(0);
+  // CREMA_CLOSE_TIMEOUT_SECONDS (default 5) bounds the wait for such connections.
+  expect(Date.now() - started).toBeLessThan(10_000);
+}, 30_000);

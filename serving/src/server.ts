@@ -39,8 +39,11 @@ async function main(): Promise<void> {
   const drain = new DrainState();
   const drainSeconds = num(env, SERVING_ENV.drainSeconds) ?? 0;
   const maxConnectionAgeMs = (num(env, SERVING_ENV.maxConnectionAgeSeconds) ?? 0) * 1000;
+  const closeTimeoutSeconds = num(env, SERVING_ENV.closeTimeoutSeconds) ?? 5;
   let close: () => Promise<void>;
-  let log: { info(o: object, m: string): void };
+  let log: { info(o: object, m: string): void; warn(o: object, m: string): void };
+  /** Destroys every client connection still open (closing stops waiting for them). */
+  let closeConnections: () => void;
   if (mode === 'router') {
     const configPath = env[SERVING_ENV.routerConfigPath];
     const configMap = env[SERVING_ENV.routerConfigMap];
@@ -58,6 +61,7 @@ async function main(): Promise<void> {
     await app.listen({ port, host });
     log = app.log;
     close = () => app.close();
+    closeConnections = () => app.server.closeAllConnections();
   } else {
     const target = parseRedisTarget(env[SERVING_ENV.redisUrl] ?? 'redis://127.0.0.1:6379', {
       cluster: env[REDIS_ENV.cluster],
@@ -161,6 +165,7 @@ async function main(): Promise<void> {
     }
     await app.listen({ port, host });
     log = app.log;
+    closeConnections = () => app.server.closeAllConnections();
     close = async () => {
       await app.close();
       models.close();
@@ -171,6 +176,19 @@ async function main(): Promise<void> {
       eventRedis?.disconnect();
     };
   }
+  // Closing waits for open connections: requests in flight, but also a client that stopped
+  // mid-request or never sent a byte, which it would wait for forever (the process then lived
+  // on after SIGTERM until the kubelet's SIGKILL). After closeTimeoutSeconds they are closed.
+  const closeWithin = () => {
+    const timer = setTimeout(() => {
+      log.warn(
+        { seconds: closeTimeoutSeconds },
+        'connections still open after the close timeout; closing them',
+      );
+      closeConnections();
+    }, closeTimeoutSeconds * 1000);
+    return close().finally(() => clearTimeout(timer));
+  };
   let closing = false;
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     process.once(sig, () => {
@@ -178,7 +196,7 @@ async function main(): Promise<void> {
       closing = true;
       drain.begin();
       if (drainSeconds > 0) log.info({ seconds: drainSeconds, signal: sig }, 'draining before close');
-      new Promise((r) => setTimeout(r, drainSeconds * 1000)).then(close).then(
+      new Promise((r) => setTimeout(r, drainSeconds * 1000)).then(closeWithin).then(
         () => process.exit(0),
         (err: unknown) => {
           console.error(err);
