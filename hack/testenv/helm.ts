@@ -9,21 +9,11 @@
  * github.com/prometheus-operator/prometheus-operator at PROMETHEUS_OPERATOR_VERSION, whose go.sum
  * hash is pinned as PROMETHEUS_OPERATOR_SUM.
  */
-import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  TestEnvError,
-  cacheRoot,
-  explainGoFailure,
-  goVersion,
-  run,
-  sha256File,
-  withLock,
-  type Log,
-} from './binaries.js';
+import { TestEnvError, explainGoFailure, run, type Log } from './binaries.js';
+import { ensureGoTool } from './go-tool.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const moduleDir = join(here, 'go', 'helm');
@@ -65,118 +55,40 @@ export interface HelmBinary {
   readonly buildSeconds: number;
 }
 
-interface HelmManifest {
-  key: string;
-  version: string;
-  goVersion: string;
-  sha256: string;
-  builtAt: string;
-  buildSeconds: number;
-}
-
-async function helmCacheKey(version: string, goV: string): Promise<string> {
-  const h = createHash('sha256');
-  h.update(`${version}\n${goV}\n`);
-  for (const f of ['go.mod', 'go.sum']) h.update(await readFile(join(moduleDir, f)));
-  return h.digest('hex').slice(0, 16);
-}
-
-async function verify(dir: string, key: string): Promise<HelmManifest | string> {
-  const m = await readFile(join(dir, 'manifest.json'), 'utf8').then(
-    (t) => JSON.parse(t) as HelmManifest,
-    () => undefined,
-  );
-  if (!m) return 'no cached build';
-  if (m.key !== key) return `manifest key ${m.key} does not match ${key}`;
-  if (!existsSync(join(dir, 'helm'))) return 'helm is missing';
-  if ((await sha256File(join(dir, 'helm'))) !== m.sha256) return 'helm is corrupt (sha256 mismatch)';
-  return m;
-}
-
 /** Returns the verified helm binary, building it (about a minute or two on 2 cores) when needed. */
 export async function ensureHelm(opts: { log?: Log; forceRebuild?: boolean } = {}): Promise<HelmBinary> {
   const log = opts.log ?? ((l: string) => console.error(`[testenv] ${l}`));
   const { helm: version } = await readHelmVersions();
-  const goV = await goVersion();
-  const key = await helmCacheKey(version, goV);
-  const root = cacheRoot();
-  const dir = join(root, `helm-${version}_${key}`);
-  const path = join(dir, 'helm');
-  const cached = opts.forceRebuild ? 'rebuild requested' : await verify(dir, key);
-  if (typeof cached !== 'string')
-    return { helm: path, version, built: false, buildSeconds: cached.buildSeconds };
-  await mkdir(root, { recursive: true });
-  return withLock(`${dir}.lock`, log, async () => {
-    const again = opts.forceRebuild ? 'rebuild requested' : await verify(dir, key);
-    if (typeof again !== 'string')
-      return { helm: path, version, built: false, buildSeconds: again.buildSeconds };
-    log(`building helm ${version} with ${goV} (${cached})`);
-    const started = Date.now();
-    const env = {
-      ...process.env,
-      CGO_ENABLED: '0',
-      GOFLAGS: `${process.env['GOFLAGS'] ?? ''} -mod=readonly`.trim(),
-    };
+  const tool = await ensureGoTool({
+    name: 'helm',
+    version,
+    moduleDir,
+    pkg: 'helm.sh/helm/v3/cmd/helm',
+    log,
+    ...(opts.forceRebuild ? { forceRebuild: true } : {}),
     // What Helm's Makefile sets: its version, and the Kubernetes version its client-go is for
     // (lint and template's default .Capabilities.KubeVersion).
-    const cg = await run('go', ['list', '-m', '-f', '{{.Version}}', 'k8s.io/client-go'], {
-      cwd: moduleDir,
-      env,
-    });
-    const m = /^v0\.(\d+)\./.exec(cg.stdout.trim());
-    if (cg.code !== 0 || !m)
-      throw new TestEnvError(`could not read helm's client-go version. ${explainGoFailure(cg.stderr)}`);
-    const ldflags = [
-      '-s',
-      '-w',
-      `-X helm.sh/helm/v3/internal/version.version=${version}`,
-      '-X helm.sh/helm/v3/internal/version.gitTreeState=clean',
-      '-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1',
-      `-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${m[1]}`,
-      '-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1',
-      `-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${m[1]}`,
-    ].join(' ');
-    const staging = `${dir}.building-${process.pid}`;
-    await rm(staging, { recursive: true, force: true });
-    await mkdir(staging, { recursive: true });
-    try {
-      const out = join(staging, 'helm');
-      const res = await run(
-        'go',
-        ['build', '-trimpath', '-ldflags', ldflags, '-o', out, 'helm.sh/helm/v3/cmd/helm'],
-        {
-          cwd: moduleDir,
-          env,
-          log,
-        },
-      );
-      if (res.code !== 0) throw new TestEnvError(`building helm failed. ${explainGoFailure(res.stderr)}`);
-      const manifest: HelmManifest = {
-        key,
-        version,
-        goVersion: goV,
-        sha256: await sha256File(out),
-        builtAt: new Date().toISOString(),
-        buildSeconds: Math.round((Date.now() - started) / 1000),
-      };
-      await writeFile(join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2));
-      await rm(dir, { recursive: true, force: true });
-      await rename(staging, dir);
-      for (const name of await readdir(root)) {
-        if (
-          name.startsWith('helm-') &&
-          join(root, name) !== dir &&
-          !name.endsWith('.lock') &&
-          !name.includes('.building-')
-        )
-          await rm(join(root, name), { recursive: true, force: true });
-      }
-      log(`helm ${version} cached in ${dir} (${manifest.buildSeconds} s)`);
-      return { helm: path, version, built: true, buildSeconds: manifest.buildSeconds };
-    } finally {
-      await rm(staging, { recursive: true, force: true });
-    }
+    ldflags: async (env) => {
+      const cg = await run('go', ['list', '-m', '-f', '{{.Version}}', 'k8s.io/client-go'], {
+        cwd: moduleDir,
+        env,
+      });
+      const m = /^v0\.(\d+)\./.exec(cg.stdout.trim());
+      if (cg.code !== 0 || !m)
+        throw new TestEnvError(`could not read helm's client-go version. ${explainGoFailure(cg.stderr)}`);
+      return [
+        '-s',
+        '-w',
+        `-X helm.sh/helm/v3/internal/version.version=${version}`,
+        '-X helm.sh/helm/v3/internal/version.gitTreeState=clean',
+        '-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1',
+        `-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${m[1]}`,
+        '-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1',
+        `-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${m[1]}`,
+      ].join(' ');
+    },
   });
+  return { helm: tool.path, version, built: tool.built, buildSeconds: tool.buildSeconds };
 }
 
 /**
