@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { bodyUserId, userIdOf } from './user-id.js';
+// Seeded (mulberry32), so a failure names a reproducible seed.
+import { rng } from '../../test/fixtures.js';
 
 /** What the router answered before the scanner: JSON.parse of the whole body. */
 function reference(b: Buffer): string | undefined {
@@ -9,18 +11,6 @@ function reference(b: Buffer): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Deterministic PRNG (mulberry32), so a failure names a reproducible seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const pieces = [
