@@ -115,3 +115,10 @@ export async function waitHttp(url: string, timeoutMs = 60_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  // fields 14 and 15 (utime, stime) are at 11 and 12 after the ") " split; clock ticks are 100/s
+  return (Number(stat[11]) + Number(stat[12])) / 100;
+}

@@ -73,12 +73,6 @@ function freePortProcess(
 }
 
 /** CPU seconds (user + system) a process has used so far. */
-async function cpuSeconds(pid: number): Promise<number> {
-  const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
-  // fields 14 and 15 (utime, stime) are at 11 and 12 after the ") " split; clock ticks are 100/s
-  return (Number(stat[11]) + Number(stat[12])) / 100;
-}
-
 async function rssKiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
@@ -113,10 +107,10 @@ async function cannon(
       ],
     });
   if (warmSeconds > 0) await run(warmSeconds); // warm-up: JIT, connections, caches
-  const c0 = cpuPid ? await cpuSeconds(cpuPid) : 0;
+  const c0 = cpuPid ? await compiled.cpuSeconds(cpuPid) : 0;
   const r = await run(SECONDS);
   if (!cpuPid) return r;
-  return { ...r, cpuMicrosPerRequest: (((await cpuSeconds(cpuPid)) - c0) * 1e6) / r.requests.total };
+  return { ...r, cpuMicrosPerRequest: (((await compiled.cpuSeconds(cpuPid)) - c0) * 1e6) / r.requests.total };
 }
 
 function summary(r: autocannon.Result) {

@@ -168,3 +168,36 @@ export async function stagesOfProfiles(
   }
   return { byStage: total, inferenceThread };
 }
+
+/**
+ * The functions with the most self time in one profile (share of its non-idle samples), named
+ * `function @ module` (the bundle's module for the program's own frames, the file otherwise).
+ */
+export function topFunctions(
+  p: CpuProfile,
+  map: { starts: number[]; paths: string[] },
+  n: number,
+): { fn: string; share: number }[] {
+  const byId = new Map(p.nodes.map((x) => [x.id, x]));
+  const self = new Map<string, number>();
+  let total = 0;
+  for (let i = 0; i < p.samples.length; i++) {
+    const f = byId.get(p.samples[i]!)!.callFrame;
+    if (f.functionName === '(idle)') continue;
+    const dt = p.timeDeltas[i + 1] ?? 0;
+    total += dt;
+    const mod = /serving\.js$/.test(f.url) ? moduleAt(map, f.lineNumber) : f.url.replace(/^.*\//, '');
+    const key = `${f.functionName || '(anonymous)'} @ ${mod}`;
+    self.set(key, (self.get(key) ?? 0) + dt);
+  }
+  return [...self.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(([fn, t]) => ({ fn, share: Math.round((t / Math.max(1, total)) * 1000) / 1000 }));
+}
+
+/** Reads the main thread's profile (thread 0) of a --cpu-prof-dir. */
+export async function mainThreadProfile(dir: string): Promise<CpuProfile | undefined> {
+  const f = (await readdir(dir)).find((x) => x.endsWith('.cpuprofile') && x.split('.').at(-3) === '0');
+  return f ? (JSON.parse(await readFile(join(dir, f), 'utf8')) as CpuProfile) : undefined;
+}

@@ -109,7 +109,8 @@ export interface BuildOptions {
 
 /**
  * A model store whose loads are refused unless serving can compute every feature the model
- * names. Inference runs on the process's inference thread unless `inferenceThread` is false.
+ * names. Inference runs inline on the event loop unless `inferenceThread` is true (the process's
+ * inference thread).
  */
 export function createModelStore(
   opts: Omit<ModelStoreOptions, 'checks' | 'thread'> & { inferenceThread?: boolean } = {},
@@ -117,7 +118,7 @@ export function createModelStore(
   const { inferenceThread: useThread, ...rest } = opts;
   return new ModelStore({
     ...rest,
-    ...(useThread === false ? {} : { thread: inferenceThread }),
+    ...(useThread === true ? { thread: inferenceThread } : {}),
     checks: {
       'drink-ranking': (meta) => void compileRankingPlan(meta.inputs[0]!.features),
       'pickup-time': (meta) => checkPickupFeatures(meta.inputs[0]!.features),

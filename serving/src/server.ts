@@ -79,7 +79,7 @@ async function main(): Promise<void> {
         ? createServingClient(target, { commandTimeoutMs: eventDurability.timeoutMs + 2000 })
         : undefined;
     eventRedis?.on('error', () => {}); // failures surface as 503 answers
-    const models = createModelStore({ inferenceThread: env['CREMA_INFERENCE_THREAD'] !== '0' });
+    const models = createModelStore({ inferenceThread: env['CREMA_INFERENCE_THREAD'] === '1' });
     const rateLimit = num(env, 'CREMA_RATE_LIMIT_PER_SECOND');
     // The tasks this process was given a model for must be loaded before it is ready; with none
     // configured (a local run), drink ranking is what recommendations need.

@@ -1,9 +1,10 @@
 /**
- * One inference thread per serving process. The main thread writes each batch's rows into a
- * SharedArrayBuffer and posts a small message; onnxruntime runs on the worker while the event
- * loop keeps parsing requests, reading Redis and writing answers. Measured in paired rounds
- * (bench/serving, docs/serving.md): the main thread's CPU per request drops from ~77 to ~63 µs
- * and throughput rises ~9 %; CREMA_INFERENCE_THREAD=0 runs inference inline instead.
+ * One inference thread per serving process, when CREMA_INFERENCE_THREAD=1 (inference runs inline
+ * by default). The main thread writes each batch's rows into a SharedArrayBuffer and posts a
+ * small message; onnxruntime runs on the worker while the event loop keeps parsing requests,
+ * reading Redis and writing answers. The messages cost more CPU than they take off the loop:
+ * bench:serving-ab measured 168–189 CPU µs per request on the thread against 137–154 inline, and
+ * 0.72–0.84x the throughput on one core (docs/serving.md).
  *
  * If the worker dies, the runs it held reject (the batcher then answers those requests on the
  * calling thread), runs are refused for RESTART_BACKOFF_MS, and the next run after that starts
