@@ -22,11 +22,18 @@
  *   npm run bench:overload   # ~1.5 min; BENCH_USERS=1000000 BENCH_FACTOR=10 BENCH_SECONDS=20
  *                            # BENCH_RATE=<req/s> offers a fixed rate instead (before/after runs)
  *
+ *   BENCH_FRONT=nginx npm run bench:overload   # the spike through nginx on the server's core,
+ *                            # at most BENCH_FRONT_MAX_CONNS (16) requests at once to serving, the
+ *                            # rest answered 503 by nginx; also reports the admitted answers'
+ *                            # latency inside the pod (nginx's $request_time), which the client's
+ *                            # cannot show once the generator's own core is saturated
+ *
  * The last line printed is the JSON result, also written to bench/results/overload.json
- * (`BENCH_OUT` to write elsewhere, e.g. a before/after comparison).
+ * (overload-front-nginx.json with the front; `BENCH_OUT` to write elsewhere, e.g. a before/after
+ * comparison).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -35,10 +42,12 @@ import { Pool, type Dispatcher } from 'undici';
 import { Redis } from 'ioredis';
 import { SERVING_METRICS } from '../../contracts/metrics.js';
 import { nodeOptionsForMemoryLimit } from '../../contracts/serving-env.js';
+import { ensureDebianPackages } from '../../hack/testenv/debian.js';
 import { startRedis } from '../../hack/testenv/environment.js';
 import { ensureVegeta, readVegetaVersion } from '../../hack/testenv/vegeta.js';
 import {
   bundleServing,
+  cpuSeconds,
   requestBodies,
   seedBenchFeatures,
   shippedModelEnv,
@@ -55,6 +64,13 @@ const CLOSED_CONNECTIONS = Number(process.env['BENCH_CLOSED_CONNECTIONS'] ?? 50)
 const STORES = 20;
 const SERVER_CPUS = process.env['BENCH_SERVER_CPUS'] ?? (cpus().length >= 2 ? '0' : '');
 const GENERATOR_CPUS = SERVER_CPUS ? (process.env['BENCH_GENERATOR_CPUS'] ?? `1-${cpus().length - 1}`) : '';
+/**
+ * BENCH_FRONT=nginx: the spike goes through nginx on the server's CPUs (a proxy in the pod, the
+ * experiment of ADR 0007 amendment 4), which passes at most BENCH_FRONT_MAX_CONNS (16) requests
+ * at once to serving and answers the rest 503 itself. The sustainable rate is still serving's own.
+ */
+const FRONT = process.env['BENCH_FRONT'] ?? '';
+const FRONT_MAX_CONNS = Number(process.env['BENCH_FRONT_MAX_CONNS'] ?? 16);
 /** The pod memory limit the operator renders by default (DEFAULT_RESOURCES in desired.ts). */
 const POD_MEMORY_LIMIT_MIB = 512;
 
@@ -352,6 +368,7 @@ async function main(): Promise<void> {
   const { redis: server } = await startRedis(dir, () => undefined);
   const redis = new Redis(server.url);
   let serving: ChildProcess | undefined;
+  let front: ChildProcess | undefined;
   try {
     // 1. Data: the menu and stores the fixtures build, USERS users as binary blobs.
     await seedBenchFeatures(redis, USERS, STORES);
@@ -421,8 +438,18 @@ async function main(): Promise<void> {
     const shedBefore = await countsBy(`${url}/metrics`, SERVING_METRICS.requestsRejected.name, 'reason');
     const fbBefore = await countsBy(`${url}/metrics`, SERVING_METRICS.fallbacks.name, 'reason');
     const rate = process.env['BENCH_RATE'] ? Number(process.env['BENCH_RATE']) : sustainable * FACTOR;
+    let spikeUrl = url;
+    if (FRONT === 'nginx') {
+      front = await startNginxFront(dir, port, port + 1);
+      spikeUrl = `http://127.0.0.1:${port + 1}`;
+      await waitHttp(`${spikeUrl}/healthz`);
+    } else if (FRONT) throw new Error(`BENCH_FRONT=${FRONT}: only "nginx" is known`);
+    const frontCpu0 = front ? await cpuSeconds(front.pid!) : 0;
     const spikeStart = Math.round(performance.now() - t0);
-    const open = await openLoop(url, body, rate, SPIKE_SECONDS, MAX_CONNECTIONS, dir);
+    const open = await openLoop(spikeUrl, body, rate, SPIKE_SECONDS, MAX_CONNECTIONS, dir);
+    // taskset execs nginx in place (one process: master_process off), so the pid is nginx's.
+    const frontCpuSeconds = front ? (await cpuSeconds(front.pid!)) - frontCpu0 : 0;
+    const frontLatency = front ? await admittedInFront(dir, front) : undefined;
     const spikeEnd = Math.round(performance.now() - t0);
     const o = open.tally;
     const memoryAtSpikeEnd =
@@ -467,6 +494,16 @@ async function main(): Promise<void> {
       users: USERS,
       generator: `vegeta ${await readVegetaVersion()}`,
       cpusServer: SERVER_CPUS || 'unpinned',
+      ...(front
+        ? {
+            front: {
+              kind: FRONT,
+              maxConns: FRONT_MAX_CONNS,
+              cpuSecondsDuringSpike: Math.round(frontCpuSeconds * 100) / 100,
+              ...frontLatency,
+            },
+          }
+        : {}),
       cpusGenerator: GENERATOR_CPUS || 'unpinned',
       nodeOptions: podEnv['NODE_OPTIONS'] ?? '',
       sustainable: {
@@ -531,14 +568,95 @@ async function main(): Promise<void> {
       ].join('\n'),
     );
     const line = JSON.stringify(result);
-    await writeFile(process.env['BENCH_OUT'] ?? join(root, 'bench', 'results', 'overload.json'), line + '\n');
+    await writeFile(
+      process.env['BENCH_OUT'] ??
+        join(root, 'bench', 'results', FRONT ? `overload-front-${FRONT}.json` : 'overload.json'),
+      line + '\n',
+    );
     console.log(line);
   } finally {
+    front?.kill('SIGTERM');
     serving?.kill('SIGTERM');
     redis.disconnect();
     await server.stop();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * nginx in front of serving on the server's CPUs: at most FRONT_MAX_CONNS requests at once go to
+ * serving (upstream max_conns); with all taken nginx finds no live upstream (502), answered as a
+ * 503 with Retry-After and a body that names the proxy as the reason.
+ */
+async function startNginxFront(dir: string, servingPort: number, port: number): Promise<ChildProcess> {
+  await ensureDebianPackages([{ command: 'nginx', pkg: 'nginx' }], console.error, 'the nginx front');
+  const ndir = join(dir, 'nginx');
+  await mkdir(join(ndir, 'logs'), { recursive: true });
+  await writeFile(
+    join(ndir, 'nginx.conf'),
+    `worker_processes 1;
+daemon off;
+master_process off;
+pid ${ndir}/nginx.pid;
+error_log ${ndir}/logs/error.log crit;
+events { worker_connections 8192; }
+http {
+  # Admitted answers only (a few thousand a second): how long each took inside the pod, from
+  # nginx reading the request to its last byte, whatever the client's own queueing.
+  map $status $admitted { 200 1; default 0; }
+  log_format admitted '$request_time';
+  access_log ${ndir}/logs/admitted.log admitted buffer=256k flush=1s if=$admitted;
+  client_body_temp_path ${ndir};
+  proxy_temp_path ${ndir};
+  upstream serving {
+    server 127.0.0.1:${servingPort} max_conns=${FRONT_MAX_CONNS};
+    keepalive ${FRONT_MAX_CONNS};
+  }
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://serving;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_next_upstream off;
+      error_page 502 = @overloaded;
+    }
+    location @overloaded {
+      default_type application/json;
+      add_header Retry-After 1 always;
+      return 503 '{"code":"OVERLOADED","message":"server is overloaded (proxy), retry later"}';
+    }
+  }
+}
+`,
+  );
+  const args = ['-c', join(ndir, 'nginx.conf'), '-p', ndir];
+  // BENCH_FRONT_NICE: nginx's nice value (e.g. -10: refusals before serving's work on a shared core).
+  const nice = process.env['BENCH_FRONT_NICE'];
+  const cmd = [
+    ...(nice ? ['nice', '-n', nice] : []),
+    ...(SERVER_CPUS ? ['taskset', '-c', SERVER_CPUS] : []),
+    'nginx',
+    ...args,
+  ];
+  return spawn(cmd[0]!, cmd.slice(1), { stdio: 'inherit' });
+}
+
+/**
+ * Latency of the admitted answers as nginx saw them (after its log buffer is flushed): p50/p99
+ * in ms, at nginx's millisecond resolution. Read after the spike, while nginx still runs.
+ */
+async function admittedInFront(dir: string, front: ChildProcess) {
+  front.kill('SIGUSR1'); // reopen logs: flushes the buffer
+  await new Promise((r) => setTimeout(r, 1500));
+  const ms = (await readFile(join(dir, 'nginx', 'logs', 'admitted.log'), 'utf8').catch(() => ''))
+    .split('\n')
+    .filter(Boolean)
+    .map((x) => Number(x) * 1000)
+    .sort((a, b) => a - b);
+  const at = (q: number) => (ms.length ? ms[Math.min(ms.length - 1, Math.floor(q * ms.length))]! : null);
+  return { admittedLogged: ms.length, admittedInPodP50ms: at(0.5), admittedInPodP99ms: at(0.99) };
 }
 
 function share(n: number, of: number): number {
