@@ -29,7 +29,7 @@ export const SERVING_ENV = {
   modelName: 'CREMA_MODEL_NAME',
   /** stable | canary: the `variant` label of request metrics. */
   variant: 'CREMA_VARIANT',
-  /** serving | router. */
+  /** serving | router | proxy (the admission proxy in front of serving, ADR 0019). */
   mode: 'CREMA_MODE',
   port: 'PORT',
   /** One URL, or a Redis Cluster's seeds separated by commas (contracts/redis-target.ts). */
@@ -64,6 +64,17 @@ export const SERVING_ENV = {
    * router mode: where its ConfigMap is.
    */
   podNamespace: 'POD_NAMESPACE',
+  /** Proxy mode: the port of the serving container it passes requests to (on 127.0.0.1). */
+  proxyUpstreamPort: 'CREMA_PROXY_UPSTREAM_PORT',
+  /** Proxy mode: requests passed to serving at once; the rest are answered 503 by the proxy. */
+  proxyMaxConcurrency: 'CREMA_PROXY_MAX_CONCURRENCY',
+  /**
+   * A file in a volume both containers mount: the proxy writes how many requests it refused,
+   * serving publishes it as crema_requests_rejected_total{reason="proxy"}.
+   */
+  proxyStatsPath: 'CREMA_PROXY_STATS_PATH',
+  /** Proxy mode: the nginx binary (default /usr/sbin/nginx). */
+  nginxPath: 'CREMA_NGINX',
 } as const;
 
 /**

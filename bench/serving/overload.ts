@@ -429,6 +429,35 @@ async function main(): Promise<void> {
     await closedLoop(url, body, CLOSED_CONNECTIONS, 2);
     const closed = await closedLoop(url, body, CLOSED_CONNECTIONS, 5);
     const sustainable = closed.rps;
+    let spikeUrl = url;
+    let normal: Record<string, unknown> | undefined;
+    if (FRONT === 'nginx') {
+      front = await startNginxFront(dir, port, port + 1);
+      spikeUrl = `http://127.0.0.1:${port + 1}`;
+      await waitHttp(`${spikeUrl}/healthz`);
+      // What the front costs when nothing is refused: closed loops of as many clients as it
+      // lets through, direct and through it, with the CPU of serving and of nginx per answer.
+      const loop = async (u: string) => {
+        const c0 = await cpuSeconds(pid);
+        const f0 = await cpuSeconds(front!.pid!);
+        const r = await closedLoop(u, body, FRONT_MAX_CONNS, 5);
+        const n = Math.max(1, r.tally.model + r.tally.fallback);
+        return {
+          rps: r.rps,
+          p99ms: pct(r.tally.okLatencyUs, 0.99),
+          servingCpuUs: Math.round((((await cpuSeconds(pid)) - c0) * 1e6) / n),
+          frontCpuUs: Math.round((((await cpuSeconds(front!.pid!)) - f0) * 1e6) / n),
+          refused: Object.values(r.tally.status).reduce((a, b) => a + b, 0),
+        };
+      };
+      await closedLoop(spikeUrl, body, FRONT_MAX_CONNS, 2);
+      const direct = await loop(url);
+      const viaFront = await loop(spikeUrl);
+      normal = { connections: FRONT_MAX_CONNS, direct, viaFront };
+      console.log(
+        `without overload, ${FRONT_MAX_CONNS} clients: direct ${JSON.stringify(direct)}; via ${FRONT} ${JSON.stringify(viaFront)}`,
+      );
+    } else if (FRONT) throw new Error(`BENCH_FRONT=${FRONT}: only "nginx" is known`);
     const rssBeforeSpike = (await procStatus(pid))!.rssMiB;
     console.log(
       `closed loop (${CLOSED_CONNECTIONS} connections): ${sustainable} req/s, p99 ${pct(closed.tally.okLatencyUs, 0.99)} ms, from the model ${closed.tally.model}/${closed.tally.model + closed.tally.fallback}`,
@@ -438,12 +467,6 @@ async function main(): Promise<void> {
     const shedBefore = await countsBy(`${url}/metrics`, SERVING_METRICS.requestsRejected.name, 'reason');
     const fbBefore = await countsBy(`${url}/metrics`, SERVING_METRICS.fallbacks.name, 'reason');
     const rate = process.env['BENCH_RATE'] ? Number(process.env['BENCH_RATE']) : sustainable * FACTOR;
-    let spikeUrl = url;
-    if (FRONT === 'nginx') {
-      front = await startNginxFront(dir, port, port + 1);
-      spikeUrl = `http://127.0.0.1:${port + 1}`;
-      await waitHttp(`${spikeUrl}/healthz`);
-    } else if (FRONT) throw new Error(`BENCH_FRONT=${FRONT}: only "nginx" is known`);
     const frontCpu0 = front ? await cpuSeconds(front.pid!) : 0;
     const spikeStart = Math.round(performance.now() - t0);
     const open = await openLoop(spikeUrl, body, rate, SPIKE_SECONDS, MAX_CONNECTIONS, dir);
@@ -501,6 +524,7 @@ async function main(): Promise<void> {
               maxConns: FRONT_MAX_CONNS,
               cpuSecondsDuringSpike: Math.round(frontCpuSeconds * 100) / 100,
               ...frontLatency,
+              withoutOverload: normal,
             },
           }
         : {}),

@@ -2,6 +2,7 @@
  * `build(opts)` assembles the serving app from the dependencies it is given (Redis client,
  * model store, clock, logger); it never listens. `server.ts` listens.
  */
+import { readFileSync } from 'node:fs';
 import { maxHeaderSize } from 'node:http';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -87,6 +88,11 @@ export interface BuildOptions {
   readonly refreshIntervalMs?: number;
   /** File to save the feature snapshot to and start from when Redis is down at startup. */
   readonly snapshotPath?: string;
+  /**
+   * The admission proxy's refusal count (a file it rewrites every second, CREMA_PROXY_STATS_PATH),
+   * published as crema_requests_rejected_total{reason="proxy"}.
+   */
+  readonly proxyStatsPath?: string;
   /** Overload and rate limit settings. */
   readonly protection?: Omit<ProtectionOptions, 'clock' | 'metrics'>;
   /**
@@ -180,6 +186,17 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
     ...(opts.namespace ? { namespace: opts.namespace } : {}),
     task: opts.servedTask ?? requiredTasks[0] ?? 'drink-ranking',
   });
+  if (opts.proxyStatsPath) {
+    const path = opts.proxyStatsPath;
+    metrics.publishProxyRefusals(() => {
+      try {
+        const n = Number(readFileSync(path, 'latin1').trim());
+        return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+      } catch {
+        return undefined; // no proxy (yet): nothing to publish
+      }
+    });
+  }
   const features = new FeatureStore({
     redis: opts.redis,
     clock,

@@ -128,8 +128,9 @@ export class ServingMetrics {
     });
     this.shed = new Counter({
       ...spec(M.requestsRejected),
-      help: 'Requests refused before handling: overload (503: queue_time, concurrency_limit, in_flight, event_loop_delay) or per-client rate limit (429: rate_limit).',
+      help: 'Requests refused before handling: overload (503: queue_time, concurrency_limit, in_flight, event_loop_delay; proxy: by the admission proxy in front) or per-client rate limit (429: rate_limit).',
       registers: r,
+      collect: () => this.beforeShedCollect?.(),
     });
     this.events = new Counter({
       ...spec(M.events),
@@ -221,6 +222,23 @@ export class ServingMetrics {
         }
       },
     });
+  }
+
+  private beforeShedCollect: (() => void) | undefined;
+
+  /**
+   * Publishes the admission proxy's refusals as `reason="proxy"`: `read` gives the proxy's own
+   * running count (undefined when unknown), read at every scrape. A count that went down is a
+   * restarted proxy: it counts on from there, and the published counter never goes down.
+   */
+  publishProxyRefusals(read: () => number | undefined): void {
+    let last = 0;
+    this.beforeShedCollect = () => {
+      const n = read();
+      if (n === undefined) return;
+      if (n > last) this.shed.inc({ ...this.labelsFor(), reason: 'proxy' }, n - last);
+      last = n;
+    };
   }
 
   /**

@@ -1,5 +1,6 @@
 /**
- * Starts a serving process (default) or a router (`--mode router` or CREMA_MODE=router) and
+ * Starts a serving process (default), a router (`--mode router` or CREMA_MODE=router) or the
+ * admission proxy (`--mode proxy`: nginx in front of serving, serving/src/proxy/run.ts) and
  * listens. SIGTERM/SIGINT drain first (CREMA_DRAIN_SECONDS, default 0 outside a pod: not ready,
  * every answer closes its connection), then close the server (in-flight requests finish).
  * Every setting comes from the environment, see docs/serving.md (names: contracts/serving-env.ts).
@@ -14,11 +15,13 @@ import { MODEL_TASKS, SERVING_ENV, modelEnvNames } from '../../contracts/serving
 import { REDIS_ENV, parseRedisTarget, type Durability, type RedisClient } from '../../contracts/redis.js';
 import type { ModelTask } from '../../contracts/model-metadata.js';
 import { DrainState } from './plugins/drain.js';
+import { proxyOptionsFromEnv, runProxy } from './proxy/run.js';
 
-function modeOf(argv: readonly string[], env: NodeJS.ProcessEnv): 'serving' | 'router' {
+function modeOf(argv: readonly string[], env: NodeJS.ProcessEnv): 'serving' | 'router' | 'proxy' {
   const i = argv.indexOf('--mode');
   const m = (i >= 0 ? argv[i + 1] : undefined) ?? env[SERVING_ENV.mode] ?? 'serving';
-  if (m !== 'serving' && m !== 'router') throw new Error(`--mode must be serving or router, got ${m}`);
+  if (m !== 'serving' && m !== 'router' && m !== 'proxy')
+    throw new Error(`--mode must be serving, router or proxy, got ${m}`);
   return m;
 }
 
@@ -40,6 +43,14 @@ async function main(): Promise<void> {
   const drainSeconds = num(env, SERVING_ENV.drainSeconds) ?? 0;
   const maxConnectionAgeMs = (num(env, SERVING_ENV.maxConnectionAgeSeconds) ?? 0) * 1000;
   const closeTimeoutSeconds = num(env, SERVING_ENV.closeTimeoutSeconds) ?? 5;
+  if (mode === 'proxy') {
+    const level = env['LOG_LEVEL'] ?? 'info';
+    const proxyLog: Parameters<typeof proxyOptionsFromEnv>[3] = (lvl, msg, extra) => {
+      if (lvl === 'info' && (level === 'warn' || level === 'error')) return;
+      console.error(JSON.stringify({ level: lvl, time: Date.now(), msg, ...extra }));
+    };
+    process.exit(await runProxy(proxyOptionsFromEnv(env, port, drainSeconds, proxyLog)));
+  }
   let close: () => Promise<void>;
   let log: { info(o: object, m: string): void; warn(o: object, m: string): void };
   /** Destroys every client connection still open (closing stops waiting for them). */
@@ -116,6 +127,7 @@ async function main(): Promise<void> {
       eventDedupTtlSeconds: num(env, 'CREMA_EVENT_DEDUP_TTL_SECONDS'),
       batchFeatureReads: env['CREMA_BATCH_FEATURE_READS'] !== '0',
       snapshotPath: env[SERVING_ENV.snapshotPath] || undefined,
+      proxyStatsPath: env[SERVING_ENV.proxyStatsPath] || undefined,
       protection: {
         maxInFlight: num(env, 'CREMA_MAX_IN_FLIGHT'),
         latencyTargetMs: num(env, 'CREMA_LATENCY_TARGET_MS'),
