@@ -5,6 +5,7 @@
  *            (libc6, libgcc-s1, libstdc++6 from Debian's packages, unpacked with dpkg-deb),
  *            plus /etc/passwd and /etc/group with the unprivileged user 65532 ("nonroot");
  *   layer 2  the Node.js runtime (this machine's `node`, the version the tests run on);
+ *   (serving) nginx and its libraries from Debian's packages, for the admission proxy;
  *   layer 3  the component's esbuild bundle under /app (hack/images/bundle.ts): no test code,
  *            no dev dependencies, onnxruntime-node pruned to linux/x64 where it is needed.
  *
@@ -44,6 +45,11 @@ type Log = (line: string) => void;
 
 /** Debian packages of the base layer: what `ldd` lists for node and libonnxruntime.so. */
 export const BASE_PACKAGES = ['libc6', 'libgcc-s1', 'libstdc++6'] as const;
+/**
+ * Debian packages of the serving image's proxy layer: nginx, for the admission proxy
+ * (`--mode proxy`, ADR 0019), and the libraries `ldd /usr/sbin/nginx` lists beyond the base.
+ */
+export const PROXY_PACKAGES = ['nginx', 'libcrypt1', 'libpcre2-8-0', 'libssl3', 'zlib1g'] as const;
 /** The unprivileged user every image runs as (the distroless convention). */
 export const IMAGE_USER = 65532;
 
@@ -88,10 +94,10 @@ export async function imageRef(component: Component['name']): Promise<string> {
   return `crema/${component}:${pkg.version}`;
 }
 
-/** Downloads the base packages' .deb files (apt-get download needs no root, only package lists). */
-async function downloadDebs(dir: string, log: Log): Promise<string[]> {
+/** Downloads packages' .deb files (apt-get download needs no root, only package lists). */
+async function downloadDebs(dir: string, log: Log, packages: readonly string[]): Promise<string[]> {
   await mkdir(dir, { recursive: true });
-  const attempt = () => run('apt-get', ['download', ...BASE_PACKAGES], { cwd: dir, maxBuffer: 16 << 20 });
+  const attempt = () => run('apt-get', ['download', ...packages], { cwd: dir, maxBuffer: 16 << 20 });
   try {
     await attempt();
   } catch (err) {
@@ -112,7 +118,7 @@ async function downloadDebs(dir: string, log: Log): Promise<string[]> {
   const newest = new Map<string, string>();
   for (const f of files.sort()) newest.set(f.split('_')[0]!, f);
   for (const f of files) if (!newest.get(f.split('_')[0]!)?.includes(f)) await rm(join(dir, f));
-  return BASE_PACKAGES.map((p) => {
+  return packages.map((p) => {
     const f = newest.get(p);
     if (!f) throw new ImageBuildError(`apt-get download gave no .deb for ${p}`);
     return join(dir, f);
@@ -146,7 +152,7 @@ async function cachedLayer(
 }
 
 async function baseLayer(cache: string, log: Log) {
-  const debs = await downloadDebs(join(cache, 'debs'), log);
+  const debs = await downloadDebs(join(cache, 'debs'), log, BASE_PACKAGES);
   const key = `base-${debs.map((d) => d.slice(d.lastIndexOf('/') + 1).replace(/\.deb$/, '')).join('+')}`;
   return cachedLayer(cache, key, async (root) => {
     for (const deb of debs) await run('dpkg-deb', ['-x', deb, root]);
@@ -159,6 +165,19 @@ async function baseLayer(cache: string, log: Log) {
     await writeFile(join(root, 'etc', 'nsswitch.conf'), 'hosts: files dns\n');
     for (const d of ['tmp', 'home/nonroot', 'app']) await mkdir(join(root, d), { recursive: true });
     await chmod(join(root, 'tmp'), 0o1777);
+  });
+}
+
+/** nginx and its libraries, nothing else of the packages (no docs, no config, no units). */
+async function proxyLayer(cache: string, log: Log) {
+  const debs = await downloadDebs(join(cache, 'debs'), log, PROXY_PACKAGES);
+  const key = `proxy-${debs.map((d) => d.slice(d.lastIndexOf('/') + 1).replace(/\.deb$/, '')).join('+')}`;
+  return cachedLayer(cache, key, async (root) => {
+    for (const deb of debs) await run('dpkg-deb', ['-x', deb, root]);
+    for (const d of ['usr/share', 'etc', 'lib/systemd', 'usr/lib/systemd', 'var'])
+      await rm(join(root, d), { recursive: true, force: true });
+    if (!existsSync(join(root, 'usr', 'sbin', 'nginx')))
+      throw new ImageBuildError('the nginx package holds no usr/sbin/nginx');
   });
 }
 
@@ -219,16 +238,18 @@ export async function ensureImages(opts: { log?: Log; sizes?: boolean } = {}): P
   await mkdir(join(cache, 'blobs', 'sha256'), { recursive: true });
   const base = await baseLayer(cache, log);
   const node = await nodeLayer(cache);
+  const proxy = await proxyLayer(cache, log);
+  if (proxy.built) log(`built the nginx layer (${(proxy.layer.size / 1e6).toFixed(1)} MB)`);
   if (base.built) log(`built the Debian base layer (${(base.layer.size / 1e6).toFixed(1)} MB)`);
   if (node.built) log(`built the Node ${process.version} layer (${(node.layer.size / 1e6).toFixed(1)} MB)`);
   const blobs = join(cache, 'blobs');
   const images: BuiltImage[] = [];
   const manifests: Descriptor[] = [];
-  const keep = new Set<string>([base.layer.digest, node.layer.digest]);
+  const keep = new Set<string>([base.layer.digest, node.layer.digest, proxy.layer.digest]);
   for (const component of Object.values(COMPONENTS)) {
     const app = await appLayer(cache, component);
     const ref = await imageRef(component.name);
-    const layers = [base.layer, node.layer, app];
+    const layers = [base.layer, node.layer, ...(component.name === 'serving' ? [proxy.layer] : []), app];
     const manifest = await writeImage(blobs, ref, layers, {
       entrypoint: ['/usr/local/bin/node', `/app/${component.main}.js`],
       env: ['PATH=/usr/local/bin:/usr/bin:/bin', 'NODE_ENV=production', 'HOME=/home/nonroot'],

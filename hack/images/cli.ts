@@ -24,8 +24,12 @@ for (const i of set.images) {
   console.log(
     `  ${i.ref.padEnd(26)} ${mb(i.bytes).padStart(9)} unpacked, ${mb(i.gzipBytes ?? 0).padStart(8)} gzipped  ${i.manifestDigest}`,
   );
-  const [base, node, app] = i.layers;
-  console.log(`    layers: Debian base ${mb(base!.size)}, Node ${mb(node!.size)}, app ${mb(app!.size)}`);
+  const [base, node, ...rest] = i.layers;
+  const app = rest.at(-1)!;
+  const proxy = rest.length > 1 ? `, nginx ${mb(rest[0]!.size)}` : '';
+  console.log(
+    `    layers: Debian base ${mb(base!.size)}, Node ${mb(node!.size)}${proxy}, app ${mb(app.size)}`,
+  );
 }
 if (values.out) {
   await copyFile(set.archive, values.out);
