@@ -296,6 +296,12 @@ const rmCases: InvalidCase<RecommenderModel>[] = [
     says: 'Required value',
   },
   {
+    name: 'admission proxy passing no request at all',
+    mutate: (o) => Object.assign(o.spec.serving!, { admissionProxy: { enabled: true, maxConcurrency: 0 } }),
+    field: 'spec.serving.admissionProxy.maxConcurrency',
+    says: 'should be greater than or equal to 1',
+  },
+  {
     name: 'minReplicas > maxReplicas',
     mutate: (o) => Object.assign(o.spec.serving!, { minReplicas: 30, maxReplicas: 20 }),
     field: 'spec.serving.minReplicas',

@@ -386,3 +386,87 @@ describe('the router while traffic is split', () => {
     expect(noCanary.some((o) => o.kind === 'Deployment' && o.metadata?.name === 'drinks-router')).toBe(false);
   });
 });
+
+describe('the admission proxy (spec.serving.admissionProxy)', () => {
+  interface Container {
+    name: string;
+    ports?: { containerPort: number }[];
+    env?: { name: string; value?: string }[];
+    readinessProbe?: { httpGet?: { port: number }; tcpSocket?: { port: number } };
+    livenessProbe?: { httpGet?: { port: number }; tcpSocket?: { port: number } };
+    startupProbe?: { httpGet?: { port: number } };
+    resources?: { requests: Record<string, string>; limits: Record<string, string> };
+    volumeMounts?: { mountPath: string; name: string }[];
+  }
+  const pod = (objs: KubeObject[], name = 'drinks-stable') => {
+    const d = objs.find((o) => o.kind === 'Deployment' && o.metadata?.name === name) as unknown as {
+      spec: {
+        template: { metadata: { annotations: Record<string, string> }; spec: { containers: Container[] } };
+      };
+    };
+    return d.spec.template;
+  };
+  const env = (c: Container) => Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value]));
+  const service = (objs: KubeObject[], name: string) =>
+    (
+      objs.find((o) => o.kind === 'Service' && o.metadata?.name === name) as unknown as {
+        spec: { ports: { port: number; targetPort: number }[] };
+      }
+    ).spec.ports;
+
+  it('is off by default: one serving container on the pod port, the Service straight to it', () => {
+    const objs = buildServingObjects(rm());
+    const t = pod(objs);
+    expect(t.spec.containers.map((c) => c.name)).toEqual(['serving']);
+    expect(t.spec.containers[0]!.ports).toEqual([expect.objectContaining({ containerPort: 8080 })]);
+    expect(env(t.spec.containers[0]!)['CREMA_PROXY_STATS_PATH']).toBeUndefined();
+    expect(service(objs, 'drinks-stable')[0]!.targetPort).toBe(8080);
+  });
+
+  it('puts nginx on the pod port in front of serving, which moves to the next port with its probes and metrics', () => {
+    const objs = buildServingObjects(rm({ admissionProxy: { enabled: true, maxConcurrency: 24 } }));
+    const t = pod(objs);
+    const [serving, proxy] = t.spec.containers;
+    expect(t.spec.containers.map((c) => c.name)).toEqual(['serving', 'admission-proxy']);
+    // The Service still targets the pod port: now the proxy's.
+    expect(service(objs, 'drinks-stable')[0]!.targetPort).toBe(8080);
+    expect(proxy!.ports).toEqual([expect.objectContaining({ containerPort: 8080 })]);
+    expect(env(proxy!)).toMatchObject({
+      CREMA_MODE: 'proxy',
+      PORT: '8080',
+      CREMA_PROXY_UPSTREAM_PORT: '8081',
+      CREMA_PROXY_MAX_CONCURRENCY: '24',
+      CREMA_PROXY_STATS_PATH: '/tmp/crema-proxy/refused',
+    });
+    // Probes never go through the proxy: a spike's refusals must not take the pod out.
+    expect(proxy!.readinessProbe?.tcpSocket?.port).toBe(8080);
+    expect(proxy!.livenessProbe?.tcpSocket?.port).toBe(8080);
+    expect(serving!.ports).toEqual([expect.objectContaining({ containerPort: 8081 })]);
+    expect(env(serving!)).toMatchObject({ PORT: '8081', CREMA_PROXY_STATS_PATH: '/tmp/crema-proxy/refused' });
+    expect(serving!.readinessProbe?.httpGet?.port).toBe(8081);
+    expect(serving!.livenessProbe?.httpGet?.port).toBe(8081);
+    expect(serving!.startupProbe?.httpGet?.port).toBe(8081);
+    expect(t.metadata.annotations['prometheus.io/port']).toBe('8081');
+    // Both share the pod's /tmp: the proxy writes its refusal count there, serving reads it.
+    const tmpOf = (c: Container) => c.volumeMounts?.find((m) => m.mountPath === '/tmp')?.name;
+    expect(tmpOf(proxy!)).toBeDefined();
+    expect(tmpOf(proxy!)).toBe(tmpOf(serving!));
+    expect(proxy!.resources).toEqual({
+      requests: { cpu: '50m', memory: '64Mi' },
+      limits: { memory: '128Mi' },
+    });
+  });
+
+  it('defaults maxConcurrency to 16 and runs in canary pods too', () => {
+    const objs = buildServingObjects(rm({ admissionProxy: { enabled: true } }), {
+      stable: { sha256: 'a'.repeat(64), uri: 'file:///models/drinks-v1.onnx' },
+      canary: { sha256: 'b'.repeat(64), uri: 'file:///models/drinks-v2.onnx' },
+      canaryWeight: 25,
+    });
+    for (const name of ['drinks-stable', 'drinks-canary']) {
+      const proxy = pod(objs, name).spec.containers.find((c) => c.name === 'admission-proxy');
+      expect(proxy, name).toBeDefined();
+      expect(env(proxy!)['CREMA_PROXY_MAX_CONCURRENCY']).toBe('16');
+    }
+  });
+});

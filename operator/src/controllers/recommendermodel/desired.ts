@@ -45,6 +45,10 @@ export {
 export const FETCH_CONTAINER = 'fetch-model';
 export const SERVING_CONTAINER = 'serving';
 export const ROUTER_CONTAINER = 'router';
+/** The admission proxy (spec.serving.admissionProxy): nginx in front of serving (ADR 0019). */
+export const PROXY_CONTAINER = 'admission-proxy';
+/** Where the proxy writes its refusal count for serving to publish (the pod's shared /tmp). */
+export const PROXY_STATS_PATH = '/tmp/crema-proxy/refused';
 /** Seconds a terminating serving or router pod keeps answering before it closes. */
 export const DRAIN_SECONDS = 5;
 /**
@@ -216,12 +220,12 @@ export function buildServingObjects(
   const podLabels = (track: Track) => ({ ...common, [MODEL_LABEL]: name, [TRACK_LABEL]: track });
   const scrape = {
     'prometheus.io/scrape': 'true',
-    'prometheus.io/port': String(port),
+    'prometheus.io/port': String(serving.admissionProxy?.enabled === true ? port + 1 : port),
     'prometheus.io/path': '/metrics',
   };
   // Timeouts above kubelet's 1 s default: on a busy node (a rollout starting pods, a load spike)
   // a probe answered late must not take every pod out of the Service at once.
-  const probes = {
+  const probesOn = (port: number) => ({
     readiness: kplus.Probe.fromHttpGet('/readyz', {
       port,
       periodSeconds: Duration.seconds(2),
@@ -238,7 +242,13 @@ export function buildServingObjects(
       failureThreshold: 30,
       periodSeconds: Duration.seconds(2),
     }),
-  };
+  });
+  const probes = probesOn(port);
+  // With the admission proxy, nginx takes the pod's port (the Service's target) and serving
+  // moves to the next one; probes and metrics go to serving directly, never through the proxy
+  // (a probe refused during a spike would take the pod out of its Service).
+  const proxy = serving.admissionProxy?.enabled === true ? serving.admissionProxy : undefined;
+  const servingPort = proxy ? port + 1 : port;
 
   const modelEnv = modelEnvNames(model.task);
   const servingDeployment = (track: 'stable' | 'canary', rev: RevisionRef, replicas?: number) => {
@@ -306,7 +316,7 @@ export function buildServingObjects(
       name: SERVING_CONTAINER,
       image,
       imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
-      portNumber: port,
+      portNumber: servingPort,
       envVariables: {
         [SERVING_ENV.modelName]: kplus.EnvValue.fromValue(name),
         // With the model name, the identity labels of the metrics the analysis selects on.
@@ -315,7 +325,8 @@ export function buildServingObjects(
         [modelEnv.uri]: kplus.EnvValue.fromValue(fetchedModelUri(model.task)),
         [modelEnv.sha256]: kplus.EnvValue.fromValue(rev.sha256),
         [SERVING_ENV.variant]: kplus.EnvValue.fromValue(track),
-        [SERVING_ENV.port]: kplus.EnvValue.fromValue(String(port)),
+        [SERVING_ENV.port]: kplus.EnvValue.fromValue(String(servingPort)),
+        ...(proxy ? { [SERVING_ENV.proxyStatsPath]: kplus.EnvValue.fromValue(PROXY_STATS_PATH) } : {}),
         ...(redisUrl ? { [SERVING_ENV.redisUrl]: kplus.EnvValue.fromValue(redisUrl) } : {}),
         [SERVING_ENV.adminToken]: kplus.EnvValue.fromSecretValue(
           {
@@ -339,10 +350,44 @@ export function buildServingObjects(
         { path: '/tmp', volume: tmp },
         { path: REGION_MENU_DIR, volume: regions, readOnly: true },
       ],
-      ...probes,
+      ...probesOn(servingPort),
       resources: placeholder,
       securityContext: containerSecurity,
     });
+    // 3. The admission proxy: nginx on the pod's port, passing at most maxConcurrency requests
+    // at once to serving (same image, proxy mode). Its probes are TCP: an HTTP probe would go
+    // through to serving, or be refused during a spike.
+    if (proxy) {
+      d.addContainer({
+        name: PROXY_CONTAINER,
+        image,
+        imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
+        portNumber: port,
+        envVariables: {
+          [SERVING_ENV.mode]: kplus.EnvValue.fromValue('proxy'),
+          [SERVING_ENV.port]: kplus.EnvValue.fromValue(String(port)),
+          [SERVING_ENV.proxyUpstreamPort]: kplus.EnvValue.fromValue(String(servingPort)),
+          [SERVING_ENV.proxyMaxConcurrency]: kplus.EnvValue.fromValue(String(proxy.maxConcurrency ?? 16)),
+          [SERVING_ENV.proxyStatsPath]: kplus.EnvValue.fromValue(PROXY_STATS_PATH),
+          // The proxy passes requests through serving's drain, then lets nginx finish.
+          [SERVING_ENV.drainSeconds]: kplus.EnvValue.fromValue(String(DRAIN_SECONDS)),
+          NODE_OPTIONS: kplus.EnvValue.fromValue('--max-old-space-size=32'),
+        },
+        volumeMounts: [{ path: '/tmp', volume: tmp }],
+        readiness: kplus.Probe.fromTcpSocket({
+          port,
+          periodSeconds: Duration.seconds(2),
+          timeoutSeconds: Duration.seconds(2),
+        }),
+        liveness: kplus.Probe.fromTcpSocket({
+          port,
+          periodSeconds: Duration.seconds(10),
+          timeoutSeconds: Duration.seconds(3),
+        }),
+        resources: placeholder,
+        securityContext: containerSecurity,
+      });
+    }
     new kplus.Service(chart, `${track}-service`, {
       metadata: { name: track === 'stable' ? names.stableService : names.canaryService },
       selector: kplus.Pods.select(chart, `${track}-pods`, { labels: selector }),
@@ -559,6 +604,15 @@ export interface QuantityResources {
 const DEFAULT_RESOURCES = { cpu: '250m', memory: '256Mi', memoryLimit: '512Mi' } as const;
 /** What the model-fetching init container asks for (at most the pod's memory limit). */
 const FETCH_REQUESTS = { cpu: '50m', memory: '64Mi' } as const;
+/**
+ * The admission proxy's container: nginx (a few MiB) and the Node process that runs it. The
+ * CPU request is its share in normal operation (~44 µs per request against serving's ~180,
+ * bench:overload with BENCH_FRONT=nginx); under a spike it uses what the node has to spare.
+ */
+const PROXY_RESOURCES = {
+  requests: { cpu: '50m', memory: '64Mi' },
+  limits: { memory: '128Mi' },
+} as const;
 
 /**
  * The serving and init containers' resources from `spec.serving.resources`. Throws a message
@@ -598,6 +652,7 @@ export function containerResources(rm: RecommenderModel): Record<string, Quantit
     amounts.limits.memory < parseQuantity(FETCH_REQUESTS.memory) ? limits['memory']! : FETCH_REQUESTS.memory;
   return {
     [SERVING_CONTAINER]: { requests, limits },
+    [PROXY_CONTAINER]: { requests: { ...PROXY_RESOURCES.requests }, limits: { ...PROXY_RESOURCES.limits } },
     [FETCH_CONTAINER]: {
       requests: { cpu: FETCH_REQUESTS.cpu, memory: fetchMemory },
       limits: { memory: limits['memory']! },
