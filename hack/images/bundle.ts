@@ -36,6 +36,8 @@ export const COMPONENTS: Readonly<Record<Component['name'], Component>> = {
       'inference-worker': 'serving/src/model/inference-worker.ts',
       // The serving pods' init container: fetches and verifies the model (desired.ts).
       'fetch-model': 'serving/src/model/fetch-model.ts',
+      // The admission proxy container: runs nginx in front of serving (ADR 0019).
+      proxy: 'serving/src/proxy/main.ts',
     },
     main: 'serving',
     native: ['onnxruntime-node'],

@@ -15,7 +15,7 @@ import { MODEL_TASKS, SERVING_ENV, modelEnvNames } from '../../contracts/serving
 import { REDIS_ENV, parseRedisTarget, type Durability, type RedisClient } from '../../contracts/redis.js';
 import type { ModelTask } from '../../contracts/model-metadata.js';
 import { DrainState } from './plugins/drain.js';
-import { proxyOptionsFromEnv, runProxy } from './proxy/run.js';
+import { proxyMain } from './proxy/main.js';
 
 function modeOf(argv: readonly string[], env: NodeJS.ProcessEnv): 'serving' | 'router' | 'proxy' {
   const i = argv.indexOf('--mode');
@@ -43,14 +43,7 @@ async function main(): Promise<void> {
   const drainSeconds = num(env, SERVING_ENV.drainSeconds) ?? 0;
   const maxConnectionAgeMs = (num(env, SERVING_ENV.maxConnectionAgeSeconds) ?? 0) * 1000;
   const closeTimeoutSeconds = num(env, SERVING_ENV.closeTimeoutSeconds) ?? 5;
-  if (mode === 'proxy') {
-    const level = env['LOG_LEVEL'] ?? 'info';
-    const proxyLog: Parameters<typeof proxyOptionsFromEnv>[3] = (lvl, msg, extra) => {
-      if (lvl === 'info' && (level === 'warn' || level === 'error')) return;
-      console.error(JSON.stringify({ level: lvl, time: Date.now(), msg, ...extra }));
-    };
-    process.exit(await runProxy(proxyOptionsFromEnv(env, port, drainSeconds, proxyLog)));
-  }
+  if (mode === 'proxy') process.exit(await proxyMain(env));
   let close: () => Promise<void>;
   let log: { info(o: object, m: string): void; warn(o: object, m: string): void };
   /** Destroys every client connection still open (closing stops waiting for them). */

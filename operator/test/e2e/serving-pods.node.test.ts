@@ -3,8 +3,9 @@
  * fetch and verify their model in an init container, become Ready, and answer personalized
  * recommendations through the model's Service; a rolling update under load loses no request; a
  * serving container killed with SIGKILL restarts while the Service keeps answering; the HPA adds
- * a pod under real load (metrics-server); and bad input or failure shows as a condition that
- * names the cause: an unreachable model URI, a digest mismatch, a missing image, Redis down.
+ * a pod under real load (metrics-server); the admission proxy (nginx in the pod) refuses what
+ * exceeds its concurrency with its own 503, and serving publishes the count; and bad input or
+ * failure shows as a condition that names the cause: an unreachable model URI, a digest mismatch, a missing image, Redis down.
  *
  * Each test prints one `[node-e2e] {...}` line with what it measured.
  */
@@ -318,6 +319,65 @@ describe('serving pods on a real node', () => {
       await t.stop();
     }
     await deleteModel(e, 'busy');
+  });
+
+  it('the admission proxy: nginx in the pod passes what serving can take and refuses the rest with 503', async () => {
+    await createModel(e, 'guarded', v1, {
+      serving: { minReplicas: 1, maxReplicas: 1, admissionProxy: { enabled: true, maxConcurrency: 1 } },
+    });
+    const [pod] = await pods('crema.dev/model=guarded,crema.dev/track=stable');
+    expect(pod!.status!.containerStatuses!.map((c) => [c.name, c.ready]).sort()).toEqual([
+      ['admission-proxy', true],
+      ['serving', true],
+    ]);
+    const url = await serviceUrl(e, 'guarded');
+    const post = (i: number) =>
+      fetch(`${url}/v1/recommendations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          userId: e.users[i % e.users.length],
+          storeId: 'store-0',
+          context: { time: new Date().toISOString() },
+        }),
+      }).then(async (r) => ({
+        status: r.status,
+        retryAfter: r.headers.get('retry-after'),
+        body: await r.text(),
+      }));
+    // Through the Service (kube-proxy) to nginx to serving: the model's answer.
+    const one = await post(0);
+    expect(one.status).toBe(200);
+    expect(JSON.parse(one.body)).toMatchObject({ fallback: false, modelRevision: v1.sha256 });
+    // Bursts of 30 at once with one slot: the rest get the proxy's own 503, nothing else.
+    let ok = 0;
+    const refused: { retryAfter: string | null; body: string }[] = [];
+    for (let burst = 0; burst < 20 && refused.length === 0; burst++) {
+      for (const r of await Promise.all(Array.from({ length: 30 }, (_, i) => post(i)))) {
+        if (r.status === 200) ok++;
+        else if (r.status === 503) refused.push(r);
+        else throw new Error(`unexpected ${r.status}: ${r.body}`);
+      }
+    }
+    expect(ok).toBeGreaterThan(0);
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused[0]).toMatchObject({ retryAfter: '1' });
+    expect(JSON.parse(refused[0]!.body)).toMatchObject({ code: 'OVERLOADED' });
+    expect(refused[0]!.body).toContain('(proxy)');
+    // Serving (scraped on its own port, not through the proxy) publishes exactly those refusals.
+    const [p] = await pods('crema.dev/model=guarded,crema.dev/track=stable');
+    const published = async () => {
+      const text = await fetch(`http://${p!.status!.podIP}:8081/metrics`).then((r) => r.text());
+      return Number(/crema_requests_rejected_total\{[^}]*reason="proxy"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0);
+    };
+    const count = await eventually(
+      async () => ((await published()) >= refused.length ? published() : undefined),
+      15_000,
+      'serving to publish the proxy refusals',
+    );
+    expect(count).toBe(refused.length);
+    log({ test: 'admission proxy', answered: ok, refusedByProxy: refused.length, published: count });
+    await deleteModel(e, 'guarded');
   });
 });
 

@@ -390,6 +390,7 @@ describe('the router while traffic is split', () => {
 describe('the admission proxy (spec.serving.admissionProxy)', () => {
   interface Container {
     name: string;
+    command?: string[];
     ports?: { containerPort: number }[];
     env?: { name: string; value?: string }[];
     readinessProbe?: { httpGet?: { port: number }; tcpSocket?: { port: number } };
@@ -431,8 +432,8 @@ describe('the admission proxy (spec.serving.admissionProxy)', () => {
     // The Service still targets the pod port: now the proxy's.
     expect(service(objs, 'drinks-stable')[0]!.targetPort).toBe(8080);
     expect(proxy!.ports).toEqual([expect.objectContaining({ containerPort: 8080 })]);
+    expect(proxy!.command).toEqual(['/usr/local/bin/node', '/app/proxy.js']);
     expect(env(proxy!)).toMatchObject({
-      CREMA_MODE: 'proxy',
       PORT: '8080',
       CREMA_PROXY_UPSTREAM_PORT: '8081',
       CREMA_PROXY_MAX_CONCURRENCY: '24',

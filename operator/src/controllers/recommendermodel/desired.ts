@@ -355,16 +355,17 @@ export function buildServingObjects(
       securityContext: containerSecurity,
     });
     // 3. The admission proxy: nginx on the pod's port, passing at most maxConcurrency requests
-    // at once to serving (same image, proxy mode). Its probes are TCP: an HTTP probe would go
+    // at once to serving (same image, /app/proxy.js). Its probes are TCP: an HTTP probe would go
     // through to serving, or be refused during a spike.
     if (proxy) {
       d.addContainer({
         name: PROXY_CONTAINER,
         image,
         imagePullPolicy: kplus.ImagePullPolicy.IF_NOT_PRESENT,
+        // Its own small bundle: the process that runs nginx does not load serving's code.
+        command: ['/usr/local/bin/node', '/app/proxy.js'],
         portNumber: port,
         envVariables: {
-          [SERVING_ENV.mode]: kplus.EnvValue.fromValue('proxy'),
           [SERVING_ENV.port]: kplus.EnvValue.fromValue(String(port)),
           [SERVING_ENV.proxyUpstreamPort]: kplus.EnvValue.fromValue(String(servingPort)),
           [SERVING_ENV.proxyMaxConcurrency]: kplus.EnvValue.fromValue(String(proxy.maxConcurrency ?? 16)),
