@@ -5,7 +5,6 @@
  * CREMA_PROXY_UPSTREAM_PORT, CREMA_PROXY_MAX_CONCURRENCY, CREMA_PROXY_STATS_PATH,
  * CREMA_DRAIN_SECONDS, CREMA_NGINX, LOG_LEVEL (docs/serving.md).
  */
-import { SERVING_ENV } from '../../../contracts/serving-env.js';
 import { proxyOptionsFromEnv, runProxy, type ProxyRunOptions } from './run.js';
 
 /** Runs the proxy from the environment; resolves with the process's exit code. */
@@ -15,14 +14,7 @@ export async function proxyMain(env: NodeJS.ProcessEnv): Promise<number> {
     if (lvl === 'info' && (level === 'warn' || level === 'error')) return;
     console.error(JSON.stringify({ level: lvl, time: Date.now(), msg, ...extra }));
   };
-  const int = (name: string, dflt: number) => {
-    const v = env[name];
-    if (v === undefined || v === '') return dflt;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a whole number, got ${v}`);
-    return n;
-  };
-  const opts = proxyOptionsFromEnv(env, int(SERVING_ENV.port, 8080), int(SERVING_ENV.drainSeconds, 0), log);
+  const opts = proxyOptionsFromEnv(env, log);
   return runProxy(opts);
 }
 

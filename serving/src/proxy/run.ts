@@ -30,13 +30,11 @@ export interface ProxyRunOptions {
   readonly log: (level: 'info' | 'warn' | 'error', msg: string, extra?: object) => void;
 }
 
-/** Reads proxy mode's settings; a missing or bad one is an error that names the variable. */
-export function proxyOptionsFromEnv(
-  env: NodeJS.ProcessEnv,
-  port: number,
-  drainSeconds: number,
-  log: ProxyRunOptions['log'],
-): ProxyRunOptions {
+/**
+ * Reads proxy mode's settings (PORT default 8080, CREMA_DRAIN_SECONDS default 0); a missing or
+ * bad one is an error that names the variable.
+ */
+export function proxyOptionsFromEnv(env: NodeJS.ProcessEnv, log: ProxyRunOptions['log']): ProxyRunOptions {
   const int = (name: string, dflt?: number) => {
     const v = env[name];
     if (v === undefined || v === '') {
@@ -44,14 +42,14 @@ export function proxyOptionsFromEnv(
       return dflt;
     }
     const n = Number(v);
-    if (!Number.isInteger(n)) throw new Error(`${name} must be an integer, got ${v}`);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a whole number, got ${v}`);
     return n;
   };
   return {
-    port,
+    port: int(SERVING_ENV.port, 8080),
     upstreamPort: int(SERVING_ENV.proxyUpstreamPort),
     maxConcurrency: int(SERVING_ENV.proxyMaxConcurrency, 16),
-    drainSeconds,
+    drainSeconds: int(SERVING_ENV.drainSeconds, 0),
     ...(env[SERVING_ENV.proxyStatsPath] ? { statsPath: env[SERVING_ENV.proxyStatsPath] } : {}),
     nginx: env[SERVING_ENV.nginxPath] || '/usr/sbin/nginx',
     log,

@@ -218,9 +218,14 @@ export function buildServingObjects(
     memory: { request: Size.mebibytes(1) },
   };
   const podLabels = (track: Track) => ({ ...common, [MODEL_LABEL]: name, [TRACK_LABEL]: track });
+  // With the admission proxy, nginx takes the pod's port (the Service's target) and serving
+  // moves to the next one; probes and metrics go to serving directly, never through the proxy
+  // (a probe refused during a spike would take the pod out of its Service).
+  const proxy = serving.admissionProxy?.enabled === true ? serving.admissionProxy : undefined;
+  const servingPort = proxy ? port + 1 : port;
   const scrape = {
     'prometheus.io/scrape': 'true',
-    'prometheus.io/port': String(serving.admissionProxy?.enabled === true ? port + 1 : port),
+    'prometheus.io/port': String(servingPort),
     'prometheus.io/path': '/metrics',
   };
   // Timeouts above kubelet's 1 s default: on a busy node (a rollout starting pods, a load spike)
@@ -244,11 +249,6 @@ export function buildServingObjects(
     }),
   });
   const probes = probesOn(port);
-  // With the admission proxy, nginx takes the pod's port (the Service's target) and serving
-  // moves to the next one; probes and metrics go to serving directly, never through the proxy
-  // (a probe refused during a spike would take the pod out of its Service).
-  const proxy = serving.admissionProxy?.enabled === true ? serving.admissionProxy : undefined;
-  const servingPort = proxy ? port + 1 : port;
 
   const modelEnv = modelEnvNames(model.task);
   const servingDeployment = (track: 'stable' | 'canary', rev: RevisionRef, replicas?: number) => {
