@@ -8,7 +8,10 @@
  *
  * The two settings are environment variables of the server: `BENCH_A` and `BENCH_B`, each
  * "NAME=value NAME=value" (default: A the shipped defaults, B `CREMA_INFERENCE_THREAD=1`, the
- * last decision taken with it). Both servers are pinned to `BENCH_SERVER_CPUS` (default core 0:
+ * last decision taken with it). `BENCH_A_HEADERS` / `BENCH_B_HEADERS` ("name=value ...") add request
+ * headers on one side, e.g. the experiment router's headers (`x-crema-experiment=bench/ab
+ * x-crema-experiment-run=0a1b2c3d4e5f x-crema-experiment-variant=b x-crema-experiment-ttl=3600`) to
+ * price what serving does for a request of a running experiment. Both servers are pinned to `BENCH_SERVER_CPUS` (default core 0:
  * a pod at its CPU request; "" unpins), the client and Redis run on the other cores; only one
  * server has load at a time.
  *
@@ -48,6 +51,10 @@ async function main(): Promise<void> {
     A: parseSetting(process.env['BENCH_A'] ?? ''),
     B: parseSetting(process.env['BENCH_B'] ?? 'CREMA_INFERENCE_THREAD=1'),
   };
+  const headers = {
+    A: parseSetting(process.env['BENCH_A_HEADERS'] ?? ''),
+    B: parseSetting(process.env['BENCH_B_HEADERS'] ?? ''),
+  };
   const dir = await mkdtemp(join(tmpdir(), 'crema-bench-ab-'));
   const procs: ChildProcess[] = [];
   const { redis: server } = await startRedis(dir, () => undefined);
@@ -67,10 +74,10 @@ async function main(): Promise<void> {
       procs.push(proc);
       const url = `http://127.0.0.1:${port}`;
       await compiled.waitHttp(`${url}/readyz`);
-      return { proc, url };
+      return { proc, url, side };
     };
     let next = 0;
-    const load = (url: string, duration: number) =>
+    const load = (url: string, duration: number, extra: Record<string, string>) =>
       autocannon({
         url,
         connections: CONNECTIONS,
@@ -79,15 +86,15 @@ async function main(): Promise<void> {
           {
             method: 'POST',
             path: '/v1/recommendations',
-            headers: { 'content-type': 'application/json' },
+            headers: { 'content-type': 'application/json', ...extra },
             setupRequest: (req) => ({ ...req, body: body[next++ % body.length] }),
           },
         ],
       });
-    const measure = async (s: { proc: ChildProcess; url: string }) => {
-      await load(s.url, 2); // warm-up
+    const measure = async (s: { proc: ChildProcess; url: string; side: 'A' | 'B' }) => {
+      await load(s.url, 2, headers[s.side]); // warm-up
       const c0 = await compiled.cpuSeconds(s.proc.pid!);
-      const r = await load(s.url, SECONDS);
+      const r = await load(s.url, SECONDS, headers[s.side]);
       const cpu = (await compiled.cpuSeconds(s.proc.pid!)) - c0;
       return {
         rps: Math.round(r.requests.average),
@@ -148,6 +155,7 @@ async function main(): Promise<void> {
       users: USERS,
       A: sides.A,
       B: sides.B,
+      headers,
       rounds,
       ratioBPerRound: rounds.map((r) => r.ratioB),
       cpuUsPerRequest: {

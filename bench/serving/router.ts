@@ -16,7 +16,7 @@
  * via − direct of the same round). Before the rounds, 3,000 user ids (ASCII, escapes,
  * non-ASCII, path and body) are routed by both routers and compared with assignVariant.
  *
- *   npm run bench:router   # ~3 minutes; BENCH_ROUNDS=5 BENCH_SECONDS=6 BENCH_LIGHT_SECONDS=4 BENCH_USERS=200000
+ *   npm run bench:router   # ~3 minutes; BENCH_ROUNDS=5 BENCH_SECONDS=6 BENCH_LIGHT_SECONDS=4 BENCH_USERS=200000 BENCH_BODIES=4096
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -53,6 +53,13 @@ const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 6);
 const LIGHT_SECONDS = Number(process.env['BENCH_LIGHT_SECONDS'] ?? 4);
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
 const USERS = Number(process.env['BENCH_USERS'] ?? 200_000);
+/**
+ * Distinct request bodies (users) wrk cycles through. The default 4,096 repeats each user every
+ * fraction of a second: serving remembers them all as exposed (counting.ts ExposedUsers) and
+ * asks Redis once per user. More than serving remembers (65,536), e.g. 200000, makes every
+ * request ask Redis: the price of an experiment whose users this pod has not seen lately.
+ */
+const BODIES = Number(process.env['BENCH_BODIES'] ?? 4096);
 const CONNECTIONS = 50;
 const LIGHT_CONNECTIONS = 4;
 const STORES = 20;
@@ -314,7 +321,7 @@ async function main(): Promise<void> {
     };
     if (wrong.node + wrong.nginx > 0)
       throw new Error(`assignment differs from assignVariant: ${JSON.stringify(wrong)}`);
-    const body = bodies(4096);
+    const body = bodies(BODIES);
     for (const t of TARGETS) {
       const res = await request(`${urls[t]}/v1/recommendations`, {
         method: 'POST',
@@ -406,6 +413,7 @@ async function main(): Promise<void> {
       experiment: EXPERIMENT,
       pinned: PIN ? { serving: '0', routersWrkRedis: `1-${cpus().length - 1}` } : false,
       users: USERS,
+      distinctBodies: BODIES,
       rounds: ROUNDS,
       secondsPerRound: SECONDS,
       lightSecondsPerRound: LIGHT_SECONDS,

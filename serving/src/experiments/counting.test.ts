@@ -1,7 +1,10 @@
 import Fastify from 'fastify';
+import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { RedisClient, ScriptCall } from '../../../contracts/redis.js';
+import type { ScriptRunner } from '../features/scripts.js';
 import { buildRouter } from '../router/app.js';
-import { experimentTagOf, exposureIncrements } from './counting.js';
+import { ExperimentCounting, ExposedUsers, experimentTagOf, exposureIncrements } from './counting.js';
 
 describe('experiment sums', () => {
   it('an exposure adds covariate sums, or counts a user without history', () => {
@@ -51,6 +54,71 @@ describe('experiment sums', () => {
       run: '0a1b2c3d4e5f',
       ttlSeconds: 3600,
     });
+  });
+});
+
+describe('exposures already known to this process', () => {
+  /** Redis as the exposure script sees it: a user's key is made once, per run. */
+  class Scripts implements ScriptRunner {
+    readonly calls: ScriptCall[] = [];
+    readonly keys = new Set<string>();
+    failNext = false;
+    async run(call: ScriptCall): Promise<unknown> {
+      this.calls.push(call);
+      if (this.failNext) {
+        this.failNext = false;
+        throw new Error('connection lost');
+      }
+      const key = call.keys[0]!;
+      if (this.keys.has(key)) return 0;
+      this.keys.add(key);
+      return 1;
+    }
+  }
+  const redis = { sadd: async () => 1 } as unknown as RedisClient;
+  const tag = { namespace: 'shop', name: 'ab', run: '0a1b2c3d4e5f', variant: 'v2', ttlSeconds: 60 };
+
+  it('asks Redis once per user and run; a failed call is asked again', async () => {
+    const scripts = new Scripts();
+    const counting = new ExperimentCounting(new Registry(), 'drinks', scripts, redis);
+    expect(await counting.expose(tag, 'u1', undefined)).toBe(true);
+    expect(await counting.expose(tag, 'u1', undefined)).toBe(false);
+    expect(scripts.calls).toHaveLength(1);
+    // Another user, another run of the same experiment: each its own exposure.
+    expect(await counting.expose(tag, 'u2', undefined)).toBe(true);
+    expect(await counting.expose({ ...tag, run: 'ffffffffffff' }, 'u1', undefined)).toBe(true);
+    expect(scripts.calls).toHaveLength(3);
+    // The router's fallback to stable carries no variant: nothing to record, nothing asked.
+    const { variant: _, ...fallback } = tag;
+    expect(await counting.expose(fallback, 'u9', undefined)).toBe(false);
+    expect(scripts.calls).toHaveLength(3);
+    // Redis failed: not remembered, so the user's next request records the exposure.
+    scripts.failNext = true;
+    await expect(counting.expose(tag, 'u3', undefined)).rejects.toThrow('connection lost');
+    expect(await counting.expose(tag, 'u3', undefined)).toBe(true);
+    expect(scripts.calls).toHaveLength(5);
+  });
+
+  it('a user exposed by another replica is asked once, then remembered', async () => {
+    const scripts = new Scripts();
+    const a = new ExperimentCounting(new Registry(), 'drinks', scripts, redis);
+    const b = new ExperimentCounting(new Registry(), 'drinks', scripts, redis);
+    expect(await a.expose(tag, 'u1', undefined)).toBe(true);
+    expect(await b.expose(tag, 'u1', undefined)).toBe(false);
+    expect(await b.expose(tag, 'u1', undefined)).toBe(false);
+    expect(scripts.calls).toHaveLength(2);
+  });
+
+  it('remembers at most its capacity, forgetting the oldest first; 0 remembers nothing', async () => {
+    const known = new ExposedUsers(2);
+    for (const k of ['a', 'b', 'a', 'c']) known.add(k);
+    expect([known.has('a'), known.has('b'), known.has('c'), known.size]).toEqual([false, true, true, 2]);
+    const scripts = new Scripts();
+    const counting = new ExperimentCounting(new Registry(), 'drinks', scripts, redis, 0);
+    await counting.expose(tag, 'u1', undefined);
+    await counting.expose(tag, 'u1', undefined);
+    expect(scripts.calls).toHaveLength(2);
+    expect(() => new ExposedUsers(-1)).toThrow(RangeError);
   });
 });
 
