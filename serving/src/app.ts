@@ -102,6 +102,11 @@ export interface BuildOptions {
   readonly eventsMaxLen?: number;
   /** Event-id dedup window, seconds. Default 172800 (2 days). */
   readonly eventDedupTtlSeconds?: number;
+  /**
+   * Users this process remembers as exposed in a running experiment, so their next requests
+   * ask Redis nothing (experiments/counting.ts ExposedUsers); 0 asks every time. Default 65536.
+   */
+  readonly exposedUsersRemembered?: number;
   /** Observations per feature in the drift window. Default 5000. */
   readonly driftWindow?: number;
   /** Observations before drift PSI is published. Default DRIFT_MIN_OBSERVATIONS (500). */
@@ -210,7 +215,13 @@ export async function build(opts: BuildOptions): Promise<FastifyInstance> {
   const eventWrites = ScriptBatcher.forClient(eventRedis, opts.eventDurability);
   // The index add and the totals reads go on the main connection: one kept for WAIT (events'
   // durability) would hold them behind a slow replica.
-  const experiments = new ExperimentCounting(metrics.registry, metrics.model, eventWrites, opts.redis);
+  const experiments = new ExperimentCounting(
+    metrics.registry,
+    metrics.model,
+    eventWrites,
+    opts.redis,
+    opts.exposedUsersRemembered,
+  );
   // Every process exports every experiment's Redis totals at scrape time (ADR 0012 amendment).
   new ExperimentTotalsGauges(metrics.registry, redisTotalsSource(opts.redis), experiments.failures);
   const ctx: ServingContext = {

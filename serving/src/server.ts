@@ -118,6 +118,7 @@ async function main(): Promise<void> {
       featureDeadlineMs: num(env, 'CREMA_FEATURE_DEADLINE_MS'),
       eventsMaxLen: num(env, 'CREMA_EVENTS_MAX_LEN'),
       eventDedupTtlSeconds: num(env, 'CREMA_EVENT_DEDUP_TTL_SECONDS'),
+      exposedUsersRemembered: num(env, 'CREMA_EXPOSED_USERS_REMEMBERED'),
       batchFeatureReads: env['CREMA_BATCH_FEATURE_READS'] !== '0',
       snapshotPath: env[SERVING_ENV.snapshotPath] || undefined,
       proxyStatsPath: env[SERVING_ENV.proxyStatsPath] || undefined,

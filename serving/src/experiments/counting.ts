@@ -213,7 +213,7 @@ export class ExposedUsers {
 
   constructor(readonly capacity: number) {
     if (!(Number.isInteger(capacity) && capacity >= 0))
-      throw new RangeError('ExposedUsers: capacity must be an integer >= 0');
+      throw new RangeError(`users remembered as exposed must be an integer >= 0, got ${capacity}`);
   }
 
   static key(tag: ExperimentTag, userId: string): string {
