@@ -12,11 +12,14 @@
  *
  * Each round measures, in an order rotated every round: direct, via Node, via nginx at 50
  * connections (throughput at saturation; CPU µs per request of each router process from
- * /proc), then the same three at 4 connections (p99 without queueing; the router's added p99 =
- * via − direct of the same round). Before the rounds, 3,000 user ids (ASCII, escapes,
+ * /proc), then at light load each router paired with direct: two wrk processes at once, 2
+ * connections each, one direct and one through the router, so that serving's own stalls (GC,
+ * the scheduler) fall on both alike; the router's added p99 = via − direct of the same pair.
+ * Run one after the other, a few seconds' p99 moved by ±10 ms with serving's stalls alone. Before the rounds, 3,000 user ids (ASCII, escapes,
  * non-ASCII, path and body) are routed by both routers and compared with assignVariant.
  *
  *   npm run bench:router   # ~3 minutes; BENCH_ROUNDS=5 BENCH_SECONDS=6 BENCH_LIGHT_SECONDS=4 BENCH_USERS=200000 BENCH_BODIES=4096
+ *   (result: bench/results/router.json, router-canary.json with BENCH_EXPERIMENT=0; BENCH_OUT overrides)
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -61,7 +64,8 @@ const USERS = Number(process.env['BENCH_USERS'] ?? 200_000);
  */
 const BODIES = Number(process.env['BENCH_BODIES'] ?? 4096);
 const CONNECTIONS = 50;
-const LIGHT_CONNECTIONS = 4;
+/** Connections of each of the two wrk processes of a light-load pair. */
+const LIGHT_CONNECTIONS = 2;
 const STORES = 20;
 const NJS_MODULE = '/usr/lib/nginx/modules/ngx_http_js_module.so';
 
@@ -344,7 +348,7 @@ async function main(): Promise<void> {
     const rounds: {
       loadAvg: number;
       saturated: Record<Target, Sat>;
-      light: Record<Target, WrkResult>;
+      light: Record<'node' | 'nginx', { direct: WrkResult; via: WrkResult }>;
       ratio: { node: number; nginx: number };
       addedP99ms: { node: number; nginx: number };
       addedP50ms: { node: number; nginx: number };
@@ -364,9 +368,17 @@ async function main(): Promise<void> {
         const servingCpuUs = Math.round((((await cpuSeconds([serving.pid!])) - s0) * 1e6) / w.requests);
         saturated[t] = { ...w, routerCpuUs, servingCpuUs };
       }
-      const light = {} as Record<Target, WrkResult>;
-      for (const t of order)
-        light[t] = await wrk(urls[t], LIGHT_CONNECTIONS, LIGHT_SECONDS, script, bodyFile);
+      const light = {} as Record<'node' | 'nginx', { direct: WrkResult; via: WrkResult }>;
+      for (const t of order) {
+        if (t === 'direct') continue;
+        const [direct, via] = await Promise.all([
+          wrk(urls.direct, LIGHT_CONNECTIONS, LIGHT_SECONDS, script, bodyFile),
+          wrk(urls[t], LIGHT_CONNECTIONS, LIGHT_SECONDS, script, bodyFile),
+        ]);
+        light[t] = { direct, via };
+      }
+      const added = (t: 'node' | 'nginx', q: 'p50ms' | 'p99ms') =>
+        Math.round((light[t].via[q] - light[t].direct[q]) * 100) / 100;
       const entry = {
         loadAvg: await loadAvg(),
         saturated,
@@ -375,15 +387,8 @@ async function main(): Promise<void> {
           node: r3(saturated.node.rps / saturated.direct.rps),
           nginx: r3(saturated.nginx.rps / saturated.direct.rps),
         },
-        addedP99ms: {
-          node: Math.round((light.node.p99ms - light.direct.p99ms) * 100) / 100,
-          nginx: Math.round((light.nginx.p99ms - light.direct.p99ms) * 100) / 100,
-        },
-        // p99 of a few seconds on a shared machine is a handful of scheduler stalls; p50 is steadier
-        addedP50ms: {
-          node: Math.round((light.node.p50ms - light.direct.p50ms) * 100) / 100,
-          nginx: Math.round((light.nginx.p50ms - light.direct.p50ms) * 100) / 100,
-        },
+        addedP99ms: { node: added('node', 'p99ms'), nginx: added('nginx', 'p99ms') },
+        addedP50ms: { node: added('node', 'p50ms'), nginx: added('nginx', 'p50ms') },
         // serving's own CPU per request rises when a router shares the machine with it
         servingCpuUs: {
           direct: saturated.direct.servingCpuUs,
@@ -397,8 +402,8 @@ async function main(): Promise<void> {
         `round ${round + 1}/${ROUNDS} (load ${entry.loadAvg}): ${CONNECTIONS} conns direct ${s.direct.rps} req/s, ` +
           `node ${s.node.rps} (${entry.ratio.node}x, ${s.node.routerCpuUs} µs/req), ` +
           `nginx ${s.nginx.rps} (${entry.ratio.nginx}x, ${s.nginx.routerCpuUs} µs/req); ` +
-          `${LIGHT_CONNECTIONS} conns p99 direct ${light.direct.p99ms} ms, node +${entry.addedP99ms.node}, nginx +${entry.addedP99ms.nginx} ` +
-          `(p50 direct ${light.direct.p50ms} ms, node +${entry.addedP50ms.node}, nginx +${entry.addedP50ms.nginx}); ` +
+          `light (${LIGHT_CONNECTIONS}+${LIGHT_CONNECTIONS} conns) p99 direct ${light.node.direct.p99ms}/${light.nginx.direct.p99ms} ms, node +${entry.addedP99ms.node}, nginx +${entry.addedP99ms.nginx} ` +
+          `(p50 direct ${light.node.direct.p50ms}/${light.nginx.direct.p50ms} ms, node +${entry.addedP50ms.node}, nginx +${entry.addedP50ms.nginx}); ` +
           `serving µs/req direct ${s.direct.servingCpuUs}, via node ${s.node.servingCpuUs}, via nginx ${s.nginx.servingCpuUs}`,
       );
     }
@@ -435,9 +440,10 @@ async function main(): Promise<void> {
           servingViaNginx: med((x) => x.saturated.nginx.servingCpuUs),
         },
         lightP99ms: {
-          direct: med((x) => x.light.direct.p99ms),
-          node: med((x) => x.light.node.p99ms),
-          nginx: med((x) => x.light.nginx.p99ms),
+          directBesideNode: med((x) => x.light.node.direct.p99ms),
+          node: med((x) => x.light.node.via.p99ms),
+          directBesideNginx: med((x) => x.light.nginx.direct.p99ms),
+          nginx: med((x) => x.light.nginx.via.p99ms),
         },
       },
       perRound: rounds,
@@ -453,7 +459,7 @@ async function main(): Promise<void> {
       [
         `median of ${ROUNDS}: direct ${m.rps.direct} req/s, node ${m.rps.node} (${m.ratio.node}x), nginx ${m.rps.nginx} (${m.ratio.nginx}x)`,
         `ratio per round: node ${rounds.map((x) => x.ratio.node).join(' ')}; nginx ${rounds.map((x) => x.ratio.nginx).join(' ')}`,
-        `added p99 at ${LIGHT_CONNECTIONS} connections per round: node ${rounds.map((x) => x.addedP99ms.node).join(' ')} ms; nginx ${rounds.map((x) => x.addedP99ms.nginx).join(' ')} ms`,
+        `added p99 at light load (${LIGHT_CONNECTIONS} connections via, ${LIGHT_CONNECTIONS} direct at once) per round: node ${rounds.map((x) => x.addedP99ms.node).join(' ')} ms; nginx ${rounds.map((x) => x.addedP99ms.nginx).join(' ')} ms`,
         `added p50 per round: node ${rounds.map((x) => x.addedP50ms.node).join(' ')} ms; nginx ${rounds.map((x) => x.addedP50ms.nginx).join(' ')} ms`,
         `CPU per request: node router ${m.cpuMicrosPerRequest.node} µs, nginx ${m.cpuMicrosPerRequest.nginx} µs, serving ${m.cpuMicrosPerRequest.serving} µs (${m.cpuMicrosPerRequest.servingViaNode} via node, ${m.cpuMicrosPerRequest.servingViaNginx} via nginx)`,
         `load average ${result.loadAvg.before} → ${result.loadAvg.after}`,
@@ -461,7 +467,8 @@ async function main(): Promise<void> {
     );
     const line = JSON.stringify(result);
     await writeFile(
-      join(root, 'bench', 'results', EXPERIMENT ? 'router.json' : 'router-canary.json'),
+      process.env['BENCH_OUT'] ??
+        join(root, 'bench', 'results', EXPERIMENT ? 'router.json' : 'router-canary.json'),
       line + '\n',
     );
     console.log(line);
