@@ -14,7 +14,7 @@
  *    promotion peak at ~6.4k req/s, the order of the seed's ~10k req/s at a 10x peak. 500 stands
  *    for a fleet ten times larger).
  * 4. Capacity per pod: one serving pod's rate at p99 ≤ 10 ms through its Service on the real
- *    node (bench/results/node-capacity.json, 2,056 req/s at one core; `--pod-rps` to override).
+ *    node (bench/results/node-capacity.json, 4,472 req/s at one core; `--pod-rps` to override).
  *    The HPA targets 70 % of it (Crema's default targetCPUUtilization, CPU proportional to
  *    requests; this assumes the CPU request is what one pod uses at capacity, see ADR 0013).
  * 5. Pod start-up: Ready 4.0 s after the pod is created (measured on the real node,
