@@ -297,6 +297,13 @@ describe('canary rollout (control plane only: pod readiness simulated)', () => {
         30_000,
         'step 2',
       );
+      // The step is written to status before the command is removed: annotating the same value
+      // again before that removal changes nothing, and the removal then takes it too.
+      await eventually(
+        async () => !(await getModel('addons')).metadata?.annotations?.['crema.dev/promote'],
+        10_000,
+        'first promote consumed',
+      );
       await annotate('addons', { 'crema.dev/promote': 'step' });
       await eventually(
         async () => (await getModel('addons')).status?.stable?.modelSha === sha('d'),
