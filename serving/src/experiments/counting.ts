@@ -205,8 +205,8 @@ export function exposureTotals(
  * skips that Redis call (about a quarter of serving's CPU per request, bench:serving-ab). An entry
  * is added only after Redis answered the script, so a failed exposure is tried again. It can
  * go stale only if Redis loses the user's key (a flush, a failover that drops writes): this
- * process then skips re-exposing that user until the entry is evicted, as its other replicas
- * would not.
+ * process then does not re-record that user's exposure until the entry is evicted, while a
+ * replica that never saw the user records it at once.
  */
 export class ExposedUsers {
   private readonly keys = new Set<string>();
