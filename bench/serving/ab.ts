@@ -8,12 +8,12 @@
  *
  * The two settings are environment variables of the server: `BENCH_A` and `BENCH_B`, each
  * "NAME=value NAME=value" (default: A the shipped defaults, B `CREMA_INFERENCE_THREAD=1`, the
- * last decision taken with it). `BENCH_A_HEADERS` / `BENCH_B_HEADERS` ("name=value ...") add request
- * headers on one side, e.g. the experiment router's headers (`x-crema-experiment=bench/ab
- * x-crema-experiment-run=0a1b2c3d4e5f x-crema-experiment-variant=b x-crema-experiment-ttl=3600`) to
- * price what serving does for a request of a running experiment. Both servers are pinned to `BENCH_SERVER_CPUS` (default core 0:
- * a pod at its CPU request; "" unpins), the client and Redis run on the other cores; only one
- * server has load at a time.
+ * last decision taken with it). `BENCH_A_HEADERS` / `BENCH_B_HEADERS` ("name=value ...") add
+ * request headers on one side, e.g. the experiment router's headers (`x-crema-experiment=bench/ab
+ * x-crema-experiment-run=0a1b2c3d4e5f x-crema-experiment-variant=b x-crema-experiment-ttl=3600`)
+ * to price what serving does for a request of a running experiment. Both servers are pinned to
+ * `BENCH_SERVER_CPUS` (default core 0: a pod at its CPU request; "" unpins), the client and
+ * Redis run on the other cores; only one server has load at a time.
  *
  * Env: BENCH_ROUNDS (4), BENCH_SECONDS (8), BENCH_USERS (200000), BENCH_CONNECTIONS (50).
  * Result: bench/results/serving-ab.json (BENCH_OUT overrides).

@@ -15,8 +15,9 @@
  * /proc), then at light load each router paired with direct: two wrk processes at once, 2
  * connections each, one direct and one through the router, so that serving's own stalls (GC,
  * the scheduler) fall on both alike; the router's added p99 = via − direct of the same pair.
- * Run one after the other, a few seconds' p99 moved by ±10 ms with serving's stalls alone. Before the rounds, 3,000 user ids (ASCII, escapes,
- * non-ASCII, path and body) are routed by both routers and compared with assignVariant.
+ * Run one after the other, a few seconds' p99 moved by ±10 ms with serving's stalls alone.
+ * Before the rounds, 3,000 user ids (ASCII, escapes, non-ASCII, path and body) are routed by
+ * both routers and compared with assignVariant.
  *
  *   npm run bench:router   # ~3 minutes; BENCH_ROUNDS=5 BENCH_SECONDS=6 BENCH_LIGHT_SECONDS=4 BENCH_USERS=200000 BENCH_BODIES=4096
  *   (result: bench/results/router.json, router-canary.json with BENCH_EXPERIMENT=0; BENCH_OUT overrides)
@@ -70,6 +71,7 @@ const STORES = 20;
 const NJS_MODULE = '/usr/lib/nginx/modules/ngx_http_js_module.so';
 
 type Target = 'direct' | 'node' | 'nginx';
+type Router = Exclude<Target, 'direct'>;
 const TARGETS: Target[] = ['direct', 'node', 'nginx'];
 
 async function loadAvg(): Promise<number> {
@@ -348,7 +350,7 @@ async function main(): Promise<void> {
     const rounds: {
       loadAvg: number;
       saturated: Record<Target, Sat>;
-      light: Record<'node' | 'nginx', { direct: WrkResult; via: WrkResult }>;
+      light: Record<Router, { direct: WrkResult; via: WrkResult }>;
       ratio: { node: number; nginx: number };
       addedP99ms: { node: number; nginx: number };
       addedP50ms: { node: number; nginx: number };
@@ -368,7 +370,7 @@ async function main(): Promise<void> {
         const servingCpuUs = Math.round((((await cpuSeconds([serving.pid!])) - s0) * 1e6) / w.requests);
         saturated[t] = { ...w, routerCpuUs, servingCpuUs };
       }
-      const light = {} as Record<'node' | 'nginx', { direct: WrkResult; via: WrkResult }>;
+      const light = {} as Record<Router, { direct: WrkResult; via: WrkResult }>;
       for (const t of order) {
         if (t === 'direct') continue;
         const [direct, via] = await Promise.all([
@@ -377,7 +379,7 @@ async function main(): Promise<void> {
         ]);
         light[t] = { direct, via };
       }
-      const added = (t: 'node' | 'nginx', q: 'p50ms' | 'p99ms') =>
+      const added = (t: Router, q: 'p50ms' | 'p99ms') =>
         Math.round((light[t].via[q] - light[t].direct[q]) * 100) / 100;
       const entry = {
         loadAvg: await loadAvg(),
